@@ -1,0 +1,79 @@
+package main
+
+import (
+	"errors"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/kiss-cache/kiss/storage"
+)
+
+// Exit codes, documented in `kiss --help` and docs/cli.md. Scripts and
+// systemd units decide on them, so they never change meaning.
+const (
+	ExitOK          = 0
+	ExitFailure     = 1 // anything not listed below
+	ExitUsage       = 2 // bad flags, arguments or URL
+	ExitStore       = 3 // the store lacks a guarantee kiss needs, or cannot be reached
+	ExitRefused     = 4 // fail-closed: kiss refused to delete (roots unreadable, malformed marker, empty roots, integrity)
+	ExitLocked      = 5 // another holder has the lock and --lock-wait ran out
+	ExitLeaseLost   = 6 // the lease was lost while working; work stopped
+	ExitInterrupted = 130
+)
+
+const exitStatusHelp = `
+EXIT STATUS:
+   0    success
+   1    failure
+   2    usage error (flags, arguments, URL)
+   3    store unusable (a guarantee kiss needs is missing, or unreachable)
+   4    refused, fail-closed (nothing was deleted)
+   5    locked by another holder (--lock-wait ran out)
+   6    lease lost while working (work stopped)
+   130  interrupted
+   kiss with-lock passes its COMMAND's exit status through.
+`
+
+// exitError attaches an exit code to an error.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Unwrap() error { return e.err }
+func (e *exitError) ExitCode() int { return e.code }
+func withExit(code int, err error) error {
+	if err == nil {
+		return nil
+	}
+	return &exitError{code: code, err: err}
+}
+func usageError(err error) error { return withExit(ExitUsage, err) }
+
+// silentExit exits with a code and prints nothing (the command already said why,
+// or, for with-lock, the child's status is passed through).
+type silentExit struct{ code int }
+
+func (e *silentExit) Error() string { return "exit status" }
+func (e *silentExit) ExitCode() int { return e.code }
+
+func exitCodeOf(err error) int {
+	var ec cli.ExitCoder
+	if errors.As(err, &ec) {
+		return ec.ExitCode()
+	}
+	switch {
+	case errors.Is(err, storage.ErrInvalidURL), errors.Is(err, storage.ErrInvalidKey):
+		return ExitUsage
+	}
+	// urfave/cli reports flag parse errors as plain errors.
+	msg := err.Error()
+	for _, p := range []string{"flag provided but not defined", "invalid value", "Required flag", "Required flags"} {
+		if strings.Contains(msg, p) {
+			return ExitUsage
+		}
+	}
+	return ExitFailure
+}

@@ -1,0 +1,77 @@
+// Command kiss is a self-hosted Nix binary cache toolkit: a pruner, a root
+// registry, a lock protocol over conditional writes and a gateway, over a
+// flat directory (file://) or an S3 bucket (s3://).
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"sort"
+	"syscall"
+
+	"github.com/urfave/cli/v2"
+)
+
+// version is set by the build (-ldflags "-X main.version=…").
+var version = "dev"
+
+// commands is filled by each cmd_<verb>.go file's init, so commands stay in
+// their own files.
+var commands []*cli.Command
+
+func register(c *cli.Command) { commands = append(commands, c) }
+
+func newApp(stdout, stderr io.Writer) *cli.App {
+	sort.Slice(commands, func(i, j int) bool { return commands[i].Name < commands[j].Name })
+	return &cli.App{
+		Name:                 "kiss",
+		Usage:                "a self-hosted Nix binary cache toolkit: prune, roots, locks, serve",
+		Version:              version,
+		Writer:               stdout,
+		ErrWriter:            stderr,
+		EnableBashCompletion: true,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error", EnvVars: []string{"KISS_LOG_LEVEL"}},
+			&cli.BoolFlag{Name: "json", Usage: "machine-readable output on stdout"},
+		},
+		Before: func(c *cli.Context) error {
+			var lvl slog.Level
+			if err := lvl.UnmarshalText([]byte(c.String("log-level"))); err != nil {
+				return usageError(fmt.Errorf("--log-level: %w", err))
+			}
+			slog.SetDefault(slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl})))
+			return nil
+		},
+		Commands:              commands,
+		ExitErrHandler:        func(*cli.Context, error) {}, // main maps errors to exit codes
+		CustomAppHelpTemplate: cli.AppHelpTemplate + exitStatusHelp,
+	}
+}
+
+func main() {
+	os.Exit(run(os.Args, os.Stdout, os.Stderr))
+}
+
+// run is main without os.Exit, for tests.
+func run(args []string, stdout, stderr io.Writer) int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	err := newApp(stdout, stderr).RunContext(ctx, args)
+	if err == nil {
+		return ExitOK
+	}
+	code := exitCodeOf(err)
+	if ctx.Err() != nil && code == ExitFailure {
+		code = ExitInterrupted
+	}
+	var silent *silentExit
+	if !errors.As(err, &silent) {
+		fmt.Fprintf(stderr, "kiss: %v\n", err)
+	}
+	return code
+}

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs everything kiss's demo and test suite need on a fresh Debian 12 machine.
+# Idempotent: a second run only checks. Run as root.
+#   apt:  nix-bin (2.8), nginx (+dav-ext), spin, openssl, curl, time, findutils
+#   go:   versitygw v1.8.0 (S3 server with conditional writes), pinned
+set -euo pipefail
+
+VERSITYGW_VERSION=v1.8.0
+GOBIN=${GOBIN:-$(go env GOPATH)/bin}
+export GOBIN
+
+need_apt=()
+for pkg in nix-bin nginx libnginx-mod-http-dav-ext spin openssl curl time; do
+	dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$pkg")
+done
+if ((${#need_apt[@]})); then
+	echo "install-deps: apt-get install ${need_apt[*]}" >&2
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq
+	apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+if ! [ -x "$GOBIN/versitygw" ] || ! "$GOBIN/versitygw" --version 2>/dev/null | grep -q "${VERSITYGW_VERSION#v}"; then
+	echo "install-deps: go install versitygw@$VERSITYGW_VERSION" >&2
+	go install "github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION"
+fi
+
+echo "install-deps: ok (nix $(nix --version | awk '{print $3}'), nginx $(nginx -v 2>&1 | sed 's|.*/||'), spin $(spin -V 2>&1 | awk '{print $3}'), versitygw $VERSITYGW_VERSION)" >&2

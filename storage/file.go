@@ -1,0 +1,449 @@
+package storage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"iter"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+	"golang.org/x/sys/unix"
+)
+
+// TempPrefix is where the file driver stages objects before publishing them
+// with rename(2) or link(2): inside the cache root, so both are on the same
+// filesystem and atomic. Keys under it are never cache objects; the pruner
+// collects stale ones.
+const TempPrefix = ".kiss/tmp/"
+
+// fileStore is the flat directory that `nix copy --to file://` writes and nginx
+// serves: key "abc.narinfo" is ROOT/abc.narinfo. It writes no sidecar files.
+//
+// Why not gocloud's fileblob: its IfNotExist is stat-then-rename (not atomic),
+// it has no If-Match, and its List walks the whole tree on every page.
+type fileStore struct {
+	root    string
+	tmpDir  string
+	tmpOnce sync.Once
+	tmpErr  error
+}
+
+// OpenFile opens the flat directory dir (created if missing) as a Store.
+func OpenFile(dir string) (Store, error) {
+	if !filepath.IsAbs(dir) {
+		return nil, fmt.Errorf("%w: %q is not an absolute path", ErrInvalidURL, dir)
+	}
+	dir = filepath.Clean(dir)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("open %s: %w", dir, err)
+	}
+	st, err := os.Stat(dir)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", dir, err)
+	}
+	if !st.IsDir() {
+		return nil, fmt.Errorf("%w: %s is not a directory", ErrInvalidURL, dir)
+	}
+	return &fileStore{root: dir, tmpDir: filepath.Join(dir, filepath.FromSlash(TempPrefix))}, nil
+}
+
+func (s *fileStore) URL() string { return "file://" + s.root }
+
+func (s *fileStore) Close() error { return nil }
+
+func (s *fileStore) Capabilities() Capabilities {
+	return Capabilities{AtomicCreate: true, CompareAndSwap: true, ConditionalDelete: true, Local: true}
+}
+
+// Now is the local clock: the kernel stamps mtimes with it. (On a network
+// filesystem the server's clock stamps them; run the pruner on the server.)
+func (s *fileStore) Now(context.Context) (time.Time, error) { return time.Now(), nil }
+
+func (s *fileStore) path(key string) (string, error) {
+	if err := ValidateKey(key); err != nil {
+		return "", err
+	}
+	return filepath.Join(s.root, filepath.FromSlash(key)), nil
+}
+
+// fileETag identifies one version of a file: a replace is a rename of a new
+// inode, so inode+mtime+size changes whenever the object does.
+func fileETag(fi os.FileInfo) string {
+	var ino uint64
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		ino = st.Ino
+	}
+	return fmt.Sprintf(`"%x-%x-%x"`, ino, fi.ModTime().UnixNano(), fi.Size())
+}
+
+func fileObject(key string, fi os.FileInfo) Object {
+	return Object{Key: key, Size: fi.Size(), ModTime: fi.ModTime(), ETag: fileETag(fi)}
+}
+
+func notFoundOr(err error) error {
+	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
+		return ErrNotFound
+	}
+	return err
+}
+
+func (s *fileStore) Stat(_ context.Context, key string) (Object, error) {
+	p, err := s.path(key)
+	if err != nil {
+		return Object{}, wrap("stat", key, err)
+	}
+	fi, err := os.Stat(p)
+	if err != nil {
+		return Object{}, wrap("stat", key, notFoundOr(err))
+	}
+	if !fi.Mode().IsRegular() {
+		return Object{}, wrap("stat", key, ErrNotFound)
+	}
+	return fileObject(key, fi), nil
+}
+
+type fileReader struct {
+	f   *os.File
+	r   io.Reader
+	obj Object
+}
+
+func (r *fileReader) Read(p []byte) (int, error) { return r.r.Read(p) }
+func (r *fileReader) Close() error               { return r.f.Close() }
+func (r *fileReader) Object() Object             { return r.obj }
+func (r *fileReader) File() *os.File             { return r.f }
+
+func (s *fileStore) Get(ctx context.Context, key string) (Reader, error) {
+	return s.GetRange(ctx, key, 0, -1)
+}
+
+func (s *fileStore) GetRange(_ context.Context, key string, offset, length int64) (Reader, error) {
+	op := "get"
+	if offset != 0 || length >= 0 {
+		op = "range"
+	}
+	p, err := s.path(key)
+	if err != nil {
+		return nil, wrap(op, key, err)
+	}
+	if offset < 0 {
+		return nil, wrap(op, key, fmt.Errorf("negative offset %d", offset))
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, wrap(op, key, notFoundOr(err))
+	}
+	fi, err := f.Stat()
+	if err != nil || !fi.Mode().IsRegular() {
+		f.Close()
+		if err == nil {
+			err = ErrNotFound
+		}
+		return nil, wrap(op, key, err)
+	}
+	if offset > 0 {
+		if _, err := f.Seek(offset, io.SeekStart); err != nil {
+			f.Close()
+			return nil, wrap(op, key, err)
+		}
+	}
+	var r io.Reader = f
+	if length >= 0 {
+		r = io.LimitReader(f, length)
+	}
+	return &fileReader{f: f, r: r, obj: fileObject(key, fi)}, nil
+}
+
+// ctxReader stops a streaming copy when ctx is cancelled.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}
+
+// stage writes r to a fsynced temp file inside the root and returns it, closed.
+func (s *fileStore) stage(ctx context.Context, r io.Reader) (string, os.FileInfo, error) {
+	s.tmpOnce.Do(func() { s.tmpErr = os.MkdirAll(s.tmpDir, 0o755) })
+	if s.tmpErr != nil {
+		return "", nil, s.tmpErr
+	}
+	f, err := os.CreateTemp(s.tmpDir, "put-*")
+	if err != nil {
+		return "", nil, err
+	}
+	name := f.Name()
+	fail := func(err error) (string, os.FileInfo, error) {
+		f.Close()
+		os.Remove(name)
+		return "", nil, err
+	}
+	if _, err := io.Copy(f, ctxReader{ctx, r}); err != nil {
+		return fail(err)
+	}
+	if err := f.Chmod(0o644); err != nil {
+		return fail(err)
+	}
+	if err := f.Sync(); err != nil {
+		return fail(err)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		return fail(err)
+	}
+	if err := f.Close(); err != nil {
+		os.Remove(name)
+		return "", nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		os.Remove(name)
+		return "", nil, err
+	}
+	return name, fi, nil
+}
+
+func (s *fileStore) Put(ctx context.Context, key string, r io.Reader, opts PutOptions) (Object, error) {
+	p, err := s.path(key)
+	if err != nil {
+		return Object{}, wrap("put", key, err)
+	}
+	if opts.IfNotExist && opts.IfMatch != "" {
+		return Object{}, wrap("put", key, fmt.Errorf("IfNotExist and IfMatch are exclusive"))
+	}
+	tmp, fi, err := s.stage(ctx, r)
+	if err != nil {
+		return Object{}, wrap("put", key, err)
+	}
+	defer os.Remove(tmp) // after link(2), or if publishing failed
+	dir := filepath.Dir(p)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return Object{}, wrap("put", key, notFoundOr(err))
+	}
+	switch {
+	case opts.IfNotExist:
+		// link(2) fails with EEXIST if the key exists: exactly one winner.
+		if err := os.Link(tmp, p); err != nil {
+			if errors.Is(err, fs.ErrExist) {
+				return Object{}, wrap("put", key, ErrPreconditionFailed)
+			}
+			return Object{}, wrap("put", key, err)
+		}
+		if err := syncDir(dir); err != nil {
+			return Object{}, wrap("put", key, err)
+		}
+	case opts.IfMatch != "":
+		err := withDirLock(dir, func() error {
+			cur, err := os.Stat(p)
+			if err != nil {
+				return notFoundOr(err)
+			}
+			if !cur.Mode().IsRegular() {
+				return ErrNotFound
+			}
+			if fileETag(cur) != opts.IfMatch {
+				return ErrPreconditionFailed
+			}
+			if err := os.Rename(tmp, p); err != nil {
+				return err
+			}
+			return syncDir(dir)
+		})
+		if err != nil {
+			return Object{}, wrap("put", key, err)
+		}
+	default:
+		if err := os.Rename(tmp, p); err != nil {
+			return Object{}, wrap("put", key, err)
+		}
+	}
+	return fileObject(key, fi), nil
+}
+
+// withDirLock runs fn under an exclusive flock(2) on dir. Every conditional
+// replace or delete of a key in dir takes it, so compare-then-act is atomic
+// among kiss processes on this host (and on filesystems with working flock).
+func withDirLock(dir string, fn func() error) error {
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return notFoundOr(err)
+	}
+	defer unix.Close(fd)
+	for {
+		err = unix.Flock(fd, unix.LOCK_EX)
+		if err != unix.EINTR {
+			break
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("flock %s: %w", dir, err)
+	}
+	defer unix.Flock(fd, unix.LOCK_UN)
+	return fn()
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+func (s *fileStore) Delete(_ context.Context, key string, opts DeleteOptions) error {
+	p, err := s.path(key)
+	if err != nil {
+		return wrap("delete", key, err)
+	}
+	if opts.IfMatch == "" {
+		return wrap("delete", key, unlink(p))
+	}
+	return wrap("delete", key, withDirLock(filepath.Dir(p), func() error {
+		cur, err := os.Stat(p)
+		if err != nil {
+			return notFoundOr(err)
+		}
+		if fileETag(cur) != opts.IfMatch {
+			return ErrPreconditionFailed
+		}
+		return unlink(p)
+	}))
+}
+
+// unlink removes a file; an absent one is fine, a directory is refused
+// (unlink(2) never removes directories).
+func unlink(p string) error {
+	err := unix.Unlink(p)
+	if err == nil || err == unix.ENOENT || err == unix.ENOTDIR {
+		return nil
+	}
+	if err == unix.EISDIR || err == unix.EPERM {
+		return fmt.Errorf("%s is a directory: %w", p, ErrInvalidKey)
+	}
+	return &os.PathError{Op: "unlink", Path: p, Err: err}
+}
+
+func (s *fileStore) DeleteMany(ctx context.Context, keys []string) error {
+	var (
+		mu   sync.Mutex
+		errs []error
+	)
+	g, ctx := errgroup.WithContext(ctx)
+	g.SetLimit(8)
+	for _, k := range keys {
+		if ctx.Err() != nil {
+			break
+		}
+		g.Go(func() error {
+			if err := s.Delete(ctx, k, DeleteOptions{}); err != nil {
+				mu.Lock()
+				errs = append(errs, err)
+				mu.Unlock()
+			}
+			return nil
+		})
+	}
+	g.Wait()
+	if err := ctx.Err(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// List walks the tree below the deepest directory the prefix names, reading
+// each directory in batches so a million-entry nar/ is never held at once.
+// Only regular files are objects; symlinks and other special files are skipped.
+func (s *fileStore) List(ctx context.Context, prefix string) iter.Seq2[Object, error] {
+	return func(yield func(Object, error) bool) {
+		if err := ValidatePrefix(prefix); err != nil {
+			yield(Object{}, wrap("list", prefix, err))
+			return
+		}
+		start := ""
+		if i := strings.LastIndexByte(prefix, '/'); i >= 0 {
+			start = prefix[:i]
+		}
+		stack := []string{start}
+		for len(stack) > 0 {
+			rel := stack[len(stack)-1]
+			stack = stack[:len(stack)-1]
+			cont, err := s.listDir(ctx, rel, prefix, &stack, yield)
+			if err != nil {
+				yield(Object{}, wrap("list", prefix, err))
+				return
+			}
+			if !cont {
+				return
+			}
+		}
+	}
+}
+
+const listBatch = 1024
+
+func (s *fileStore) listDir(ctx context.Context, rel, prefix string, stack *[]string, yield func(Object, error) bool) (bool, error) {
+	dirPath := s.root
+	if rel != "" {
+		dirPath = filepath.Join(s.root, filepath.FromSlash(rel))
+	}
+	d, err := os.Open(dirPath)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
+			return true, nil // vanished or not a directory: nothing below it
+		}
+		return false, err
+	}
+	defer d.Close()
+	for {
+		if err := ctx.Err(); err != nil {
+			return false, err
+		}
+		ents, err := d.ReadDir(listBatch)
+		for _, e := range ents {
+			key := e.Name()
+			if rel != "" {
+				key = rel + "/" + key
+			}
+			if e.IsDir() {
+				// Descend only where keys below can match the prefix.
+				if strings.HasPrefix(key+"/", prefix) || strings.HasPrefix(prefix, key+"/") {
+					*stack = append(*stack, key)
+				}
+				continue
+			}
+			if !e.Type().IsRegular() || !strings.HasPrefix(key, prefix) {
+				continue
+			}
+			fi, err := e.Info()
+			if err != nil {
+				if errors.Is(err, fs.ErrNotExist) {
+					continue // deleted while listing
+				}
+				return false, err
+			}
+			if !yield(fileObject(path.Clean(key), fi), nil) {
+				return false, nil
+			}
+		}
+		if err == io.EOF || (err == nil && len(ents) == 0) {
+			return true, nil
+		}
+		if err != nil {
+			return false, err
+		}
+	}
+}

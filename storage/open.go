@@ -1,0 +1,79 @@
+package storage
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"sync"
+)
+
+// Open returns the Store for a URL:
+//
+//	file:///var/lib/nix-cache   a flat directory (as nginx serves it)
+//	/var/lib/nix-cache          the same (a plain path means file://)
+//	s3://bucket?region=…&endpoint=…
+//	mem://name                  in-process, for tests (same name, same store)
+func Open(ctx context.Context, rawURL string) (Store, error) {
+	if rawURL == "" {
+		return nil, fmt.Errorf("%w: empty", ErrInvalidURL)
+	}
+	if !strings.Contains(rawURL, "://") {
+		abs, err := filepath.Abs(rawURL)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %q: %v", ErrInvalidURL, rawURL, err)
+		}
+		return OpenFile(abs)
+	}
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %q: %v", ErrInvalidURL, rawURL, err)
+	}
+	switch u.Scheme {
+	case "file":
+		if u.Host != "" && u.Host != "localhost" {
+			return nil, fmt.Errorf("%w: %q: file:// URLs take no host (use file:///abs/path)", ErrInvalidURL, rawURL)
+		}
+		if u.Path == "" {
+			return nil, fmt.Errorf("%w: %q: no directory", ErrInvalidURL, rawURL)
+		}
+		return OpenFile(u.Path)
+	case "s3":
+		return openS3(ctx, u)
+	case "mem":
+		return OpenMem(u.Host + u.Path), nil
+	default:
+		if o, ok := lookupOpener(u.Scheme); ok {
+			return o(ctx, u)
+		}
+		if u.Scheme == "http" || u.Scheme == "https" {
+			return nil, fmt.Errorf("%w: %q: http(s) stores need the gateway client (import github.com/kiss-cache/kiss/gateway)", ErrInvalidURL, rawURL)
+		}
+		return nil, fmt.Errorf("%w: %q: unknown scheme %q (want file://, s3:// or mem://)", ErrInvalidURL, rawURL, u.Scheme)
+	}
+}
+
+// Opener opens a Store for a URL of a registered scheme.
+type Opener func(ctx context.Context, u *url.URL) (Store, error)
+
+var (
+	openersMu sync.RWMutex
+	openers   = map[string]Opener{}
+)
+
+// Register adds a scheme that Open understands. Packages that cannot be
+// imported by storage (the gateway's HTTP client: http://, https://) register
+// themselves in init.
+func Register(scheme string, o Opener) {
+	openersMu.Lock()
+	defer openersMu.Unlock()
+	openers[scheme] = o
+}
+
+func lookupOpener(scheme string) (Opener, bool) {
+	openersMu.RLock()
+	defer openersMu.RUnlock()
+	o, ok := openers[scheme]
+	return o, ok
+}
