@@ -11,14 +11,35 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"sort"
 	"syscall"
 
 	"github.com/urfave/cli/v2"
 )
 
-// version is set by the build (-ldflags "-X main.version=…").
+// version is set by the build (-ldflags "-X main.version=…"); otherwise it is
+// taken from the VCS stamp Go embeds in the binary.
 var version = "dev"
+
+func init() {
+	if version != "dev" {
+		return
+	}
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return
+	}
+	if v := bi.Main.Version; v != "" && v != "(devel)" {
+		version = v
+		return
+	}
+	for _, s := range bi.Settings {
+		if s.Key == "vcs.revision" && len(s.Value) >= 12 {
+			version = "dev-" + s.Value[:12]
+		}
+	}
+}
 
 // commands is filled by each cmd_<verb>.go file's init, so commands stay in
 // their own files.

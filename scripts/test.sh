@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The whole kiss test suite, as README.md shows and CI runs (.ci/run).
+# Installs what it needs (scripts/install-deps.sh), then: gofmt, go vet,
+# go test -race on every package (unit, storage conformance on mem/file/
+# versitygw, spin model check, e2e with real nix, nginx and versitygw), and
+# the pruner smoke benchmark. Fails loudly; never skips a real component in CI.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export CI=${CI:-}
+# In CI and here alike: a missing S3 server or spin is a failure, not a skip.
+export KISS_REQUIRE_S3=1 KISS_REQUIRE_SPIN=1 KISS_REQUIRE_NIX=1
+export AWS_EC2_METADATA_DISABLED=true
+export GOFLAGS=${GOFLAGS:--mod=mod}
+
+step() { printf '\n=== %s\n' "$*" >&2; }
+start=$(date +%s)
+
+step "install dependencies"
+bash scripts/install-deps.sh
+export PATH="$(go env GOPATH)/bin:$PATH"
+
+step "gofmt"
+unformatted=$(gofmt -l $(git ls-files '*.go') 2>/dev/null || true)
+if [ -n "$unformatted" ]; then
+	echo "gofmt needed on:" >&2
+	echo "$unformatted" >&2
+	exit 1
+fi
+
+step "go vet"
+go vet ./...
+
+step "go test -race (unit, conformance, model, e2e)"
+go test -race -count=1 -timeout 30m ./...
+
+if [ -x e2e/bench/prune-smoke.sh ]; then
+	step "pruner smoke benchmark (100k paths)"
+	bash e2e/bench/prune-smoke.sh
+fi
+
+step "all passed in $(( $(date +%s) - start ))s"
