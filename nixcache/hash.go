@@ -1,0 +1,114 @@
+package nixcache
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/nix-community/go-nix/pkg/nixbase32"
+)
+
+// HashLen is the length of a store path hash in nixbase32 characters; the
+// digest it encodes is 20 bytes.
+const HashLen = 32
+
+// DefaultStoreDir is the store directory when nix-cache-info does not say.
+const DefaultStoreDir = "/nix/store"
+
+// ErrInvalidStorePath: a string is not a store path (or base name) kiss can
+// map to a key.
+var ErrInvalidStorePath = errors.New("invalid store path")
+
+// Hash is the 20-byte digest of a store path. It is the identity of a narinfo:
+// compact (no string header, comparable, usable as a map key) so a million of
+// them fit in a few tens of MiB.
+type Hash [20]byte
+
+// String is the nixbase32 form, as in file names and store paths.
+func (h Hash) String() string { return nixbase32.EncodeToString(h[:]) }
+
+// ParseHash decodes exactly 32 nixbase32 characters.
+func ParseHash(s string) (Hash, error) {
+	var h Hash
+	if len(s) != HashLen {
+		return h, fmt.Errorf("%w: hash %q is not %d characters", ErrInvalidStorePath, s, HashLen)
+	}
+	for i := 0; i < len(s); i++ {
+		if !nixbase32.Is(s[i]) {
+			return h, fmt.Errorf("%w: hash %q has %q, not in the Nix base32 alphabet", ErrInvalidStorePath, s, s[i])
+		}
+	}
+	n, err := nixbase32.Decode(h[:], []byte(s))
+	if err != nil || n != len(h) {
+		return Hash{}, fmt.Errorf("%w: hash %q: %v", ErrInvalidStorePath, s, err)
+	}
+	return h, nil
+}
+
+// validName reports whether s is a valid store path name (the part after
+// "<hash>-"), with the character set Nix accepts.
+func validName(s string) bool {
+	if s == "" || len(s) > 211 || s[0] == '.' {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		case c == '+' || c == '-' || c == '.' || c == '_' || c == '?' || c == '=':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// ParseBaseName parses "<hash>-<name>", the form narinfo `References:` and
+// `Deriver:` use, into its hash and name.
+func ParseBaseName(s string) (Hash, string, error) {
+	if len(s) < HashLen+2 || s[HashLen] != '-' {
+		return Hash{}, "", fmt.Errorf("%w: %q is not <hash>-<name>", ErrInvalidStorePath, s)
+	}
+	h, err := ParseHash(s[:HashLen])
+	if err != nil {
+		return Hash{}, "", err
+	}
+	name := s[HashLen+1:]
+	if !validName(name) {
+		return Hash{}, "", fmt.Errorf("%w: %q has an invalid name", ErrInvalidStorePath, s)
+	}
+	return h, name, nil
+}
+
+// ParseStorePath parses an absolute store path "<storeDir>/<hash>-<name>".
+// A path below a store path ("/nix/store/<hash>-x/bin/y") yields that store
+// path's hash, as Nix does for GC roots.
+func ParseStorePath(p, storeDir string) (Hash, string, error) {
+	if storeDir == "" {
+		storeDir = DefaultStoreDir
+	}
+	rest, ok := strings.CutPrefix(p, strings.TrimSuffix(storeDir, "/")+"/")
+	if !ok {
+		return Hash{}, "", fmt.Errorf("%w: %q is not in %s", ErrInvalidStorePath, p, storeDir)
+	}
+	if i := strings.IndexByte(rest, '/'); i >= 0 {
+		rest = rest[:i]
+	}
+	return ParseBaseName(rest)
+}
+
+// HashOf maps anything that names a store path to its hash: an absolute store
+// path (in storeDir), a base name "<hash>-<name>" (a References entry), or a
+// bare 32-character hash. It is the one normalisation every caller uses.
+func HashOf(ref, storeDir string) (Hash, error) {
+	switch {
+	case strings.HasPrefix(ref, "/"):
+		h, _, err := ParseStorePath(ref, storeDir)
+		return h, err
+	case len(ref) == HashLen:
+		return ParseHash(ref)
+	default:
+		h, _, err := ParseBaseName(ref)
+		return h, err
+	}
+}

@@ -1,0 +1,235 @@
+package nixcache_test
+
+import (
+	"bytes"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/nix-community/go-nix/pkg/narinfo"
+	"github.com/nix-community/go-nix/pkg/storepath"
+
+	"github.com/kiss-cache/kiss/nixcache"
+)
+
+// Real Nix 2.8 output (reference/environment.md), plus a key Nix 2.8 does not
+// write (go-nix's parser rejects it; ours must not).
+const fixture = `StorePath: /nix/store/2180hhkf15y0d94rpm7qjmr08n19qhmn-feas-b
+URL: nar/1kmbzm1dw4jca8fwjdi3dz7pq34pz99f5paydq6cry42lwg8n2bj.nar.zst
+Compression: zstd
+FileHash: sha256:1kmbzm1dw4jca8fwjdi3dz7pq34pz99f5paydq6cry42lwg8n2bj
+FileSize: 213
+NarHash: sha256:0gxb81r7gprh2asvkw2ah5g9vmk4jhyz93lfx89wyr2srqay8m3b
+NarSize: 576
+References: dsdpfp4hyv22f4dqg1d0spdsv1fq33xx-feas-a 2180hhkf15y0d94rpm7qjmr08n19qhmn-feas-b
+Deriver: 4cfd372bq5xxc1qxqzbpa2n1flhkr898-feas-b.drv
+`
+
+func TestParseNarInfoMatchesGoNix(t *testing.T) {
+	ni, err := nixcache.ParseNarInfo([]byte(fixture), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref, err := narinfo.Parse(strings.NewReader(fixture))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ni.StorePath != ref.StorePath || ni.URL != ref.URL || ni.FileSize != ref.FileSize || ni.NarSize != ref.NarSize || ni.Compression != ref.Compression {
+		t.Fatalf("ours %+v, go-nix %+v", ni, ref)
+	}
+	if len(ni.References) != len(ref.References) {
+		t.Fatalf("refs: %d vs %d", len(ni.References), len(ref.References))
+	}
+	for i, r := range ref.References {
+		sp, err := storepath.FromString(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(sp.Digest, ni.References[i][:]) {
+			t.Errorf("ref %d: %s vs %s", i, ni.References[i], r)
+		}
+	}
+	if !ni.HasDeriver || ni.Deriver.String() != "4cfd372bq5xxc1qxqzbpa2n1flhkr898" || ni.DeriverName != ref.Deriver {
+		t.Errorf("deriver %v %s", ni.HasDeriver, ni.Deriver)
+	}
+	if k, ok := ni.NarKey(); !ok || k != ref.URL {
+		t.Errorf("nar key %q %v", k, ok)
+	}
+	if ni.Hash.String() != "2180hhkf15y0d94rpm7qjmr08n19qhmn" {
+		t.Errorf("hash %s", ni.Hash)
+	}
+}
+
+func TestParseNarInfoToleratesUnknownKeys(t *testing.T) {
+	in := fixture + "FutureKey: something: with colons\nSig: k:abc\nCA: fixed:r:sha256:xyz\n"
+	if _, err := narinfo.Parse(strings.NewReader(in)); err == nil {
+		t.Log("go-nix accepted it too")
+	}
+	ni, err := nixcache.ParseNarInfo([]byte(in), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ni.References) != 2 {
+		t.Fatal(ni.References)
+	}
+}
+
+func TestParseNarInfoRejects(t *testing.T) {
+	base := strings.Split(fixture, "\n")
+	repl := func(prefix, with string) string {
+		var out []string
+		for _, l := range base {
+			if strings.HasPrefix(l, prefix) {
+				if with == "" {
+					continue
+				}
+				l = with
+			}
+			out = append(out, l)
+		}
+		return strings.Join(out, "\n")
+	}
+	cases := map[string]string{
+		"no store path":  repl("StorePath:", ""),
+		"bad store path": repl("StorePath:", "StorePath: /nix/store/short-x"),
+		"sub path":       repl("StorePath:", "StorePath: /nix/store/2180hhkf15y0d94rpm7qjmr08n19qhmn-feas-b/bin"),
+		"other store":    repl("StorePath:", "StorePath: /gnu/store/2180hhkf15y0d94rpm7qjmr08n19qhmn-feas-b"),
+		"no url":         repl("URL:", ""),
+		"bare hash ref":  repl("References:", "References: dsdpfp4hyv22f4dqg1d0spdsv1fq33xx"),
+		"bad ref alpha":  repl("References:", "References: eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-x"),
+		"bad deriver":    repl("Deriver:", "Deriver: nonsense"),
+		"bad file size":  repl("FileSize:", "FileSize: -1"),
+		"garbage line":   fixture + "no colon here\n",
+		"twice refs":     fixture + "References: \n",
+		"binary":         "\x00\x01\x02",
+	}
+	for name, in := range cases {
+		if _, err := nixcache.ParseNarInfo([]byte(in), ""); !errors.Is(err, nixcache.ErrInvalidNarInfo) {
+			t.Errorf("%s: err = %v, want ErrInvalidNarInfo", name, err)
+		}
+	}
+	if _, err := nixcache.ParseNarInfo([]byte(repl("Deriver:", "Deriver: unknown-deriver")), ""); err != nil {
+		t.Errorf("unknown-deriver: %v", err)
+	}
+	if ni, err := nixcache.ParseNarInfo([]byte(repl("References:", "References: ")), ""); err != nil || len(ni.References) != 0 {
+		t.Errorf("empty references: %v %v", ni, err)
+	}
+}
+
+// TestReferenceKeyMapping: the one key function maps every spelling of a
+// store path to the same narinfo key (the niks3 bare-hash bug class).
+func TestReferenceKeyMapping(t *testing.T) {
+	want := "dsdpfp4hyv22f4dqg1d0spdsv1fq33xx.narinfo"
+	for _, ref := range []string{
+		"dsdpfp4hyv22f4dqg1d0spdsv1fq33xx-feas-a",
+		"/nix/store/dsdpfp4hyv22f4dqg1d0spdsv1fq33xx-feas-a",
+		"/nix/store/dsdpfp4hyv22f4dqg1d0spdsv1fq33xx-feas-a/bin/x",
+		"dsdpfp4hyv22f4dqg1d0spdsv1fq33xx",
+	} {
+		got, err := nixcache.NarInfoKeyFor(ref, "")
+		if err != nil || got != want {
+			t.Errorf("%q -> %q, %v; want %q", ref, got, err, want)
+		}
+		if k, h := nixcache.Classify(got); k != nixcache.KindNarInfo || nixcache.NarInfoKey(h) != want {
+			t.Errorf("Classify(%q) = %v %s", got, k, h)
+		}
+	}
+	for _, bad := range []string{"", "x", "/nix/store", "/nix/storex/dsdpfp4hyv22f4dqg1d0spdsv1fq33xx-a", "eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-x", "dsdpfp4hyv22f4dqg1d0spdsv1fq33xx.narinfo"} {
+		if k, err := nixcache.NarInfoKeyFor(bad, ""); err == nil {
+			t.Errorf("%q -> %q, want error", bad, k)
+		}
+	}
+	if k, err := nixcache.NarInfoKeyFor("/gnu/store/dsdpfp4hyv22f4dqg1d0spdsv1fq33xx-a", "/gnu/store"); err != nil || k != want {
+		t.Errorf("other store dir: %q %v", k, err)
+	}
+}
+
+func TestClassify(t *testing.T) {
+	cases := map[string]nixcache.Kind{
+		"nix-cache-info":      nixcache.KindCacheInfo,
+		"gcroots/web1":        nixcache.KindRoot,
+		"gcroots/.lock/prune": nixcache.KindRoot,
+		"gcroots/x.tmp":       nixcache.KindRoot,
+		".kiss/memo/v1":       nixcache.KindKiss,
+		".kiss/tmp/abc":       nixcache.KindTemp,
+		".tmp/0000001":        nixcache.KindTemp,
+		"nar/x.nar.tmp":       nixcache.KindTemp,
+		"dsdpfp4hyv22f4dqg1d0spdsv1fq33xx.narinfo":     nixcache.KindNarInfo,
+		"dsdpfp4hyv22f4dqg1d0spdsv1fq33xx.ls":          nixcache.KindListing,
+		"eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee.narinfo":     nixcache.KindOther,
+		"sub/dsdpfp4hyv22f4dqg1d0spdsv1fq33xx.narinfo": nixcache.KindOther,
+		"nar/abc.nar.xz": nixcache.KindNAR,
+		"log/4cfd372bq5xxc1qxqzbpa2n1flhkr898-feas-b.drv": nixcache.KindLog,
+		"log/a/b":                         nixcache.KindOther,
+		"realisations/sha256:abc!out.doi": nixcache.KindRealisation,
+		"build-trace-v2/4cfd372bq5xxc1qxqzbpa2n1flhkr898-feas-b.drv/out.doi": nixcache.KindBuildTrace,
+		"debuginfo/0123abcd": nixcache.KindDebugInfo,
+		"index.html":         nixcache.KindOther,
+	}
+	for key, want := range cases {
+		if got, _ := nixcache.Classify(key); got != want {
+			t.Errorf("Classify(%q) = %v, want %v", key, got, want)
+		}
+	}
+}
+
+func TestNarKeyFromURL(t *testing.T) {
+	ok := map[string]string{"nar/a.nar.xz": "nar/a.nar.xz", "./nar/a.nar": "nar/a.nar", "nar//b": "nar/b", "x/../nar/c": "nar/c"}
+	for in, want := range ok {
+		if got, good := nixcache.NarKeyFromURL(in); !good || got != want {
+			t.Errorf("%q -> %q %v", in, got, good)
+		}
+	}
+	for _, in := range []string{"", "https://cache.nixos.org/nar/a", "/nar/a", "../nar/a", "..", "."} {
+		if got, good := nixcache.NarKeyFromURL(in); good {
+			t.Errorf("%q -> %q, want not in cache", in, got)
+		}
+	}
+}
+
+func TestParseMarker(t *testing.T) {
+	in := "/nix/store/dsdpfp4hyv22f4dqg1d0spdsv1fq33xx-feas-a\n  /nix/store/2180hhkf15y0d94rpm7qjmr08n19qhmn-feas-b/bin/x  \r\n# comment\nshared\n/nix/store\n\n"
+	roots, ignored, err := nixcache.ParseMarker([]byte(in), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(roots) != 2 || roots[0].String() != "dsdpfp4hyv22f4dqg1d0spdsv1fq33xx" || roots[1].String() != "2180hhkf15y0d94rpm7qjmr08n19qhmn" || ignored != 3 {
+		t.Fatalf("roots %v ignored %d", roots, ignored)
+	}
+}
+
+func TestRealisationAndDebugInfo(t *testing.T) {
+	for _, doc := range []string{
+		`{"id":"sha256:abc!out","outPath":"dsdpfp4hyv22f4dqg1d0spdsv1fq33xx-feas-a","signatures":[],"dependentRealisations":{}}`,
+		`{"outPath":"/nix/store/dsdpfp4hyv22f4dqg1d0spdsv1fq33xx-feas-a","signatures":[]}`,
+		`{"key":{"drvPath":"4cfd372bq5xxc1qxqzbpa2n1flhkr898-feas-b.drv","outputName":"out"},"value":{"outPath":"dsdpfp4hyv22f4dqg1d0spdsv1fq33xx-feas-a"}}`,
+	} {
+		h, err := nixcache.RealisationOutPath([]byte(doc), "")
+		if err != nil || h.String() != "dsdpfp4hyv22f4dqg1d0spdsv1fq33xx" {
+			t.Errorf("%s: %s %v", doc, h, err)
+		}
+	}
+	for _, bad := range []string{``, `{}`, `{"outPath":"dsdpfp4hyv22f4dqg1d0spdsv1fq33xx"}`, `{"outPath":3}`, `[`} {
+		if _, err := nixcache.RealisationOutPath([]byte(bad), ""); !errors.Is(err, nixcache.ErrInvalidMeta) {
+			t.Errorf("%q: %v", bad, err)
+		}
+	}
+	k, err := nixcache.DebugInfoNarKey("debuginfo/0123", []byte(`{"archive":"../nar/abc.nar.xz","member":"lib/debug/.build-id/01/23.debug"}`))
+	if err != nil || k != "nar/abc.nar.xz" {
+		t.Errorf("debuginfo: %q %v", k, err)
+	}
+	for _, bad := range []string{`{"archive":"../../etc/passwd"}`, `{"archive":"https://x/nar/a"}`, `{}`, `nope`} {
+		if k, err := nixcache.DebugInfoNarKey("debuginfo/0123", []byte(bad)); err == nil {
+			t.Errorf("%s -> %q", bad, k)
+		}
+	}
+}
+
+func TestParseCacheInfo(t *testing.T) {
+	if d := nixcache.ParseCacheInfo([]byte("StoreDir: /gnu/store\nWantMassQuery: 1\n")); d != "/gnu/store" {
+		t.Fatal(d)
+	}
+	if d := nixcache.ParseCacheInfo([]byte("WantMassQuery: 1\n")); d != "" {
+		t.Fatal(d)
+	}
+}
