@@ -1,0 +1,209 @@
+# Renders the nginx configuration of the "nginx" serve backend: a flat cache
+# directory behind mutual TLS, with WebDAV PUT for writers chosen by subject DN
+# (the user-facing model of the original kiss-cache).
+#
+# Pure builtins on purpose: the NixOS module imports this file, and the test
+# suite renders it with `nix eval --raw --impure --expr 'import ./nginx-render.nix {…}'`
+# and runs the real nginx on the result. What is tested is therefore exactly
+# the text a NixOS host gets (no nixpkgs needed to produce it).
+#
+# The result is an attribute set:
+#   httpConfig    maps + one server block, for the http{} context
+#                 (services.nginx.appendHttpConfig on NixOS)
+#   nixCacheInfo  the body served at /nix-cache-info
+#   writerMap     the name of the 0/1 variable telling writers apart
+{
+  # Short identifier, makes the map variables unique when several caches
+  # are served by one nginx. Letters, digits and "_" only.
+  name ? "kiss"
+, # "addr:port" or "port" strings; each gets `ssl`.
+  listen ? [ "443" "[::]:443" ]
+, serverName ? "_"
+, # The flat cache directory (what `kiss prune file://…` prunes).
+  cacheDir
+, sslCertificate
+, sslCertificateKey
+, # CA that signs client certificates. Every request needs one (400 without).
+  clientCA
+, ssl_verify_depth ? 2
+, # Exact RFC 2253 subject DNs as nginx prints $ssl_client_s_dn, e.g.
+  # "CN=builder-01" or "CN=hydra,O=Example". Empty: the cache is read-only.
+  writers ? [ ]
+, priority ? 30
+, # Upstream cache for misses (e.g. "https://cache.nixos.org"); hits are
+  # stored in cacheDir (unrooted: the next prune reclaims what no root keeps).
+  fallbackCache ? null
+, # When set (e.g. "http://127.0.0.1:8081" or "http://unix:/run/kiss/serve.sock:"),
+  # gcroots/ (markers and lock leases) is proxied to a `kiss serve` there,
+  # which gives conditional writes (If-None-Match/If-Match) that nginx's DAV
+  # module ignores. Without it markers are plain DAV files and lease
+  # endpoints answer 403: remote `kiss with-lock` then needs `kiss serve`.
+  gcrootsProxy ? null
+, # Where nginx writes request bodies before renaming them into place. It
+  # must be on the cache's filesystem (atomic rename). The pruner ignores
+  # dot-directories.
+  tmpDir ? "${cacheDir}/.tmp"
+, # Maximum NAR upload; "0" = unlimited.
+  maxBodySize ? "0"
+, extraConfig ? ""
+}:
+let
+  inherit (builtins) concatStringsSep map match replaceStrings toString length elemAt all;
+
+  # Only safe identifiers end up in variable names.
+  checkedName =
+    if match "[A-Za-z0-9_]+" name != null then name
+    else throw "nginx-render: name must match [A-Za-z0-9_]+, got '${name}'";
+
+  # nginx string literal: double quotes with backslash escapes (a newline
+  # becomes \n, which nginx turns back into a newline).
+  # "$" would be read as a variable and has no escape: refused too.
+  quote = s:
+    if match ".*[\r$].*" s != null then throw "nginx-render: value contains a carriage return or '$': ${s}"
+    else "\"" + replaceStrings [ "\\" "\"" "\n" ] [ "\\\\" "\\\"" "\\n" ] s + "\"";
+
+  # Paths and URLs go unquoted into directives; refuse what would break them.
+  bare = what: s:
+    if match "[^[:space:];{}\"'`]+" (toString s) != null then toString s
+    else throw "nginx-render: ${what} '${toString s}' contains whitespace or one of ; { } quotes";
+
+  writerVar = "$kiss_writer_${checkedName}";
+  denyVar = "$kiss_deny_${checkedName}";
+
+  # A DN starting with "~" would turn the map entry into a regex: refuse it
+  # (the map matches DNs exactly, never by pattern).
+  writerLine = dn:
+    if dn == "" || builtins.substring 0 1 dn == "~" then throw "nginx-render: bad writer DN '${dn}'"
+    else "    ${quote dn} 1;";
+
+  nixCacheInfo = "StoreDir: /nix/store\nWantMassQuery: 1\nPriority: ${toString priority}\n";
+
+  listenLines = concatStringsSep "\n" (map (l: "  listen ${bare "listen" l} ssl;") listen);
+
+  hasWriters = writers != [ ];
+
+  davCommon = ''
+      create_full_put_path on;
+      dav_access user:rw group:r all:r;'';
+
+  # proxy_pass inside a named location must not carry a URI part: keep
+  # scheme://host[:port] only.
+  fallbackParts = if fallbackCache == null then null else match "(https?)://([^/]+)(/.*)?" fallbackCache;
+  fallbackOrigin =
+    if fallbackCache == null then null
+    else if fallbackParts == null then throw "nginx-render: fallbackCache must be an http(s):// URL, got '${fallbackCache}'"
+    else "${elemAt fallbackParts 0}://${bare "fallbackCache" (elemAt fallbackParts 1)}";
+  fallbackHost = if fallbackParts == null then null else elemAt fallbackParts 1;
+
+  rootLocation = ''
+    location / {
+      if (${denyVar}) { return 403; }
+      expires max;
+      add_header Cache-Control immutable;
+  '' + (if hasWriters then ''
+      dav_methods PUT;
+      client_max_body_size ${bare "maxBodySize" maxBodySize};
+    ${davCommon}
+  '' else "") + (if fallbackCache != null then ''
+      error_page 404 = @kiss_fallback_${checkedName};
+  '' else "") + ''
+    }
+  '';
+
+  fallbackLocation = if fallbackCache == null then "" else ''
+    location @kiss_fallback_${checkedName} {
+      internal;
+      proxy_pass ${fallbackOrigin};
+      proxy_set_header Host ${bare "fallback host" fallbackHost};
+      proxy_ssl_server_name on;
+      proxy_intercept_errors off;
+      proxy_store on;
+      proxy_store_access user:rw group:r all:r;
+      proxy_temp_path ${bare "tmpDir" tmpDir};
+    }
+  '';
+
+  gcrootsLocations =
+    if gcrootsProxy != null then ''
+      # Markers and lease objects go to kiss serve: conditional writes.
+      location ^~ /gcroots/ {
+        if (${denyVar}) { return 403; }
+        expires off;
+        add_header Cache-Control no-store always;
+        client_max_body_size 64k;
+        proxy_pass ${bare "gcrootsProxy" gcrootsProxy};
+        proxy_set_header Host $host;
+        proxy_set_header X-Forwarded-Proto $scheme;
+        proxy_set_header X-Kiss-Client-DN $ssl_client_s_dn;
+        proxy_request_buffering on;
+      }
+    ''
+    else ''
+      location ^~ /gcroots/ {
+        if (${denyVar}) { return 403; }
+        expires off;
+        add_header Cache-Control no-store always;
+    '' + (if hasWriters then ''
+        dav_methods PUT DELETE;
+        client_max_body_size 4k;
+      ${davCommon}
+    '' else "") + ''
+      }
+      # nginx's DAV module ignores If-None-Match/If-Match, so it cannot host
+      # the lease protocol: refuse rather than pretend (use gcrootsProxy).
+      location ^~ /gcroots/.lock/ {
+        return 403;
+      }
+    '';
+
+  httpConfig = ''
+    # kiss cache "${checkedName}" (rendered by nixos/nginx-render.nix)
+    map $ssl_client_s_dn ${writerVar} {
+      default 0;
+    ${concatStringsSep "\n" (map writerLine writers)}
+    }
+    map "$request_method:${writerVar}" ${denyVar} {
+      default 1;
+      "~^(GET|HEAD):" 0;
+      "~:1$" 0;
+    }
+    server {
+    ${listenLines}
+      server_name ${bare "serverName" serverName};
+      ssl_certificate ${bare "sslCertificate" sslCertificate};
+      ssl_certificate_key ${bare "sslCertificateKey" sslCertificateKey};
+      ssl_client_certificate ${bare "clientCA" clientCA};
+      ssl_verify_client on;
+      ssl_verify_depth ${toString ssl_verify_depth};
+      ssl_protocols TLSv1.2 TLSv1.3;
+      root ${bare "cacheDir" cacheDir};
+      client_body_temp_path ${bare "tmpDir" tmpDir};
+      types {
+        text/x-nix-narinfo narinfo;
+        application/x-nix-nar nar;
+        application/json ls;
+        text/plain drv;
+      }
+      default_type application/octet-stream;
+
+      # Dotfiles (temp bodies, .kiss/ state) are never served or written.
+      location ~ /\. {
+        return 404;
+      }
+      location = /nix-cache-info {
+        if (${denyVar}) { return 403; }
+        default_type text/plain;
+        return 200 ${quote nixCacheInfo};
+      }
+    ${rootLocation}
+    ${fallbackLocation}
+    ${gcrootsLocations}
+    ${extraConfig}
+    }
+  '';
+in
+assert all (w: builtins.isString w) writers;
+{
+  inherit httpConfig nixCacheInfo;
+  writerMap = writerVar;
+}
