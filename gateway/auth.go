@@ -1,0 +1,230 @@
+package gateway
+
+import (
+	"context"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/coreos/go-oidc/v3/oidc"
+)
+
+// Access is what one request may do, decided by an Authenticator.
+type Access struct {
+	// Subject names the client in logs: a certificate DN, a token subject,
+	// or "anonymous".
+	Subject string
+	Read    bool
+	Write   bool
+}
+
+// Authenticator decides what a request may do. It returns an *AuthError to
+// reject the request outright (401: no or bad credentials); a valid client
+// that may not do something gets an Access without that right (403 later).
+type Authenticator interface {
+	Authenticate(r *http.Request) (Access, error)
+}
+
+// AuthError rejects a request. Reason goes to the log and the metrics only;
+// the client gets the status and a generic message, so nothing about the
+// verification leaks.
+type AuthError struct {
+	Status int
+	Reason string
+}
+
+func (e *AuthError) Error() string { return fmt.Sprintf("%d: %s", e.Status, e.Reason) }
+
+// Open lets every client read and write. It is for the ephemeral loopback
+// endpoint (whose secret path prefix is the credential) and for tests.
+type Open struct{}
+
+// Authenticate grants everything.
+func (Open) Authenticate(*http.Request) (Access, error) {
+	return Access{Subject: "anonymous", Read: true, Write: true}, nil
+}
+
+// OpenReads lets anyone read and asks Writers (nil: nobody) about writes.
+// Failing the writer check is not an error here: the client still reads.
+type OpenReads struct{ Writers Authenticator }
+
+// Authenticate grants reads and delegates writes.
+func (o OpenReads) Authenticate(r *http.Request) (Access, error) {
+	a := Access{Subject: "anonymous", Read: true}
+	if o.Writers == nil {
+		return a, nil
+	}
+	if !hasCredentials(r) {
+		return a, nil
+	}
+	w, err := o.Writers.Authenticate(r)
+	if err != nil {
+		return Access{}, err
+	}
+	w.Read = true
+	return w, nil
+}
+
+func hasCredentials(r *http.Request) bool {
+	return r.Header.Get("Authorization") != "" || (r.TLS != nil && len(r.TLS.PeerCertificates) > 0)
+}
+
+// ClientCerts authenticates by TLS client certificate. The TLS listener must
+// verify the chain against the client CA (ClientCAs with
+// tls.VerifyClientCertIfGiven or RequireAndVerifyClientCert): a foreign or
+// expired certificate never completes the handshake. Here a request without a
+// verified certificate is rejected (401), any verified certificate may read,
+// and writers are matched by subject DN.
+type ClientCerts struct {
+	// Writers are RFC 2253 subject DNs as nginx's $ssl_client_s_dn prints
+	// them ("CN=builder-01,O=Example"), matched exactly. An entry that is a
+	// single CN ("CN=builder-01") is a shorthand: it matches any certificate
+	// whose subject common name is exactly that.
+	Writers []string
+}
+
+// Authenticate checks the verified client certificate.
+func (c ClientCerts) Authenticate(r *http.Request) (Access, error) {
+	if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 || len(r.TLS.VerifiedChains[0]) == 0 {
+		return Access{}, &AuthError{Status: http.StatusUnauthorized, Reason: "no verified client certificate"}
+	}
+	cert := r.TLS.VerifiedChains[0][0]
+	dn := SubjectDN(cert)
+	return Access{Subject: dn, Read: true, Write: c.isWriter(cert, dn)}, nil
+}
+
+func (c ClientCerts) isWriter(cert *x509.Certificate, dn string) bool {
+	for _, w := range c.Writers {
+		if w == dn {
+			return true
+		}
+		if cn, ok := strings.CutPrefix(w, "CN="); ok && !strings.Contains(cn, ",") && cn != "" && cert.Subject.CommonName == cn {
+			return true
+		}
+	}
+	return false
+}
+
+// SubjectDN formats a certificate's subject as RFC 2253, from the raw
+// encoded subject so that attribute order and types are exactly the
+// certificate's (the same string nginx puts in $ssl_client_s_dn).
+func SubjectDN(cert *x509.Certificate) string {
+	var rdn pkix.RDNSequence
+	if rest, err := asn1.Unmarshal(cert.RawSubject, &rdn); err == nil && len(rest) == 0 {
+		return rdn.String()
+	}
+	return cert.Subject.String()
+}
+
+// OIDCConfig configures bearer-token authentication (e.g. GitHub Actions).
+type OIDCConfig struct {
+	// Issuer must equal the token's iss ("https://token.actions.githubusercontent.com").
+	Issuer string
+	// Audience must be among the token's aud. Required.
+	Audience string
+	// JWKSURL is where the signing keys are fetched. They are cached and
+	// fetched again when a token names an unknown kid (key rotation).
+	JWKSURL string
+	// ReadSubjects and WriteSubjects are globs over the token's sub, where
+	// "*" matches any run of characters ("repo:org/*:ref:refs/heads/main").
+	// Empty lists grant nothing.
+	ReadSubjects  []string
+	WriteSubjects []string
+	// HTTPClient fetches the JWKS (nil: a client with a 10 s timeout).
+	HTTPClient *http.Client
+	// Now is for tests (nil: time.Now).
+	Now func() time.Time
+}
+
+// OIDC authenticates by "Authorization: Bearer <JWT>". Only asymmetric
+// algorithms are accepted, so neither "alg: none" nor HMAC keyed with the
+// public key can pass.
+type OIDC struct {
+	cfg      OIDCConfig
+	verifier *oidc.IDTokenVerifier
+}
+
+// NewOIDC checks the configuration and sets up the key set. No network
+// request is made until the first token arrives.
+func NewOIDC(cfg OIDCConfig) (*OIDC, error) {
+	if cfg.Audience == "" {
+		return nil, errors.New("oidc: an audience is required")
+	}
+	if cfg.JWKSURL == "" {
+		return nil, errors.New("oidc: a JWKS URL is required")
+	}
+	if len(cfg.ReadSubjects) == 0 && len(cfg.WriteSubjects) == 0 {
+		return nil, errors.New("oidc: no read or write subjects: nobody could use the cache")
+	}
+	hc := cfg.HTTPClient
+	if hc == nil {
+		hc = &http.Client{Timeout: 10 * time.Second}
+	}
+	ctx := oidc.ClientContext(context.Background(), hc)
+	ks := oidc.NewRemoteKeySet(ctx, cfg.JWKSURL)
+	v := oidc.NewVerifier(cfg.Issuer, ks, &oidc.Config{
+		ClientID:             cfg.Audience,
+		SkipIssuerCheck:      cfg.Issuer == "",
+		SupportedSigningAlgs: []string{oidc.RS256, oidc.RS384, oidc.RS512, oidc.ES256, oidc.ES384, oidc.ES512, oidc.PS256, oidc.PS384, oidc.PS512, oidc.EdDSA},
+		Now:                  cfg.Now,
+	})
+	return &OIDC{cfg: cfg, verifier: v}, nil
+}
+
+// Authenticate verifies the bearer token and matches its subject.
+func (o *OIDC) Authenticate(r *http.Request) (Access, error) {
+	h := r.Header.Get("Authorization")
+	if h == "" {
+		return Access{}, &AuthError{Status: http.StatusUnauthorized, Reason: "missing bearer token"}
+	}
+	scheme, raw, ok := strings.Cut(h, " ")
+	raw = strings.TrimSpace(raw)
+	if !ok || !strings.EqualFold(scheme, "Bearer") || raw == "" {
+		return Access{}, &AuthError{Status: http.StatusUnauthorized, Reason: "authorization is not a bearer token"}
+	}
+	tok, err := o.verifier.Verify(r.Context(), raw)
+	if err != nil {
+		return Access{}, &AuthError{Status: http.StatusUnauthorized, Reason: "invalid token: " + err.Error()}
+	}
+	return Access{
+		Subject: tok.Subject,
+		Read:    matchAny(o.cfg.ReadSubjects, tok.Subject) || matchAny(o.cfg.WriteSubjects, tok.Subject),
+		Write:   matchAny(o.cfg.WriteSubjects, tok.Subject),
+	}, nil
+}
+
+func matchAny(globs []string, s string) bool {
+	for _, g := range globs {
+		if globMatch(g, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// globMatch: "*" matches any run of characters (including ":" and "/", as
+// the original kiss-cache does); everything else is literal.
+func globMatch(glob, s string) bool {
+	parts := strings.Split(glob, "*")
+	if len(parts) == 1 {
+		return glob == s
+	}
+	if !strings.HasPrefix(s, parts[0]) {
+		return false
+	}
+	s = s[len(parts[0]):]
+	last := parts[len(parts)-1]
+	for _, p := range parts[1 : len(parts)-1] {
+		i := strings.Index(s, p)
+		if i < 0 {
+			return false
+		}
+		s = s[i+len(p):]
+	}
+	return strings.HasSuffix(s, last)
+}

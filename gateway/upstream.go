@@ -1,0 +1,188 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/nix-community/go-nix/pkg/narinfo"
+
+	"github.com/kiss-cache/kiss/storage"
+)
+
+// upstreamable: content-addressed cache objects may come from the upstream
+// cache; roots, leases and nix-cache-info never do.
+func upstreamable(k kind) bool {
+	switch k {
+	case kindNarinfo, kindNar, kindListing, kindLog, kindRealisation, kindDebuginfo:
+		return true
+	}
+	return false
+}
+
+// fromUpstream serves a local miss from the upstream cache and keeps a copy.
+// Only readers get here (writers must see the store as it is, or Nix would
+// skip uploads the narinfo validation then needs).
+//
+// A NAR (or any object but a narinfo) is streamed to the client while it is
+// stored. A narinfo is served at once but stored only after its NAR is in
+// the store (fetched in the background), so the store never holds a narinfo
+// without its NAR (invariant I2). Copies are unrooted: the pruner removes
+// them unless a root reaches them.
+func (s *Server) fromUpstream(w *recorder, r *http.Request, k kind, key string) error {
+	ctx := r.Context()
+	resp, err := s.upstreamGet(ctx, key)
+	if err != nil {
+		s.m.upstream.WithLabelValues("error").Inc()
+		s.log.Warn("upstream fetch failed", "key", key, "err", err)
+		return fail(http.StatusBadGateway, "", "upstream fetch failed")
+	}
+	defer resp.Body.Close()
+	switch {
+	case resp.StatusCode == http.StatusNotFound || resp.StatusCode == http.StatusForbidden:
+		s.m.upstream.WithLabelValues("miss").Inc()
+		return fail(http.StatusNotFound, "", "not found")
+	case resp.StatusCode != http.StatusOK:
+		s.m.upstream.WithLabelValues("error").Inc()
+		return fail(http.StatusBadGateway, "", "upstream answered %s", resp.Status)
+	}
+	s.m.upstream.WithLabelValues("hit").Inc()
+	h := w.Header()
+	h.Set("Content-Type", contentType(k, key))
+	h.Set("Cache-Control", cacheControl(k))
+	h.Set("X-Content-Type-Options", "nosniff")
+	if k == kindNarinfo {
+		buf, err := io.ReadAll(io.LimitReader(resp.Body, maxNarinfoSize+1))
+		if err != nil || len(buf) > maxNarinfoSize {
+			return fail(http.StatusBadGateway, "", "upstream narinfo unreadable or too large")
+		}
+		h.Set("Content-Length", strconv.Itoa(len(buf)))
+		w.WriteHeader(http.StatusOK)
+		w.Write(buf)
+		s.mirrorNarinfo(key, buf)
+		return nil
+	}
+	if resp.ContentLength >= 0 {
+		h.Set("Content-Length", strconv.FormatInt(resp.ContentLength, 10))
+	}
+	_ = http.NewResponseController(w).SetWriteDeadline(s.deadline(resp.ContentLength))
+	w.WriteHeader(http.StatusOK)
+	// Tee into the store. A client that goes away does not stop the copy
+	// (the next reader wants it too); an upstream that breaks makes the
+	// Put fail, so no partial object ever appears at key.
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	go func() {
+		_, err := s.st.Put(context.WithoutCancel(ctx), key, pr, storage.PutOptions{ContentType: contentType(k, key)})
+		pr.CloseWithError(err)
+		done <- err
+	}()
+	cw := &clientWriter{w: w}
+	_, cerr := io.Copy(pw, io.TeeReader(&exactReader{r: resp.Body, want: resp.ContentLength}, cw))
+	pw.CloseWithError(cerr)
+	if perr := <-done; perr != nil && cerr == nil {
+		s.log.Warn("storing upstream object failed", "key", key, "err", perr)
+	}
+	return nil
+}
+
+// clientWriter forwards to the client until the first error, then drops
+// bytes silently so the store copy can finish.
+type clientWriter struct {
+	w   io.Writer
+	err error
+}
+
+func (c *clientWriter) Write(p []byte) (int, error) {
+	if c.err == nil {
+		_, c.err = c.w.Write(p)
+	}
+	return len(p), nil
+}
+
+// exactReader fails with ErrUnexpectedEOF when a body ends before its
+// Content-Length, so a truncated upstream transfer is never stored.
+type exactReader struct {
+	r    io.Reader
+	want int64 // -1: unknown
+	n    int64
+}
+
+func (e *exactReader) Read(p []byte) (int, error) {
+	n, err := e.r.Read(p)
+	e.n += int64(n)
+	if err == io.EOF && e.want >= 0 && e.n != e.want {
+		err = io.ErrUnexpectedEOF
+	}
+	return n, err
+}
+
+func (s *Server) upstreamGet(ctx context.Context, key string) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.cfg.Upstream+"/"+key, nil)
+	if err != nil {
+		return nil, err
+	}
+	return s.upc.Do(req)
+}
+
+// mirrorNarinfo stores an upstream narinfo after its NAR, in the background
+// (bounded: at most one copy per key at a time, 30 minutes each).
+func (s *Server) mirrorNarinfo(key string, buf []byte) {
+	s.mirrorMu.Lock()
+	if s.mirrorInFlight == nil {
+		s.mirrorInFlight = map[string]bool{}
+	}
+	if s.mirrorInFlight[key] || len(s.mirrorInFlight) >= 64 {
+		s.mirrorMu.Unlock()
+		return
+	}
+	s.mirrorInFlight[key] = true
+	s.mirrorMu.Unlock()
+	go func() {
+		defer func() {
+			s.mirrorMu.Lock()
+			delete(s.mirrorInFlight, key)
+			s.mirrorMu.Unlock()
+		}()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+		defer cancel()
+		if err := s.mirror(ctx, key, buf); err != nil {
+			s.log.Warn("mirroring upstream narinfo failed", "key", key, "err", err)
+		}
+	}()
+}
+
+func (s *Server) mirror(ctx context.Context, key string, buf []byte) error {
+	ni, err := narinfo.Parse(bytes.NewReader(buf))
+	if err != nil {
+		return fmt.Errorf("parse: %w", err)
+	}
+	if k, err := classify(ni.URL); err != nil || k != kindNar {
+		return fmt.Errorf("narinfo URL %q is not a nar/ key", ni.URL)
+	}
+	if _, err := s.st.Stat(ctx, ni.URL); errors.Is(err, storage.ErrNotFound) {
+		resp, err := s.upstreamGet(ctx, ni.URL)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("upstream %s: %s", ni.URL, resp.Status)
+		}
+		if _, err := s.st.Put(ctx, ni.URL, &exactReader{r: resp.Body, want: resp.ContentLength}, storage.PutOptions{ContentType: contentType(kindNar, ni.URL)}); err != nil {
+			return err
+		}
+	} else if err != nil {
+		return err
+	}
+	_, err = s.st.Put(ctx, key, bytes.NewReader(buf), storage.PutOptions{IfNotExist: true, ContentType: contentType(kindNarinfo, key)})
+	if errors.Is(err, storage.ErrPreconditionFailed) {
+		return nil
+	}
+	return err
+}
