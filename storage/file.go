@@ -6,11 +6,9 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"iter"
 	"os"
-	"path"
 	"path/filepath"
-	"strings"
+	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -82,11 +80,31 @@ func fileETag(fi os.FileInfo) string {
 	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
 		ino = st.Ino
 	}
-	return fmt.Sprintf(`"%x-%x-%x"`, ino, fi.ModTime().UnixNano(), fi.Size())
+	return formatETag(ino, fi.ModTime().UnixNano(), fi.Size())
+}
+
+// formatETag is `"<ino>-<mtime ns>-<size>"` in hex, without fmt: List calls
+// it once per file.
+func formatETag(ino uint64, mtimeNs, size int64) string {
+	b := make([]byte, 0, 48)
+	b = append(b, '"')
+	b = strconv.AppendUint(b, ino, 16)
+	b = append(b, '-')
+	b = strconv.AppendInt(b, mtimeNs, 16)
+	b = append(b, '-')
+	b = strconv.AppendInt(b, size, 16)
+	b = append(b, '"')
+	return string(b)
 }
 
 func fileObject(key string, fi os.FileInfo) Object {
 	return Object{Key: key, Size: fi.Size(), ModTime: fi.ModTime(), ETag: fileETag(fi)}
+}
+
+// statObject is fileObject for a raw stat(2) result; both give the same ETag.
+func statObject(key string, st *unix.Stat_t) Object {
+	mod := time.Unix(st.Mtim.Sec, st.Mtim.Nsec)
+	return Object{Key: key, Size: st.Size, ModTime: mod, ETag: formatETag(st.Ino, mod.UnixNano(), st.Size)}
 }
 
 func notFoundOr(err error) error {
@@ -362,88 +380,4 @@ func (s *fileStore) DeleteMany(ctx context.Context, keys []string) error {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
-}
-
-// List walks the tree below the deepest directory the prefix names, reading
-// each directory in batches so a million-entry nar/ is never held at once.
-// Only regular files are objects; symlinks and other special files are skipped.
-func (s *fileStore) List(ctx context.Context, prefix string) iter.Seq2[Object, error] {
-	return func(yield func(Object, error) bool) {
-		if err := ValidatePrefix(prefix); err != nil {
-			yield(Object{}, wrap("list", prefix, err))
-			return
-		}
-		start := ""
-		if i := strings.LastIndexByte(prefix, '/'); i >= 0 {
-			start = prefix[:i]
-		}
-		stack := []string{start}
-		for len(stack) > 0 {
-			rel := stack[len(stack)-1]
-			stack = stack[:len(stack)-1]
-			cont, err := s.listDir(ctx, rel, prefix, &stack, yield)
-			if err != nil {
-				yield(Object{}, wrap("list", prefix, err))
-				return
-			}
-			if !cont {
-				return
-			}
-		}
-	}
-}
-
-const listBatch = 1024
-
-func (s *fileStore) listDir(ctx context.Context, rel, prefix string, stack *[]string, yield func(Object, error) bool) (bool, error) {
-	dirPath := s.root
-	if rel != "" {
-		dirPath = filepath.Join(s.root, filepath.FromSlash(rel))
-	}
-	d, err := os.Open(dirPath)
-	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
-			return true, nil // vanished or not a directory: nothing below it
-		}
-		return false, err
-	}
-	defer d.Close()
-	for {
-		if err := ctx.Err(); err != nil {
-			return false, err
-		}
-		ents, err := d.ReadDir(listBatch)
-		for _, e := range ents {
-			key := e.Name()
-			if rel != "" {
-				key = rel + "/" + key
-			}
-			if e.IsDir() {
-				// Descend only where keys below can match the prefix.
-				if strings.HasPrefix(key+"/", prefix) || strings.HasPrefix(prefix, key+"/") {
-					*stack = append(*stack, key)
-				}
-				continue
-			}
-			if !e.Type().IsRegular() || !strings.HasPrefix(key, prefix) {
-				continue
-			}
-			fi, err := e.Info()
-			if err != nil {
-				if errors.Is(err, fs.ErrNotExist) {
-					continue // deleted while listing
-				}
-				return false, err
-			}
-			if !yield(fileObject(path.Clean(key), fi), nil) {
-				return false, nil
-			}
-		}
-		if err == io.EOF || (err == nil && len(ents) == 0) {
-			return true, nil
-		}
-		if err != nil {
-			return false, err
-		}
-	}
 }

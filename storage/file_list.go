@@ -1,0 +1,259 @@
+package storage
+
+import (
+	"context"
+	"iter"
+	"strings"
+	"sync"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// Listing a flat cache is dominated by one stat per file (the pruner needs
+// every object's size, mtime and ETag). The walker reads directories with
+// getdents(2) in 64 KiB chunks, so a million-entry nar/ is never held at once,
+// and fans the names out in batches to a few workers that fstatat(2) them
+// relative to the open directory: no path resolution per file, and the stats
+// of one huge directory run in parallel.
+const (
+	listWorkers   = 4
+	listBatchSize = 256
+	direntBufSize = 64 << 10
+)
+
+type listBatch struct {
+	objs []Object
+	err  error
+}
+
+type statJob struct {
+	dirfd int
+	rel   string
+	names []string
+	done  *sync.WaitGroup
+}
+
+// List walks the tree below the deepest directory the prefix names. Only
+// regular files are objects; symlinks and special files are skipped. Order
+// is unspecified.
+func (s *fileStore) List(ctx context.Context, prefix string) iter.Seq2[Object, error] {
+	return func(yield func(Object, error) bool) {
+		if err := ValidatePrefix(prefix); err != nil {
+			yield(Object{}, wrap("list", prefix, err))
+			return
+		}
+		wctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		out := make(chan listBatch, 2*listWorkers)
+		go s.walk(wctx, prefix, out)
+		stop := func() {
+			cancel()
+			for range out { // let the walker and its workers finish
+			}
+		}
+		for b := range out {
+			if b.err != nil {
+				stop()
+				yield(Object{}, wrap("list", prefix, b.err))
+				return
+			}
+			for _, o := range b.objs {
+				if !yield(o, nil) {
+					stop()
+					return
+				}
+			}
+		}
+		if err := ctx.Err(); err != nil {
+			yield(Object{}, wrap("list", prefix, err))
+		}
+	}
+}
+
+// walk sends every matching object to out in batches and closes out.
+func (s *fileStore) walk(ctx context.Context, prefix string, out chan<- listBatch) {
+	defer close(out)
+	send := func(b listBatch) bool {
+		select {
+		case out <- b:
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
+	jobs := make(chan statJob)
+	var workers sync.WaitGroup
+	for range listWorkers {
+		workers.Add(1)
+		go func() {
+			defer workers.Done()
+			for j := range jobs {
+				b := statBatch(j)
+				j.done.Done()
+				if len(b.objs) > 0 || b.err != nil {
+					send(b)
+				}
+			}
+		}()
+	}
+	defer workers.Wait()
+	defer close(jobs)
+
+	start := ""
+	if i := strings.LastIndexByte(prefix, '/'); i >= 0 {
+		start = prefix[:i]
+	}
+	stack := []string{start}
+	buf := make([]byte, direntBufSize)
+	for len(stack) > 0 {
+		if ctx.Err() != nil {
+			return
+		}
+		rel := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		subdirs, err := s.walkDir(ctx, rel, prefix, buf, jobs)
+		if err != nil {
+			send(listBatch{err: err})
+			return
+		}
+		stack = append(stack, subdirs...)
+	}
+}
+
+// walkDir hands the regular files of one directory to the workers, waits
+// for them (the directory fd must outlive their fstatat calls) and returns
+// the subdirectories that can hold matching keys.
+func (s *fileStore) walkDir(ctx context.Context, rel, prefix string, buf []byte, jobs chan<- statJob) ([]string, error) {
+	dirPath := s.root
+	if rel != "" {
+		dirPath = s.root + "/" + rel
+	}
+	fd, err := unix.Open(dirPath, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		if err == unix.ENOENT || err == unix.ENOTDIR {
+			return nil, nil // vanished, or the prefix names a file's parent that is not a dir
+		}
+		return nil, &pathErr{dirPath, err}
+	}
+	defer unix.Close(fd)
+	var (
+		pending sync.WaitGroup
+		subdirs []string
+		batch   []string
+	)
+	defer pending.Wait()
+	flush := func() bool {
+		if len(batch) == 0 {
+			return true
+		}
+		pending.Add(1)
+		select {
+		case jobs <- statJob{dirfd: fd, rel: rel, names: batch, done: &pending}:
+			batch = nil
+			return true
+		case <-ctx.Done():
+			pending.Done()
+			return false
+		}
+	}
+	for {
+		n, err := unix.Getdents(fd, buf)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return nil, &pathErr{dirPath, err}
+		}
+		if n <= 0 {
+			break
+		}
+		for b := buf[:n]; len(b) > 0; {
+			// struct linux_dirent64 { u64 ino; s64 off; u16 reclen; u8 type; char name[]; }
+			reclen := int(*(*uint16)(unsafe.Pointer(&b[16])))
+			typ := b[18]
+			name := cstring(b[19:reclen])
+			b = b[reclen:]
+			if name == "." || name == ".." {
+				continue
+			}
+			key := name
+			if rel != "" {
+				key = rel + "/" + name
+			}
+			if typ == unix.DT_UNKNOWN { // some filesystems don't fill d_type
+				var st unix.Stat_t
+				if err := unix.Fstatat(fd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+					continue
+				}
+				typ = modeToDT(st.Mode)
+			}
+			switch typ {
+			case unix.DT_DIR:
+				if strings.HasPrefix(key+"/", prefix) || strings.HasPrefix(prefix, key+"/") {
+					subdirs = append(subdirs, key)
+				}
+			case unix.DT_REG:
+				if strings.HasPrefix(key, prefix) {
+					batch = append(batch, name)
+					if len(batch) == listBatchSize && !flush() {
+						return nil, ctx.Err()
+					}
+				}
+			}
+		}
+	}
+	if !flush() {
+		return nil, ctx.Err()
+	}
+	return subdirs, nil
+}
+
+func statBatch(j statJob) listBatch {
+	objs := make([]Object, 0, len(j.names))
+	var st unix.Stat_t
+	for _, name := range j.names {
+		if err := unix.Fstatat(j.dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			if err == unix.ENOENT {
+				continue // deleted while listing
+			}
+			return listBatch{objs: objs, err: &pathErr{j.rel + "/" + name, err}}
+		}
+		if st.Mode&unix.S_IFMT != unix.S_IFREG {
+			continue // replaced by something else while listing
+		}
+		key := name
+		if j.rel != "" {
+			key = j.rel + "/" + name
+		}
+		objs = append(objs, statObject(key, &st))
+	}
+	return listBatch{objs: objs}
+}
+
+func cstring(b []byte) string {
+	for i, c := range b {
+		if c == 0 {
+			return string(b[:i])
+		}
+	}
+	return string(b)
+}
+
+func modeToDT(mode uint32) uint8 {
+	switch mode & unix.S_IFMT {
+	case unix.S_IFDIR:
+		return unix.DT_DIR
+	case unix.S_IFREG:
+		return unix.DT_REG
+	}
+	return unix.DT_LNK // anything else is skipped
+}
+
+type pathErr struct {
+	path string
+	err  error
+}
+
+func (e *pathErr) Error() string { return e.path + ": " + e.err.Error() }
+func (e *pathErr) Unwrap() error { return e.err }
