@@ -360,14 +360,14 @@ func (s *fileStore) DeleteMany(ctx context.Context, keys []string) error {
 		mu   sync.Mutex
 		errs []error
 	)
-	g, ctx := errgroup.WithContext(ctx)
+	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(8)
 	for _, k := range keys {
-		if ctx.Err() != nil {
+		if gctx.Err() != nil {
 			break
 		}
 		g.Go(func() error {
-			if err := s.Delete(ctx, k, DeleteOptions{}); err != nil {
+			if err := s.Delete(gctx, k, DeleteOptions{}); err != nil {
 				mu.Lock()
 				errs = append(errs, err)
 				mu.Unlock()
