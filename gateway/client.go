@@ -99,6 +99,11 @@ func (e *RemoteError) Error() string {
 
 func (e *RemoteError) Unwrap() error { return e.sentinel }
 
+// PruneInProgress reports a 503 for a new writer lease while a fresh prune
+// lease exists. lockproto can test for it without importing gateway:
+// errors.As(err, &x) with x of type interface{ PruneInProgress() bool }.
+func (e *RemoteError) PruneInProgress() bool { return errors.Is(e.sentinel, ErrPruneInProgress) }
+
 // Transient: a prune in progress, a conflict and 5xx errors may pass on retry.
 func (e *RemoteError) Transient() bool {
 	return errors.Is(e.sentinel, ErrPruneInProgress) || errors.Is(e.sentinel, storage.ErrConflict) ||

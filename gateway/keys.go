@@ -12,17 +12,17 @@ import (
 type kind int
 
 const (
-	kindInvalid   kind = iota
-	kindCacheInfo      // nix-cache-info
-	kindNarinfo        // <hash>.narinfo
-	kindNar            // nar/<file>
-	kindListing        // <hash>.ls
-	kindLog            // log/<drv basename>
-	kindRealisation    // realisations/<id>.doi
-	kindBuildTrace     // build-trace-v2/...
-	kindDebuginfo      // debuginfo/<build-id>
-	kindMarker         // gcroots/... (not under a dot segment)
-	kindLease          // gcroots/.lock/<name>
+	kindInvalid     kind = iota
+	kindCacheInfo        // nix-cache-info
+	kindNarinfo          // <hash>.narinfo
+	kindNar              // nar/<file>
+	kindListing          // <hash>.ls
+	kindLog              // log/<drv basename>
+	kindRealisation      // realisations/<id>.doi
+	kindBuildTrace       // build-trace-v2/...
+	kindDebuginfo        // debuginfo/<build-id>
+	kindMarker           // gcroots/... (not under a dot segment)
+	kindLease            // gcroots/.lock/<name>
 )
 
 // Key prefixes the gateway treats specially.

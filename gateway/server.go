@@ -62,18 +62,18 @@ type Config struct {
 const (
 	maxNarinfoSize = 1 << 20
 	maxMarkerSize  = 4 << 10
-	maxLeaseSize   = 4 << 10
+	maxLeaseSize   = 64 << 10 // lockproto/PROTOCOL.md: a lease body is at most 64 KiB
 	maxInfoSize    = 4 << 10
 )
 
 // Server is the gateway's http.Handler.
 type Server struct {
-	st      storage.Store
-	cfg     Config
-	log     *slog.Logger
-	m       *metrics
-	info    []byte
-	upc     *http.Client
+	st   storage.Store
+	cfg  Config
+	log  *slog.Logger
+	m    *metrics
+	info []byte
+	upc  *http.Client
 
 	mirrorMu       sync.Mutex
 	mirrorInFlight map[string]bool
@@ -240,7 +240,9 @@ func (s *Server) writeError(w *recorder, r *http.Request, err error) {
 	}
 }
 
-func isWrite(m string) bool { return m == http.MethodPut || m == http.MethodDelete || m == http.MethodPost }
+func isWrite(m string) bool {
+	return m == http.MethodPut || m == http.MethodDelete || m == http.MethodPost
+}
 
 func (s *Server) serve(w *recorder, r *http.Request, access *Access) error {
 	p := r.URL.Path

@@ -10,8 +10,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/nix-community/go-nix/pkg/narinfo"
-
+	"github.com/kiss-cache/kiss/nixcache"
 	"github.com/kiss-cache/kiss/storage"
 )
 
@@ -158,23 +157,27 @@ func (s *Server) mirrorNarinfo(key string, buf []byte) {
 }
 
 func (s *Server) mirror(ctx context.Context, key string, buf []byte) error {
-	ni, err := narinfo.Parse(bytes.NewReader(buf))
+	ni, err := nixcache.ParseNarInfo(buf, s.cfg.StoreDir)
 	if err != nil {
 		return fmt.Errorf("parse: %w", err)
 	}
-	if k, err := classify(ni.URL); err != nil || k != kindNar {
+	if nixcache.NarInfoKey(ni.Hash) != key {
+		return fmt.Errorf("upstream narinfo for %s served as %s", ni.StorePath, key)
+	}
+	narKey, ok := ni.NarKey()
+	if k, err := classify(narKey); !ok || err != nil || k != kindNar {
 		return fmt.Errorf("narinfo URL %q is not a nar/ key", ni.URL)
 	}
-	if _, err := s.st.Stat(ctx, ni.URL); errors.Is(err, storage.ErrNotFound) {
-		resp, err := s.upstreamGet(ctx, ni.URL)
+	if _, err := s.st.Stat(ctx, narKey); errors.Is(err, storage.ErrNotFound) {
+		resp, err := s.upstreamGet(ctx, narKey)
 		if err != nil {
 			return err
 		}
 		defer resp.Body.Close()
 		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("upstream %s: %s", ni.URL, resp.Status)
+			return fmt.Errorf("upstream %s: %s", narKey, resp.Status)
 		}
-		if _, err := s.st.Put(ctx, ni.URL, &exactReader{r: resp.Body, want: resp.ContentLength}, storage.PutOptions{ContentType: contentType(kindNar, ni.URL)}); err != nil {
+		if _, err := s.st.Put(ctx, narKey, &exactReader{r: resp.Body, want: resp.ContentLength}, storage.PutOptions{ContentType: contentType(kindNar, narKey)}); err != nil {
 			return err
 		}
 	} else if err != nil {

@@ -3,6 +3,7 @@ package gateway
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -12,10 +13,9 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/nix-community/go-nix/pkg/narinfo"
 	"github.com/nix-community/go-nix/pkg/narinfo/signature"
-	"github.com/nix-community/go-nix/pkg/storepath"
 
+	"github.com/kiss-cache/kiss/nixcache"
 	"github.com/kiss-cache/kiss/storage"
 )
 
@@ -177,13 +177,35 @@ func (s *Server) refuseDuringPrune(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	age := now.Sub(obj.ModTime)
-	if age >= s.cfg.PruneLeaseTTL {
+	ttl := s.leaseTTL(ctx)
+	age := max(now.Sub(obj.ModTime), 0)
+	if age > ttl {
 		return nil // stale: its holder is gone (lockproto takes it over)
 	}
 	e := fail(http.StatusServiceUnavailable, "prune_in_progress", "cache is being pruned, retry later")
-	e.retry = min(max(time.Second, (s.cfg.PruneLeaseTTL-age)/6), time.Minute)
+	e.retry = min(max(time.Second, (ttl-age)/6), time.Minute)
 	return e
+}
+
+// leaseTTL is the TTL the prune lease declares in its body ("ttl":"30m0s",
+// lockproto/PROTOCOL.md), or Config.PruneLeaseTTL if it declares none.
+// Staleness itself is judged on the store's clock only.
+func (s *Server) leaseTTL(ctx context.Context) time.Duration {
+	rd, err := s.st.Get(ctx, pruneLeaseKey)
+	if err != nil {
+		return s.cfg.PruneLeaseTTL
+	}
+	defer rd.Close()
+	var rec struct {
+		TTL string `json:"ttl"`
+	}
+	if err := json.NewDecoder(io.LimitReader(rd, maxLeaseSize)).Decode(&rec); err != nil {
+		return s.cfg.PruneLeaseTTL
+	}
+	if d, err := time.ParseDuration(rec.TTL); err == nil && d > 0 {
+		return d
+	}
+	return s.cfg.PruneLeaseTTL
 }
 
 // validateNarinfo accepts a narinfo only if it parses, describes the store
@@ -191,50 +213,45 @@ func (s *Server) refuseDuringPrune(ctx context.Context) error {
 // NAR and the narinfo of every reference (Nix uploads NAR → narinfo, and
 // references first). So a narinfo that the pruner could leave dangling, or
 // that an upload racing a prune would publish half, is never accepted.
+// Parsing and key mapping are nixcache's, the same the pruner uses.
 func (s *Server) validateNarinfo(ctx context.Context, key string, buf []byte) error {
 	if !utf8.Valid(buf) {
 		return fail(http.StatusBadRequest, "malformed", "narinfo is not UTF-8")
 	}
-	ni, err := narinfo.Parse(bytes.NewReader(buf))
+	ni, err := nixcache.ParseNarInfo(buf, s.cfg.StoreDir)
 	if err != nil {
 		return fail(http.StatusBadRequest, "malformed", "narinfo does not parse: %v", err)
 	}
-	sp, err := storepath.FromAbsolutePath(ni.StorePath)
-	if err != nil || !strings.HasPrefix(ni.StorePath, s.cfg.StoreDir+"/") {
-		return fail(http.StatusBadRequest, "malformed", "narinfo StorePath %q is not a store path under %s", ni.StorePath, s.cfg.StoreDir)
-	}
-	hash := strings.TrimSuffix(key, ".narinfo")
-	if got := sp.String()[:32]; got != hash {
+	if nixcache.NarInfoKey(ni.Hash) != key {
 		return fail(http.StatusBadRequest, "key_mismatch", "narinfo for %s uploaded as %s", ni.StorePath, key)
 	}
-	if ni.URL == "" {
-		return fail(http.StatusBadRequest, "malformed", "narinfo has no URL")
-	}
-	if k, err := classify(ni.URL); err != nil || k != kindNar {
+	narKey, ok := ni.NarKey()
+	if k, err := classify(narKey); !ok || err != nil || k != kindNar {
 		return fail(http.StatusBadRequest, "malformed", "narinfo URL %q is not a nar/ key in this cache", ni.URL)
 	}
-	if len(s.cfg.TrustedKeys) > 0 && !signature.VerifyFirst(ni.Fingerprint(), ni.Signatures, s.cfg.TrustedKeys) {
-		return fail(http.StatusForbidden, "unsigned", "narinfo for %s has no valid signature by a trusted key", ni.StorePath)
+	if len(s.cfg.TrustedKeys) > 0 {
+		fp, sigs, err := fingerprint(buf, s.cfg.StoreDir)
+		if err != nil {
+			return fail(http.StatusBadRequest, "malformed", "narinfo: %v", err)
+		}
+		if !signature.VerifyFirst(fp, sigs, s.cfg.TrustedKeys) {
+			return fail(http.StatusForbidden, "unsigned", "narinfo for %s has no valid signature by a trusted key", ni.StorePath)
+		}
 	}
-	if _, err := s.st.Stat(ctx, ni.URL); err != nil {
+	if _, err := s.st.Stat(ctx, narKey); err != nil {
 		if errors.Is(err, storage.ErrNotFound) {
-			return fail(http.StatusConflict, "missing_nar", "missing %s: upload the NAR before its narinfo", ni.URL)
+			return fail(http.StatusConflict, "missing_nar", "missing %s: upload the NAR before its narinfo", narKey)
 		}
 		return err
 	}
 	for _, ref := range ni.References {
-		rp, err := storepath.FromString(ref)
-		if err != nil {
-			return fail(http.StatusBadRequest, "malformed", "narinfo reference %q is not a store path: %v", ref, err)
-		}
-		rh := rp.String()[:32]
-		if rh == hash {
+		if ref == ni.Hash {
 			continue // self-reference
 		}
-		rk := rh + ".narinfo"
+		rk := nixcache.NarInfoKey(ref)
 		if _, err := s.st.Stat(ctx, rk); err != nil {
 			if errors.Is(err, storage.ErrNotFound) {
-				return fail(http.StatusConflict, "missing_reference", "missing %s (reference %s): upload references first", rk, ref)
+				return fail(http.StatusConflict, "missing_reference", "missing %s (a reference of %s): upload references first", rk, ni.StorePath)
 			}
 			return err
 		}
@@ -242,9 +259,51 @@ func (s *Server) validateNarinfo(ctx context.Context, key string, buf []byte) er
 	return nil
 }
 
+// fingerprint computes what a narinfo signature signs,
+// "1;<store path>;<nar hash>;<nar size>;<ref paths, comma-separated>", from
+// the raw lines (go-nix's parser refuses keys it does not know, which a
+// newer Nix may write), and returns the signatures.
+func fingerprint(buf []byte, storeDir string) (string, []signature.Signature, error) {
+	var path, narHash, narSize string
+	var refs []string
+	var sigs []signature.Signature
+	for _, line := range strings.Split(string(buf), "\n") {
+		k, v, ok := strings.Cut(strings.TrimSuffix(line, "\r"), ":")
+		if !ok {
+			continue
+		}
+		v = strings.TrimSpace(v)
+		switch k {
+		case "StorePath":
+			path = v
+		case "NarHash":
+			narHash = v
+		case "NarSize":
+			narSize = v
+		case "References":
+			for _, r := range strings.Fields(v) {
+				refs = append(refs, strings.TrimSuffix(storeDir, "/")+"/"+r)
+			}
+		case "Sig":
+			sig, err := signature.ParseSignature(v)
+			if err != nil {
+				return "", nil, fmt.Errorf("bad Sig: %w", err)
+			}
+			sigs = append(sigs, sig)
+		}
+	}
+	if narHash == "" || narSize == "" {
+		return "", nil, errors.New("no NarHash or NarSize to verify a signature over")
+	}
+	if !strings.HasPrefix(narHash, "sha256:") {
+		return "", nil, fmt.Errorf("NarHash %q is not sha256", narHash)
+	}
+	return "1;" + path + ";" + narHash + ";" + narSize + ";" + strings.Join(refs, ","), sigs, nil
+}
+
 // validateMarker accepts a GC-root marker: UTF-8, at least one store path,
 // one per line; blank lines and "#" comments are allowed, anything else is a
-// mistake the pruner would have to ignore, so it is refused here.
+// mistake the pruner would ignore, so it is refused here.
 func validateMarker(storeDir string, buf []byte) error {
 	if !utf8.Valid(buf) {
 		return fail(http.StatusBadRequest, "malformed", "marker is not UTF-8")
@@ -255,15 +314,10 @@ func validateMarker(storeDir string, buf []byte) error {
 		if line == "" || strings.HasPrefix(line, "#") {
 			continue
 		}
-		rest, ok := strings.CutPrefix(line, storeDir+"/")
-		if ok {
-			base, _, _ := strings.Cut(rest, "/")
-			if _, err := storepath.FromString(base); err == nil {
-				paths++
-				continue
-			}
+		if _, _, err := nixcache.ParseStorePath(line, storeDir); err != nil {
+			return fail(http.StatusBadRequest, "malformed", "marker line %d is not a store path under %s: %q", i+1, storeDir, truncate(line, 120))
 		}
-		return fail(http.StatusBadRequest, "malformed", "marker line %d is not a store path under %s: %q", i+1, storeDir, truncate(line, 120))
+		paths++
 	}
 	if paths == 0 {
 		return fail(http.StatusBadRequest, "malformed", "marker names no store path")
@@ -310,5 +364,3 @@ func (s *Server) delete(w *recorder, r *http.Request, a Access, key string) erro
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
-
-var _ = fmt.Sprintf

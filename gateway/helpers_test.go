@@ -1,0 +1,113 @@
+package gateway_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/nix-community/go-nix/pkg/nixbase32"
+
+	"github.com/kiss-cache/kiss/gateway"
+	"github.com/kiss-cache/kiss/storage"
+)
+
+// fakePath is a store path with a random (valid nixbase32) hash.
+type fakePath struct {
+	hash, name string
+}
+
+func newPath(name string) fakePath {
+	var b [20]byte
+	rand.Read(b[:])
+	return fakePath{hash: nixbase32.EncodeToString(b[:]), name: name}
+}
+
+func (p fakePath) base() string       { return p.hash + "-" + p.name }
+func (p fakePath) abs() string        { return "/nix/store/" + p.base() }
+func (p fakePath) narinfoKey() string { return p.hash + ".narinfo" }
+func (p fakePath) narKey() string     { return "nar/" + p.hash + "0000.nar.zst" }
+func (p fakePath) narBody() []byte    { return bytes.Repeat([]byte(p.hash), 100) }
+func (p fakePath) marker() []byte     { return []byte(p.abs() + "\n") }
+func (p fakePath) narinfo(refs ...fakePath) []byte {
+	var rs []string
+	for _, r := range refs {
+		rs = append(rs, r.base())
+	}
+	return fmt.Appendf(nil, "StorePath: %s\nURL: %s\nCompression: zstd\nFileHash: sha256:%s\nFileSize: %d\nNarHash: sha256:1kmbzm1dw4jca8fwjdi3dz7pq34pz99f5paydq6cry42lwg8n2bj\nNarSize: 4096\nReferences: %s\n",
+		p.abs(), p.narKey(), "0gxb81ndn2bcmhbsvsvzydy6s0ip0b1qmy2dx6c0r0fmi1ki7p28", len(p.narBody()), strings.Join(rs, " "))
+}
+
+// env is a gateway over a store, served by httptest on 127.0.0.1.
+type env struct {
+	t   *testing.T
+	st  storage.Store
+	srv *httptest.Server
+	gw  *gateway.Server
+}
+
+func newEnv(t *testing.T, st storage.Store, cfg gateway.Config) *env {
+	t.Helper()
+	if st == nil {
+		st = storage.NewMem(nil)
+	}
+	gw, err := gateway.New(st, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(gw)
+	t.Cleanup(srv.Close)
+	return &env{t: t, st: st, srv: srv, gw: gw}
+}
+
+type resp struct {
+	code int
+	hdr  http.Header
+	body string
+}
+
+func (e *env) do(method, path string, body []byte, hdr ...string) resp {
+	e.t.Helper()
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequest(method, e.srv.URL+path, rd)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	res, err := e.srv.Client().Do(req)
+	if err != nil {
+		e.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	return resp{code: res.StatusCode, hdr: res.Header, body: string(b)}
+}
+
+func (e *env) put(key string, body []byte) {
+	e.t.Helper()
+	if _, err := e.st.Put(context.Background(), key, bytes.NewReader(body), storage.PutOptions{}); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+func (e *env) has(key string) bool {
+	_, err := e.st.Stat(context.Background(), key)
+	return err == nil
+}
+
+func wantCode(t *testing.T, what string, r resp, code int) {
+	t.Helper()
+	if r.code != code {
+		t.Fatalf("%s: status %d, want %d (body %q, X-Kiss-Error %q)", what, r.code, code, r.body, r.hdr.Get("X-Kiss-Error"))
+	}
+}

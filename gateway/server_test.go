@@ -1,0 +1,252 @@
+package gateway_test
+
+import (
+	"bytes"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/kiss-cache/kiss/gateway"
+	"github.com/kiss-cache/kiss/storage"
+)
+
+func TestReadHeaders(t *testing.T) {
+	for _, name := range []string{"mem", "file"} {
+		t.Run(name, func(t *testing.T) {
+			var st storage.Store
+			if name == "file" {
+				var err error
+				if st, err = storage.OpenFile(t.TempDir()); err != nil {
+					t.Fatal(err)
+				}
+			}
+			e := newEnv(t, st, gateway.Config{})
+			p := newPath("hello")
+			e.put(p.narKey(), p.narBody())
+			e.put(p.narinfoKey(), p.narinfo())
+			e.put("gcroots/web1", p.marker())
+
+			r := e.do("GET", "/"+p.narinfoKey(), nil)
+			wantCode(t, "narinfo", r, 200)
+			if ct := r.hdr.Get("Content-Type"); ct != "text/x-nix-narinfo" {
+				t.Errorf("narinfo Content-Type %q", ct)
+			}
+			if cc := r.hdr.Get("Cache-Control"); !strings.Contains(cc, "immutable") {
+				t.Errorf("narinfo Cache-Control %q", cc)
+			}
+			if r.body != string(p.narinfo()) {
+				t.Errorf("narinfo body differs")
+			}
+			etag := r.hdr.Get("ETag")
+			if !strings.HasPrefix(etag, `"`) {
+				t.Fatalf("ETag %q not a quoted entity tag", etag)
+			}
+			wantCode(t, "If-None-Match", e.do("GET", "/"+p.narinfoKey(), nil, "If-None-Match", etag), 304)
+			wantCode(t, "If-None-Match other", e.do("GET", "/"+p.narinfoKey(), nil, "If-None-Match", `"other"`), 200)
+
+			nar := p.narBody()
+			r = e.do("GET", "/"+p.narKey(), nil, "Range", "bytes=10-29")
+			wantCode(t, "range", r, 206)
+			if r.body != string(nar[10:30]) {
+				t.Errorf("range body %q, want %q", r.body, nar[10:30])
+			}
+			if ct := r.hdr.Get("Content-Type"); ct != "application/x-nix-nar" {
+				t.Errorf("nar Content-Type %q", ct)
+			}
+			r = e.do("GET", "/"+p.narKey(), nil, "Range", "bytes=-5")
+			wantCode(t, "suffix range", r, 206)
+			if r.body != string(nar[len(nar)-5:]) {
+				t.Errorf("suffix range %q", r.body)
+			}
+			r = e.do("HEAD", "/"+p.narKey(), nil)
+			wantCode(t, "head", r, 200)
+			if r.hdr.Get("Content-Length") != "3200" || r.body != "" {
+				t.Errorf("HEAD Content-Length %q body %q", r.hdr.Get("Content-Length"), r.body)
+			}
+			r = e.do("GET", "/"+p.narKey(), nil)
+			if r.body != string(nar) {
+				t.Errorf("nar body differs (%d bytes)", len(r.body))
+			}
+
+			r = e.do("GET", "/gcroots/web1", nil)
+			wantCode(t, "marker", r, 200)
+			if cc := r.hdr.Get("Cache-Control"); cc != "no-store" {
+				t.Errorf("marker Cache-Control %q", cc)
+			}
+
+			r = e.do("GET", "/nix-cache-info", nil)
+			wantCode(t, "nix-cache-info", r, 200)
+			for _, l := range []string{"StoreDir: /nix/store\n", "WantMassQuery: 1\n", "Priority: 30\n"} {
+				if !strings.Contains(r.body, l) {
+					t.Errorf("nix-cache-info %q lacks %q", r.body, l)
+				}
+			}
+			wantCode(t, "absent", e.do("GET", "/"+newPath("x").narinfoKey(), nil), 404)
+			wantCode(t, "internal file", e.do("GET", "/.kiss/closures", nil), 404)
+			wantCode(t, "traversal", e.do("GET", "/gcroots/../"+p.narinfoKey(), nil), 400)
+			wantCode(t, "lease read by reader", e.do("GET", "/gcroots/.lock/prune", nil), 403)
+			wantCode(t, "healthz", e.do("GET", "/healthz", nil), 200)
+		})
+	}
+}
+
+func TestWriteValidation(t *testing.T) {
+	e := newEnv(t, nil, gateway.Config{Auth: gateway.Open{}, MaxUploadSize: 1 << 20})
+	dep, top := newPath("dep"), newPath("top")
+
+	r := e.do("PUT", "/"+dep.narinfoKey(), dep.narinfo())
+	wantCode(t, "narinfo before NAR", r, 409)
+	if !strings.Contains(r.body, dep.narKey()) || r.hdr.Get("X-Kiss-Error") != "missing_nar" {
+		t.Errorf("409 does not name the NAR: %q %q", r.body, r.hdr.Get("X-Kiss-Error"))
+	}
+	wantCode(t, "NAR", e.do("PUT", "/"+dep.narKey(), dep.narBody()), 201)
+	wantCode(t, "narinfo", e.do("PUT", "/"+dep.narinfoKey(), dep.narinfo(dep)), 201) // self-reference is fine
+
+	wantCode(t, "top NAR", e.do("PUT", "/"+top.narKey(), top.narBody()), 201)
+	missing := newPath("missing")
+	r = e.do("PUT", "/"+top.narinfoKey(), top.narinfo(dep, missing))
+	wantCode(t, "missing reference", r, 409)
+	if !strings.Contains(r.body, missing.narinfoKey()) || r.hdr.Get("X-Kiss-Error") != "missing_reference" {
+		t.Errorf("409 does not name the reference: %q", r.body)
+	}
+	if e.has(top.narinfoKey()) {
+		t.Fatal("refused narinfo was stored")
+	}
+	wantCode(t, "complete narinfo", e.do("PUT", "/"+top.narinfoKey(), top.narinfo(dep)), 201)
+
+	wantCode(t, "key mismatch", e.do("PUT", "/"+newPath("other").narinfoKey(), top.narinfo(dep)), 400)
+	wantCode(t, "garbage narinfo", e.do("PUT", "/"+newPath("g").narinfoKey(), []byte("hello world\n")), 400)
+	wantCode(t, "traversal", e.do("PUT", "/gcroots/../x.narinfo", []byte("x")), 400)
+	wantCode(t, "traversal encoded", e.do("PUT", "/nar/%2e%2e/x.nar", []byte("x")), 400)
+	wantCode(t, "unknown shape", e.do("PUT", "/random-file", []byte("x")), 400)
+	wantCode(t, "dot dir", e.do("PUT", "/.kiss/closures", []byte("x")), 400)
+	wantCode(t, "nar delete", e.do("DELETE", "/"+top.narKey(), nil), 405)
+	if !e.has(top.narKey()) {
+		t.Fatal("DELETE removed a NAR")
+	}
+
+	big := bytes.Repeat([]byte("x"), 1<<20+1)
+	wantCode(t, "oversized", e.do("PUT", "/nar/big.nar", big), 413)
+	// without a Content-Length the limit still holds while streaming
+	gw := e.srv.URL + "/nar/big2.nar"
+	req, _ := http.NewRequest("PUT", gw, struct{ *bytes.Reader }{bytes.NewReader(big)})
+	req.ContentLength = -1
+	res, err := e.srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != 413 {
+		t.Fatalf("chunked oversized: %d", res.StatusCode)
+	}
+	if e.has("nar/big.nar") || e.has("nar/big2.nar") {
+		t.Fatal("oversized body stored")
+	}
+
+	// markers
+	wantCode(t, "empty marker", e.do("PUT", "/gcroots/web1", []byte("\n")), 400)
+	wantCode(t, "garbage marker", e.do("PUT", "/gcroots/web1", []byte(top.abs()+"\nrm -rf /\n")), 400)
+	wantCode(t, "huge marker", e.do("PUT", "/gcroots/web1", bytes.Repeat(top.marker(), 100)), 413)
+	wantCode(t, "marker", e.do("PUT", "/gcroots/web1", []byte("# web1\n"+top.abs()+"\n")), 201)
+	wantCode(t, "nested marker", e.do("PUT", "/gcroots/ci/main/1", top.marker()), 201)
+	wantCode(t, "marker delete", e.do("DELETE", "/gcroots/web1", nil), 204)
+	if e.has("gcroots/web1") {
+		t.Fatal("marker not deleted")
+	}
+	// other kinds
+	for _, k := range []string{top.hash + ".ls", "log/" + top.base() + ".drv", "realisations/sha256:abc!out.doi", "debuginfo/0123abcd", "build-trace-v2/x.drv/out.doi"} {
+		wantCode(t, k, e.do("PUT", "/"+k, []byte("{}")), 201)
+	}
+
+	// metrics count the refusals by reason
+	r = e.do("GET", "/metrics", nil)
+	for _, want := range []string{`kiss_gateway_rejected_writes_total{reason="missing_reference"} 1`, `kiss_gateway_rejected_writes_total{reason="too_large"} 3`} {
+		if !strings.Contains(r.body, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+}
+
+func TestWriteAccess(t *testing.T) {
+	p := newPath("p")
+	readers := newEnv(t, nil, gateway.Config{}) // OpenReads{} with no writers
+	wantCode(t, "reader PUT", readers.do("PUT", "/"+p.narKey(), p.narBody()), 403)
+	wantCode(t, "reader DELETE", readers.do("DELETE", "/gcroots/x", nil), 403)
+	ro := newEnv(t, nil, gateway.Config{Auth: gateway.Open{}, ReadOnly: true})
+	r := ro.do("PUT", "/"+p.narKey(), p.narBody())
+	wantCode(t, "read-only PUT", r, 403)
+	if r.hdr.Get("X-Kiss-Error") != "read_only" {
+		t.Errorf("reason %q", r.hdr.Get("X-Kiss-Error"))
+	}
+	if readers.has(p.narKey()) || ro.has(p.narKey()) {
+		t.Fatal("refused write stored")
+	}
+}
+
+func TestLeases(t *testing.T) {
+	var mu sync.Mutex
+	now := time.Date(2026, 11, 25, 2, 0, 0, 0, time.UTC)
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+	e := newEnv(t, storage.NewMem(clock), gateway.Config{Auth: gateway.Open{}})
+
+	body := []byte(`{"version":1,"kind":"writer","nonce":"aa"}`)
+	r := e.do("PUT", "/gcroots/.lock/job.1", body, "If-None-Match", "*")
+	wantCode(t, "create", r, 201)
+	etag := r.hdr.Get("ETag")
+	wantCode(t, "create again", e.do("PUT", "/gcroots/.lock/job.1", body, "If-None-Match", "*"), 412)
+	r = e.do("PUT", "/gcroots/.lock/job.1", body, "If-Match", etag)
+	wantCode(t, "refresh", r, 201)
+	wantCode(t, "refresh with old etag", e.do("PUT", "/gcroots/.lock/job.1", body, "If-Match", etag), 412)
+	wantCode(t, "refresh absent", e.do("PUT", "/gcroots/.lock/gone.1", body, "If-Match", etag), 404)
+	wantCode(t, "delete old etag", e.do("DELETE", "/gcroots/.lock/job.1", nil, "If-Match", etag), 412)
+	etag = r.hdr.Get("ETag")
+
+	// a fresh prune lease: new writer leases get 503 + Retry-After
+	prune := []byte(`{"version":1,"kind":"prune","nonce":"bb","ttl":"10m0s"}`)
+	r = e.do("PUT", "/gcroots/.lock/prune", prune, "If-None-Match", "*")
+	wantCode(t, "prune lease", r, 201)
+	pruneTag := r.hdr.Get("ETag")
+	r = e.do("PUT", "/gcroots/.lock/job.2", body, "If-None-Match", "*")
+	wantCode(t, "writer during prune", r, 503)
+	if r.hdr.Get("Retry-After") == "" || r.hdr.Get("X-Kiss-Error") != "prune_in_progress" {
+		t.Errorf("503 without Retry-After/reason: %v", r.hdr)
+	}
+	if e.has("gcroots/.lock/job.2") {
+		t.Fatal("refused lease stored")
+	}
+	// the running writer may still refresh and always release
+	r = e.do("PUT", "/gcroots/.lock/job.1", body, "If-Match", etag)
+	wantCode(t, "refresh during prune", r, 201)
+	wantCode(t, "release during prune", e.do("DELETE", "/gcroots/.lock/job.1", nil, "If-Match", r.hdr.Get("ETag")), 204)
+	// the pruner refreshes its own lease
+	r = e.do("PUT", "/gcroots/.lock/prune", prune, "If-Match", pruneTag)
+	wantCode(t, "prune refresh", r, 201)
+
+	// listing (writers only for leases)
+	r = e.do("GET", "/gcroots/.lock/?list=1", nil)
+	wantCode(t, "list", r, 200)
+	if !strings.Contains(r.body, `"key":"gcroots/.lock/prune"`) || !strings.Contains(r.body, `{"end":true,"count":1}`) {
+		t.Errorf("listing %q", r.body)
+	}
+
+	// the prune lease goes stale on the store's clock (its body says 10m)
+	advance(11 * time.Minute)
+	wantCode(t, "writer after stale prune", e.do("PUT", "/gcroots/.lock/job.3", body, "If-None-Match", "*"), 201)
+}
+
+func TestListAccess(t *testing.T) {
+	e := newEnv(t, nil, gateway.Config{})
+	p := newPath("p")
+	e.put("gcroots/web1", p.marker())
+	e.put("gcroots/.lock/prune", []byte("{}"))
+	r := e.do("GET", "/gcroots/?list=1", nil)
+	wantCode(t, "reader lists markers", r, 200)
+	if !strings.Contains(r.body, "gcroots/web1") || strings.Contains(r.body, ".lock") {
+		t.Errorf("reader listing %q", r.body)
+	}
+	wantCode(t, "reader lists leases", e.do("GET", "/gcroots/.lock/?list=1", nil), 403)
+	wantCode(t, "reader lists cache", e.do("GET", "/?list=1", nil), 403)
+}
