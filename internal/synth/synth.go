@@ -326,18 +326,22 @@ func (g *gen) run() {
 		p.drvHash = g.hashOf("sysdrv", r)
 		cache.Systems = append(cache.Systems, add(p))
 	}
-	// Garbage outputs: older versions, referencing live paths and older garbage.
+	// Garbage outputs: older versions, referencing live paths and older
+	// garbage. The last few are newborns: an upload in flight, not rooted
+	// yet. They reference only live paths (a fresh closure is uploaded
+	// whole), because a pruner treats young narinfos as roots and so keeps
+	// their closure: old garbage must not hide in it.
 	garbLo := len(cache.Paths)
-	for j := range garbage {
-		mkOutput(0, live, garbLo, garbLo+j)
-	}
-	// Newborns: the last garbage outputs (nothing references them yet).
 	newborns := int(math.Ceil(float64(garbage) * c.NewbornFraction))
 	if c.NewbornFraction == 0 {
 		newborns = 0
 	}
-	for j := garbLo + garbage - newborns; j < garbLo+garbage; j++ {
-		cache.Paths[j].Newborn = true
+	for j := range garbage {
+		if j >= garbage-newborns {
+			cache.Paths[mkOutput(0, live, garbLo, garbLo)].Newborn = true
+			continue
+		}
+		mkOutput(0, live, garbLo, garbLo+j)
 	}
 	// Deriver narinfos, for a share of the outputs (drvBudget of them). A
 	// drv references the drvs of its output's references that are also

@@ -101,10 +101,16 @@ func (c *Cache) class(reachable, newborn bool) Class {
 	}
 }
 
-// modTime spreads old objects over [Now-2*Age, Now-Age] deterministically.
+// modTime spreads old objects over [Now-2*Age, Now-Age] deterministically;
+// markers are a day old, newborns are Now.
 func (c *Cache) modTime(newborn bool, k objKind, idx int32) time.Time {
 	if newborn {
 		return c.Config.Now
+	}
+	if k == objMarker {
+		// Deploys refresh their markers: a day old, well inside any
+		// --root-max-age, so the roots do not expire in a benchmark.
+		return c.Config.Now.Add(-24 * time.Hour)
 	}
 	spread := uint64(c.Config.Age / time.Second)
 	h := (uint64(idx)*0x9e3779b97f4a7c15 ^ uint64(k)<<56) % max(spread, 1)
