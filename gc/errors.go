@@ -1,0 +1,33 @@
+package gc
+
+import (
+	"context"
+	"errors"
+)
+
+// Typed errors. cmd/kiss maps each to an exit code; all of them mean
+// "nothing was deleted" when Plan returns them.
+var (
+	// ErrRootsUnavailable: the store could not be listed, a marker could not
+	// be read, or a root source does not exist.
+	ErrRootsUnavailable = errors.New("gc roots unavailable")
+	// ErrEmptyRoots: no root counts, and Options.AllowEmptyRoots is false.
+	ErrEmptyRoots = errors.New("no gc roots (refusing to delete everything; use --allow-empty-roots)")
+	// ErrIntegrity: a reachable narinfo cannot be read or parsed, does not
+	// describe the path it is named for, or names a reference or NAR that is
+	// not in the cache.
+	ErrIntegrity = errors.New("cache integrity check failed")
+	// ErrFence: the lease could not be confirmed before a delete batch; the
+	// wrapped error says why (lockproto.ErrLeaseLost).
+	ErrFence = errors.New("lease not confirmed, deletion stopped")
+	// ErrNoFence: Execute was called without a Fence.
+	ErrNoFence = errors.New("gc: Execute needs a Fence (only a dry run may go without a lease)")
+	// ErrExecuted: a Plan is executed at most once.
+	ErrExecuted = errors.New("gc: plan already executed")
+)
+
+// Fence proves, right before each delete batch, that the pruner still holds
+// its exclusive lease. *lockproto.Lease satisfies it.
+type Fence interface {
+	Confirm(ctx context.Context) error
+}

@@ -1,0 +1,250 @@
+package gc
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/binary"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"slices"
+
+	"github.com/kiss-cache/kiss/nixcache"
+	"github.com/kiss-cache/kiss/storage"
+)
+
+// MemoKey is where the closure memo lives in the cache. The version is in
+// the key: a future format gets a new key, and old pruners ignore it.
+const MemoKey = nixcache.KissPrefix + "memo/v1"
+
+var memoMagic = []byte("KISSMEMO\x01")
+
+// memoMaxSize bounds the memo read (1M paths make about 60 MiB).
+const memoMaxSize = 4 << 30
+
+// memo is the persistent closure memo: for each store path hash it knew, the
+// fingerprint (ETag, size) of the narinfo it was learnt from, its NAR key
+// hash, FileSize, references and deriver. An entry is used only when the
+// current listing shows the same fingerprint, so a replaced or deleted
+// narinfo is noticed in the same run with no per-narinfo request.
+//
+// File format (little endian): magic "KISSMEMO\x01", uvarint N, N sorted
+// 20-byte hashes, then per hash a flag byte (1 = has info) and, with info,
+// fp u64, nar u64, uvarint fileSize, uvarint deriver (memo index+1, 0 none),
+// uvarint nrefs, nrefs × uvarint memo index; then a CRC-32 (IEEE) of all of
+// it. Anything else is corrupt and the memo is ignored (then rewritten).
+type memo struct {
+	hashes   []nixcache.Hash
+	hasInfo  []bool
+	fp       []uint64
+	nar      []uint64
+	fileSize []uint64
+	deriver  []uint32
+	refOff   []uint32 // len N+1
+	refs     []uint32
+
+	fromListing []int32 // listing index → memo index, -1 none
+}
+
+// lookup returns the memo index for listing index idx if the memo's entry
+// was learnt from the same narinfo version (fingerprint), else -1.
+func (m *memo) lookup(idx int, fp uint64) int {
+	if m == nil {
+		return -1
+	}
+	mi := m.fromListing[idx]
+	if mi < 0 || !m.hasInfo[mi] || m.fp[mi] != fp {
+		return -1
+	}
+	return int(mi)
+}
+
+// attach maps the listing onto the memo (a merge of two sorted lists).
+func (m *memo) attach(ix *index) {
+	m.fromListing = make([]int32, len(ix.narinfos))
+	j := 0
+	for i := range ix.narinfos {
+		h := ix.narinfos[i].h
+		for j < len(m.hashes) && bytes.Compare(m.hashes[j][:], h[:]) < 0 {
+			j++
+		}
+		if j < len(m.hashes) && m.hashes[j] == h {
+			m.fromListing[i] = int32(j)
+		} else {
+			m.fromListing[i] = -1
+		}
+	}
+}
+
+func decodeMemo(data []byte) (*memo, error) {
+	if len(data) < len(memoMagic)+4 || !bytes.HasPrefix(data, memoMagic) {
+		return nil, fmt.Errorf("%w: bad header", errMemoCorrupt)
+	}
+	body, sum := data[:len(data)-4], binary.LittleEndian.Uint32(data[len(data)-4:])
+	if crc32.ChecksumIEEE(body) != sum {
+		return nil, fmt.Errorf("%w: checksum mismatch", errMemoCorrupt)
+	}
+	r := bytes.NewReader(body[len(memoMagic):])
+	n, err := binary.ReadUvarint(r)
+	if err != nil || n > uint64(r.Len())/20 || n >= uint64(missingBit) {
+		return nil, fmt.Errorf("%w: bad count", errMemoCorrupt)
+	}
+	m := &memo{
+		hashes: make([]nixcache.Hash, n), hasInfo: make([]bool, n), fp: make([]uint64, n),
+		nar: make([]uint64, n), fileSize: make([]uint64, n), deriver: make([]uint32, n), refOff: make([]uint32, n+1),
+	}
+	for i := range m.hashes {
+		if _, err := io.ReadFull(r, m.hashes[i][:]); err != nil {
+			return nil, fmt.Errorf("%w: %v", errMemoCorrupt, err)
+		}
+		if i > 0 && bytes.Compare(m.hashes[i-1][:], m.hashes[i][:]) >= 0 {
+			return nil, fmt.Errorf("%w: hashes not sorted", errMemoCorrupt)
+		}
+	}
+	var u8 [8]byte
+	for i := range m.hashes {
+		m.refOff[i] = uint32(len(m.refs))
+		flag, err := r.ReadByte()
+		if err != nil || flag > 1 {
+			return nil, fmt.Errorf("%w: bad entry %d", errMemoCorrupt, i)
+		}
+		if flag == 0 {
+			continue
+		}
+		m.hasInfo[i] = true
+		if _, err := io.ReadFull(r, u8[:]); err != nil {
+			return nil, fmt.Errorf("%w: %v", errMemoCorrupt, err)
+		}
+		m.fp[i] = binary.LittleEndian.Uint64(u8[:])
+		if _, err := io.ReadFull(r, u8[:]); err != nil {
+			return nil, fmt.Errorf("%w: %v", errMemoCorrupt, err)
+		}
+		m.nar[i] = binary.LittleEndian.Uint64(u8[:])
+		var vals [3]uint64
+		for k := range vals {
+			if vals[k], err = binary.ReadUvarint(r); err != nil {
+				return nil, fmt.Errorf("%w: entry %d: %v", errMemoCorrupt, i, err)
+			}
+		}
+		m.fileSize[i] = vals[0]
+		if vals[1] > n || vals[2] > uint64(r.Len()) {
+			return nil, fmt.Errorf("%w: entry %d out of range", errMemoCorrupt, i)
+		}
+		m.deriver[i] = uint32(vals[1])
+		for range vals[2] {
+			ref, err := binary.ReadUvarint(r)
+			if err != nil || ref >= n {
+				return nil, fmt.Errorf("%w: entry %d: bad reference", errMemoCorrupt, i)
+			}
+			m.refs = append(m.refs, uint32(ref))
+		}
+	}
+	m.refOff[n] = uint32(len(m.refs))
+	if r.Len() != 0 {
+		return nil, fmt.Errorf("%w: trailing bytes", errMemoCorrupt)
+	}
+	return m, nil
+}
+
+// loadMemo reads the memo if the listing has one. A missing or corrupt memo
+// is not an error: the walk reads narinfos instead.
+func loadMemo(ctx context.Context, st storage.Store, ix *index) (*memo, error) {
+	if ix.memoObj == nil {
+		return nil, nil
+	}
+	data, err := readAll(ctx, st, MemoKey, memoMaxSize)
+	if err != nil {
+		return nil, err
+	}
+	m, err := decodeMemo(data)
+	if err != nil {
+		return nil, err
+	}
+	m.attach(ix)
+	return m, nil
+}
+
+// encodeMemo writes the reachable part of g (with the hashes it references
+// that are absent) in the memo format.
+func encodeMemo(g *graph, w io.Writer) error {
+	type ent struct {
+		h   nixcache.Hash
+		ref uint32 // encoded graph ref
+	}
+	ents := make([]ent, 0, g.reachable+len(g.missing))
+	for i := range g.ix.narinfos {
+		if g.isReach(i) {
+			ents = append(ents, ent{g.ix.narinfos[i].h, uint32(i)})
+		}
+	}
+	for i, h := range g.missing {
+		ents = append(ents, ent{h, missingBit | uint32(i)})
+	}
+	slices.SortFunc(ents, func(a, b ent) int { return bytes.Compare(a.h[:], b.h[:]) })
+	toMemo := make([]uint32, len(g.ix.narinfos))
+	missToMemo := make([]uint32, len(g.missing))
+	for mi, e := range ents {
+		if e.ref&missingBit != 0 {
+			missToMemo[e.ref&^missingBit] = uint32(mi)
+		} else {
+			toMemo[e.ref] = uint32(mi)
+		}
+	}
+	enc := func(ref uint32) uint32 {
+		if ref&missingBit != 0 {
+			return missToMemo[ref&^missingBit]
+		}
+		return toMemo[ref]
+	}
+	crc := crc32.NewIEEE()
+	bw := bufio.NewWriterSize(io.MultiWriter(w, crc), 1<<16)
+	var buf [binary.MaxVarintLen64]byte
+	uv := func(v uint64) { bw.Write(buf[:binary.PutUvarint(buf[:], v)]) }
+	bw.Write(memoMagic)
+	uv(uint64(len(ents)))
+	for _, e := range ents {
+		bw.Write(e.h[:])
+	}
+	for _, e := range ents {
+		if e.ref&missingBit != 0 {
+			bw.WriteByte(0)
+			continue
+		}
+		ni := g.info[e.ref]
+		bw.WriteByte(1)
+		binary.LittleEndian.PutUint64(buf[:8], g.ix.narinfos[e.ref].fp)
+		bw.Write(buf[:8])
+		binary.LittleEndian.PutUint64(buf[:8], ni.nar)
+		bw.Write(buf[:8])
+		uv(ni.fileSize)
+		if ni.deriver == noRef {
+			uv(0)
+		} else {
+			uv(uint64(enc(ni.deriver)) + 1)
+		}
+		uv(uint64(ni.refN))
+		for _, r := range g.refs[ni.refOff : ni.refOff+ni.refN] {
+			uv(uint64(enc(r)))
+		}
+	}
+	if err := bw.Flush(); err != nil {
+		return err
+	}
+	binary.LittleEndian.PutUint32(buf[:4], crc.Sum32())
+	_, err := w.Write(buf[:4])
+	return err
+}
+
+// saveMemo writes the memo with one unconditional Put (atomic; the last
+// writer wins: it is only a cache, and every entry is validated on use).
+func saveMemo(ctx context.Context, st storage.Store, g *graph) (int64, error) {
+	pr, pw := io.Pipe()
+	go func() { pw.CloseWithError(encodeMemo(g, pw)) }()
+	o, err := st.Put(ctx, MemoKey, pr, storage.PutOptions{ContentType: "application/octet-stream"})
+	pr.CloseWithError(err)
+	if err != nil {
+		return 0, err
+	}
+	return o.Size, nil
+}

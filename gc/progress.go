@@ -1,0 +1,28 @@
+package gc
+
+// Phases reported to Progress, in order.
+const (
+	PhaseList    = "list"    // listing the store
+	PhaseRoots   = "roots"   // reading markers
+	PhaseWalk    = "walk"    // closure walk
+	PhaseMeta    = "meta"    // reading realisations, build traces, debuginfo
+	PhaseDelMeta = "delete-meta"
+	PhaseDelNAR  = "delete-nar"
+	PhaseMemo    = "memo"
+)
+
+// Progress receives per-phase counts and bytes. total < 0 means unknown.
+// Calls come from several goroutines; implementations must be safe for
+// concurrent use. Library code never prints: cmd/kiss draws bars from this.
+type Progress interface {
+	Start(phase string, total, totalBytes int64)
+	Advance(phase string, n, bytes int64)
+	Done(phase string)
+}
+
+// NoProgress discards progress.
+type NoProgress struct{}
+
+func (NoProgress) Start(string, int64, int64) {}
+func (NoProgress) Advance(string, int64, int64) {}
+func (NoProgress) Done(string)                  {}

@@ -1,0 +1,56 @@
+package gc
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// Duration marshals as a Go duration string ("2h0m0s").
+type Duration time.Duration
+
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
+func (d Duration) String() string               { return time.Duration(d).String() }
+
+// Report is what a prune saw and did, for humans (summary), machines (--json)
+// and Prometheus (metrics file). Counts are by object kind (nixcache.Kind).
+type Report struct {
+	Store       string    `json:"store"`
+	DryRun      bool      `json:"dry_run"`
+	Now         time.Time `json:"store_now"`
+	Grace       Duration  `json:"grace"`
+	RootMaxAge  Duration  `json:"root_max_age"`
+	Concurrency int       `json:"concurrency"`
+
+	Roots struct {
+		Markers int      `json:"markers"`
+		Expired int      `json:"expired"`
+		Paths   int      `json:"paths"`
+		Missing int      `json:"missing"`
+		Young   int      `json:"young_narinfos"`
+		List    []Marker `json:"list,omitempty"`
+	} `json:"roots"`
+
+	Listed       map[string]Count `json:"listed"`
+	Reachable    Count            `json:"reachable"` // narinfos; bytes = sum of FileSize
+	NarInfoReads int64            `json:"narinfo_reads"`
+	DanglingRefs int64            `json:"dangling_references"`
+	MissingNARs  int64            `json:"missing_nars"`
+	Memo         struct {
+		Loaded bool  `json:"loaded"`
+		Hits   int64 `json:"hits"`
+		Saved  bool  `json:"saved"`
+		Bytes  int64 `json:"bytes,omitempty"`
+	} `json:"memo"`
+
+	Keep        map[string]Count `json:"keep"`
+	Delete      map[string]Count `json:"delete"` // planned
+	DeleteTotal Count            `json:"delete_total"`
+	Deleted     Count            `json:"deleted"` // done (0 in a dry run)
+	Batches     int              `json:"batches"`
+
+	Requests map[string]int64   `json:"requests,omitempty"` // storage requests by type (filled by the caller)
+	Phases   map[string]float64 `json:"phase_seconds"`
+	Elapsed  float64            `json:"elapsed_seconds"`
+	Warnings []string           `json:"warnings,omitempty"`
+	Error    string             `json:"error,omitempty"`
+}
