@@ -48,8 +48,8 @@ type path struct {
 	deriv  *path
 }
 
-func (p *path) base() string   { return p.hash.String() + "-" + p.name }
-func (p *path) abs() string    { return "/nix/store/" + p.base() }
+func (p *path) base() string    { return p.hash.String() + "-" + p.name }
+func (p *path) abs() string     { return "/nix/store/" + p.base() }
 func (p *path) narinfo() string { return nixcache.NarInfoKey(p.hash) }
 
 func newMemCache(t testing.TB) *cache {
@@ -96,7 +96,7 @@ func (c *cache) exists(key string) bool {
 func (c *cache) add(name string, refs ...*path) *path {
 	c.t.Helper()
 	p := &path{name: name, hash: digest("path:" + name), refs: refs}
-	p.narKey = "nar/" + digest("nar:"+name).String() + digest("nar2:"+name).String()[:20] + ".nar.zst"
+	p.narKey = "nar/" + digest("nar:"+name).String() + digest("nar2:" + name).String()[:20] + ".nar.zst"
 	c.put(p.narKey, []byte("NAR of "+name))
 	c.putNarInfo(p, "")
 	c.paths[name] = p

@@ -2,10 +2,10 @@ package gc
 
 // Phases reported to Progress, in order.
 const (
-	PhaseList    = "list"    // listing the store
-	PhaseRoots   = "roots"   // reading markers
-	PhaseWalk    = "walk"    // closure walk
-	PhaseMeta    = "meta"    // reading realisations, build traces, debuginfo
+	PhaseList    = "list"  // listing the store
+	PhaseRoots   = "roots" // reading markers
+	PhaseWalk    = "walk"  // closure walk
+	PhaseMeta    = "meta"  // reading realisations, build traces, debuginfo
 	PhaseDelMeta = "delete-meta"
 	PhaseDelNAR  = "delete-nar"
 	PhaseMemo    = "memo"
@@ -23,6 +23,6 @@ type Progress interface {
 // NoProgress discards progress.
 type NoProgress struct{}
 
-func (NoProgress) Start(string, int64, int64) {}
+func (NoProgress) Start(string, int64, int64)   {}
 func (NoProgress) Advance(string, int64, int64) {}
 func (NoProgress) Done(string)                  {}
