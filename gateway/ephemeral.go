@@ -61,7 +61,7 @@ func Ephemeral(ctx context.Context, st storage.Store, opts ...EphemeralOption) (
 	if err != nil {
 		return "", nil, fmt.Errorf("ephemeral gateway: listen: %w", err)
 	}
-	srv := newHTTPServer(h)
+	srv := newHTTPServer(h, cfg.Logger)
 	srv.BaseContext = func(net.Listener) context.Context { return context.WithoutCancel(ctx) }
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
@@ -100,12 +100,17 @@ func Ephemeral(ctx context.Context, st storage.Store, opts ...EphemeralOption) (
 // arrive within 30 s and idle keep-alive connections close after 2 min.
 // Bodies are bounded per request by MinRate deadlines (see Server.deadline),
 // since a fixed read or write timeout would cut off multi-GiB NARs.
-func newHTTPServer(h http.Handler) *http.Server {
+func newHTTPServer(h http.Handler, log *slog.Logger) *http.Server {
+	if log == nil {
+		log = slog.Default()
+	}
 	return &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: 30 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          nil,
+		// TLS handshake failures (foreign or expired client certificates)
+		// and the like, as warnings in the structured log.
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 }

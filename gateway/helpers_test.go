@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -55,6 +56,9 @@ func newEnv(t *testing.T, st storage.Store, cfg gateway.Config) *env {
 	t.Helper()
 	if st == nil {
 		st = storage.NewMem(nil)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	gw, err := gateway.New(st, cfg)
 	if err != nil {
@@ -110,4 +114,10 @@ func wantCode(t *testing.T, what string, r resp, code int) {
 	if r.code != code {
 		t.Fatalf("%s: status %d, want %d (body %q, X-Kiss-Error %q)", what, r.code, code, r.body, r.hdr.Get("X-Kiss-Error"))
 	}
+}
+
+func newRawServer(t *testing.T, h http.HandlerFunc) string {
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	return srv.URL
 }
