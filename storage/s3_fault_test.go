@@ -1,0 +1,169 @@
+package storage_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/kiss-cache/kiss/internal/testenv"
+	"github.com/kiss-cache/kiss/storage"
+)
+
+// lossyProxy fronts versitygw and, for the keys in drop, forwards the first
+// PUT to the server but answers the client 500: the write landed, the
+// client does not know, and the SDK retries it.
+type lossyProxy struct {
+	proxy *httputil.ReverseProxy
+	mu    sync.Mutex
+	drop  map[string]bool // first PUT forwarded, answer replaced by 500
+	fail  map[string]bool // first PUT answered 500 without forwarding
+	puts  map[string]int
+}
+
+func (p *lossyProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	key := r.URL.Path[strings.Index(r.URL.Path[1:], "/")+2:]
+	p.mu.Lock()
+	drop, fail := false, false
+	if r.Method == http.MethodPut {
+		p.puts[key]++
+		drop = p.drop[key] && p.puts[key] == 1
+		fail = p.fail[key] && p.puts[key] == 1
+	}
+	p.mu.Unlock()
+	if fail {
+		http.Error(w, `<Error><Code>InternalError</Code></Error>`, http.StatusInternalServerError)
+		return
+	}
+	if !drop {
+		p.proxy.ServeHTTP(w, r)
+		return
+	}
+	rec := httptest.NewRecorder()
+	p.proxy.ServeHTTP(rec, r)
+	if rec.Code != http.StatusOK {
+		panic(fmt.Sprintf("first PUT of %s did not land: %d %s", key, rec.Code, rec.Body))
+	}
+	http.Error(w, `<Error><Code>InternalError</Code></Error>`, http.StatusInternalServerError)
+}
+
+func lossyStore(t *testing.T, drop ...string) (*storage.Counting, *lossyProxy) {
+	b := testenv.VersitygwBucket(t)
+	target, _ := url.Parse(b.Server.Endpoint)
+	p := &lossyProxy{proxy: httputil.NewSingleHostReverseProxy(target), drop: map[string]bool{}, fail: map[string]bool{}, puts: map[string]int{}}
+	for _, k := range drop {
+		p.drop[k] = true
+	}
+	srv := httptest.NewServer(p)
+	t.Cleanup(srv.Close)
+	st, err := storage.Open(context.Background(), "s3://"+b.Name+"?region=us-east-1&endpoint="+url.QueryEscape(srv.URL))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return storage.NewCounting(st), p
+}
+
+// A conditional create whose first attempt landed but whose answer was lost
+// comes back 412 from the retry; the driver reads the object back, finds
+// its own bytes, and reports success.
+func TestS3AmbiguousConditionalPutResolved(t *testing.T) {
+	ctx := context.Background()
+	st, p := lossyStore(t, "gcroots/.lock/prune", "lease")
+	body := `{"owner":"prune","nonce":"4f1c2a"}`
+	obj, err := st.Put(ctx, "gcroots/.lock/prune", strings.NewReader(body), storage.PutOptions{IfNotExist: true})
+	if err != nil {
+		t.Fatalf("ambiguous create reported %v; the write was ours", err)
+	}
+	if p.puts["gcroots/.lock/prune"] != 2 || st.Counts()["http:PutObject"] != 2 {
+		t.Fatalf("want exactly one retried PUT, proxy saw %d, client counted %v", p.puts["gcroots/.lock/prune"], st.Counts())
+	}
+	cur, err := st.Stat(ctx, "gcroots/.lock/prune")
+	if err != nil || cur.ETag != obj.ETag {
+		t.Fatalf("Put returned ETag %s, store has %s (%v)", obj.ETag, cur.ETag, err)
+	}
+	// The ETag is good for the next compare-and-swap.
+	if _, err := st.Put(ctx, "gcroots/.lock/prune", strings.NewReader(body+" "), storage.PutOptions{IfMatch: obj.ETag}); err != nil {
+		t.Fatalf("refresh with the returned ETag: %v", err)
+	}
+
+	// Same for If-Match: base, then an ambiguous replace.
+	base, err := st.Put(ctx, "lease", strings.NewReader("v1"), storage.PutOptions{IfNotExist: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.mu.Lock()
+	p.puts["lease"] = 0 // the next PUT of "lease" is the lossy one
+	p.mu.Unlock()
+	if _, err := st.Put(ctx, "lease", strings.NewReader("v2-mine"), storage.PutOptions{IfMatch: base.ETag}); err != nil {
+		t.Fatalf("ambiguous compare-and-swap reported %v; the write was ours", err)
+	}
+}
+
+// A real loser is still a loser after a retry: the object holds someone
+// else's bytes, so the 412 stands.
+func TestS3AmbiguousConditionalPutLoserStaysLoser(t *testing.T) {
+	ctx := context.Background()
+	st, p := lossyStore(t)
+	if _, err := st.Put(ctx, "k", strings.NewReader("theirs"), storage.PutOptions{IfNotExist: true}); err != nil {
+		t.Fatal(err)
+	}
+	p.mu.Lock()
+	p.fail["k"], p.puts["k"] = true, 0
+	p.mu.Unlock()
+	_, err := st.Put(ctx, "k", strings.NewReader("mine"), storage.PutOptions{IfNotExist: true})
+	if !errors.Is(err, storage.ErrPreconditionFailed) {
+		t.Fatalf("retried create on someone else's key: %v, want precondition failed", err)
+	}
+	if p.puts["k"] != 2 {
+		t.Fatalf("proxy saw %d PUTs, want 2 (one failed, one retried)", p.puts["k"])
+	}
+	if c := st.Counts(); c["get"] != 0 || c["http:GetObject"] != 1 {
+		t.Fatalf("want exactly one read-back GET, counts %v", c)
+	}
+}
+
+func TestS3CountsRequests(t *testing.T) {
+	ctx := context.Background()
+	st, _ := lossyStore(t)
+	keys := make([]string, 2500)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("nar/%04d.nar", i)
+	}
+	for _, k := range keys[:3] {
+		if _, err := st.Put(ctx, k, strings.NewReader("x"), storage.PutOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := st.DeleteMany(ctx, keys); err != nil {
+		t.Fatal(err)
+	}
+	c := st.Counts()
+	if c["batch-delete"] != 3 || c["http:DeleteObjects"] != 3 || c["delete-many-keys"] != 2500 {
+		t.Fatalf("DeleteMany of 2500 keys: counts %v, want 3 batch requests", c)
+	}
+	n := 0
+	for _, err := range st.List(ctx, "") {
+		if err != nil {
+			t.Fatal(err)
+		}
+		n++
+	}
+	if n != 0 || st.Counts()["list"] != 1 || st.Counts()["http:ListObjectsV2"] != 1 {
+		t.Fatalf("list: %d objects, counts %v", n, st.Counts())
+	}
+}
+
+func TestS3MissingBucketIsNotNotFound(t *testing.T) {
+	b := testenv.VersitygwBucket(t)
+	_, err := storage.Open(context.Background(), "s3://no-such-bucket-kiss?region=us-east-1&endpoint="+url.QueryEscape(b.Server.Endpoint))
+	if err == nil || errors.Is(err, storage.ErrNotFound) || !strings.Contains(err.Error(), "does not exist") {
+		t.Fatalf("open of a missing bucket: %v", err)
+	}
+}
