@@ -39,6 +39,10 @@
   # module ignores. Without it markers are plain DAV files and lease
   # endpoints answer 403: remote `kiss with-lock` then needs `kiss serve`.
   gcrootsProxy ? null
+, # DNS servers for fallbackCache. Without them nginx resolves the upstream
+  # host once, at startup, and refuses to start when DNS is not up yet; with
+  # them the name is resolved per request (proxy_pass through a variable).
+  resolvers ? [ ]
 , # Where nginx writes request bodies before renaming them into place. It
   # must be on the cache's filesystem (atomic rename). The pruner ignores
   # dot-directories.
@@ -110,10 +114,18 @@ let
     }
   '';
 
+  upstreamVar = "$kiss_upstream_${checkedName}";
   fallbackLocation = if fallbackCache == null then "" else ''
     location @kiss_fallback_${checkedName} {
       internal;
+  '' + (if resolvers == [ ] then ''
       proxy_pass ${fallbackOrigin};
+  '' else ''
+      resolver ${concatStringsSep " " (map (bare "resolver") resolvers)} valid=300s;
+      set ${upstreamVar} ${fallbackOrigin};
+      proxy_pass ${upstreamVar};
+  '') + ''
+
       proxy_set_header Host ${bare "fallback host" fallbackHost};
       proxy_ssl_server_name on;
       proxy_intercept_errors off;

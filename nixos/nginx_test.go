@@ -134,6 +134,7 @@ func TestNginxRenderedConfigServesMTLS(t *testing.T) {
 		clientCA = %s;
 		writers = [ %s ];
 		priority = 41;
+		resolvers = [ "127.0.0.1" ];
 		fallbackCache = %s; }`,
 		port, nixString(cache), nixString(pki.Server.CertFile), nixString(pki.Server.KeyFile),
 		nixString(pki.CAFile), nixString(writerDN), nixString(upstream.URL+"/ignored/path")))

@@ -1,0 +1,615 @@
+package nixos_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/kiss-cache/kiss/internal/testenv"
+)
+
+// evalResult is what nixos/tests/eval.nix returns.
+type evalResult struct {
+	Config           map[string]any    `json:"config"`
+	FailedAssertions []string          `json:"failedAssertions"`
+	Warnings         []string          `json:"warnings"`
+	Scripts          map[string]string `json:"scripts"`
+	OptionNames      map[string]any    `json:"optionNames"`
+}
+
+// evalModules evaluates every kiss module against the stub lib with the
+// given services.kiss settings and host config (Nix expressions).
+func evalModules(t *testing.T, nix *testenv.NixEnv, settings, host string) (*evalResult, error) {
+	t.Helper()
+	if host == "" {
+		host = `{ networking.hostName = "host1"; }`
+	}
+	out, err := nix.Run("nix-instantiate", "--eval", "--strict", "--json",
+		filepath.Join(testenv.ModuleRoot(), "nixos", "tests", "eval.nix"),
+		"--arg", "settings", settings, "--arg", "host", host)
+	if err != nil {
+		return nil, err
+	}
+	var r evalResult
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		t.Fatalf("eval.nix output: %v\n%s", err, out)
+	}
+	return &r, nil
+}
+
+func mustEval(t *testing.T, nix *testenv.NixEnv, settings string) *evalResult {
+	t.Helper()
+	r, err := evalModules(t, nix, settings, "")
+	if err != nil {
+		t.Fatalf("eval: %v", err)
+	}
+	if len(r.FailedAssertions) > 0 {
+		t.Fatalf("failed assertions: %q", r.FailedAssertions)
+	}
+	return r
+}
+
+// get walks a JSON tree by keys ("systemd", "services", "kiss-prune", …).
+func get(t *testing.T, v any, path ...string) any {
+	t.Helper()
+	for i, k := range path {
+		m, ok := v.(map[string]any)
+		if !ok {
+			t.Fatalf("%s is %T, not an attrset", strings.Join(path[:i], "."), v)
+		}
+		if v, ok = m[k]; !ok {
+			t.Fatalf("%s missing (have %v)", strings.Join(path[:i+1], "."), keys(m))
+		}
+	}
+	return v
+}
+
+func has(v any, path ...string) bool {
+	for _, k := range path {
+		m, ok := v.(map[string]any)
+		if !ok {
+			return false
+		}
+		if v, ok = m[k]; !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// empty reports whether path is missing or an empty attrset or list (the
+// stub resolves a false mkIf to an empty attrset, NixOS drops it).
+func empty(v any, path ...string) bool {
+	for _, k := range path {
+		m, ok := v.(map[string]any)
+		if !ok {
+			return false
+		}
+		if v, ok = m[k]; !ok {
+			return true
+		}
+	}
+	switch x := v.(type) {
+	case map[string]any:
+		return len(x) == 0
+	case []any:
+		return len(x) == 0
+	}
+	return false
+}
+
+func keys(m map[string]any) []string {
+	var ks []string
+	for k := range m {
+		ks = append(ks, k)
+	}
+	sort.Strings(ks)
+	return ks
+}
+
+func strs(t *testing.T, v any) []string {
+	t.Helper()
+	l, ok := v.([]any)
+	if !ok {
+		t.Fatalf("%v is %T, not a list", v, v)
+	}
+	var out []string
+	for _, e := range l {
+		out = append(out, fmt.Sprint(e))
+	}
+	return out
+}
+
+const kissExe = "/nix/store/00000000000000000000000000000000-kiss/bin/kiss"
+
+// TestNixFilesParse parses every .nix file this area owns.
+func TestNixFilesParse(t *testing.T) {
+	nix := testenv.Nix(t)
+	root := testenv.ModuleRoot()
+	files := []string{filepath.Join(root, "flake.nix"), filepath.Join(root, "package.nix")}
+	more, _ := filepath.Glob(filepath.Join(root, "nixos", "*.nix"))
+	tests, _ := filepath.Glob(filepath.Join(root, "nixos", "tests", "*.nix"))
+	files = append(append(files, more...), tests...)
+	if len(files) < 10 {
+		t.Fatalf("only %d .nix files found: %v", len(files), files)
+	}
+	for _, f := range files {
+		if _, err := nix.Run("nix-instantiate", "--parse", f); err != nil {
+			t.Errorf("%s: %v", f, err)
+		}
+	}
+}
+
+func TestModulesDisabledGenerateNothing(t *testing.T) {
+	nix := testenv.Nix(t)
+	r := mustEval(t, nix, `{ }`)
+	if len(r.Config) != 0 {
+		t.Fatalf("all modules disabled, yet config = %v", r.Config)
+	}
+	want := map[string][]string{
+		"prune":   {"cacheDir", "dryRun", "enable", "environmentFile", "extraArgs", "grace", "lockWait", "metricsFile", "persistent", "randomizedDelaySec", "rootMaxAge", "roots", "schedule", "store", "user"},
+		"update":  {"cacheUrl", "enable", "interval", "kexec", "marker", "onBootChange", "priority", "tlsCACertificate", "tlsCertificate", "tlsPrivateKey"},
+		"serve":   {"backend", "cacheDir", "clientCA", "enable", "environmentFile", "extraArgs", "fallbackCache", "gcrootsProxy", "hostName", "listen", "oidc", "openFirewall", "priority", "resolvers", "socketActivation", "sslCertificate", "sslCertificateKey", "store", "writers"},
+		"publish": {"bearerTokenFile", "cacheDir", "compression", "enable", "environmentFile", "package", "schedule", "secretKeyFile", "store", "systems", "tlsCACertificate", "tlsCertificate", "tlsPrivateKey"},
+	}
+	for mod, w := range want {
+		if got := strs(t, r.OptionNames[mod]); !reflect.DeepEqual(got, w) {
+			t.Errorf("services.kiss.%s options:\n got %q\nwant %q", mod, got, w)
+		}
+	}
+}
+
+func TestPruneModuleFile(t *testing.T) {
+	nix := testenv.Nix(t)
+	r := mustEval(t, nix, `{ prune = {
+		enable = true; cacheDir = "/var/lib/nix-cache"; schedule = "daily";
+		grace = "2h"; rootMaxAge = "30d"; roots = [ "ci/" ];
+		metricsFile = "/var/lib/prometheus-node-exporter-text/kiss_prune.prom";
+	}; }`)
+	svc := get(t, r.Config, "systemd", "services", "kiss-prune", "serviceConfig")
+	wantExec := kissExe + " prune file:///var/lib/nix-cache --roots ci/ --lock-wait 10m --grace 2h --root-max-age 30d --metrics-file /var/lib/prometheus-node-exporter-text/kiss_prune.prom"
+	if got := get(t, svc, "ExecStart"); got != wantExec {
+		t.Errorf("ExecStart\n got %q\nwant %q", got, wantExec)
+	}
+	for k, want := range map[string]any{
+		"Type": "oneshot", "ProtectSystem": "strict", "NoNewPrivileges": true, "PrivateTmp": true,
+		"ProtectHome": true, "User": "root", "TimeoutStartSec": "infinity",
+	} {
+		if got := get(t, svc, k); got != want {
+			t.Errorf("serviceConfig.%s = %v, want %v", k, got, want)
+		}
+	}
+	if got := strs(t, get(t, svc, "ReadWritePaths")); !reflect.DeepEqual(got, []string{"/var/lib/nix-cache", "/var/lib/prometheus-node-exporter-text"}) {
+		t.Errorf("ReadWritePaths %q", got)
+	}
+	if has(svc, "EnvironmentFile") {
+		t.Error("EnvironmentFile set without environmentFile")
+	}
+	timer := get(t, r.Config, "systemd", "timers", "kiss-prune", "timerConfig")
+	if !reflect.DeepEqual(timer, map[string]any{"OnCalendar": "daily", "Persistent": true, "RandomizedDelaySec": "1h"}) {
+		t.Errorf("timerConfig %v", timer)
+	}
+	if got := strs(t, get(t, r.Config, "systemd", "timers", "kiss-prune", "wantedBy")); !reflect.DeepEqual(got, []string{"timers.target"}) {
+		t.Errorf("timer wantedBy %q", got)
+	}
+	if has(r.Config, "users") {
+		t.Error("a root pruner created the kiss user")
+	}
+}
+
+func TestPruneModuleS3DryRun(t *testing.T) {
+	nix := testenv.Nix(t)
+	r := mustEval(t, nix, `{ prune = {
+		enable = true; store = "s3://nix-cache?region=eu-central-1"; dryRun = true;
+		lockWait = "0s"; environmentFile = "/run/secrets/kiss.env"; extraArgs = [ "--json" ];
+	}; }`)
+	svc := get(t, r.Config, "systemd", "services", "kiss-prune", "serviceConfig")
+	// The URL has a '?', so it is shell-quoted for systemd's parser.
+	wantExec := kissExe + " prune 's3://nix-cache?region=eu-central-1' --dry-run --lock-wait 0s --json"
+	if got := get(t, svc, "ExecStart"); got != wantExec {
+		t.Errorf("ExecStart\n got %q\nwant %q", got, wantExec)
+	}
+	if got := get(t, svc, "EnvironmentFile"); got != "/run/secrets/kiss.env" {
+		t.Errorf("EnvironmentFile %v", got)
+	}
+	if got := strs(t, get(t, svc, "ReadWritePaths")); len(got) != 0 {
+		t.Errorf("S3 pruner gets ReadWritePaths %q", got)
+	}
+}
+
+func TestModuleAssertions(t *testing.T) {
+	nix := testenv.Nix(t)
+	for name, c := range map[string]struct{ settings, want string }{
+		"prune without store": {`{ prune.enable = true; }`, "set exactly one of store and cacheDir"},
+		"prune with both":     {`{ prune = { enable = true; store = "s3://b"; cacheDir = "/c"; }; }`, "set exactly one of store and cacheDir"},
+		"nginx with oidc": {`{ serve = { enable = true; backend = "nginx"; cacheDir = "/c"; hostName = "h";
+			sslCertificate = "/a"; sslCertificateKey = "/b"; clientCA = "/ca";
+			oidc = { audience = "x"; readSubjects = [ "r" ]; writeSubjects = [ "w" ]; }; }; }`, "oidc needs backend"},
+		"nginx on s3": {`{ serve = { enable = true; backend = "nginx"; store = "s3://b"; hostName = "h";
+			sslCertificate = "/a"; sslCertificateKey = "/b"; clientCA = "/ca"; }; }`, "the nginx backend serves a directory"},
+		"writers without CA": {`{ serve = { enable = true; store = "s3://b"; hostName = "h";
+			sslCertificate = "/a"; sslCertificateKey = "/b"; writers = [ "CN=w" ]; }; }`, "writers are certificate DNs"},
+		"publish no systems": {`{ publish = { enable = true; store = "https://c"; }; }`, "systems is empty"},
+		"publish tls in local mode": {`{ publish = { enable = true; cacheDir = "/c"; tlsCACertificate = "/ca";
+			systems = [ { flakeRef = "path:/x#y"; marker = "m"; } ]; }; }`, "make no sense in local mode"},
+		"update file url": {`{ update = { enable = true; cacheUrl = "file:///c"; }; }`, "cacheUrl must be http(s)"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			r, err := evalModules(t, nix, c.settings, "")
+			if err != nil {
+				t.Fatalf("eval failed instead of reporting an assertion: %v", err)
+			}
+			if !strings.Contains(strings.Join(r.FailedAssertions, "\n"), c.want) {
+				t.Fatalf("failed assertions %q, want one containing %q", r.FailedAssertions, c.want)
+			}
+		})
+	}
+	// A misspelt option is an error, not silently ignored.
+	if _, err := evalModules(t, nix, `{ prune = { enable = true; cacheDir = "/c"; rootMaxAgee = "1d"; }; }`, ""); err == nil ||
+		!strings.Contains(err.Error(), "services.kiss.prune.rootMaxAgee does not exist") {
+		t.Errorf("unknown option: %v", err)
+	}
+	if _, err := evalModules(t, nix, `{ serve = { enable = true; backend = "caddy"; cacheDir = "/c"; hostName = "h"; }; }`, ""); err == nil ||
+		!strings.Contains(err.Error(), "is not one of") {
+		t.Errorf("bad enum: %v", err)
+	}
+}
+
+func TestServeModuleKiss(t *testing.T) {
+	nix := testenv.Nix(t)
+	r := mustEval(t, nix, `{ serve = {
+		enable = true; cacheDir = "/var/lib/nix-cache"; hostName = "cache.example.org";
+		listen = [ "0.0.0.0:443" "[::]:443" ];
+		sslCertificate = "/etc/cache/cert.pem"; sslCertificateKey = "/etc/cache/key.pem";
+		clientCA = "/etc/cache/ca.pem"; writers = [ "CN=builder-01" "CN=hydra,O=Example" ];
+		fallbackCache = "https://cache.nixos.org"; openFirewall = true;
+	}; }`)
+	svc := get(t, r.Config, "systemd", "services", "kiss-serve")
+	sc := get(t, svc, "serviceConfig")
+	wantExec := kissExe + " serve --store file:///var/lib/nix-cache --tls-cert %d/tls-cert --tls-key %d/tls-key --client-ca %d/client-ca" +
+		" --writer CN=builder-01 --writer CN=hydra,O=Example --upstream https://cache.nixos.org --priority 30"
+	if got := get(t, sc, "ExecStart"); got != wantExec {
+		t.Errorf("ExecStart\n got %q\nwant %q", got, wantExec)
+	}
+	if got := strs(t, get(t, sc, "LoadCredential")); !reflect.DeepEqual(got, []string{
+		"tls-cert:/etc/cache/cert.pem", "tls-key:/etc/cache/key.pem", "client-ca:/etc/cache/ca.pem"}) {
+		t.Errorf("LoadCredential %q", got)
+	}
+	if get(t, sc, "User") != "kiss" || get(t, sc, "CapabilityBoundingSet") != "" || get(t, sc, "ProtectSystem") != "strict" {
+		t.Errorf("user/capabilities/protection: %v %q %v", get(t, sc, "User"), get(t, sc, "CapabilityBoundingSet"), get(t, sc, "ProtectSystem"))
+	}
+	if got := strs(t, get(t, svc, "requires")); !reflect.DeepEqual(got, []string{"kiss-serve.socket"}) {
+		t.Errorf("requires %q", got)
+	}
+	sock := get(t, r.Config, "systemd", "sockets", "kiss-serve")
+	if got := strs(t, get(t, sock, "listenStreams")); !reflect.DeepEqual(got, []string{"0.0.0.0:443", "[::]:443"}) {
+		t.Errorf("listenStreams %q", got)
+	}
+	if got := strs(t, get(t, r.Config, "networking", "firewall", "allowedTCPPorts")); !reflect.DeepEqual(got, []string{"443", "443"}) {
+		t.Errorf("firewall %q", got)
+	}
+	if got := get(t, r.Config, "users", "users", "kiss", "isSystemUser"); got != true {
+		t.Errorf("kiss user not created: %v", got)
+	}
+	if has(r.Config, "services", "nginx") {
+		t.Error("kiss backend enabled nginx")
+	}
+}
+
+func TestServeModuleKissOIDCOnS3(t *testing.T) {
+	nix := testenv.Nix(t)
+	r := mustEval(t, nix, `{ serve = {
+		enable = true; store = "s3://nix-cache?region=eu-central-1"; hostName = "cache.example.org";
+		socketActivation = false; listen = [ "[::]:8443" ];
+		sslCertificate = "/c.pem"; sslCertificateKey = "/k.pem";
+		environmentFile = "/run/secrets/s3.env";
+		oidc = { audience = "https://cache.example.org"; readSubjects = [ "repo:example/*" ];
+		         writeSubjects = [ "repo:example/infra:ref:refs/heads/main" ]; };
+	}; }`)
+	sc := get(t, r.Config, "systemd", "services", "kiss-serve", "serviceConfig")
+	wantExec := kissExe + " serve --store 's3://nix-cache?region=eu-central-1' --listen '[::]:8443' --tls-cert %d/tls-cert --tls-key %d/tls-key" +
+		" --oidc-issuer https://token.actions.githubusercontent.com --oidc-audience https://cache.example.org" +
+		" --oidc-jwks-url https://token.actions.githubusercontent.com/.well-known/jwks" +
+		" --oidc-read-subject 'repo:example/*' --oidc-write-subject repo:example/infra:ref:refs/heads/main --priority 30"
+	if got := get(t, sc, "ExecStart"); got != wantExec {
+		t.Errorf("ExecStart\n got %q\nwant %q", got, wantExec)
+	}
+	if get(t, sc, "AmbientCapabilities") != "CAP_NET_BIND_SERVICE" || get(t, sc, "EnvironmentFile") != "/run/secrets/s3.env" {
+		t.Errorf("capabilities/env: %v %v", get(t, sc, "AmbientCapabilities"), get(t, sc, "EnvironmentFile"))
+	}
+	if !empty(r.Config, "systemd", "sockets", "kiss-serve") || !empty(r.Config, "systemd", "tmpfiles", "rules") {
+		t.Error("socket unit or tmpfiles without socket activation / directory")
+	}
+}
+
+// TestServeModuleNginxUsesRenderer checks that the nginx backend hands nginx
+// exactly what nginx-render.nix renders (the text the nginx tests run).
+func TestServeModuleNginxUsesRenderer(t *testing.T) {
+	nix := testenv.Nix(t)
+	r := mustEval(t, nix, `{ serve = {
+		enable = true; backend = "nginx"; cacheDir = "/var/lib/nix-cache"; hostName = "cache.example.org";
+		sslCertificate = "/c.pem"; sslCertificateKey = "/k.pem"; clientCA = "/ca.pem";
+		writers = [ "CN=builder-01" ]; priority = 40; fallbackCache = "https://cache.nixos.org";
+	}; }`)
+	got := get(t, r.Config, "services", "nginx", "appendHttpConfig")
+	want, err := renderNginx(t, nix, `{ name = "kiss"; listen = [ "[::]:443" ]; serverName = "cache.example.org";
+		cacheDir = "/var/lib/nix-cache"; sslCertificate = "/c.pem"; sslCertificateKey = "/k.pem"; clientCA = "/ca.pem";
+		writers = [ "CN=builder-01" ]; priority = 40; fallbackCache = "https://cache.nixos.org"; resolvers = [ ]; }`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != want {
+		t.Errorf("appendHttpConfig differs from the renderer:\n%s\n---\n%s", got, want)
+	}
+	if !strings.Contains(want, `"CN=builder-01" 1;`) || !strings.Contains(want, "Priority: 40") {
+		t.Errorf("rendered config lacks the writer or priority:\n%s", want)
+	}
+	if got := strs(t, get(t, r.Config, "systemd", "services", "nginx", "serviceConfig", "ReadWritePaths")); !reflect.DeepEqual(got, []string{"/var/lib/nix-cache"}) {
+		t.Errorf("nginx ReadWritePaths %q", got)
+	}
+	if got := strs(t, get(t, r.Config, "systemd", "tmpfiles", "rules")); !reflect.DeepEqual(got, []string{
+		"d /var/lib/nix-cache 0755 nginx nginx -", "d /var/lib/nix-cache/.tmp 0700 nginx nginx -", "d /var/lib/nix-cache/gcroots 0755 nginx nginx -"}) {
+		t.Errorf("tmpfiles %q", got)
+	}
+	if has(r.Config, "systemd", "services", "kiss-serve") {
+		t.Error("nginx backend also started kiss serve")
+	}
+}
+
+// fakeTools writes executable shell scripts named after the keys into a
+// fresh directory and returns it. Each script logs "name args…" to $CALLS.
+func fakeTools(t *testing.T, tools map[string]string) string {
+	t.Helper()
+	dir := t.TempDir()
+	for name, body := range tools {
+		script := "#!/bin/sh\nprintf '%s' \"" + name + "\" >>\"$CALLS\"; for a in \"$@\"; do printf ' [%s]' \"$a\" >>\"$CALLS\"; done; echo >>\"$CALLS\"\n" + body + "\n"
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(script), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+type scriptRun struct {
+	code   int
+	stdout string
+	stderr string
+	calls  string
+}
+
+func runScript(t *testing.T, script, toolDir string, env []string, args ...string) scriptRun {
+	t.Helper()
+	dir := t.TempDir()
+	file := filepath.Join(dir, "script")
+	if err := os.WriteFile(file, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	calls := filepath.Join(dir, "calls")
+	cmd := exec.Command("bash", append([]string{file}, args...)...)
+	cmd.Env = append([]string{"PATH=" + toolDir + ":/usr/bin:/bin", "CALLS=" + calls, "HOME=" + dir}, env...)
+	var so, se strings.Builder
+	cmd.Stdout, cmd.Stderr = &so, &se
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	c, _ := os.ReadFile(calls)
+	return scriptRun{code, so.String(), se.String(), string(c)}
+}
+
+func bashSyntax(t *testing.T, name, script string) {
+	t.Helper()
+	cmd := exec.Command("bash", "-n")
+	cmd.Stdin = strings.NewReader(script)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("%s: bash -n: %v\n%s", name, err, out)
+	}
+}
+
+// TestPublishScript runs the generated kiss-publish with fake nix and kiss:
+// the fake `kiss with-lock` records its arguments and runs the command
+// after "--" with KISS_STORE set, as the real one does.
+func TestPublishScript(t *testing.T) {
+	nix := testenv.Nix(t)
+	r := mustEval(t, nix, `{ publish = {
+		enable = true; store = "https://cache.example.org";
+		secretKeyFile = "/etc/nix/cache key";
+		tlsCertificate = "/w.pem"; tlsPrivateKey = "/w.key"; tlsCACertificate = "/ca.pem";
+		systems = [
+			{ flakeRef = "path:/src#web1"; marker = "web1"; }
+			{ flakeRef = "path:/src#broken"; marker = "broken"; }
+			{ flakeRef = "path:/src#db 1"; marker = "db1"; }
+		];
+	}; }`)
+	script := r.Scripts["kiss-publish"]
+	if script == "" {
+		t.Fatalf("no kiss-publish script; scripts: %v", keys(anyMap(r.Scripts)))
+	}
+	bashSyntax(t, "kiss-publish", script)
+	svc := get(t, r.Config, "systemd", "services", "kiss-publish", "serviceConfig")
+	if got := get(t, svc, "ExecStart"); got != "/nix/store/00000000000000000000000000000000-kiss-publish/bin/kiss-publish" {
+		t.Errorf("ExecStart %v", got)
+	}
+	tools := fakeTools(t, map[string]string{
+		"nix": `case "$*" in
+  *build*'#broken') exit 1 ;;
+  *build*) for a; do last=$a; done; echo "/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-${last##*#}" ;;
+esac`,
+		"kiss": `while [ "$1" != -- ]; do shift; done; shift; KISS_STORE=http://127.0.0.1:9/tok exec "$@"`,
+	})
+
+	run := runScript(t, script, tools, nil, "nope")
+	if run.code != 2 || !strings.Contains(run.stderr, "unknown marker: nope (configured: web1 broken db1)") || run.calls != "" {
+		t.Errorf("unknown marker: code %d stderr %q calls %q", run.code, run.stderr, run.calls)
+	}
+
+	run = runScript(t, script, tools, nil, "web1")
+	wantCalls := strings.Join([]string{
+		"nix [--extra-experimental-features] [nix-command flakes] [build] [--no-link] [--print-out-paths] [path:/src#web1]",
+		"kiss [with-lock] [--cert] [/w.pem] [--key] [/w.key] [--cacert] [/ca.pem] [https://cache.example.org/gcroots/web1] [/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-web1] [--] [" + "SCRIPT" + "] [__copy] [/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-web1]",
+		"nix [--extra-experimental-features] [nix-command] [copy] [--to] [http://127.0.0.1:9/tok?compression=zstd&secret-key=/etc/nix/cache key] [/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-web1]",
+		"",
+	}, "\n")
+	got := scriptPathRe(run.calls)
+	if run.code != 0 || got != wantCalls {
+		t.Errorf("publish web1: code %d stderr %q\ncalls:\n%s\nwant:\n%s", run.code, run.stderr, got, wantCalls)
+	}
+
+	// All systems: the broken build is reported and the others still go out.
+	run = runScript(t, script, tools, nil)
+	if run.code != 1 || !strings.Contains(run.stderr, "build failed: path:/src#broken") {
+		t.Errorf("publish all: code %d stderr %q", run.code, run.stderr)
+	}
+	if n := strings.Count(run.calls, "kiss [with-lock]"); n != 2 || !strings.Contains(run.calls, "[https://cache.example.org/gcroots/db1]") {
+		t.Errorf("publish all: %d with-lock calls:\n%s", n, run.calls)
+	}
+	if !strings.Contains(run.calls, "[path:/src#db 1]") {
+		t.Errorf("flakeRef with a space was split:\n%s", run.calls)
+	}
+}
+
+func anyMap(m map[string]string) map[string]any {
+	out := map[string]any{}
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}
+
+// scriptPathRe replaces the temp script path (what "$0" expands to) by SCRIPT.
+func scriptPathRe(calls string) string {
+	var out []string
+	for _, line := range strings.Split(calls, "\n") {
+		fields := strings.Split(line, "] [")
+		for i, f := range fields {
+			if strings.HasSuffix(f, "/script") {
+				fields[i] = "SCRIPT"
+			}
+		}
+		out = append(out, strings.Join(fields, "] ["))
+	}
+	return strings.Join(out, "\n")
+}
+
+// TestUpdateScript runs the generated kiss-update against fake curl,
+// nix-store, nix-env and shutdown, with a real store path (built by Nix)
+// as the published system whose switch-to-configuration records its call.
+func TestUpdateScript(t *testing.T) {
+	nix := testenv.Nix(t)
+	r := mustEval(t, nix, `{ update = {
+		enable = true; cacheUrl = "https://cache.example.org";
+		tlsCertificate = "/r.pem"; tlsPrivateKey = "/r.key";
+	}; }`)
+	script := r.Scripts["kiss-update"]
+	bashSyntax(t, "kiss-update", script)
+	sc := get(t, r.Config, "systemd", "services", "kiss-update", "serviceConfig")
+	if got := get(t, sc, "ExecStart"); got != "/nix/store/00000000000000000000000000000000-kiss-update/bin/kiss-update switch" {
+		t.Errorf("ExecStart %v", got)
+	}
+	if get(t, r.Config, "systemd", "services", "kiss-update", "restartIfChanged") != false {
+		t.Error("kiss-update would be restarted by the switch it performs")
+	}
+
+	sys := nix.Build(`mk "kiss-test-system" ''
+		mkdir -p $out/bin
+		printf '%s\n' '#!/bin/sh' 'echo "switch-to-configuration $*" >>"$CALLS"' >$out/bin/switch-to-configuration
+		chmod +x $out/bin/switch-to-configuration
+	''`)
+	marker := t.TempDir() + "/marker"
+	tools := fakeTools(t, map[string]string{
+		"curl":      `for a; do last=$a; done; [ -f "$MARKER" ] && cat "$MARKER"; [ -f "$MARKER" ]`,
+		"nix-store": ``,
+		"nix-env":   ``,
+		"shutdown":  ``,
+	})
+	env := []string{"MARKER=" + marker}
+
+	if run := runScript(t, script, tools, env); run.code != 2 || !strings.Contains(run.stderr, "usage: kiss-update <switch|reboot>") {
+		t.Errorf("no action: %d %q", run.code, run.stderr)
+	}
+	if run := runScript(t, script, tools, env, "bogus"); run.code != 2 {
+		t.Errorf("bogus action: %d", run.code)
+	}
+	run := runScript(t, script, tools, env, "switch")
+	if run.code != 0 || !strings.Contains(run.stdout, "no system published at https://cache.example.org/gcroots/host1") {
+		t.Errorf("no marker: %d %q %q", run.code, run.stdout, run.stderr)
+	}
+	if strings.Contains(run.calls, "nix-store") {
+		t.Errorf("realised without a marker:\n%s", run.calls)
+	}
+	wantCurl := "curl [--fail] [--silent] [--show-error] [--location] [--cert] [/r.pem] [--key] [/r.key] [https://cache.example.org/gcroots/host1]"
+	if !strings.HasPrefix(run.calls, wantCurl+"\n") {
+		t.Errorf("curl call:\n%s\nwant %s", run.calls, wantCurl)
+	}
+
+	if err := os.WriteFile(marker, []byte("garbage\n"+sys+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	run = runScript(t, script, tools, env, "switch", "https://cache.example.org/gcroots/canary")
+	want := strings.Join([]string{
+		"curl [--fail] [--silent] [--show-error] [--location] [--cert] [/r.pem] [--key] [/r.key] [https://cache.example.org/gcroots/canary]",
+		"nix-store [--option] [narinfo-cache-negative-ttl] [0] [--option] [extra-substituters] [https://cache.example.org?priority=10&tls-certificate=/r.pem&tls-private-key=/r.key] [--realise] [" + sys + "]",
+		"nix-env [--profile] [/nix/var/nix/profiles/system] [--set] [" + sys + "]",
+		"switch-to-configuration switch",
+		"",
+	}, "\n")
+	if run.code != 0 || run.calls != want {
+		t.Errorf("switch: code %d stderr %q\ncalls:\n%s\nwant:\n%s", run.code, run.stderr, run.calls, want)
+	}
+	// This test system has no kernel, unlike the booted one: a boot change.
+	if !strings.Contains(run.stderr, "needs a reboot; activating userspace only") {
+		t.Errorf("no reboot warning: %q", run.stderr)
+	}
+
+	run = runScript(t, script, tools, env, "reboot")
+	if run.code != 0 || !strings.Contains(run.calls, "switch-to-configuration boot\n") ||
+		!strings.Contains(run.calls, "shutdown [-r] [+") || strings.Contains(run.calls, "switch-to-configuration switch") {
+		t.Errorf("reboot: code %d stderr %q calls:\n%s", run.code, run.stderr, run.calls)
+	}
+}
+
+// TestFlakeOutputs evaluates flake.nix against a fake nixpkgs and runs its
+// nginx-config check script (nginx -t on the rendered config) here, with
+// the real nginx and openssl.
+func TestFlakeOutputs(t *testing.T) {
+	nix := testenv.Nix(t)
+	out := nix.MustRun("nix-instantiate", "--eval", "--strict", "--json",
+		filepath.Join(testenv.ModuleRoot(), "nixos", "tests", "flake-eval.nix"))
+	var r struct {
+		Packages, Modules, Checks []string
+		NginxScript               string
+		StubEval                  string
+	}
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(r.Packages, []string{"default", "kiss"}) ||
+		!reflect.DeepEqual(r.Modules, []string{"default", "kiss", "prune", "publish", "serve", "update"}) ||
+		!reflect.DeepEqual(r.Checks, []string{"kiss", "nginx-config", "nixos-stub-eval"}) {
+		t.Errorf("flake outputs: packages %q modules %q checks %q", r.Packages, r.Modules, r.Checks)
+	}
+	if _, err := exec.LookPath("openssl"); err != nil {
+		t.Fatalf("openssl: %v", err)
+	}
+	dir := t.TempDir()
+	cmd := exec.Command("bash", "-euo", "pipefail", "-c", r.NginxScript)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "out="+filepath.Join(dir, "out"), "PATH=/usr/sbin:/usr/bin:/bin")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("nginx-config check: %v\n%s", err, b)
+	} else if !strings.Contains(string(b), "syntax is ok") {
+		t.Errorf("nginx -t output: %s", b)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "out")); err != nil {
+		t.Errorf("check produced no $out: %v", err)
+	}
+}
