@@ -1,0 +1,272 @@
+package main
+
+import (
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/coreos/go-systemd/v22/activation"
+	"github.com/nix-community/go-nix/pkg/narinfo/signature"
+	"github.com/urfave/cli/v2"
+
+	"github.com/kiss-cache/kiss/gateway"
+	"github.com/kiss-cache/kiss/storage"
+)
+
+func init() {
+	register(&cli.Command{
+		Name:  "serve",
+		Usage: "serve a store over HTTP(S): reads, validated writes, gcroots/ markers and lock leases",
+		Description: `Serves the Nix binary cache in --store (file://, s3://, …) to Nix clients and
+to kiss itself (markers, lock leases, https:// stores of kiss with-lock).
+
+Authentication (one per server):
+  --client-ca CA.pem [--writer DN]...   TLS client certificates: every request needs a
+                                        certificate from CA; writers by RFC 2253 subject DN
+                                        ("CN=builder-01,O=Example", or "CN=builder-01" for
+                                        any certificate with that common name)
+  --oidc-audience … --oidc-jwks-url …   bearer tokens (CI): read/write by subject glob
+  --open-reads                          with either: anyone reads, credentials only to write
+  --anonymous-writes                    anyone writes (loopback listeners only; tests, sidecars)
+Without any, anyone may read and nobody may write.
+
+Plain HTTP is refused on non-loopback addresses unless --insecure-http is given.
+Under systemd socket activation (LISTEN_FDS) the passed sockets are used and
+--listen is ignored.
+
+EXIT STATUS
+   0  stopped by SIGINT/SIGTERM after a graceful shutdown
+   2  bad flags
+   3  the store cannot be opened`,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "store", Required: true, Usage: "store URL (file:///dir, s3://bucket?…, a plain path)", EnvVars: []string{"KISS_STORE"}},
+			&cli.StringSliceFlag{Name: "listen", Value: cli.NewStringSlice("127.0.0.1:8080"), Usage: "address to listen on (repeatable)"},
+			&cli.StringFlag{Name: "tls-cert", Usage: "server certificate (PEM)"},
+			&cli.StringFlag{Name: "tls-key", Usage: "server key (PEM)"},
+			&cli.StringFlag{Name: "client-ca", Usage: "require TLS client certificates issued by this CA (PEM)"},
+			&cli.StringSliceFlag{Name: "writer", Usage: "subject DN of a client certificate that may write (repeatable)"},
+			&cli.StringFlag{Name: "oidc-issuer", Usage: "required token issuer (iss)"},
+			&cli.StringFlag{Name: "oidc-audience", Usage: "required token audience (aud)"},
+			&cli.StringFlag{Name: "oidc-jwks-url", Usage: "where the issuer's signing keys are fetched"},
+			&cli.StringSliceFlag{Name: "oidc-read-subject", Usage: "token subject glob that may read ('*' matches anything; repeatable)"},
+			&cli.StringSliceFlag{Name: "oidc-write-subject", Usage: "token subject glob that may write (and read; repeatable)"},
+			&cli.BoolFlag{Name: "open-reads", Usage: "anyone may read; credentials are needed only to write"},
+			&cli.BoolFlag{Name: "anonymous-writes", Usage: "anyone may write (only allowed when every listener is loopback)"},
+			&cli.BoolFlag{Name: "insecure-http", Usage: "allow plain HTTP on non-loopback addresses"},
+			&cli.BoolFlag{Name: "read-only", Usage: "refuse every write"},
+			&cli.StringFlag{Name: "max-upload-size", Value: "0", Usage: "largest accepted upload (e.g. 4G; 0: unlimited)"},
+			&cli.StringSliceFlag{Name: "require-signature", Usage: "public key (name:base64) a narinfo must be signed with (repeatable: any of them)"},
+			&cli.StringFlag{Name: "upstream", Usage: "binary cache to fetch local misses from (stored unrooted)"},
+			&cli.IntFlag{Name: "priority", Value: 30, Usage: "Priority in nix-cache-info"},
+			&cli.StringFlag{Name: "store-dir", Value: "/nix/store", Usage: "StoreDir in nix-cache-info"},
+			&cli.DurationFlag{Name: "prune-lease-ttl", Value: 30 * time.Minute, Usage: "freshness of a prune lease whose body names no TTL"},
+			&cli.StringFlag{Name: "metrics-listen", Usage: "extra plain-HTTP address for /metrics only (e.g. 127.0.0.1:9101)"},
+			&cli.DurationFlag{Name: "shutdown-grace", Value: 30 * time.Second, Usage: "how long requests in flight may finish on SIGTERM"},
+		},
+		Action: runServe,
+	})
+}
+
+// serveParseSize reads "0", "1024", "64K", "10M", "4G", "1T" (binary units).
+func serveParseSize(s string) (int64, error) {
+	u := strings.TrimSuffix(strings.TrimSuffix(strings.ToUpper(strings.TrimSpace(s)), "B"), "I")
+	mult := int64(1)
+	if n := len(u); n > 0 {
+		if i := strings.IndexByte("KMGT", u[n-1]); i >= 0 {
+			mult = 1 << (10 * (i + 1))
+			u = u[:n-1]
+		}
+	}
+	v, err := strconv.ParseInt(u, 10, 64)
+	if err != nil || v < 0 || v > (1<<62)/mult {
+		return 0, fmt.Errorf("bad size %q (want e.g. 0, 65536, 64K, 10M, 4G)", s)
+	}
+	return v * mult, nil
+}
+
+func runServe(c *cli.Context) error {
+	ctx := c.Context
+	log := slog.Default()
+	if c.NArg() != 0 {
+		return usageError(fmt.Errorf("serve takes no arguments (got %q); the store is --store", c.Args().Slice()))
+	}
+	maxUp, err := serveParseSize(c.String("max-upload-size"))
+	if err != nil {
+		return usageError(fmt.Errorf("--max-upload-size: %w", err))
+	}
+	var keys []signature.PublicKey
+	for _, k := range c.StringSlice("require-signature") {
+		pk, err := signature.ParsePublicKey(strings.TrimSpace(k))
+		if err != nil {
+			return usageError(fmt.Errorf("--require-signature %q: %w", k, err))
+		}
+		keys = append(keys, pk)
+	}
+
+	// TLS and authentication
+	var tc *tls.Config
+	if c.IsSet("tls-cert") != c.IsSet("tls-key") {
+		return usageError(errors.New("--tls-cert and --tls-key go together"))
+	}
+	if c.IsSet("client-ca") && !c.IsSet("tls-cert") {
+		return usageError(errors.New("--client-ca needs --tls-cert/--tls-key"))
+	}
+	if c.IsSet("tls-cert") {
+		if tc, err = gateway.ServerTLS(c.String("tls-cert"), c.String("tls-key"), c.String("client-ca")); err != nil {
+			return usageError(err)
+		}
+	}
+	oidcSet := c.IsSet("oidc-audience") || c.IsSet("oidc-jwks-url") || c.IsSet("oidc-issuer")
+	var auth gateway.Authenticator
+	switch {
+	case oidcSet && c.IsSet("client-ca"):
+		return usageError(errors.New("use either --client-ca or --oidc-*, not both, on one server"))
+	case c.Bool("anonymous-writes") && (oidcSet || c.IsSet("client-ca")):
+		return usageError(errors.New("--anonymous-writes contradicts --client-ca/--oidc-*"))
+	case oidcSet:
+		o, err := gateway.NewOIDC(gateway.OIDCConfig{
+			Issuer: c.String("oidc-issuer"), Audience: c.String("oidc-audience"), JWKSURL: c.String("oidc-jwks-url"),
+			ReadSubjects: c.StringSlice("oidc-read-subject"), WriteSubjects: c.StringSlice("oidc-write-subject"),
+		})
+		if err != nil {
+			return usageError(err)
+		}
+		auth = o
+	case c.IsSet("client-ca"):
+		auth = gateway.ClientCerts{Writers: c.StringSlice("writer")}
+	case c.Bool("anonymous-writes"):
+		auth = gateway.Open{}
+	default:
+		auth = gateway.OpenReads{}
+	}
+	if c.IsSet("writer") && !c.IsSet("client-ca") {
+		return usageError(errors.New("--writer needs --client-ca (writers are client certificates)"))
+	}
+	if c.Bool("open-reads") {
+		switch auth.(type) {
+		case gateway.Open, gateway.OpenReads:
+		default:
+			auth = gateway.OpenReads{Writers: auth}
+		}
+	}
+
+	// listeners: systemd socket activation, or --listen
+	lns, err := activation.Listeners()
+	if err != nil {
+		return withExit(ExitFailure, fmt.Errorf("socket activation: %w", err))
+	}
+	var active []net.Listener
+	for _, l := range lns {
+		if l != nil {
+			active = append(active, l)
+		}
+	}
+	if len(active) == 0 {
+		for _, addr := range c.StringSlice("listen") {
+			l, err := net.Listen("tcp", addr)
+			if err != nil {
+				for _, a := range active {
+					a.Close()
+				}
+				return usageError(fmt.Errorf("--listen %s: %w", addr, err))
+			}
+			active = append(active, l)
+		}
+	}
+	closeAll := func() {
+		for _, l := range active {
+			l.Close()
+		}
+	}
+	for _, l := range active {
+		loop := gateway.IsLoopback(l.Addr())
+		if tc == nil && !loop && !c.Bool("insecure-http") {
+			closeAll()
+			return usageError(fmt.Errorf("refusing plain HTTP on %s (not loopback): give --tls-cert/--tls-key, or --insecure-http", l.Addr()))
+		}
+		if c.Bool("anonymous-writes") && !loop {
+			closeAll()
+			return usageError(fmt.Errorf("--anonymous-writes is only allowed on loopback listeners, not %s", l.Addr()))
+		}
+	}
+
+	st, err := storage.Open(ctx, c.String("store"))
+	if err != nil {
+		closeAll()
+		if errors.Is(err, storage.ErrInvalidURL) {
+			return usageError(err)
+		}
+		return withExit(ExitStore, err)
+	}
+	defer st.Close()
+	gw, err := gateway.New(st, gateway.Config{
+		Auth: auth, ReadOnly: c.Bool("read-only"), StoreDir: c.String("store-dir"), Priority: c.Int("priority"),
+		MaxUploadSize: maxUp, TrustedKeys: keys, Upstream: c.String("upstream"),
+		PruneLeaseTTL: c.Duration("prune-lease-ttl"), Logger: log,
+	})
+	if err != nil {
+		closeAll()
+		return usageError(err)
+	}
+
+	var wg sync.WaitGroup
+	errc := make(chan error, len(active)+1)
+	serve := func(l net.Listener, h http.Handler, t *tls.Config) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := gateway.Serve(ctx, l, h, t, c.Duration("shutdown-grace")); err != nil {
+				errc <- fmt.Errorf("%s: %w", l.Addr(), err)
+			}
+		}()
+	}
+	scheme := "http"
+	if tc != nil {
+		scheme = "https"
+	}
+	for _, l := range active {
+		announceListener(c, scheme+"://"+l.Addr().String(), "cache")
+		serve(l, gw, tc)
+	}
+	if a := c.String("metrics-listen"); a != "" {
+		ml, err := net.Listen("tcp", a)
+		if err != nil {
+			closeAll()
+			return usageError(fmt.Errorf("--metrics-listen %s: %w", a, err))
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", gw.Metrics())
+		announceListener(c, "http://"+ml.Addr().String()+"/metrics", "metrics")
+		serve(ml, mux, nil)
+	}
+	log.Info("serving", "store", st.URL(), "listeners", len(active), "read_only", c.Bool("read-only"))
+	wg.Wait()
+	close(errc)
+	var errs []error
+	for e := range errc {
+		errs = append(errs, e)
+	}
+	if len(errs) > 0 && ctx.Err() == nil {
+		return errors.Join(errs...)
+	}
+	return nil
+}
+
+// announceListener prints where the server listens (stdout), so scripts and
+// tests that pass port 0 learn the port.
+func announceListener(c *cli.Context, url, what string) {
+	if c.Bool("json") {
+		b, _ := json.Marshal(map[string]string{"listen": url, "what": what})
+		fmt.Fprintln(c.App.Writer, string(b))
+		return
+	}
+	fmt.Fprintf(c.App.Writer, "kiss serve: %s on %s\n", what, url)
+}
