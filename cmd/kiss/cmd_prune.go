@@ -1,0 +1,359 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/urfave/cli/v2"
+
+	"github.com/kiss-cache/kiss/gc"
+	"github.com/kiss-cache/kiss/lockproto"
+	"github.com/kiss-cache/kiss/storage"
+)
+
+func init() {
+	register(&cli.Command{
+		Name:      "prune",
+		Usage:     "delete everything in a binary cache not reachable from a GC root",
+		ArgsUsage: "STORE",
+		Description: `Takes the exclusive prune lease (gcroots/.lock/prune), reads the roots
+(markers under gcroots/, any depth, dot-names skipped; plus --roots), walks
+their closures through References and Deriver, and deletes the rest:
+narinfo, .ls, log/, realisations/, build-trace-v2/, debuginfo/ first, NARs
+last, in batches, confirming the lease before every batch. Nothing younger
+than --grace (on the store's clock) is deleted, and young narinfos count as
+roots. nix-cache-info, gcroots/ and .kiss/ (except stale .kiss/tmp/) are
+never touched. See docs/pruner.md.
+
+EXIT STATUS
+   0  success (or a dry run)
+   2  bad arguments or store URL
+   3  the store cannot be reached or lacks what the lock needs; a delete failed
+   4  refused, fail-closed: roots unreadable, a reachable narinfo unreadable or
+      broken, missing references/NARs, or no roots; nothing was deleted
+   5  another prune holds the lease and --lock-wait ran out
+   6  the lease was lost while working; deletion stopped
+ 130  interrupted`,
+		Flags: []cli.Flag{
+			&cli.StringSliceFlag{Name: "roots", Usage: "extra root source: a store prefix (releases/) or a local directory (/path, ./path, file://)"},
+			&cli.BoolFlag{Name: "dry-run", Aliases: []string{"n"}, Usage: "plan only: take no lease, delete nothing, write nothing"},
+			&cli.BoolFlag{Name: "list", Usage: "print every key that is (or in a dry run would be) deleted"},
+			&cli.DurationFlag{Name: "grace", Value: gc.DefaultGrace, Usage: "keep everything younger than this on the store's clock"},
+			&cli.StringFlag{Name: "root-max-age", Usage: "markers under gcroots/ older than this (e.g. 30d, 12h) stop counting and are deleted"},
+			&cli.DurationFlag{Name: "lock-wait", Value: 10 * time.Minute, Usage: "how long to wait for the prune lease"},
+			&cli.DurationFlag{Name: "lock-ttl", Value: 30 * time.Minute, Usage: "lease TTL (refreshed every TTL/6)"},
+			&cli.BoolFlag{Name: "allow-empty-roots", Usage: "allow a prune with no root at all (deletes everything older than --grace)"},
+			&cli.BoolFlag{Name: "allow-dangling", Usage: "prune even if reachable paths name missing references or NARs"},
+			&cli.IntFlag{Name: "concurrency", Usage: "parallel narinfo reads (default: 8 on a local store, 64 otherwise)"},
+			&cli.StringFlag{Name: "metrics-file", Usage: "write Prometheus metrics to this file (atomically; node_exporter textfile collector)"},
+			&cli.BoolFlag{Name: "json", Usage: "print the report as JSON on stdout (same as the global --json)"},
+			&cli.BoolFlag{Name: "no-memo", Usage: "neither read nor write the closure memo (.kiss/memo/v1)"},
+		},
+		Action: runPrune,
+	})
+}
+
+// jsonWanted is true for the global --json and for --json after the
+// subcommand (kiss prune --json STORE), which users naturally type.
+func jsonWanted(c *cli.Context) bool {
+	for _, x := range c.Lineage() {
+		if x.Bool("json") {
+			return true
+		}
+	}
+	return false
+}
+
+// parseAge accepts Go durations plus d (days) and w (weeks): 30d, 2w, 36h.
+func parseAge(s string) (time.Duration, error) {
+	if s == "" {
+		return 0, nil
+	}
+	for suffix, unit := range map[string]time.Duration{"d": 24 * time.Hour, "w": 7 * 24 * time.Hour} {
+		if num, ok := strings.CutSuffix(s, suffix); ok {
+			n, err := strconv.ParseFloat(num, 64)
+			if err != nil || n <= 0 {
+				return 0, fmt.Errorf("invalid age %q", s)
+			}
+			return time.Duration(n * float64(unit)), nil
+		}
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d <= 0 {
+		return 0, fmt.Errorf("invalid age %q (want e.g. 30d, 2w, 36h)", s)
+	}
+	return d, nil
+}
+
+type pruneOutput struct {
+	*gc.Report
+	Deletions []gc.Deletion `json:"deletions,omitempty"`
+	ExitCode  int           `json:"exit_code"`
+}
+
+func runPrune(c *cli.Context) error {
+	if c.NArg() != 1 {
+		return usageError(errors.New("prune: want exactly one STORE argument"))
+	}
+	maxAge, err := parseAge(c.String("root-max-age"))
+	if err != nil {
+		return usageError(fmt.Errorf("--root-max-age: %w", err))
+	}
+	grace := c.Duration("grace")
+	if grace < 0 {
+		return usageError(errors.New("--grace must not be negative"))
+	}
+	if c.Int("concurrency") < 0 {
+		return usageError(errors.New("--concurrency must not be negative"))
+	}
+	log := slog.Default()
+	if grace < time.Hour {
+		log.Warn("a grace period under 1h lets prune race uploads of writers that skip the lock", "grace", grace)
+	}
+	if grace == 0 {
+		grace = -1 // gc: negative means none
+	}
+	ctx := c.Context
+	raw, err := storage.Open(ctx, c.Args().First())
+	if err != nil {
+		if errors.Is(err, storage.ErrInvalidURL) {
+			return usageError(err)
+		}
+		return withExit(ExitStore, err)
+	}
+	defer raw.Close()
+	st := storage.NewCounting(raw)
+	dry := c.Bool("dry-run")
+	prog := newProgress(c.App.ErrWriter)
+	opts := gc.Options{
+		RootSources:     c.StringSlice("roots"),
+		Grace:           grace,
+		RootMaxAge:      maxAge,
+		Concurrency:     c.Int("concurrency"),
+		AllowEmptyRoots: c.Bool("allow-empty-roots"),
+		AllowDangling:   c.Bool("allow-dangling"),
+		NoMemo:          c.Bool("no-memo"),
+		Logger:          log,
+		Progress:        prog,
+	}
+	started := time.Now()
+
+	var lease *lockproto.Lease
+	work := ctx
+	if !dry {
+		lease, err = lockproto.AcquirePrune(ctx, raw, lockproto.Options{TTL: c.Duration("lock-ttl"), Wait: c.Duration("lock-wait"), Owner: "kiss prune", Logger: log})
+		if err != nil {
+			code := ExitStore
+			switch {
+			case lockproto.IsLocked(err):
+				code = ExitLocked
+			case ctx.Err() != nil:
+				code = ExitInterrupted
+			}
+			return finishPrune(c, nil, nil, st, started, code, fmt.Errorf("prune lease: %w", err))
+		}
+		defer func() {
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+			defer cancel()
+			if err := lease.Release(rctx); err != nil {
+				log.Warn("releasing the prune lease", "err", err)
+			}
+		}()
+		work = lease.Context()
+	}
+
+	plan, err := gc.NewPlan(work, st, opts)
+	if err != nil {
+		return finishPrune(c, nil, nil, st, started, pruneExitCode(err, ctx, lease), err)
+	}
+	var dels []gc.Deletion
+	if c.Bool("list") {
+		for d := range plan.Deletions() {
+			dels = append(dels, d)
+		}
+	}
+	rep := plan.Report()
+	if !dry {
+		rep, err = plan.Execute(work, lease, prog)
+		if err != nil {
+			return finishPrune(c, rep, dels, st, started, pruneExitCode(err, ctx, lease), err)
+		}
+	}
+	rep.DryRun = dry
+	return finishPrune(c, rep, dels, st, started, ExitOK, nil)
+}
+
+// pruneExitCode maps gc and lockproto errors to the documented exit codes.
+func pruneExitCode(err error, ctx context.Context, lease *lockproto.Lease) int {
+	switch {
+	case errors.Is(err, gc.ErrFence), errors.Is(err, lockproto.ErrLeaseLost):
+		return ExitLeaseLost
+	case lease != nil && lease.Err() != nil && ctx.Err() == nil:
+		return ExitLeaseLost
+	case ctx.Err() != nil:
+		return ExitInterrupted
+	case errors.Is(err, gc.ErrRootsUnavailable), errors.Is(err, gc.ErrIntegrity), errors.Is(err, gc.ErrEmptyRoots):
+		return ExitRefused
+	case errors.Is(err, storage.ErrInvalidKey):
+		return ExitUsage
+	}
+	return ExitStore
+}
+
+// finishPrune prints the report (human or JSON), writes the metrics file,
+// and returns the exit.
+func finishPrune(c *cli.Context, rep *gc.Report, dels []gc.Deletion, st *storage.Counting, started time.Time, code int, runErr error) error {
+	if rep == nil {
+		rep = &gc.Report{Store: st.URL(), DryRun: c.Bool("dry-run")}
+	}
+	rep.DryRun = c.Bool("dry-run")
+	rep.Requests = st.Counts()
+	if runErr != nil {
+		rep.Error = runErr.Error()
+	}
+	if rep.Elapsed == 0 {
+		rep.Elapsed = time.Since(started).Seconds()
+	}
+	out := c.App.Writer
+	if jsonWanted(c) {
+		enc := json.NewEncoder(out)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(pruneOutput{Report: rep, Deletions: dels, ExitCode: code}); err != nil {
+			return withExit(ExitFailure, err)
+		}
+	} else {
+		for _, d := range dels {
+			fmt.Fprintln(out, d.Key)
+		}
+		if runErr == nil || rep.Listed != nil {
+			writeSummary(out, rep)
+		}
+	}
+	if f := c.String("metrics-file"); f != "" {
+		if err := writePruneMetrics(f, rep, code); err != nil {
+			slog.Warn("cannot write metrics file", "file", f, "err", err)
+			if code == ExitOK {
+				code = ExitFailure
+				runErr = err
+			}
+		}
+	}
+	if code == ExitOK {
+		return nil
+	}
+	if jsonWanted(c) {
+		// The JSON already carries the error; still say it on stderr.
+		fmt.Fprintf(c.App.ErrWriter, "kiss: %v\n", runErr)
+		return &silentExit{code}
+	}
+	return withExit(code, runErr)
+}
+
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+func writeSummary(w io.Writer, r *gc.Report) {
+	verb := "deleted"
+	n := r.Deleted
+	if r.DryRun {
+		verb, n = "would delete", r.DeleteTotal
+	}
+	fmt.Fprintf(w, "store %s (store clock %s, grace %s)\n", r.Store, r.Now.UTC().Format(time.RFC3339), r.Grace)
+	fmt.Fprintf(w, "roots: %d markers (%d expired), %d paths (%d not in cache), %d young narinfos\n",
+		r.Roots.Markers, r.Roots.Expired, r.Roots.Paths, r.Roots.Missing, r.Roots.Young)
+	fmt.Fprintf(w, "reachable: %d paths, %s of NARs; %d narinfos read, %d from memo\n",
+		r.Reachable.Objects, humanBytes(r.Reachable.Bytes), r.NarInfoReads, r.Memo.Hits)
+	kinds := make([]string, 0, len(r.Delete))
+	for k := range r.Delete {
+		kinds = append(kinds, k)
+	}
+	sort.Strings(kinds)
+	for _, k := range kinds {
+		d := r.Delete[k]
+		fmt.Fprintf(w, "  %-12s %8d objects %12s\n", k, d.Objects, humanBytes(d.Bytes))
+	}
+	fmt.Fprintf(w, "%s %d objects, %s in %.1fs\n", verb, n.Objects, humanBytes(n.Bytes), r.Elapsed)
+	for _, warn := range r.Warnings {
+		fmt.Fprintf(w, "warning: %s\n", warn)
+	}
+}
+
+// writePruneMetrics writes the report as a Prometheus textfile, atomically
+// (prometheus.WriteToTextfile writes a temp file and renames it).
+func writePruneMetrics(file string, r *gc.Report, code int) error {
+	reg := prometheus.NewRegistry()
+	gauge := func(name, help string, v float64) {
+		g := prometheus.NewGauge(prometheus.GaugeOpts{Name: "kiss_prune_" + name, Help: help})
+		g.Set(v)
+		reg.MustRegister(g)
+	}
+	vec := func(name, help, label string, vals map[string]float64) {
+		g := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "kiss_prune_" + name, Help: help}, []string{label})
+		for k, v := range vals {
+			g.WithLabelValues(k).Set(v)
+		}
+		reg.MustRegister(g)
+	}
+	b2f := func(b bool) float64 {
+		if b {
+			return 1
+		}
+		return 0
+	}
+	gauge("success", "1 if the last prune succeeded", b2f(code == 0))
+	gauge("exit_code", "exit status of the last prune", float64(code))
+	gauge("dry_run", "1 if the last prune was a dry run", b2f(r.DryRun))
+	gauge("last_run_timestamp_seconds", "when the last prune finished (host clock)", float64(time.Now().Unix()))
+	gauge("duration_seconds", "wall time of the last prune", r.Elapsed)
+	gauge("reachable_paths", "store paths reachable from the roots", float64(r.Reachable.Objects))
+	gauge("reachable_bytes", "sum of FileSize of reachable paths", float64(r.Reachable.Bytes))
+	gauge("narinfo_reads", "narinfos read (not served from the memo)", float64(r.NarInfoReads))
+	gauge("memo_hits", "narinfos served from the closure memo", float64(r.Memo.Hits))
+	gauge("deleted_objects", "objects deleted by the last prune", float64(r.Deleted.Objects))
+	gauge("deleted_bytes", "bytes deleted by the last prune", float64(r.Deleted.Bytes))
+	vec("roots", "root markers by state", "state", map[string]float64{
+		"counted": float64(r.Roots.Markers), "expired": float64(r.Roots.Expired),
+		"missing_paths": float64(r.Roots.Missing), "young_narinfos": float64(r.Roots.Young),
+	})
+	count := func(m map[string]gc.Count, bytes bool) map[string]float64 {
+		out := map[string]float64{}
+		for k, c := range m {
+			if bytes {
+				out[k] = float64(c.Bytes)
+			} else {
+				out[k] = float64(c.Objects)
+			}
+		}
+		return out
+	}
+	vec("listed_objects", "objects in the store by kind", "kind", count(r.Listed, false))
+	vec("listed_bytes", "bytes in the store by kind", "kind", count(r.Listed, true))
+	vec("planned_delete_objects", "objects planned for deletion by kind", "kind", count(r.Delete, false))
+	vec("planned_delete_bytes", "bytes planned for deletion by kind", "kind", count(r.Delete, true))
+	vec("phase_seconds", "time per phase", "phase", r.Phases)
+	req := map[string]float64{}
+	for k, v := range r.Requests {
+		req[k] = float64(v)
+	}
+	vec("storage_requests", "storage requests by type", "type", req)
+	return prometheus.WriteToTextfile(file, reg)
+}

@@ -1,0 +1,229 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"text/tabwriter"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/kiss-cache/kiss/gc"
+	"github.com/kiss-cache/kiss/lockproto"
+	"github.com/kiss-cache/kiss/nixcache"
+	"github.com/kiss-cache/kiss/storage"
+)
+
+func init() {
+	register(&cli.Command{
+		Name:  "roots",
+		Usage: "the root registry: markers under gcroots/ that keep store paths (and their closures) alive",
+		Subcommands: []*cli.Command{
+			{
+				Name:      "add",
+				Usage:     "write marker gcroots/NAME naming STORE-PATHs (atomic; replaces an existing marker)",
+				ArgsUsage: "STORE NAME STORE-PATH...",
+				Description: `Takes a writer lease (so no prune runs while the marker lands), writes the
+marker in one atomic put, releases the lease. Paths not in the cache are
+written anyway, with a warning.`,
+				Flags: []cli.Flag{
+					&cli.DurationFlag{Name: "lock-wait", Value: 10 * time.Minute, Usage: "how long to wait while a prune holds the lease"},
+				},
+				Action: runRootsAdd,
+			},
+			{
+				Name:      "list",
+				Usage:     "list markers with their age and closure size",
+				ArgsUsage: "STORE",
+				Flags: []cli.Flag{
+					&cli.StringSliceFlag{Name: "roots", Usage: "extra root source, as for prune"},
+					&cli.BoolFlag{Name: "json", Usage: "JSON output (same as the global --json)"},
+					&cli.StringFlag{Name: "root-max-age", Usage: "flag markers older than this as expired (as prune would)"},
+				},
+				Action: runRootsList,
+			},
+			{
+				Name:      "rm",
+				Usage:     "delete markers gcroots/NAME...",
+				ArgsUsage: "STORE NAME...",
+				Action:    runRootsRm,
+			},
+		},
+	})
+}
+
+func openStore(c *cli.Context) (storage.Store, error) {
+	st, err := storage.Open(c.Context, c.Args().First())
+	if err != nil {
+		if errors.Is(err, storage.ErrInvalidURL) {
+			return nil, usageError(err)
+		}
+		return nil, withExit(ExitStore, err)
+	}
+	return st, nil
+}
+
+func storeDirOf(ctx context.Context, st storage.Store) string {
+	r, err := st.Get(ctx, nixcache.CacheInfoKey)
+	if err != nil {
+		return nixcache.DefaultStoreDir
+	}
+	defer r.Close()
+	buf := make([]byte, 4096)
+	n, _ := r.Read(buf)
+	if d := nixcache.ParseCacheInfo(buf[:n]); d != "" {
+		return d
+	}
+	return nixcache.DefaultStoreDir
+}
+
+func runRootsAdd(c *cli.Context) error {
+	if c.NArg() < 3 {
+		return usageError(errors.New("roots add: want STORE NAME STORE-PATH..."))
+	}
+	name, paths := c.Args().Get(1), c.Args().Slice()[2:]
+	if _, err := gc.RootName(name); err != nil {
+		return usageError(err)
+	}
+	st, err := openStore(c)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	ctx := c.Context
+	storeDir := storeDirOf(ctx, st)
+	for _, p := range paths {
+		key, err := nixcache.NarInfoKeyFor(p, storeDir)
+		if err != nil {
+			return usageError(err)
+		}
+		if _, err := st.Stat(ctx, key); errors.Is(err, storage.ErrNotFound) {
+			slog.Warn("store path is not in the cache (marker written anyway)", "path", p)
+		}
+	}
+	lease, err := lockproto.AcquireWriter(ctx, st, "roots-add", lockproto.Options{Wait: c.Duration("lock-wait"), Owner: "kiss roots add " + name})
+	if err != nil {
+		if lockproto.IsLocked(err) {
+			return withExit(ExitLocked, err)
+		}
+		return withExit(ExitStore, err)
+	}
+	defer func() {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+		defer cancel()
+		_ = lease.Release(rctx)
+	}()
+	o, err := gc.AddRoot(lease.Context(), st, name, paths, storeDir)
+	if err != nil {
+		if lease.Err() != nil {
+			return withExit(ExitLeaseLost, err)
+		}
+		return withExit(ExitStore, err)
+	}
+	if jsonWanted(c) {
+		return json.NewEncoder(c.App.Writer).Encode(map[string]any{"key": o.Key, "paths": paths, "mtime": o.ModTime})
+	}
+	fmt.Fprintf(c.App.Writer, "%s: %d store paths\n", o.Key, len(paths))
+	return nil
+}
+
+func runRootsList(c *cli.Context) error {
+	if c.NArg() != 1 {
+		return usageError(errors.New("roots list: want exactly one STORE argument"))
+	}
+	maxAge, err := parseAge(c.String("root-max-age"))
+	if err != nil {
+		return usageError(fmt.Errorf("--root-max-age: %w", err))
+	}
+	st, err := openStore(c)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	roots, err := gc.ListRoots(c.Context, st, gc.Options{RootSources: c.StringSlice("roots"), RootMaxAge: maxAge, Logger: slog.Default(), Progress: newProgress(c.App.ErrWriter)})
+	if err != nil {
+		if errors.Is(err, gc.ErrRootsUnavailable) || errors.Is(err, gc.ErrIntegrity) {
+			return withExit(ExitRefused, err)
+		}
+		return withExit(ExitStore, err)
+	}
+	if jsonWanted(c) {
+		type row struct {
+			gc.RootInfo
+			Paths []string `json:"paths"`
+		}
+		rows := make([]row, len(roots))
+		for i, r := range roots {
+			rows[i] = row{RootInfo: r, Paths: hashes(r.Paths)}
+		}
+		enc := json.NewEncoder(c.App.Writer)
+		enc.SetIndent("", "  ")
+		return enc.Encode(rows)
+	}
+	tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "MARKER\tAGE\tPATHS\tCLOSURE\tSIZE\tNOTE")
+	for _, r := range roots {
+		note := ""
+		if r.Expired {
+			note = "expired"
+		}
+		if r.Missing > 0 {
+			note += fmt.Sprintf(" %d missing", r.Missing)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%s\n", r.Source, shortAge(time.Duration(r.Age)), len(r.Paths), r.ClosurePaths, humanBytes(int64(r.ClosureBytes)), note)
+	}
+	return tw.Flush()
+}
+
+func hashes(hs []nixcache.Hash) []string {
+	s := make([]string, len(hs))
+	for i, h := range hs {
+		s[i] = h.String()
+	}
+	return s
+}
+
+func shortAge(d time.Duration) string {
+	switch {
+	case d >= 48*time.Hour:
+		return fmt.Sprintf("%dd", int(d.Hours()/24))
+	case d >= time.Hour:
+		return fmt.Sprintf("%dh", int(d.Hours()))
+	case d >= time.Minute:
+		return fmt.Sprintf("%dm", int(d.Minutes()))
+	}
+	return fmt.Sprintf("%ds", int(d.Seconds()))
+}
+
+func runRootsRm(c *cli.Context) error {
+	if c.NArg() < 2 {
+		return usageError(errors.New("roots rm: want STORE NAME..."))
+	}
+	for _, n := range c.Args().Slice()[1:] {
+		if _, err := gc.RootName(n); err != nil {
+			return usageError(err)
+		}
+	}
+	st, err := openStore(c)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	var errs []error
+	for _, n := range c.Args().Slice()[1:] {
+		if err := gc.RemoveRoot(c.Context, st, n); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if !jsonWanted(c) {
+			fmt.Fprintf(c.App.Writer, "removed %s%s\n", nixcache.RootsPrefix, n)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return withExit(ExitStore, err)
+	}
+	return nil
+}
