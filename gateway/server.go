@@ -167,7 +167,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			"method", r.Method, "path", s.logPath(r), "status", rec.status(), "bytes", rec.n,
 			"duration", d, "remote", r.RemoteAddr, "subject", access.Subject,
 		}
-		if err != nil {
+		if err != nil && rec.status() != http.StatusNotFound && rec.status() != http.StatusNotModified {
 			attrs = append(attrs, "err", err)
 		}
 		s.log.Info("request", attrs...)
@@ -192,6 +192,7 @@ func (s *Server) logPath(r *http.Request) string {
 func (s *Server) writeError(w *recorder, r *http.Request, err error) {
 	var he *httpError
 	var ae *AuthError
+	var re *RemoteError
 	switch {
 	case errors.As(err, &ae):
 		he = &httpError{status: ae.Status, reason: "unauthenticated", msg: "authentication required"}
@@ -199,6 +200,13 @@ func (s *Server) writeError(w *recorder, r *http.Request, err error) {
 			w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
 		}
 	case errors.As(err, &he):
+	case errors.As(err, &re):
+		// The store is itself a gateway (the ephemeral endpoint over the
+		// https client store): pass its refusal on unchanged.
+		he = &httpError{status: re.Status, reason: re.Reason, msg: re.Message, retry: re.RetryAfter}
+		if he.msg == "" {
+			he.msg = http.StatusText(re.Status)
+		}
 	case errors.Is(err, storage.ErrNotFound):
 		he = fail(http.StatusNotFound, "", "not found")
 	case errors.Is(err, storage.ErrInvalidKey):

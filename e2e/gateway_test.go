@@ -1,0 +1,212 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kiss-cache/kiss/gateway"
+	"github.com/kiss-cache/kiss/internal/testenv"
+	"github.com/kiss-cache/kiss/lockproto"
+	"github.com/kiss-cache/kiss/nixcache"
+	"github.com/kiss-cache/kiss/storage"
+)
+
+// startServe runs `kiss serve --store storeURL` on a free loopback port
+// and returns its base URL (https when --tls-cert is among args).
+func startServe(t *testing.T, storeURL string, args ...string) string {
+	t.Helper()
+	addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	cmd := exec.Command(testenv.KissBinary(t), append([]string{"serve", "--store", storeURL, "--listen", addr}, args...)...)
+	cmd.Env = os.Environ()
+	testenv.StartProcess(t, "kiss-serve", cmd)
+	if err := testenv.WaitTCP(addr, 15*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range args {
+		if a == "--tls-cert" {
+			return "https://" + addr
+		}
+	}
+	return "http://" + addr
+}
+
+// closureKeys is the narinfo keys of the closure of paths (in /nix/store).
+func closureKeys(t *testing.T, n *testenv.NixEnv, paths ...string) []string {
+	t.Helper()
+	cl, err := n.Closure("", paths...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var keys []string
+	for _, p := range cl {
+		k, err := nixcache.NarInfoKeyFor(p, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+func requireKeys(t *testing.T, st storage.Store, keys []string) {
+	t.Helper()
+	for _, k := range keys {
+		if _, err := st.Stat(e2eCtx(t), k); err != nil {
+			t.Errorf("%s: %v", k, err)
+		}
+	}
+}
+
+// TestGatewayNixCopy: the real Nix 2.8 pushes through `kiss serve` (plain
+// HTTP on loopback, --require-signature) onto file:// and onto S3
+// (versitygw), then substitutes from the gateway into a fresh store with
+// signatures checked.
+func TestGatewayNixCopy(t *testing.T) {
+	for _, backend := range []string{"file", "s3"} {
+		t.Run(backend, func(t *testing.T) {
+			n := testenv.Nix(t)
+			var storeURL string
+			if backend == "s3" {
+				storeURL = testenv.Versitygw(t)
+			} else {
+				storeURL = "file://" + t.TempDir()
+			}
+			sk, pk := n.GenerateKey("kiss-gw-" + n.Nonce[:6])
+			out := n.BuildAttrs(dagExpr)
+			base := startServe(t, storeURL, "--anonymous-writes", "--require-signature", pk)
+
+			push := base + "?compression=zstd&write-nar-listing=true&secret-key=" + sk
+			if err := n.CopyTo(push, out["app"], out["tool"]); err != nil {
+				t.Fatal(err)
+			}
+			drv := n.Deriver(out["app"])
+			if err := n.CopyLogTo(base, drv); err != nil {
+				t.Fatalf("copy-log through the gateway: %v", err)
+			}
+			st := openStore(t, storeURL)
+			keys := closureKeys(t, n, out["app"], out["tool"])
+			requireKeys(t, st, keys)
+			requireKeys(t, st, []string{"log/" + strings.TrimPrefix(drv, "/nix/store/"), testenv.StoreHash(out["app"]) + ".ls"})
+
+			// unsigned pushes are refused and leave no narinfo
+			if err := n.CopyTo(base, out["garbage"]); err == nil {
+				t.Fatal("unsigned push accepted despite --require-signature")
+			}
+			if _, err := st.Stat(e2eCtx(t), testenv.StoreHash(out["garbage"])+".narinfo"); err == nil {
+				t.Fatal("unsigned narinfo stored")
+			}
+
+			// substitution from the gateway, signatures checked
+			dst := n.NewStore()
+			if err := n.SubstituteFrom(base, dst, pk, out["app"], out["tool"]); err != nil {
+				t.Fatalf("substitute from the gateway: %v", err)
+			}
+			got, err := n.Closure(dst, out["app"], out["tool"])
+			if err != nil || len(got) != len(keys) {
+				t.Fatalf("substituted closure %v (%v), want %d paths", got, err, len(keys))
+			}
+			_, otherPK := n.GenerateKey("kiss-gw-other-" + n.Nonce[:6])
+			if err := n.SubstituteFrom(base, n.NewStore(), otherPK, out["app"]); err == nil {
+				t.Fatal("substitution with the wrong trusted key succeeded")
+			}
+		})
+	}
+}
+
+// TestGatewayMTLSThroughEphemeral: Nix 2.8 has no client certificates, so
+// it pushes and reads through the ephemeral loopback endpoint backed by the
+// https client store, which authenticates to an mTLS `kiss serve`. This also
+// checks that Nix 2.8 accepts a base path (the secret token) in an http
+// store URL.
+func TestGatewayMTLSThroughEphemeral(t *testing.T) {
+	n := testenv.Nix(t)
+	pki := testenv.PKI(t)
+	dir := t.TempDir()
+	base := startServe(t, dir, "--tls-cert", pki.Server.CertFile, "--tls-key", pki.Server.KeyFile,
+		"--client-ca", pki.CAFile, "--writer", "CN=writer,O=kiss-test")
+	sk, pk := n.GenerateKey("kiss-mtls-" + n.Nonce[:6])
+	out := n.BuildAttrs(dagExpr)
+	ctx := e2eCtx(t)
+	quiet := gateway.WithLogger(slog.New(slog.DiscardHandler))
+
+	open := func(cert testenv.Cert) *gateway.Client {
+		c, err := gateway.OpenClient(base, gateway.ClientOptions{CertFile: cert.CertFile, KeyFile: cert.KeyFile, CAFile: pki.CAFile})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	writer, reader := open(pki.Client("writer")), open(pki.Client("reader"))
+
+	// the writer takes a lease over https (as kiss with-lock does) and pushes
+	lease, err := lockproto.AcquireWriter(ctx, writer, "web1", lockproto.Options{Owner: "e2e"})
+	if err != nil {
+		t.Fatalf("writer lease over mTLS: %v", err)
+	}
+	eph, stop, err := gateway.Ephemeral(ctx, writer, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.CopyTo(eph+"?compression=zstd&secret-key="+sk, out["app"]); err != nil {
+		t.Fatalf("nix copy through the ephemeral endpoint: %v", err)
+	}
+	marker := []byte(out["app"] + "\n")
+	if _, err := writer.Put(ctx, "gcroots/web1", strings.NewReader(string(marker)), storage.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := lease.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	st := openStore(t, "file://"+dir)
+	keys := closureKeys(t, n, out["app"])
+	requireKeys(t, st, append(keys, "gcroots/web1"))
+
+	// a reader's endpoint: pushes are refused by the real gateway (403 passed
+	// through), substitution works with signatures checked
+	reph, rstop, err := gateway.Ephemeral(ctx, reader, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rstop(context.Background())
+	if err := n.CopyTo(reph+"?secret-key="+sk, out["tool"]); err == nil {
+		t.Fatal("a reader certificate pushed")
+	}
+	if _, err := st.Stat(ctx, testenv.StoreHash(out["tool"])+".narinfo"); err == nil {
+		t.Fatal("reader push stored a narinfo")
+	}
+	dst := n.NewStore()
+	if err := n.SubstituteFrom(reph, dst, pk, out["app"]); err != nil {
+		t.Fatalf("substitute through the reader's endpoint: %v", err)
+	}
+	if got, err := n.Closure(dst, out["app"]); err != nil || len(got) != len(keys) {
+		t.Fatalf("substituted %v %v", got, err)
+	}
+
+	// no certificate, foreign CA, expired: refused
+	for name, o := range map[string]gateway.ClientOptions{
+		"none":    {CAFile: pki.CAFile},
+		"foreign": {CertFile: pki.Foreign.CertFile, KeyFile: pki.Foreign.KeyFile, CAFile: pki.CAFile},
+		"expired": {CertFile: pki.Expired.CertFile, KeyFile: pki.Expired.KeyFile, CAFile: pki.CAFile},
+	} {
+		c, err := gateway.OpenClient(base, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Stat(ctx, "nix-cache-info"); err == nil {
+			t.Errorf("%s certificate: read allowed", name)
+		}
+		c.Close()
+	}
+}
