@@ -207,3 +207,30 @@ func TestLockprotoOverGateway(t *testing.T) {
 		t.Errorf("lease left behind: %+v %v", o, err)
 	}
 }
+
+// TestStorageCheckThroughGateway: the project's own conformance probe
+// (`kiss storage check`) passes through the gateway's HTTP API, on mem://
+// and file:// behind it: read-after-write, create-if-absent with one
+// winner under a race, If-Match, conditional delete, store clock.
+func TestStorageCheckThroughGateway(t *testing.T) {
+	for _, name := range []string{"mem", "file"} {
+		t.Run(name, func(t *testing.T) {
+			var st storage.Store
+			if name == "file" {
+				var err error
+				if st, err = storage.OpenFile(t.TempDir()); err != nil {
+					t.Fatal(err)
+				}
+			}
+			e := newEnv(t, st, gateway.Config{Auth: gateway.Open{}})
+			c, err := gateway.OpenClient(e.srv.URL, gateway.ClientOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			rep := storage.Check(context.Background(), c, storage.CheckOptions{RaceWriters: 8, RaceRounds: 3})
+			if !rep.OK() {
+				t.Fatalf("storage check through the gateway failed: %v\n%s", rep.Failed(), rep)
+			}
+		})
+	}
+}

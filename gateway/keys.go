@@ -23,6 +23,7 @@ const (
 	kindDebuginfo        // debuginfo/<build-id>
 	kindMarker           // gcroots/... (not under a dot segment)
 	kindLease            // gcroots/.lock/<name>
+	kindProbe            // .kiss/check/<run>/... (kiss storage check probes)
 )
 
 // Key prefixes the gateway treats specially.
@@ -77,6 +78,10 @@ func classify(key string) (kind, error) {
 		return kindLease, nil
 	case len(segs) >= 2 && segs[0] == "gcroots" && !hasDotSegment(segs[1:]):
 		return kindMarker, nil
+	case len(segs) >= 4 && segs[0] == ".kiss" && segs[1] == "check" && !hasDotSegment(segs[2:]):
+		// `kiss storage check https://…` proves the guarantees through
+		// the gateway with these probes; writers only, always removable.
+		return kindProbe, nil
 	}
 	return kindInvalid, fmt.Errorf("%w: %q is not a key a Nix binary cache or kiss uses", storage.ErrInvalidKey, key)
 }
@@ -115,7 +120,7 @@ func cacheControl(k kind) string {
 	switch k {
 	case kindNarinfo, kindNar, kindListing, kindDebuginfo:
 		return "public, max-age=31536000, immutable"
-	case kindMarker, kindLease:
+	case kindMarker, kindLease, kindProbe:
 		return "no-store"
 	}
 	return "no-cache"
@@ -123,4 +128,8 @@ func cacheControl(k kind) string {
 
 // mutable reports whether DELETE is allowed for the kind (markers and leases
 // only: cache content is removed by the pruner, never over HTTP).
-func mutable(k kind) bool { return k == kindMarker || k == kindLease }
+func mutable(k kind) bool { return k == kindMarker || k == kindLease || k == kindProbe }
+
+// writersOnly: kinds that not even reading is open to readers (leases, as
+// in the original's lock directory, and storage-check probes).
+func writersOnly(k kind) bool { return k == kindLease || k == kindProbe }

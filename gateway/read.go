@@ -25,7 +25,7 @@ func (s *Server) get(w *recorder, r *http.Request, a Access, key string) error {
 		// memo, …) do not exist as far as HTTP is concerned.
 		return fail(http.StatusNotFound, "", "not found")
 	}
-	if k == kindLease && !a.Write {
+	if writersOnly(k) && !a.Write {
 		return fail(http.StatusForbidden, "", "forbidden")
 	}
 	if k == kindCacheInfo {

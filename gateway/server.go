@@ -373,7 +373,7 @@ func (s *Server) list(w *recorder, r *http.Request, a Access, prefix string) err
 	// the cache is enumerable by writers only.
 	var keep func(string) bool
 	switch {
-	case strings.HasPrefix(prefix, lockPrefix):
+	case strings.HasPrefix(prefix, lockPrefix), strings.HasPrefix(prefix, ".kiss/"):
 		if !a.Write {
 			return fail(http.StatusForbidden, "", "forbidden")
 		}

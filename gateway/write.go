@@ -65,7 +65,7 @@ func (s *Server) limitFor(k kind) int64 {
 		return maxNarinfoSize
 	case kindMarker:
 		return maxMarkerSize
-	case kindLease:
+	case kindLease, kindProbe:
 		return maxLeaseSize
 	case kindCacheInfo:
 		return maxInfoSize
