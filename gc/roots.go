@@ -62,21 +62,39 @@ func splitRootSources(srcs []string) (prefixes, dirs []string, err error) {
 	return prefixes, dirs, nil
 }
 
-// readAll reads at most limit bytes of key; more is an error.
+// readAll reads at most limit bytes of key; more is an error. It sizes its
+// buffer from the object's size, so a narinfo costs one allocation.
 func readAll(ctx context.Context, st storage.Store, key string, limit int64) ([]byte, error) {
 	r, err := st.Get(ctx, key)
 	if err != nil {
 		return nil, err
 	}
 	defer r.Close()
-	data, err := io.ReadAll(io.LimitReader(r, limit+1))
-	if err != nil {
-		return nil, err
-	}
-	if int64(len(data)) > limit {
+	size := r.Object().Size
+	if size > limit {
 		return nil, fmt.Errorf("%s: larger than %d bytes", key, limit)
 	}
-	return data, nil
+	buf := make([]byte, 0, max(size, 0)+1)
+	for {
+		if len(buf) == cap(buf) {
+			if int64(len(buf)) > limit {
+				return nil, fmt.Errorf("%s: larger than %d bytes", key, limit)
+			}
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := r.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	if int64(len(buf)) > limit {
+		return nil, fmt.Errorf("%s: larger than %d bytes", key, limit)
+	}
+	return buf, nil
 }
 
 // readMarkers reads the listed markers (expired ones are only flagged) and

@@ -166,10 +166,18 @@ func (w *walker) work() {
 			if w.err == nil {
 				w.err = err
 			}
+			w.cond.Broadcast()
 		} else {
+			before := len(w.queue)
 			w.record(res)
+			// Wake one idle worker per new node; wake all at the end.
+			for range len(w.queue) - before {
+				w.cond.Signal()
+			}
+			if len(w.queue) == 0 && w.inflight == 0 {
+				w.cond.Broadcast()
+			}
 		}
-		w.cond.Broadcast()
 		w.mu.Unlock()
 		w.prog.Advance(PhaseWalk, 1, res.readBytes)
 	}
