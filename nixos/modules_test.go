@@ -155,7 +155,7 @@ func TestModulesDisabledGenerateNothing(t *testing.T) {
 	want := map[string][]string{
 		"prune":   {"cacheDir", "dryRun", "enable", "environmentFile", "extraArgs", "grace", "lockWait", "metricsFile", "persistent", "randomizedDelaySec", "rootMaxAge", "roots", "schedule", "store", "user"},
 		"update":  {"cacheUrl", "enable", "interval", "kexec", "marker", "onBootChange", "priority", "tlsCACertificate", "tlsCertificate", "tlsPrivateKey"},
-		"serve":   {"backend", "cacheDir", "clientCA", "enable", "environmentFile", "extraArgs", "fallbackCache", "gcrootsProxy", "hostName", "listen", "oidc", "openFirewall", "priority", "resolvers", "socketActivation", "sslCertificate", "sslCertificateKey", "store", "writers"},
+		"serve":   {"backend", "cacheDir", "clientCA", "enable", "environmentFile", "extraArgs", "fallbackCache", "gcrootsProxy", "hostName", "leaseGateway", "listen", "oidc", "openFirewall", "priority", "resolvers", "socketActivation", "sslCertificate", "sslCertificateKey", "store", "writers"},
 		"publish": {"bearerTokenFile", "cacheDir", "compression", "enable", "environmentFile", "package", "schedule", "secretKeyFile", "store", "systems", "tlsCACertificate", "tlsCertificate", "tlsPrivateKey"},
 	}
 	for mod, w := range want {
@@ -340,14 +340,15 @@ func TestServeModuleNginxUsesRenderer(t *testing.T) {
 	got := get(t, r.Config, "services", "nginx", "appendHttpConfig")
 	want, err := renderNginx(t, nix, `{ name = "kiss"; listen = [ "[::]:443" ]; serverName = "cache.example.org";
 		cacheDir = "/var/lib/nix-cache"; sslCertificate = "/c.pem"; sslCertificateKey = "/k.pem"; clientCA = "/ca.pem";
-		writers = [ "CN=builder-01" ]; priority = 40; fallbackCache = "https://cache.nixos.org"; resolvers = [ ]; }`)
+		writers = [ "CN=builder-01" ]; priority = 40; fallbackCache = "https://cache.nixos.org"; resolvers = [ ];
+		gcrootsProxy = "http://unix:/run/kiss/leases.sock:"; }`)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got != want {
 		t.Errorf("appendHttpConfig differs from the renderer:\n%s\n---\n%s", got, want)
 	}
-	if !strings.Contains(want, `"CN=builder-01" 1;`) || !strings.Contains(want, "Priority: 40") {
+	if !strings.Contains(want, `"~^CN=builder-01(,|$)" 1;`) || !strings.Contains(want, "Priority: 40") {
 		t.Errorf("rendered config lacks the writer or priority:\n%s", want)
 	}
 	if got := strs(t, get(t, r.Config, "systemd", "services", "nginx", "serviceConfig", "ReadWritePaths")); !reflect.DeepEqual(got, []string{"/var/lib/nix-cache"}) {
@@ -359,6 +360,31 @@ func TestServeModuleNginxUsesRenderer(t *testing.T) {
 	}
 	if has(r.Config, "systemd", "services", "kiss-serve") {
 		t.Error("nginx backend also started kiss serve")
+	}
+	// The lease gateway nginx proxies gcroots/ to (on by default with writers).
+	leases := get(t, r.Config, "systemd", "services", "kiss-leases", "serviceConfig")
+	if got := get(t, leases, "ExecStart"); got != kissExe+" serve --store file:///var/lib/nix-cache --anonymous-writes" {
+		t.Errorf("kiss-leases ExecStart %q", got)
+	}
+	if get(t, leases, "User") != "nginx" || !reflect.DeepEqual(strs(t, get(t, leases, "RestrictAddressFamilies")), []string{"AF_UNIX"}) {
+		t.Errorf("kiss-leases user/address families: %v", leases)
+	}
+	sock := get(t, r.Config, "systemd", "sockets", "kiss-leases")
+	if !reflect.DeepEqual(strs(t, get(t, sock, "listenStreams")), []string{"/run/kiss/leases.sock"}) ||
+		get(t, sock, "socketConfig", "SocketMode") != "0600" || get(t, sock, "socketConfig", "SocketUser") != "nginx" {
+		t.Errorf("kiss-leases socket %v", sock)
+	}
+
+	// Read-only (no writers): no lease gateway, and gcroots/.lock/ refused.
+	r = mustEval(t, nix, `{ serve = {
+		enable = true; backend = "nginx"; cacheDir = "/c"; hostName = "h";
+		sslCertificate = "/c.pem"; sslCertificateKey = "/k.pem"; clientCA = "/ca.pem";
+	}; }`)
+	if !empty(r.Config, "systemd", "services", "kiss-leases") || !empty(r.Config, "systemd", "sockets", "kiss-leases") {
+		t.Error("read-only nginx cache got a lease gateway")
+	}
+	if cfg := get(t, r.Config, "services", "nginx", "appendHttpConfig").(string); strings.Contains(cfg, "proxy_pass") || strings.Contains(cfg, "dav_methods") {
+		t.Errorf("read-only config proxies or accepts writes:\n%s", cfg)
 	}
 }
 

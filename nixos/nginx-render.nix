@@ -74,10 +74,20 @@ let
   writerVar = "$kiss_writer_${checkedName}";
   denyVar = "$kiss_deny_${checkedName}";
 
-  # A DN starting with "~" would turn the map entry into a regex: refuse it
-  # (the map matches DNs exactly, never by pattern).
+  # Writers are matched like `kiss serve --writer`: an entry with several
+  # RDNs ("CN=hydra,O=Example") must equal $ssl_client_s_dn exactly; a lone
+  # "CN=name" matches any certificate whose first RDN (nginx prints RFC 2253,
+  # most specific first) is exactly that CN. The lone form is anchored at the
+  # start, where no escaped "\," can precede it, so "O=x\,CN=name" cannot
+  # pass. A DN starting with "~" would be a regex: refused.
+  pcreEscape = s: builtins.concatStringsSep "" (map
+    (c: if match "[A-Za-z0-9 _-]" c != null then c else "\\" + c)
+    (builtins.genList (i: builtins.substring i 1 s) (builtins.stringLength s)));
+  singleCN = dn: match "CN=([^,+\\]+)" dn;
   writerLine = dn:
     if dn == "" || builtins.substring 0 1 dn == "~" then throw "nginx-render: bad writer DN '${dn}'"
+    else if match ".*[\"$\n\r].*" dn != null && singleCN dn != null then throw "nginx-render: bad writer DN '${dn}'"
+    else if singleCN dn != null then "    \"~^CN=${pcreEscape (elemAt (singleCN dn) 0)}(,|$)\" 1;"
     else "    ${quote dn} 1;";
 
   nixCacheInfo = "StoreDir: /nix/store\nWantMassQuery: 1\nPriority: ${toString priority}\n";

@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -363,6 +365,100 @@ func TestNginxRenderedConfigProxiesGcroots(t *testing.T) {
 	}
 }
 
+// TestNginxLeasesThroughKissServe runs the recommended nginx deployment
+// for remote writers (services.kiss.serve.leaseGateway): nginx (mTLS,
+// writer ACL) proxying gcroots/ to a real `kiss serve --anonymous-writes`,
+// socket-activated on a unix socket, over the same directory. The
+// lease protocol's conditional writes then work through nginx: create-if-
+// absent (201, then 412), refresh by ETag, 503 for new writers while a
+// prune lease is fresh, and nginx's writer check before any of it. Writers
+// are given in the lone-CN form, which must match CN=w.1 but not CN=wx1.
+func TestNginxLeasesThroughKissServe(t *testing.T) {
+	nix := testenv.Nix(t)
+	pki := testenv.PKI(t)
+	kiss := testenv.KissBinary(t)
+	cache := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(cache, ".tmp"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// As kiss-leases.socket does: systemd binds a unix socket and hands it
+	// to kiss serve as fd 3 (LISTEN_FDS=1, LISTEN_PID = the server's pid).
+	sock := filepath.Join(t.TempDir(), "leases.sock")
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.SetUnlinkOnClose(false)
+	lnFile, err := ln.File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.Close() // the duplicate in lnFile keeps the socket open
+	cmd := exec.Command("/bin/sh", "-c", `LISTEN_PID=$$ LISTEN_FDS=1 exec "$0" "$@"`,
+		kiss, "serve", "--store", "file://"+cache, "--anonymous-writes")
+	cmd.ExtraFiles = []*os.File{lnFile}
+	testenv.StartProcess(t, "kiss-serve", cmd)
+	lnFile.Close()
+	gcrootsProxy := "http://unix:" + sock + ":"
+
+	port := testenv.FreePort(t)
+	conf, err := renderNginx(t, nix, fmt.Sprintf(`{
+		listen = [ "127.0.0.1:%d" ];
+		cacheDir = %s;
+		sslCertificate = %s;
+		sslCertificateKey = %s;
+		clientCA = %s;
+		writers = [ "CN=w.1" ];
+		gcrootsProxy = %s; }`,
+		port, nixString(cache), nixString(pki.Server.CertFile), nixString(pki.Server.KeyFile),
+		nixString(pki.CAFile), nixString(gcrootsProxy)))
+	if err != nil {
+		t.Fatalf("render: %v", err)
+	}
+	testenv.Nginx(t, conf)
+	base := fmt.Sprintf("https://127.0.0.1:%d", port)
+	writer := newClient("writer", base, pki.ClientTLS(ptr(pki.Client("w.1"))))
+	lookalike := newClient("lookalike", base, pki.ClientTLS(ptr(pki.Client("wx1"))))
+
+	lease := `{"version":1,"kind":"writer","nonce":"aa"}`
+	inm := map[string]string{"If-None-Match": "*"}
+	if code, _, body := lookalike.do(t, "PUT", "/gcroots/.lock/job.1", lease, inm); code != 403 {
+		t.Fatalf("CN=wx1 PUT lease: %d %s, want 403 (CN=w.1 is not a pattern)", code, body)
+	}
+	code, h, body := writer.do(t, "PUT", "/gcroots/.lock/job.1", lease, inm)
+	if code != 201 {
+		t.Fatalf("writer create lease: %d %s", code, body)
+	}
+	etag := h.Get("ETag")
+	if got, ok := fileContent(t, filepath.Join(cache, "gcroots", ".lock", "job.1")); !ok || got != lease {
+		t.Fatalf("lease on disk: %v %q", ok, got)
+	}
+	if code, _, _ := writer.do(t, "PUT", "/gcroots/.lock/job.1", lease, inm); code != 412 {
+		t.Errorf("second create: %d, want 412", code)
+	}
+	code, h, _ = writer.do(t, "PUT", "/gcroots/.lock/job.1", lease, map[string]string{"If-Match": etag})
+	if code != 201 || h.Get("ETag") == "" {
+		t.Errorf("refresh by ETag: %d", code)
+	}
+	if code, _, _ := writer.do(t, "PUT", "/gcroots/.lock/job.1", lease, map[string]string{"If-Match": etag}); code != 412 {
+		t.Errorf("refresh with the old ETag: %d, want 412", code)
+	}
+	prune := `{"version":1,"kind":"prune","nonce":"bb","ttl":"10m0s"}`
+	if code, _, body := writer.do(t, "PUT", "/gcroots/.lock/prune", prune, inm); code != 201 {
+		t.Fatalf("prune lease: %d %s", code, body)
+	}
+	if code, _, _ := writer.do(t, "PUT", "/gcroots/.lock/job.2", lease, inm); code != 503 {
+		t.Errorf("new writer during prune: %d, want 503", code)
+	}
+	if _, ok := fileContent(t, filepath.Join(cache, "gcroots", ".lock", "job.2")); ok {
+		t.Error("refused lease was stored")
+	}
+	code, _, body = writer.do(t, "GET", "/gcroots/.lock/?list=1", "", nil)
+	if code != 200 || !strings.Contains(body, `"key":"gcroots/.lock/prune"`) || !strings.Contains(body, `"key":"gcroots/.lock/job.1"`) {
+		t.Errorf("lease listing through nginx: %d %q", code, body)
+	}
+}
+
 // TestNginxRenderRefusesInjection checks that values which would change the
 // meaning of the config are refused at evaluation time, not rendered.
 func TestNginxRenderRefusesInjection(t *testing.T) {
@@ -387,11 +483,11 @@ func TestNginxRenderRefusesInjection(t *testing.T) {
 		})
 	}
 	// The happy path renders, with a quoted DN that contains a quote.
-	out, err := renderNginx(t, nix, common+`{ writers = [ "CN=a\"b" ]; }`)
+	out, err := renderNginx(t, nix, common+`{ writers = [ "CN=a\"b,O=x" "CN=w.1" ]; }`)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(out, `"CN=a\"b" 1;`) {
+	if !strings.Contains(out, `"CN=a\"b,O=x" 1;`) || !strings.Contains(out, `"~^CN=w\.1(,|$)" 1;`) {
 		t.Errorf("DN not escaped:\n%s", out)
 	}
 }

@@ -45,12 +45,36 @@ let
     ++ [ "--priority" (toString cfg.priority) ]
     ++ cfg.extraArgs;
 
+  leaseSocket = "/run/kiss/leases.sock";
+  gcrootsProxy =
+    if cfg.gcrootsProxy != null then cfg.gcrootsProxy
+    else if cfg.leaseGateway then "http://unix:${leaseSocket}:"
+    else null;
+
+  hardening = {
+    ProtectSystem = "strict";
+    ProtectHome = true;
+    PrivateTmp = true;
+    PrivateDevices = true;
+    NoNewPrivileges = true;
+    ProtectKernelTunables = true;
+    ProtectKernelModules = true;
+    ProtectControlGroups = true;
+    RestrictAddressFamilies = [ "AF_UNIX" "AF_INET" "AF_INET6" ];
+    RestrictNamespaces = true;
+    LockPersonality = true;
+    MemoryDenyWriteExecute = true;
+    SystemCallArchitectures = "native";
+    UMask = "0022";
+  };
+
   rendered = import ./nginx-render.nix {
     name = "kiss";
     listen = cfg.listen;
     serverName = cfg.hostName;
     cacheDir = if cacheDir != null then cacheDir else throw "services.kiss.serve: the nginx backend needs a file:// store";
-    inherit (cfg) sslCertificate sslCertificateKey clientCA writers priority fallbackCache gcrootsProxy resolvers;
+    inherit (cfg) sslCertificate sslCertificateKey clientCA writers priority fallbackCache resolvers;
+    inherit gcrootsProxy;
   };
 in
 {
@@ -134,6 +158,17 @@ in
         DNS is down).
       '';
     };
+    leaseGateway = mkOption {
+      type = types.bool;
+      default = cfg.backend == "nginx" && cfg.writers != [ ];
+      defaultText = lib.literalExpression "backend == \"nginx\" && writers != [ ]";
+      description = ''
+        nginx backend: run a `kiss serve --anonymous-writes` on the unix
+        socket ${leaseSocket} (only nginx may connect) and proxy gcroots/ to
+        it, after nginx's writer check. Markers and lock leases then get
+        conditional writes and remote `kiss with-lock` works against nginx.
+      '';
+    };
     gcrootsProxy = mkOption {
       type = types.nullOr types.str;
       default = null;
@@ -185,6 +220,7 @@ in
         { assertion = cfg.backend != "nginx" || cacheDir != null; message = "services.kiss.serve: the nginx backend serves a directory: use cacheDir or a file:// store."; }
         { assertion = !(mtls && cfg.oidc != null); message = "services.kiss.serve: choose clientCA (mTLS) or oidc, not both."; }
         { assertion = cfg.writers == [ ] || mtls; message = "services.kiss.serve: writers are certificate DNs and need clientCA."; }
+        { assertion = !cfg.leaseGateway || cfg.backend == "nginx"; message = "services.kiss.serve: leaseGateway is for the nginx backend (kiss serve does leases itself)."; }
       ];
       networking.firewall.allowedTCPPorts = lib.optionals cfg.openFirewall
         (map (l: lib.toInt (lib.last (lib.splitString ":" l))) cfg.listen);
@@ -216,22 +252,8 @@ in
           # With socket activation systemd binds the port: no capabilities.
           CapabilityBoundingSet = if cfg.socketActivation then "" else "CAP_NET_BIND_SERVICE";
           AmbientCapabilities = if cfg.socketActivation then "" else "CAP_NET_BIND_SERVICE";
-          ProtectSystem = "strict";
-          ProtectHome = true;
-          PrivateTmp = true;
-          PrivateDevices = true;
-          NoNewPrivileges = true;
-          ProtectKernelTunables = true;
-          ProtectKernelModules = true;
-          ProtectControlGroups = true;
-          RestrictAddressFamilies = [ "AF_UNIX" "AF_INET" "AF_INET6" ];
-          RestrictNamespaces = true;
-          LockPersonality = true;
-          MemoryDenyWriteExecute = true;
-          SystemCallArchitectures = "native";
-          UMask = "0022";
           ReadWritePaths = lib.optional (cacheDir != null) cacheDir;
-        } // lib.optionalAttrs (cfg.environmentFile != null) {
+        } // hardening // lib.optionalAttrs (cfg.environmentFile != null) {
           EnvironmentFile = cfg.environmentFile;
         };
       };
@@ -245,6 +267,31 @@ in
       };
       # NixOS runs nginx with ProtectSystem=strict.
       systemd.services.nginx.serviceConfig.ReadWritePaths = [ cacheDir ];
+      # gcroots/ behind nginx: a kiss serve only nginx can reach.
+      systemd.sockets.kiss-leases = lib.mkIf (cfg.leaseGateway && cfg.gcrootsProxy == null) {
+        description = "kiss lease gateway socket (for nginx)";
+        wantedBy = [ "sockets.target" ];
+        listenStreams = [ leaseSocket ];
+        socketConfig = {
+          SocketUser = "nginx";
+          SocketGroup = "nginx";
+          SocketMode = "0600";
+        };
+      };
+      systemd.services.kiss-leases = lib.mkIf (cfg.leaseGateway && cfg.gcrootsProxy == null) {
+        description = "kiss lease gateway (markers and leases for nginx)";
+        requires = [ "kiss-leases.socket" ];
+        serviceConfig = {
+          ExecStart = lib.escapeShellArgs [ (lib.getExe kiss.package) "serve" "--store" store "--anonymous-writes" ];
+          # Same owner as the files nginx writes.
+          User = "nginx";
+          Group = "nginx";
+          Restart = "on-failure";
+          CapabilityBoundingSet = "";
+          RestrictAddressFamilies = [ "AF_UNIX" ];
+          ReadWritePaths = [ cacheDir ];
+        } // builtins.removeAttrs hardening [ "RestrictAddressFamilies" ];
+      };
       systemd.tmpfiles.rules = [
         "d ${cacheDir} 0755 nginx nginx -"
         "d ${cacheDir}/.tmp 0700 nginx nginx -"
