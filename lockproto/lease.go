@@ -12,7 +12,6 @@ import (
 	"log/slog"
 	"os"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/kiss-cache/kiss/storage"
@@ -146,6 +145,12 @@ func newNonce() string {
 	return hex.EncodeToString(b[:])
 }
 
+// chanMutex is a mutex made of a one-slot channel.
+type chanMutex chan struct{}
+
+func (m chanMutex) Lock()   { m <- struct{}{} }
+func (m chanMutex) Unlock() { <-m }
+
 func newRecord(kind Kind, job string, o Options) Record {
 	host, _ := os.Hostname()
 	return Record{
@@ -232,8 +237,10 @@ type Lease struct {
 	body []byte
 	log  *slog.Logger
 
-	// mu serialises refreshes (background and Confirm) and release.
-	mu       sync.Mutex
+	// mu serialises refreshes (background and Confirm) and release. It is
+	// a channel, not a sync.Mutex, because refreshes sleep while holding it
+	// and waiters must stay cancellable (and durably blocked under synctest).
+	mu       chanMutex
 	etag     string
 	mtime    time.Time // store clock, of our latest version
 	lastOK   time.Time // local wall clock when the latest successful write was sent
@@ -275,7 +282,7 @@ func newLease(parent context.Context, st storage.Store, key string, kind Kind, o
 		st: st, key: key, kind: kind, o: o, rec: rec, body: body,
 		log:  o.Logger.With("lease", key),
 		etag: obj.ETag, mtime: obj.ModTime, lastOK: sent,
-		ctx: ctx, cancel: cancel,
+		ctx: ctx, cancel: cancel, mu: make(chanMutex, 1),
 		stop: make(chan struct{}), done: make(chan struct{}),
 	}
 	return l
