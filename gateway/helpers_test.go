@@ -121,3 +121,5 @@ func newRawServer(t *testing.T, h http.HandlerFunc) string {
 	t.Cleanup(srv.Close)
 	return srv.URL
 }
+
+func bytesReader(b []byte) io.Reader { return bytes.NewReader(b) }
