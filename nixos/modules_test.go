@@ -173,7 +173,7 @@ func TestPruneModuleFile(t *testing.T) {
 		metricsFile = "/var/lib/prometheus-node-exporter-text/kiss_prune.prom";
 	}; }`)
 	svc := get(t, r.Config, "systemd", "services", "kiss-prune", "serviceConfig")
-	wantExec := kissExe + " prune file:///var/lib/nix-cache --roots ci/ --lock-wait 10m --grace 2h --root-max-age 30d --metrics-file /var/lib/prometheus-node-exporter-text/kiss_prune.prom"
+	wantExec := kissExe + " prune --roots ci/ --lock-wait 10m --grace 2h --root-max-age 30d --metrics-file /var/lib/prometheus-node-exporter-text/kiss_prune.prom file:///var/lib/nix-cache"
 	if got := get(t, svc, "ExecStart"); got != wantExec {
 		t.Errorf("ExecStart\n got %q\nwant %q", got, wantExec)
 	}
@@ -211,7 +211,7 @@ func TestPruneModuleS3DryRun(t *testing.T) {
 	}; }`)
 	svc := get(t, r.Config, "systemd", "services", "kiss-prune", "serviceConfig")
 	// The URL has a '?', so it is shell-quoted for systemd's parser.
-	wantExec := kissExe + " prune 's3://nix-cache?region=eu-central-1' --dry-run --lock-wait 0s --json"
+	wantExec := kissExe + " prune --dry-run --lock-wait 0s --json 's3://nix-cache?region=eu-central-1'"
 	if got := get(t, svc, "ExecStart"); got != wantExec {
 		t.Errorf("ExecStart\n got %q\nwant %q", got, wantExec)
 	}

@@ -16,14 +16,17 @@ let
 
   metricsDir = if cfg.metricsFile == null then null else dirOf cfg.metricsFile;
 
-  args = [ "prune" store ]
+  # Flags first: kiss's CLI (urfave/cli) stops reading flags at the first
+  # positional argument.
+  args = [ "prune" ]
     ++ lib.concatMap (r: [ "--roots" r ]) cfg.roots
     ++ lib.optional cfg.dryRun "--dry-run"
     ++ [ "--lock-wait" cfg.lockWait ]
     ++ lib.optionals (cfg.grace != null) [ "--grace" cfg.grace ]
     ++ lib.optionals (cfg.rootMaxAge != null) [ "--root-max-age" cfg.rootMaxAge ]
     ++ lib.optionals (cfg.metricsFile != null) [ "--metrics-file" cfg.metricsFile ]
-    ++ cfg.extraArgs;
+    ++ cfg.extraArgs
+    ++ [ store ];
 in
 {
   options.services.kiss.prune = {

@@ -1,0 +1,132 @@
+package nixos_test
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kiss-cache/kiss/internal/testenv"
+)
+
+// execStart turns a unit's ExecStart into a command running the real kiss
+// binary: the stub package path is replaced, and "%d" (systemd's
+// credentials directory) points at credDir. The line is parsed by bash,
+// whose quoting agrees with systemd's for what escapeShellArgs produces.
+func execStart(t *testing.T, line, kiss, credDir string) *exec.Cmd {
+	t.Helper()
+	if !strings.HasPrefix(line, kissExe+" ") {
+		t.Fatalf("ExecStart does not start with the kiss package: %q", line)
+	}
+	line = kiss + strings.TrimPrefix(line, kissExe)
+	if credDir != "" {
+		line = strings.ReplaceAll(line, "%d", credDir)
+	}
+	return exec.Command("bash", "-c", "exec "+line)
+}
+
+// TestPruneUnitRunsRealKiss runs the ExecStart the prune module generates
+// with the real kiss binary on a real cache written by Nix: the flags must
+// be accepted, garbage deleted, the rooted path kept and the metrics file
+// written.
+func TestPruneUnitRunsRealKiss(t *testing.T) {
+	nix := testenv.Nix(t)
+	kiss := testenv.KissBinary(t)
+	cache := t.TempDir()
+	paths := nix.BuildAttrs(`{
+		kept = mk "kiss-module-kept" "echo kept >$out";
+		garbage = mk "kiss-module-garbage" "echo garbage >$out";
+	}`)
+	if err := nix.CopyTo("file://"+cache, paths["kept"], paths["garbage"]); err != nil {
+		t.Fatal(err)
+	}
+	if r := testenv.RunKiss(t, nil, "roots", "add", "file://"+cache, "web1", paths["kept"]); r.ExitCode != 0 {
+		t.Fatalf("roots add: exit %d", r.ExitCode)
+	}
+	metrics := filepath.Join(t.TempDir(), "textfile", "kiss_prune.prom")
+	if err := os.MkdirAll(filepath.Dir(metrics), 0o755); err != nil { // tmpfiles does this on NixOS
+		t.Fatal(err)
+	}
+	r := mustEval(t, nix, fmt.Sprintf(`{ prune = {
+		enable = true; cacheDir = %s; grace = "0s"; rootMaxAge = "30d";
+		lockWait = "0s"; metricsFile = %s;
+	}; }`, nixString(cache), nixString(metrics)))
+	line := get(t, r.Config, "systemd", "services", "kiss-prune", "serviceConfig", "ExecStart").(string)
+	cmd := execStart(t, line, kiss, "")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s: %v\n%s", line, err, out)
+	}
+	narinfo := func(p string) string { return filepath.Join(cache, testenv.StoreHash(p)+".narinfo") }
+	if _, err := os.Stat(narinfo(paths["kept"])); err != nil {
+		t.Errorf("rooted path pruned: %v\n%s", err, out)
+	}
+	if _, err := os.Stat(narinfo(paths["garbage"])); !os.IsNotExist(err) {
+		t.Errorf("garbage narinfo survived (%v)\n%s", err, out)
+	}
+	m, err := os.ReadFile(metrics)
+	if err != nil || !strings.Contains(string(m), "kiss_prune_") {
+		t.Errorf("metrics file: %v %q", err, m)
+	}
+}
+
+// TestServeUnitRunsRealKiss runs the kiss-serve ExecStart the serve module
+// generates (LoadCredential emulated: the files copied into a directory
+// that replaces %d) and checks that the flags mean what the module says:
+// mTLS with the client CA, the writer DN, the announced priority.
+func TestServeUnitRunsRealKiss(t *testing.T) {
+	nix := testenv.Nix(t)
+	kiss := testenv.KissBinary(t)
+	pki := testenv.PKI(t)
+	cache := t.TempDir()
+	port := testenv.FreePort(t)
+	r := mustEval(t, nix, fmt.Sprintf(`{ serve = {
+		enable = true; cacheDir = %s; hostName = "localhost";
+		socketActivation = false; listen = [ "127.0.0.1:%d" ];
+		sslCertificate = %s; sslCertificateKey = %s; clientCA = %s;
+		writers = [ "CN=writer" ]; priority = 42;
+	}; }`, nixString(cache), port, nixString(pki.Server.CertFile), nixString(pki.Server.KeyFile), nixString(pki.CAFile)))
+	sc := get(t, r.Config, "systemd", "services", "kiss-serve", "serviceConfig")
+	creds := t.TempDir()
+	for _, c := range strs(t, get(t, sc, "LoadCredential")) {
+		name, src, _ := strings.Cut(c, ":")
+		b, err := os.ReadFile(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(creds, name), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testenv.StartProcess(t, "kiss-serve", execStart(t, get(t, sc, "ExecStart").(string), kiss, creds))
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	if err := testenv.WaitTCP(addr, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	base := "https://" + addr
+	anon := newClient("anonymous", base, pki.ClientTLS(nil))
+	reader := newClient("reader", base, pki.ClientTLS(ptr(pki.Client("reader"))))
+	writer := newClient("writer", base, pki.ClientTLS(ptr(pki.Client("writer"))))
+
+	code, _, body := reader.do(t, "GET", "/nix-cache-info", "", nil)
+	if code != 200 || !strings.Contains(body, "Priority: 42") {
+		t.Errorf("reader GET nix-cache-info: %d %q", code, body)
+	}
+	if code, _, _ := anon.do(t, "GET", "/nix-cache-info", "", nil); code == 200 {
+		t.Error("no client certificate, yet 200")
+	}
+	lease := `{"version":1,"kind":"writer","nonce":"aa"}`
+	inm := map[string]string{"If-None-Match": "*"}
+	if code, _, _ := reader.do(t, "PUT", "/gcroots/.lock/r.1", lease, inm); code != 403 {
+		t.Errorf("reader PUT lease: %d, want 403", code)
+	}
+	if code, _, body := writer.do(t, "PUT", "/gcroots/.lock/w.1", lease, inm); code != 201 {
+		t.Errorf("writer PUT lease: %d %s", code, body)
+	}
+	if _, err := os.Stat(filepath.Join(cache, "gcroots", ".lock", "w.1")); err != nil {
+		t.Errorf("lease not in the cache directory: %v", err)
+	}
+}
