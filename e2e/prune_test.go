@@ -257,6 +257,7 @@ func TestPruneRealNix(t *testing.T) {
 	copyStore(t, openStore(t, "file://"+preRoots), s3)
 	kissRootsAdd(t, s3URL, "app", c.Out["app"])
 	kissRootsAdd(t, s3URL, "tool", c.Out["tool"])
+	waitStoreClockPast(t, s3)
 	if res := kissPrune(t, s3URL); res.ExitCode != 0 {
 		t.Fatalf("kiss prune on S3: exit %d", res.ExitCode)
 	}
@@ -371,6 +372,7 @@ func TestPruneFailsClosed(t *testing.T) {
 		s3 := openStore(t, s3URL)
 		copyStore(t, openStore(t, "file://"+dir), s3)
 		before := snapshotStore(t, s3)
+		waitStoreClockPast(t, s3) // so a prune that ignored the damage would delete
 		if res := kissPrune(t, s3URL); res.ExitCode != exitRefused {
 			t.Errorf("exit %d, want %d (refused)", res.ExitCode, exitRefused)
 		}
