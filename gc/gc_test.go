@@ -681,3 +681,36 @@ func TestDeepChainAndConcurrency(t *testing.T) {
 	}
 	checkClosures(t, c.st)
 }
+
+// TestColdWalkRequests: a cold walk reads each reachable narinfo once, and
+// spends no request on derivers that are not in the cache (most are not),
+// even though it starts before the listing is complete.
+func TestColdWalkRequests(t *testing.T) {
+	c := newMemCache(t)
+	var top []*path
+	for i := 0; i < 50; i++ {
+		dep := c.add(fmt.Sprintf("dep-%d", i))
+		p := &path{name: fmt.Sprintf("out-%d", i), hash: digest(fmt.Sprintf("path:out-%d", i)), refs: []*path{dep},
+			deriv: &path{name: fmt.Sprintf("out-%d.drv", i), hash: digest(fmt.Sprintf("path:out-%d.drv", i))}}
+		p.narKey = "nar/" + p.hash.String() + ".nar"
+		c.put(p.narKey, []byte("n"))
+		c.putNarInfo(p, "")
+		top = append(top, p)
+	}
+	inCache := c.add("in-cache.drv")
+	top[0].deriv = inCache
+	c.putNarInfo(top[0], "")
+	c.root("r", top...)
+	sp := newSpy(c.st)
+	rep, err := prune(sp, gc.Options{Grace: -1, Concurrency: 16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := sp.narinfoGets(); got != 101 || rep.Reachable.Objects != 101 {
+		t.Fatalf("narinfo GETs %d, reachable %d; want 101 (50 outputs, 50 deps, 1 deriver in the cache)", got, rep.Reachable.Objects)
+	}
+	c.present(inCache, true)
+	for _, p := range top {
+		c.present(p, true)
+	}
+}

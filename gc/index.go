@@ -36,12 +36,9 @@ type index struct {
 	narinfos []niEntry // sorted by hash after finish
 	objs     []objEntry
 	arena    []byte
-	markers  []storage.Object // gcroots/ and extra-prefix markers (not dot-names)
 	// narKeys are the 64-bit hashes of every listed NAR key, sorted.
-	narKeys   []uint64
-	memoObj   *storage.Object
-	cacheInfo bool
-	counts    map[string]*Count
+	narKeys []uint64
+	counts  map[string]*Count
 }
 
 // Count is a number of objects and their bytes.
@@ -86,9 +83,8 @@ func isDotPath(rel string) bool {
 	return false
 }
 
-// list reads the whole store once. rootPrefixes are extra store prefixes
-// whose objects are markers.
-func list(ctx context.Context, st storage.Store, rootPrefixes []string, memoKey string, prog Progress) (*index, error) {
+// list reads the whole store once.
+func list(ctx context.Context, st storage.Store, prog Progress) (*index, error) {
 	ix := &index{counts: map[string]*Count{}}
 	prog.Start(PhaseList, -1, -1)
 	defer prog.Done(PhaseList)
@@ -111,30 +107,11 @@ func list(ctx context.Context, st storage.Store, rootPrefixes []string, memoKey 
 			ix.counts[kind.String()] = c
 		}
 		c.add(o.Size)
-		for _, p := range rootPrefixes {
-			if rel, ok := strings.CutPrefix(o.Key, p); ok && rel != "" && !isDotPath(rel) && kind != nixcache.KindRoot {
-				ix.markers = append(ix.markers, o)
-			}
-		}
 		switch kind {
 		case nixcache.KindNarInfo:
 			ix.narinfos = append(ix.narinfos, niEntry{h: h, fp: fingerprint(o), mtime: o.ModTime.UnixNano(), size: o.Size})
 			continue
-		case nixcache.KindRoot:
-			if rel := strings.TrimPrefix(o.Key, nixcache.RootsPrefix); !isDotPath(rel) {
-				ix.markers = append(ix.markers, o)
-			}
-			continue
-		case nixcache.KindCacheInfo:
-			ix.cacheInfo = true
-			continue
-		case nixcache.KindKiss:
-			if o.Key == memoKey {
-				oc := o
-				ix.memoObj = &oc
-			}
-			continue
-		case nixcache.KindOther:
+		case nixcache.KindRoot, nixcache.KindCacheInfo, nixcache.KindKiss, nixcache.KindOther:
 			continue
 		case nixcache.KindNAR:
 			ix.narKeys = append(ix.narKeys, keyHash(o.Key))
@@ -164,3 +141,24 @@ func hasU64(sorted []uint64, v uint64) bool {
 }
 
 func young(mtime int64, cutoff time.Time) bool { return mtime > cutoff.UnixNano() }
+
+// listMarkers lists the marker objects: everything under gcroots/ and the
+// extra prefixes, except dot-names (.lock/, temp files) at any depth.
+func listMarkers(ctx context.Context, st storage.Store, prefixes []string) ([]storage.Object, error) {
+	var out []storage.Object
+	seen := map[string]bool{}
+	for _, p := range append([]string{nixcache.RootsPrefix}, prefixes...) {
+		for o, err := range st.List(ctx, p) {
+			if err != nil {
+				return nil, fmt.Errorf("%w: listing %s: %w", ErrRootsUnavailable, p, err)
+			}
+			rel := strings.TrimPrefix(o.Key, p)
+			if rel == "" || isDotPath(rel) || seen[o.Key] {
+				continue
+			}
+			seen[o.Key] = true
+			out = append(out, o)
+		}
+	}
+	return out, nil
+}

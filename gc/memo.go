@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"hash/crc32"
 	"io"
@@ -19,6 +20,8 @@ import (
 const MemoKey = nixcache.KissPrefix + "memo/v1"
 
 var memoMagic = []byte("KISSMEMO\x01")
+
+var errMemoCorrupt = errors.New("closure memo corrupt")
 
 // memoMaxSize bounds the memo read (1M paths make about 60 MiB).
 const memoMaxSize = 4 << 30
@@ -147,22 +150,17 @@ func decodeMemo(data []byte) (*memo, error) {
 	return m, nil
 }
 
-// loadMemo reads the memo if the listing has one. A missing or corrupt memo
-// is not an error: the walk reads narinfos instead.
-func loadMemo(ctx context.Context, st storage.Store, ix *index) (*memo, error) {
-	if ix.memoObj == nil {
+// loadMemo reads the memo. A missing memo is (nil, nil); a corrupt one is
+// an error the caller only warns about: the walk then reads narinfos.
+func loadMemo(ctx context.Context, st storage.Store) (*memo, error) {
+	data, err := readAll(ctx, st, MemoKey, memoMaxSize)
+	if errors.Is(err, storage.ErrNotFound) {
 		return nil, nil
 	}
-	data, err := readAll(ctx, st, MemoKey, memoMaxSize)
 	if err != nil {
 		return nil, err
 	}
-	m, err := decodeMemo(data)
-	if err != nil {
-		return nil, err
-	}
-	m.attach(ix)
-	return m, nil
+	return decodeMemo(data)
 }
 
 // encodeMemo writes the reachable part of g (with the hashes it references

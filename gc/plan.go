@@ -160,29 +160,19 @@ func NewPlan(ctx context.Context, st storage.Store, opts Options) (*Plan, error)
 		return nil, err
 	}
 	t0 := time.Now()
-	ix, err := list(ctx, st, prefixes, MemoKey, opts.Progress)
+	storeDir, err := readStoreDir(ctx, st)
 	if err != nil {
 		return nil, err
 	}
-	p.ix = ix
-	phase(PhaseList, t0)
-	p.report.Listed = map[string]Count{}
-	for k, c := range ix.counts {
-		p.report.Listed[k] = *c
-	}
-
-	t0 = time.Now()
-	storeDir, err := readStoreDir(ctx, st, ix.cacheInfo)
+	markerObjs, err := listMarkers(ctx, st, prefixes)
 	if err != nil {
 		return nil, err
 	}
-	markers, err := readMarkers(ctx, st, ix.markers, dirs, now, opts.RootMaxAge, storeDir, conc, opts.Progress)
+	markers, err := readMarkers(ctx, st, markerObjs, dirs, now, opts.RootMaxAge, storeDir, conc, opts.Progress)
 	if err != nil {
 		return nil, err
 	}
-	phase(PhaseRoots, t0)
-	var roots []int
-	rootPaths := 0
+	var roots []nixcache.Hash
 	for i := range markers {
 		m := &markers[i]
 		if m.Expired {
@@ -194,36 +184,19 @@ func NewPlan(ctx context.Context, st storage.Store, opts Options) (*Plan, error)
 		if len(m.Paths) == 0 {
 			p.warn("marker %s names no store path", m.Source)
 		}
-		for _, h := range m.Paths {
-			rootPaths++
-			if i := ix.find(h); i >= 0 {
-				roots = append(roots, i)
-			} else {
-				p.report.Roots.Missing++
-				if p.report.Roots.Missing <= 10 {
-					p.warn("marker %s names %s, which is not in the cache", m.Source, h)
-				}
-			}
-		}
+		roots = append(roots, m.Paths...)
 	}
-	p.report.Roots.Paths = rootPaths
+	p.report.Roots.Paths = len(roots)
 	p.report.Roots.List = markers
-	if rootPaths == 0 && !opts.AllowEmptyRoots {
+	phase(PhaseRoots, t0)
+	if len(roots) == 0 && !opts.AllowEmptyRoots {
 		return nil, fmt.Errorf("%w (%d markers, %d expired)", ErrEmptyRoots, p.report.Roots.Markers, p.report.Roots.Expired)
-	}
-	// Newborns live: young narinfos are roots, so an upload in flight keeps
-	// its whole closure even when its writer skipped the lock.
-	for i, e := range ix.narinfos {
-		if young(e.mtime, cutoff) {
-			roots = append(roots, i)
-			p.report.Roots.Young++
-		}
 	}
 
 	t0 = time.Now()
 	var m *memo
 	if !opts.NoMemo {
-		m, err = loadMemo(ctx, st, ix)
+		m, err = loadMemo(ctx, st)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
@@ -233,13 +206,27 @@ func NewPlan(ctx context.Context, st storage.Store, opts Options) (*Plan, error)
 		}
 		p.report.Memo.Loaded = m != nil
 	}
-	g := newGraph(ix)
-	if err := g.walk(ctx, st, roots, m, storeDir, conc, opts.Progress, log); err != nil {
+	// Newborns live: young narinfos are roots, so an upload in flight keeps
+	// its whole closure even when its writer skipped the lock.
+	ex, err := explore(ctx, st, roots, m, storeDir, conc, true, cutoff, opts.Progress)
+	if err != nil {
 		return nil, err
 	}
 	m = nil
-	p.g = g
+	ix, g := ex.ix, ex.g
+	p.ix, p.g = ix, g
 	phase(PhaseWalk, t0)
+	p.report.Listed = map[string]Count{}
+	for k, c := range ix.counts {
+		p.report.Listed[k] = *c
+	}
+	p.report.Roots.Young = ex.young
+	p.report.Roots.Missing = len(g.missingRoots)
+	for i, h := range g.missingRoots {
+		if i < 10 {
+			p.warn("a marker names %s, which is not in the cache", h)
+		}
+	}
 	p.report.Reachable = Count{Objects: int64(g.reachable), Bytes: int64(g.reachBytes)}
 	p.report.Memo.Hits, p.report.NarInfoReads = g.memoHits, g.reads
 	p.report.DanglingRefs, p.report.MissingNARs = g.danglingRefs, g.missingNARs

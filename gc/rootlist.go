@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/kiss-cache/kiss/nixcache"
 	"github.com/kiss-cache/kiss/storage"
 )
 
@@ -41,38 +42,35 @@ func ListRoots(ctx context.Context, st storage.Store, opts Options) ([]RootInfo,
 	if err != nil {
 		return nil, err
 	}
-	ix, err := list(ctx, st, prefixes, MemoKey, opts.Progress)
-	if err != nil {
-		return nil, err
-	}
-	storeDir, err := readStoreDir(ctx, st, ix.cacheInfo)
+	storeDir, err := readStoreDir(ctx, st)
 	if err != nil {
 		return nil, err
 	}
 	conc := opts.concurrency(st)
-	markers, err := readMarkers(ctx, st, ix.markers, dirs, now, opts.RootMaxAge, storeDir, conc, opts.Progress)
+	markerObjs, err := listMarkers(ctx, st, prefixes)
 	if err != nil {
 		return nil, err
 	}
-	var roots []int
+	markers, err := readMarkers(ctx, st, markerObjs, dirs, now, opts.RootMaxAge, storeDir, conc, opts.Progress)
+	if err != nil {
+		return nil, err
+	}
+	var roots []nixcache.Hash
 	for _, m := range markers {
-		for _, h := range m.Paths {
-			if i := ix.find(h); i >= 0 {
-				roots = append(roots, i)
-			}
-		}
+		roots = append(roots, m.Paths...)
 	}
 	var mm *memo
 	if !opts.NoMemo {
-		if mm, err = loadMemo(ctx, st, ix); err != nil {
+		if mm, err = loadMemo(ctx, st); err != nil {
 			log.Warn("closure memo ignored", "err", err)
 			mm = nil
 		}
 	}
-	g := newGraph(ix)
-	if err := g.walk(ctx, st, roots, mm, storeDir, conc, opts.Progress, log); err != nil {
+	ex, err := explore(ctx, st, roots, mm, storeDir, conc, false, now, opts.Progress)
+	if err != nil {
 		return nil, err
 	}
+	ix, g := ex.ix, ex.g
 	out := make([]RootInfo, 0, len(markers))
 	seen := make([]uint32, len(ix.narinfos)) // generation marks, no clearing between markers
 	for gen, m := range markers {

@@ -202,10 +202,7 @@ func readLocalMarkers(dir, storeDir string) ([]Marker, error) {
 }
 
 // readStoreDir reads StoreDir from nix-cache-info (default /nix/store).
-func readStoreDir(ctx context.Context, st storage.Store, present bool) (string, error) {
-	if !present {
-		return nixcache.DefaultStoreDir, nil
-	}
+func readStoreDir(ctx context.Context, st storage.Store) (string, error) {
 	data, err := readAll(ctx, st, nixcache.CacheInfoKey, 1<<20)
 	if errors.Is(err, storage.ErrNotFound) {
 		return nixcache.DefaultStoreDir, nil

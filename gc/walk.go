@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"sync"
 
 	"github.com/kiss-cache/kiss/nixcache"
@@ -16,7 +15,7 @@ const (
 	missingBit = uint32(1) << 31
 )
 
-// nodeInfo is what the walk keeps per reachable narinfo (32 bytes).
+// nodeInfo is what the plan keeps per reachable listed narinfo (32 bytes).
 type nodeInfo struct {
 	nar      uint64 // keyHash of the NAR key, 0 = no NAR in this cache
 	fileSize uint64
@@ -25,8 +24,9 @@ type nodeInfo struct {
 	deriver  uint32 // encoded ref, noRef = none
 }
 
-// graph is the reachable part of the cache. A ref is encoded as a listing
-// index, or missingBit|i for graph.missing[i] (a path not in the cache).
+// graph is the reachable part of the cache, indexed like the listing. A ref
+// is encoded as a listing index, or missingBit|i for graph.missing[i] (a
+// hash that is not in the listing).
 type graph struct {
 	ix      *index
 	reach   []uint64 // bitset over ix.narinfos
@@ -42,17 +42,8 @@ type graph struct {
 	readBytes     int64
 	danglingRefs  int64
 	missingNARs   int64
-	missingRoots  int64
+	missingRoots  []nixcache.Hash
 	firstProblems []string
-}
-
-func newGraph(ix *index) *graph {
-	return &graph{
-		ix:      ix,
-		reach:   make([]uint64, (len(ix.narinfos)+63)/64),
-		info:    make([]nodeInfo, len(ix.narinfos)),
-		missIdx: map[nixcache.Hash]uint32{},
-	}
 }
 
 func (g *graph) isReach(i int) bool { return g.reach[i/64]&(1<<(i%64)) != 0 }
@@ -65,7 +56,6 @@ func (g *graph) hashOf(ref uint32) nixcache.Hash {
 	return g.ix.narinfos[ref].h
 }
 
-// encMissing must be called with the walk lock held.
 func (g *graph) encMissing(h nixcache.Hash) uint32 {
 	if i, ok := g.missIdx[h]; ok {
 		return missingBit | i
@@ -82,51 +72,135 @@ func (g *graph) problem(format string, args ...any) {
 	}
 }
 
-// visitResult is one narinfo's edges, resolved against the listing outside
-// the lock: present refs as listing indices, absent ones as hashes.
-type visitResult struct {
-	idx        int
-	nar        uint64
-	fileSize   uint64
-	present    []uint32
-	absent     []nixcache.Hash
-	deriver    int // listing index, -1 none or absent
-	derAbsent  *nixcache.Hash
-	narMissing bool
-	readBytes  int64
-	memoHit    bool
+// Walk node states.
+const (
+	stQueued   uint8 = iota // to be read (or being read)
+	stPresent               // read: edges known
+	stAbsent                // no narinfo (Get said not found, or not listed)
+	stDeferred              // a deriver seen before the listing was complete
+)
+
+// wnode is one store path the walk has seen, keyed by hash (the walk can
+// run before the listing is complete).
+type wnode struct {
+	h        nixcache.Hash
+	state    uint8
+	deriver  bool // only ever seen as a Deriver
+	nar      uint64
+	fileSize uint64
+	refOff   uint32
+	refN     uint32
+	der      uint32 // wnode index, noRef = none
 }
 
+type visitResult struct {
+	node      uint32
+	absent    bool
+	nar       uint64
+	fileSize  uint64
+	refs      []nixcache.Hash
+	deriver   *nixcache.Hash
+	readBytes int64
+	memoHit   bool
+}
+
+// walker discovers the closure of the roots through References and
+// Deriver. It can start before the store listing is complete (cold runs:
+// the listing and the reads overlap); it then reads every referenced
+// narinfo it meets, and follows derivers (which are usually not in a
+// cache) only once the listing says they are there, so a deriver that is
+// absent costs no request. With the listing and a memo, it reads nothing
+// whose memo entry matches the listed version.
 type walker struct {
 	ctx      context.Context
 	st       storage.Store
-	g        *graph
-	memo     *memo
 	storeDir string
 	prog     Progress
-	log      *slog.Logger
+	memo     *memo
 
 	mu       sync.Mutex
 	cond     *sync.Cond
-	queue    []int32
+	ix       *index // nil until the listing is complete
+	nodes    []wnode
+	byHash   map[nixcache.Hash]uint32
+	refs     []uint32
+	queue    []uint32
 	inflight int
 	err      error
+
+	memoHits, reads, readBytes int64
 }
 
-// walk marks everything reachable from roots (listing indices) through
-// References and Deriver, reading each narinfo at most once, or not at all
-// when the memo has a valid entry for it.
-func (g *graph) walk(ctx context.Context, st storage.Store, roots []int, m *memo, storeDir string, conc int, prog Progress, log *slog.Logger) error {
-	prog.Start(PhaseWalk, -1, -1)
-	defer prog.Done(PhaseWalk)
-	w := &walker{ctx: ctx, st: st, g: g, memo: m, storeDir: storeDir, prog: prog, log: log}
+func newWalker(ctx context.Context, st storage.Store, storeDir string, prog Progress) *walker {
+	w := &walker{ctx: ctx, st: st, storeDir: storeDir, prog: prog, byHash: map[nixcache.Hash]uint32{}}
 	w.cond = sync.NewCond(&w.mu)
-	for _, r := range roots {
-		if !g.isReach(r) {
-			g.setReach(r)
-			w.queue = append(w.queue, int32(r))
+	return w
+}
+
+// node returns the index of h's node, creating it (lock held). A new node
+// is queued unless it is a deriver, or the listing is known and lacks it.
+func (w *walker) node(h nixcache.Hash, asDeriver bool) uint32 {
+	if i, ok := w.byHash[h]; ok {
+		n := &w.nodes[i]
+		if !asDeriver && n.state == stDeferred {
+			n.state, n.deriver = stQueued, false
+			w.queue = append(w.queue, i)
+		}
+		return i
+	}
+	i := uint32(len(w.nodes))
+	n := wnode{h: h, der: noRef, deriver: asDeriver}
+	switch {
+	case w.ix != nil && w.ix.find(h) < 0:
+		n.state = stAbsent
+	case asDeriver && w.ix == nil:
+		n.state = stDeferred
+	default:
+		n.state = stQueued
+		w.queue = append(w.queue, i)
+	}
+	w.nodes = append(w.nodes, n)
+	w.byHash[h] = i
+	return i
+}
+
+// addRoots queues hashes as roots (lock held). A root already found absent
+// is read again: it may have been uploaded since (a young narinfo).
+func (w *walker) addRoots(hs []nixcache.Hash) {
+	for _, h := range hs {
+		i := w.node(h, false)
+		if n := &w.nodes[i]; n.state == stAbsent && w.ix != nil && w.ix.find(h) >= 0 {
+			n.state = stQueued
+			w.queue = append(w.queue, i)
 		}
 	}
+	w.cond.Broadcast()
+}
+
+// listed is called once the listing is complete (lock not held): deferred
+// derivers that are in the cache are queued, the others are absent, and
+// extra roots (young narinfos) are added.
+func (w *walker) listed(ix *index, m *memo, extra []nixcache.Hash) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.ix, w.memo = ix, m
+	for i := range w.nodes {
+		n := &w.nodes[i]
+		if n.state == stDeferred {
+			if ix.find(n.h) >= 0 {
+				n.state = stQueued
+				w.queue = append(w.queue, uint32(i))
+			} else {
+				n.state = stAbsent
+			}
+		}
+	}
+	w.addRoots(extra)
+}
+
+// run works the queue with conc workers until it is empty, nothing is in
+// flight and the listing is complete (or an error).
+func (w *walker) run(conc int) error {
 	var wg sync.WaitGroup
 	for range max(1, conc) {
 		wg.Add(1)
@@ -139,13 +213,23 @@ func (g *graph) walk(ctx context.Context, st storage.Store, roots []int, m *memo
 	if w.err != nil {
 		return w.err
 	}
-	return ctx.Err()
+	return w.ctx.Err()
+}
+
+// fail stops the walk (from outside, e.g. the listing failed).
+func (w *walker) fail(err error) {
+	w.mu.Lock()
+	if w.err == nil {
+		w.err = err
+	}
+	w.cond.Broadcast()
+	w.mu.Unlock()
 }
 
 func (w *walker) work() {
 	for {
 		w.mu.Lock()
-		for len(w.queue) == 0 && w.inflight > 0 && w.err == nil {
+		for len(w.queue) == 0 && (w.inflight > 0 || w.ix == nil) && w.err == nil {
 			w.cond.Wait()
 		}
 		if w.err != nil || len(w.queue) == 0 {
@@ -153,15 +237,20 @@ func (w *walker) work() {
 			w.mu.Unlock()
 			return
 		}
-		idx := int(w.queue[len(w.queue)-1])
+		i := w.queue[len(w.queue)-1]
 		w.queue = w.queue[:len(w.queue)-1]
+		h := w.nodes[i].h
+		ix, m := w.ix, w.memo
 		w.inflight++
 		w.mu.Unlock()
 
-		res, err := w.visit(idx)
+		res, err := w.visit(i, h, ix, m)
 
 		w.mu.Lock()
 		w.inflight--
+		if err == nil && w.ctx.Err() != nil {
+			err = w.ctx.Err()
+		}
 		if err != nil {
 			if w.err == nil {
 				w.err = err
@@ -170,7 +259,6 @@ func (w *walker) work() {
 		} else {
 			before := len(w.queue)
 			w.record(res)
-			// Wake one idle worker per new node; wake all at the end.
 			for range len(w.queue) - before {
 				w.cond.Signal()
 			}
@@ -183,112 +271,141 @@ func (w *walker) work() {
 	}
 }
 
-// record stores a visit's result and queues new nodes; lock held.
+// record stores one visit (lock held).
 func (w *walker) record(r visitResult) {
-	g := w.g
-	ni := nodeInfo{nar: r.nar, fileSize: r.fileSize, refOff: uint32(len(g.refs)), deriver: noRef}
-	for _, p := range r.present {
-		g.refs = append(g.refs, p)
-		if !g.isReach(int(p)) {
-			g.setReach(int(p))
-			w.queue = append(w.queue, int32(p))
-		}
+	n := &w.nodes[r.node]
+	if r.absent {
+		n.state = stAbsent
+		return
 	}
-	for _, h := range r.absent {
-		g.refs = append(g.refs, g.encMissing(h))
-		g.danglingRefs++
-		g.problem("%s references %s, which is not in the cache", nixcache.NarInfoKey(g.ix.narinfos[r.idx].h), h)
+	refOff := uint32(len(w.refs))
+	for _, h := range r.refs {
+		w.refs = append(w.refs, w.node(h, false))
 	}
-	ni.refN = uint32(len(g.refs)) - ni.refOff
-	switch {
-	case r.deriver >= 0:
-		ni.deriver = uint32(r.deriver)
-		if !g.isReach(r.deriver) {
-			g.setReach(r.deriver)
-			w.queue = append(w.queue, int32(r.deriver))
-		}
-	case r.derAbsent != nil:
-		ni.deriver = g.encMissing(*r.derAbsent)
+	der := noRef
+	if r.deriver != nil {
+		der = w.node(*r.deriver, true)
 	}
-	if r.narMissing {
-		g.missingNARs++
-		g.problem("%s: its NAR is not in the cache", nixcache.NarInfoKey(g.ix.narinfos[r.idx].h))
-	}
-	g.info[r.idx] = ni
-	g.reachable++
-	g.reachBytes += r.fileSize
-	g.readBytes += r.readBytes
+	n = &w.nodes[r.node] // w.nodes may have grown
+	n.state, n.nar, n.fileSize, n.refOff, n.refN, n.der = stPresent, r.nar, r.fileSize, refOff, uint32(len(w.refs))-refOff, der
+	w.readBytes += r.readBytes
 	if r.memoHit {
-		g.memoHits++
+		w.memoHits++
 	} else {
-		g.reads++
+		w.reads++
 	}
 }
 
-// visit learns one narinfo's edges: from the memo if its entry matches the
-// listed version, otherwise by reading and parsing it. No lock held.
-func (w *walker) visit(idx int) (visitResult, error) {
-	e := w.g.ix.narinfos[idx]
-	res := visitResult{idx: idx, deriver: -1}
-	if mi := w.memo.lookup(idx, e.fp); mi >= 0 {
-		m := w.memo
-		res.memoHit = true
-		res.nar, res.fileSize = m.nar[mi], m.fileSize[mi]
-		for _, r := range m.refs[m.refOff[mi]:m.refOff[mi+1]] {
-			w.resolve(m.hashes[r], &res.present, &res.absent)
-		}
-		if d := m.deriver[mi]; d != 0 {
-			w.resolveDeriver(m.hashes[d-1], &res)
-		}
-	} else {
-		key := nixcache.NarInfoKey(e.h)
-		data, err := readAll(w.ctx, w.st, key, nixcache.MaxNarInfoSize)
-		if err != nil {
-			if w.ctx.Err() != nil {
-				return res, w.ctx.Err()
+// visit learns one narinfo's edges, from the memo if its entry matches the
+// listed version, else by reading it. No lock held.
+func (w *walker) visit(node uint32, h nixcache.Hash, ix *index, m *memo) (visitResult, error) {
+	res := visitResult{node: node}
+	if ix != nil && m != nil {
+		if li := ix.find(h); li >= 0 {
+			if mi := m.lookup(li, ix.narinfos[li].fp); mi >= 0 {
+				res.memoHit = true
+				res.nar, res.fileSize = m.nar[mi], m.fileSize[mi]
+				for _, r := range m.refs[m.refOff[mi]:m.refOff[mi+1]] {
+					res.refs = append(res.refs, m.hashes[r])
+				}
+				if d := m.deriver[mi]; d != 0 {
+					dh := m.hashes[d-1]
+					res.deriver = &dh
+				}
+				return res, nil
 			}
-			return res, fmt.Errorf("%w: reachable %s cannot be read: %w", ErrIntegrity, key, err)
-		}
-		res.readBytes = int64(len(data))
-		ni, err := nixcache.ParseNarInfo(data, w.storeDir)
-		if err != nil {
-			return res, fmt.Errorf("%w: reachable %s: %w", ErrIntegrity, key, err)
-		}
-		if ni.Hash != e.h {
-			return res, fmt.Errorf("%w: %s describes %s", ErrIntegrity, key, ni.StorePath)
-		}
-		if k, ok := ni.NarKey(); ok {
-			res.nar = keyHash(k)
-		}
-		res.fileSize = ni.FileSize
-		for _, r := range ni.References {
-			w.resolve(r, &res.present, &res.absent)
-		}
-		if ni.HasDeriver {
-			w.resolveDeriver(ni.Deriver, &res)
 		}
 	}
-	if res.nar != 0 && !hasU64(w.g.ix.narKeys, res.nar) {
-		res.narMissing = true
+	key := nixcache.NarInfoKey(h)
+	data, err := readAll(w.ctx, w.st, key, nixcache.MaxNarInfoSize)
+	if errors.Is(err, storage.ErrNotFound) {
+		res.absent = true
+		return res, nil
+	}
+	if err != nil {
+		if w.ctx.Err() != nil {
+			return res, w.ctx.Err()
+		}
+		return res, fmt.Errorf("%w: reachable %s cannot be read: %w", ErrIntegrity, key, err)
+	}
+	res.readBytes = int64(len(data))
+	ni, err := nixcache.ParseNarInfo(data, w.storeDir)
+	if err != nil {
+		return res, fmt.Errorf("%w: reachable %s: %w", ErrIntegrity, key, err)
+	}
+	if ni.Hash != h {
+		return res, fmt.Errorf("%w: %s describes %s", ErrIntegrity, key, ni.StorePath)
+	}
+	if k, ok := ni.NarKey(); ok {
+		res.nar = keyHash(k)
+	}
+	res.fileSize = ni.FileSize
+	res.refs = ni.References
+	if ni.HasDeriver {
+		d := ni.Deriver
+		res.deriver = &d
 	}
 	return res, nil
 }
 
-func (w *walker) resolve(h nixcache.Hash, present *[]uint32, absent *[]nixcache.Hash) {
-	if i := w.g.ix.find(h); i >= 0 {
-		*present = append(*present, uint32(i))
-	} else {
-		*absent = append(*absent, h)
+// graph converts the finished walk to the listing-indexed graph the plan
+// and the memo use, and checks what the walk found: a reachable narinfo
+// the listing has but that could not be read, references to absent paths,
+// NARs missing from the listing.
+func (w *walker) graph(ix *index, roots []nixcache.Hash) (*graph, error) {
+	g := &graph{
+		ix:       ix,
+		reach:    make([]uint64, (len(ix.narinfos)+63)/64),
+		info:     make([]nodeInfo, len(ix.narinfos)),
+		missIdx:  map[nixcache.Hash]uint32{},
+		memoHits: w.memoHits, reads: w.reads, readBytes: w.readBytes,
 	}
-}
-
-func (w *walker) resolveDeriver(h nixcache.Hash, res *visitResult) {
-	if i := w.g.ix.find(h); i >= 0 {
-		res.deriver = i
-	} else {
-		hh := h
-		res.derAbsent = &hh
+	listIdx := make([]int32, len(w.nodes))
+	for i := range w.nodes {
+		listIdx[i] = int32(ix.find(w.nodes[i].h))
+		if w.nodes[i].state == stPresent && listIdx[i] >= 0 {
+			g.setReach(int(listIdx[i]))
+		}
 	}
+	enc := func(n uint32) uint32 {
+		if li := listIdx[n]; li >= 0 && w.nodes[n].state == stPresent {
+			return uint32(li)
+		}
+		return g.encMissing(w.nodes[n].h)
+	}
+	for i := range w.nodes {
+		n := &w.nodes[i]
+		li := listIdx[i]
+		if n.state != stPresent || li < 0 {
+			if n.state == stAbsent && li >= 0 && !n.deriver {
+				// Listed, reachable, yet not found when read.
+				return nil, fmt.Errorf("%w: reachable %s is listed but could not be read", ErrIntegrity, nixcache.NarInfoKey(n.h))
+			}
+			continue
+		}
+		ni := nodeInfo{nar: n.nar, fileSize: n.fileSize, refOff: uint32(len(g.refs)), refN: n.refN, deriver: noRef}
+		for _, r := range w.refs[n.refOff : n.refOff+n.refN] {
+			g.refs = append(g.refs, enc(r))
+			if w.nodes[r].state == stAbsent {
+				g.danglingRefs++
+				g.problem("%s references %s, which is not in the cache", nixcache.NarInfoKey(n.h), w.nodes[r].h)
+			}
+		}
+		if n.der != noRef {
+			ni.deriver = enc(n.der)
+		}
+		if n.nar != 0 && !hasU64(ix.narKeys, n.nar) {
+			g.missingNARs++
+			g.problem("%s: its NAR is not in the cache", nixcache.NarInfoKey(n.h))
+		}
+		g.info[li] = ni
+		g.reachable++
+		g.reachBytes += n.fileSize
+	}
+	for _, h := range roots {
+		if i, ok := w.byHash[h]; !ok || w.nodes[i].state != stPresent {
+			g.missingRoots = append(g.missingRoots, h)
+		}
+	}
+	return g, nil
 }
-
-var errMemoCorrupt = errors.New("closure memo corrupt")

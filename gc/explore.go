@@ -1,0 +1,88 @@
+package gc
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/kiss-cache/kiss/nixcache"
+	"github.com/kiss-cache/kiss/storage"
+)
+
+// exploration is one listing plus the walk over it.
+type exploration struct {
+	ix    *index
+	g     *graph
+	young int // narinfos younger than the cutoff, added as roots
+}
+
+// explore lists the store and walks the closures of roots (and, when
+// youngRoots, of every narinfo younger than cutoff). Without a memo the
+// listing and the walk run at the same time, so a cold run costs about the
+// longer of the two instead of their sum; with a memo the walk needs the
+// listing's fingerprints first, and is then mostly CPU.
+func explore(ctx context.Context, st storage.Store, roots []nixcache.Hash, m *memo, storeDir string, conc int, youngRoots bool, cutoff time.Time, prog Progress) (*exploration, error) {
+	prog.Start(PhaseWalk, -1, -1)
+	defer prog.Done(PhaseWalk)
+	w := newWalker(ctx, st, storeDir, prog)
+	ex := &exploration{}
+	finishListing := func(ix *index, mm *memo) {
+		var young []nixcache.Hash
+		if youngRoots {
+			for _, e := range ix.narinfos {
+				if e.mtime > cutoff.UnixNano() {
+					young = append(young, e.h)
+				}
+			}
+		}
+		ex.ix, ex.young = ix, len(young)
+		if mm != nil {
+			mm.attach(ix)
+		}
+		w.listed(ix, mm, young)
+	}
+	if m != nil {
+		ix, err := list(ctx, st, prog)
+		if err != nil {
+			return nil, err
+		}
+		w.mu.Lock()
+		w.addRoots(roots)
+		w.mu.Unlock()
+		finishListing(ix, m)
+		if err := w.run(conc); err != nil {
+			return nil, err
+		}
+	} else {
+		w.mu.Lock()
+		w.addRoots(roots)
+		w.mu.Unlock()
+		var wg sync.WaitGroup
+		var listErr error
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ix, err := list(ctx, st, prog)
+			if err != nil {
+				listErr = err
+				w.fail(err)
+				return
+			}
+			finishListing(ix, nil)
+		}()
+		err := w.run(conc)
+		wg.Wait()
+		if listErr != nil {
+			return nil, listErr
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	g, err := w.graph(ex.ix, roots)
+	if err != nil {
+		return nil, err
+	}
+	ex.g = g
+	return ex, nil
+}
