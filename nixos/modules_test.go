@@ -155,7 +155,7 @@ func TestModulesDisabledGenerateNothing(t *testing.T) {
 	want := map[string][]string{
 		"prune":   {"cacheDir", "dryRun", "enable", "environmentFile", "extraArgs", "grace", "lockWait", "metricsFile", "persistent", "randomizedDelaySec", "rootMaxAge", "roots", "schedule", "store", "user"},
 		"update":  {"cacheUrl", "enable", "interval", "kexec", "marker", "onBootChange", "priority", "tlsCACertificate", "tlsCertificate", "tlsPrivateKey"},
-		"serve":   {"backend", "cacheDir", "clientCA", "enable", "environmentFile", "extraArgs", "fallbackCache", "gcrootsProxy", "hostName", "leaseGateway", "listen", "oidc", "openFirewall", "priority", "resolvers", "socketActivation", "sslCertificate", "sslCertificateKey", "store", "writers"},
+		"serve":   {"backend", "cacheDir", "clientCA", "enable", "environmentFile", "extraArgs", "fallbackCache", "gcrootsProxy", "hostName", "leaseGateway", "listen", "nginxExtraConfig", "oidc", "openFirewall", "priority", "resolvers", "socketActivation", "sslCertificate", "sslCertificateKey", "store", "writers"},
 		"publish": {"bearerTokenFile", "cacheDir", "compression", "enable", "environmentFile", "package", "schedule", "secretKeyFile", "store", "systems", "tlsCACertificate", "tlsCertificate", "tlsPrivateKey"},
 	}
 	for mod, w := range want {

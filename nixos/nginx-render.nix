@@ -87,18 +87,25 @@ let
   writerLine = dn:
     if dn == "" || builtins.substring 0 1 dn == "~" then throw "nginx-render: bad writer DN '${dn}'"
     else if match ".*[\"$\n\r].*" dn != null && singleCN dn != null then throw "nginx-render: bad writer DN '${dn}'"
-    else if singleCN dn != null then "    \"~^CN=${pcreEscape (elemAt (singleCN dn) 0)}(,|$)\" 1;"
-    else "    ${quote dn} 1;";
+    else if singleCN dn != null then "\"~^CN=${pcreEscape (elemAt (singleCN dn) 0)}(,|$)\" 1;"
+    else "${quote dn} 1;";
 
   nixCacheInfo = "StoreDir: /nix/store\nWantMassQuery: 1\nPriority: ${toString priority}\n";
 
-  listenLines = concatStringsSep "\n" (map (l: "  listen ${bare "listen" l} ssl;") listen);
-
   hasWriters = writers != [ ];
 
-  davCommon = ''
-      create_full_put_path on;
-      dav_access user:rw group:r all:r;'';
+  # Output is built as lists of lines; `block` indents a block's body, so
+  # the rendered file reads like a hand-written one.
+  block = head: body: [ "${head} {" ] ++ map (l: if l == "" then "" else "  " + l) body ++ [ "}" ];
+  when = c: l: if c then l else [ ];
+
+  dav = methods: maxBody: [
+    "dav_methods ${methods};"
+    "create_full_put_path on;"
+    "dav_access user:rw group:r all:r;"
+    "client_max_body_size ${maxBody};"
+  ];
+  deny = "if (${denyVar}) { return 403; }";
 
   # proxy_pass inside a named location must not carry a URI part: keep
   # scheme://host[:port] only.
@@ -108,121 +115,113 @@ let
     else if fallbackParts == null then throw "nginx-render: fallbackCache must be an http(s):// URL, got '${fallbackCache}'"
     else "${elemAt fallbackParts 0}://${bare "fallbackCache" (elemAt fallbackParts 1)}";
   fallbackHost = if fallbackParts == null then null else elemAt fallbackParts 1;
-
-  rootLocation = ''
-    location / {
-      if (${denyVar}) { return 403; }
-      expires max;
-      add_header Cache-Control immutable;
-  '' + (if hasWriters then ''
-      dav_methods PUT;
-      client_max_body_size ${bare "maxBodySize" maxBodySize};
-    ${davCommon}
-  '' else "") + (if fallbackCache != null then ''
-      error_page 404 = @kiss_fallback_${checkedName};
-  '' else "") + ''
-    }
-  '';
-
   upstreamVar = "$kiss_upstream_${checkedName}";
-  fallbackLocation = if fallbackCache == null then "" else ''
-    location @kiss_fallback_${checkedName} {
-      internal;
-  '' + (if resolvers == [ ] then ''
-      proxy_pass ${fallbackOrigin};
-  '' else ''
-      resolver ${concatStringsSep " " (map (bare "resolver") resolvers)} valid=300s;
-      set ${upstreamVar} ${fallbackOrigin};
-      proxy_pass ${upstreamVar};
-  '') + ''
 
-      proxy_set_header Host ${bare "fallback host" fallbackHost};
-      proxy_ssl_server_name on;
-      proxy_intercept_errors off;
-      proxy_store on;
-      proxy_store_access user:rw group:r all:r;
-      proxy_temp_path ${bare "tmpDir" tmpDir};
-    }
-  '';
+  rootLocation = block "location /" ([
+    deny
+    "expires max;"
+    "add_header Cache-Control immutable;"
+  ]
+  ++ when hasWriters (dav "PUT" (bare "maxBodySize" maxBodySize))
+  ++ when (fallbackCache != null) [ "error_page 404 = @kiss_fallback_${checkedName};" ]);
 
-  gcrootsLocations =
-    if gcrootsProxy != null then ''
-      # Markers and lease objects go to kiss serve: conditional writes.
-      location ^~ /gcroots/ {
-        if (${denyVar}) { return 403; }
-        expires off;
-        add_header Cache-Control no-store always;
-        client_max_body_size 64k;
-        proxy_pass ${bare "gcrootsProxy" gcrootsProxy};
-        proxy_set_header Host $host;
-        proxy_set_header X-Forwarded-Proto $scheme;
-        proxy_set_header X-Kiss-Client-DN $ssl_client_s_dn;
-        proxy_request_buffering on;
-      }
-    ''
-    else ''
-      location ^~ /gcroots/ {
-        if (${denyVar}) { return 403; }
-        expires off;
-        add_header Cache-Control no-store always;
-    '' + (if hasWriters then ''
-        dav_methods PUT DELETE;
-        client_max_body_size 4k;
-      ${davCommon}
-    '' else "") + ''
-      }
-      # nginx's DAV module ignores If-None-Match/If-Match, so it cannot host
-      # the lease protocol: refuse rather than pretend (use gcrootsProxy).
-      location ^~ /gcroots/.lock/ {
-        return 403;
-      }
-    '';
+  fallbackLocation = when (fallbackCache != null) ([ "" ] ++ block "location @kiss_fallback_${checkedName}" ([
+    "internal;"
+  ]
+  ++ (if resolvers == [ ] then [
+    "proxy_pass ${fallbackOrigin};"
+  ] else [
+    "resolver ${concatStringsSep " " (map (bare "resolver") resolvers)} valid=300s;"
+    "set ${upstreamVar} ${fallbackOrigin};"
+    "proxy_pass ${upstreamVar};"
+  ])
+  ++ [
+    "proxy_set_header Host ${bare "fallback host" fallbackHost};"
+    "proxy_ssl_server_name on;"
+    "proxy_intercept_errors off;"
+    "proxy_store on;"
+    "proxy_store_access user:rw group:r all:r;"
+    "proxy_temp_path ${bare "tmpDir" tmpDir};"
+  ]));
 
-  httpConfig = ''
-    # kiss cache "${checkedName}" (rendered by nixos/nginx-render.nix)
-    map $ssl_client_s_dn ${writerVar} {
-      default 0;
-    ${concatStringsSep "\n" (map writerLine writers)}
-    }
-    map "$request_method:${writerVar}" ${denyVar} {
-      default 1;
-      "~^(GET|HEAD):" 0;
-      "~:1$" 0;
-    }
-    server {
-    ${listenLines}
-      server_name ${bare "serverName" serverName};
-      ssl_certificate ${bare "sslCertificate" sslCertificate};
-      ssl_certificate_key ${bare "sslCertificateKey" sslCertificateKey};
-      ssl_client_certificate ${bare "clientCA" clientCA};
-      ssl_verify_client on;
-      ssl_verify_depth ${toString ssl_verify_depth};
-      ssl_protocols TLSv1.2 TLSv1.3;
-      root ${bare "cacheDir" cacheDir};
-      client_body_temp_path ${bare "tmpDir" tmpDir};
-      types {
-        text/x-nix-narinfo narinfo;
-        application/x-nix-nar nar;
-        application/json ls;
-        text/plain drv;
-      }
-      default_type application/octet-stream;
+  gcrootsLocations = [ "" ] ++ (
+    if gcrootsProxy != null then
+      [ "# Markers and lease objects go to kiss serve: conditional writes." ]
+      ++ block "location ^~ /gcroots/" [
+        deny
+        "expires off;"
+        "add_header Cache-Control no-store always;"
+        "client_max_body_size 64k;"
+        "proxy_pass ${bare "gcrootsProxy" gcrootsProxy};"
+        "proxy_set_header Host $host;"
+        "proxy_set_header X-Forwarded-Proto $scheme;"
+        "proxy_set_header X-Kiss-Client-DN $ssl_client_s_dn;"
+        "proxy_request_buffering on;"
+      ]
+    else
+      block "location ^~ /gcroots/" ([
+        deny
+        "expires off;"
+        "add_header Cache-Control no-store always;"
+      ] ++ when hasWriters (dav "PUT DELETE" "4k"))
+      ++ [
+        "# nginx's DAV module ignores If-None-Match/If-Match, so it cannot host"
+        "# the lease protocol: refuse rather than pretend (use gcrootsProxy)."
+      ]
+      ++ block "location ^~ /gcroots/.lock/" [ "return 403;" ]
+  );
 
-      # Dotfiles (temp bodies, .kiss/ state) are never served or written.
-      location ~ /\. {
-        return 404;
-      }
-      location = /nix-cache-info {
-        if (${denyVar}) { return 403; }
-        default_type text/plain;
-        return 200 ${quote nixCacheInfo};
-      }
-    ${rootLocation}
-    ${fallbackLocation}
-    ${gcrootsLocations}
-    ${extraConfig}
-    }
-  '';
+  lines =
+    [ "# kiss cache \"${checkedName}\" (rendered by nixos/nginx-render.nix)" ]
+    ++ block "map $ssl_client_s_dn ${writerVar}" ([ "default 0;" ] ++ map writerLine writers)
+    ++ block "map \"$request_method:${writerVar}\" ${denyVar}" [
+      "default 1;"
+      "\"~^(GET|HEAD):\" 0;"
+      "\"~:1$\" 0;"
+    ]
+    ++ block "server" (
+      map (l: "listen ${bare "listen" l} ssl;") listen
+      ++ [
+        "server_name ${bare "serverName" serverName};"
+        "ssl_certificate ${bare "sslCertificate" sslCertificate};"
+        "ssl_certificate_key ${bare "sslCertificateKey" sslCertificateKey};"
+        "ssl_client_certificate ${bare "clientCA" clientCA};"
+        "ssl_verify_client on;"
+        "ssl_verify_depth ${toString ssl_verify_depth};"
+        "ssl_protocols TLSv1.2 TLSv1.3;"
+        "root ${bare "cacheDir" cacheDir};"
+        "client_body_temp_path ${bare "tmpDir" tmpDir};"
+      ]
+      ++ block "types" [
+        "text/x-nix-narinfo narinfo;"
+        "application/x-nix-nar nar;"
+        "application/json ls;"
+        "text/plain drv;"
+      ]
+      ++ [
+        "default_type application/octet-stream;"
+        ""
+        "# Dotfiles (temp bodies, .kiss/ state) are never served or written."
+      ]
+      ++ block "location ~ /\\." [ "return 404;" ]
+      ++ block "location = /nix-cache-info" [
+        deny
+        "default_type text/plain;"
+        "return 200 ${quote nixCacheInfo};"
+      ]
+      ++ rootLocation
+      ++ fallbackLocation
+      ++ gcrootsLocations
+      ++ when (extraConfig != "") ([ "" ] ++ extraLines)
+    );
+
+  # extraConfig as lines, without the empty one after a final newline.
+  extraSplit = builtins.filter builtins.isString (builtins.split "\n" extraConfig);
+  extraLines = if extraSplit != [ ] && builtins.elemAt extraSplit (builtins.length extraSplit - 1) == ""
+    then builtins.genList (builtins.elemAt extraSplit) (builtins.length extraSplit - 1)
+    else extraSplit;
+
+  httpConfig = concatStringsSep "\n" lines + "\n";
 in
 assert all (w: builtins.isString w) writers;
 {

@@ -137,6 +137,11 @@ func TestNginxRenderedConfigServesMTLS(t *testing.T) {
 		writers = [ %s ];
 		priority = 41;
 		resolvers = [ "127.0.0.1" ];
+		extraConfig = ''
+		  location = /kiss-extra {
+		    return 200 "extra";
+		  }
+		'';
 		fallbackCache = %s; }`,
 		port, nixString(cache), nixString(pki.Server.CertFile), nixString(pki.Server.KeyFile),
 		nixString(pki.CAFile), nixString(writerDN), nixString(upstream.URL+"/ignored/path")))
@@ -274,6 +279,11 @@ func TestNginxRenderedConfigServesMTLS(t *testing.T) {
 		}
 		if _, err := os.Stat(filepath.Join(cache, ".kiss")); !os.IsNotExist(err) {
 			t.Errorf(".kiss created: %v", err)
+		}
+	})
+	t.Run("extraConfig is part of the server", func(t *testing.T) {
+		if code, _, body := reader.do(t, "GET", "/kiss-extra", "", nil); code != 200 || body != "extra" {
+			t.Errorf("GET /kiss-extra: %d %q", code, body)
 		}
 	})
 	t.Run("fallback fetches and stores a miss", func(t *testing.T) {

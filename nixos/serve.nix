@@ -75,6 +75,7 @@ let
     cacheDir = if cacheDir != null then cacheDir else throw "services.kiss.serve: the nginx backend needs a file:// store";
     inherit (cfg) sslCertificate sslCertificateKey clientCA writers priority fallbackCache resolvers;
     inherit gcrootsProxy;
+    extraConfig = cfg.nginxExtraConfig;
   };
 in
 {
@@ -179,6 +180,12 @@ in
         ignores. null: markers are plain DAV files and lease endpoints answer
         403 (remote `kiss with-lock` then needs the kiss backend).
       '';
+    };
+    nginxExtraConfig = mkOption {
+      type = types.lines;
+      default = "";
+      example = "ssl_crl /etc/cache/crl.pem;";
+      description = "nginx backend: extra directives at the end of the server block (e.g. ssl_crl for revocation).";
     };
     oidc = mkOption {
       default = null;
