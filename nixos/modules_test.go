@@ -596,6 +596,19 @@ func TestUpdateScript(t *testing.T) {
 		t.Errorf("no reboot warning: %q", run.stderr)
 	}
 
+	// Already running the published system: nothing is realised or switched,
+	// and a reboot scheduled earlier is cancelled.
+	current := fakeTools(t, map[string]string{
+		"curl":     `[ -f "$MARKER" ] && cat "$MARKER"`,
+		"readlink": `echo "$CURRENT"`,
+		"shutdown": ``,
+	})
+	run = runScript(t, script, current+":"+tools, append(env, "CURRENT="+sys), "switch")
+	if run.code != 0 || strings.Contains(run.calls, "nix-store") || strings.Contains(run.calls, "switch-to-configuration") ||
+		!strings.Contains(run.calls, "shutdown [-c]") {
+		t.Errorf("already current: code %d stderr %q calls:\n%s", run.code, run.stderr, run.calls)
+	}
+
 	run = runScript(t, script, tools, env, "reboot")
 	if run.code != 0 || !strings.Contains(run.calls, "switch-to-configuration boot\n") ||
 		!strings.Contains(run.calls, "shutdown [-r] [+") || strings.Contains(run.calls, "switch-to-configuration switch") {
