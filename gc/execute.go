@@ -65,52 +65,51 @@ func (p *Plan) batchSize() int {
 }
 
 func (p *Plan) execute(ctx context.Context, fence Fence, prog Progress) error {
-	var meta, nars []Deletion
-	for d := range p.Deletions() {
-		if d.Kind == nixcache.KindNAR.String() {
-			nars = append(nars, d)
-		} else {
-			meta = append(meta, d)
-		}
-	}
+	// Two passes over the plan rather than one materialised list: a prune
+	// of a million objects does not hold a million key strings at once.
+	isNAR := func(d Deletion) bool { return d.Kind == nixcache.KindNAR.String() }
 	t0 := time.Now()
-	if err := p.deletePhase(ctx, PhaseDelMeta, meta, fence, prog); err != nil {
+	if err := p.deletePhase(ctx, PhaseDelMeta, func(d Deletion) bool { return !isNAR(d) }, fence, prog); err != nil {
 		return err
 	}
-	p.report.Phases[PhaseDelMeta] = time.Since(t0).Seconds()
+	p.phaseDone(PhaseDelMeta, t0)
 	t0 = time.Now()
-	if err := p.deletePhase(ctx, PhaseDelNAR, nars, fence, prog); err != nil {
+	if err := p.deletePhase(ctx, PhaseDelNAR, isNAR, fence, prog); err != nil {
 		return err
 	}
-	p.report.Phases[PhaseDelNAR] = time.Since(t0).Seconds()
+	p.phaseDone(PhaseDelNAR, t0)
 	return nil
 }
 
-func (p *Plan) deletePhase(ctx context.Context, phase string, dels []Deletion, fence Fence, prog Progress) error {
-	var total int64
-	for _, d := range dels {
-		total += d.Size
+func (p *Plan) phaseDone(phase string, t0 time.Time) {
+	p.mu.Lock()
+	p.report.Phases[phase] = time.Since(t0).Seconds()
+	p.mu.Unlock()
+}
+
+func (p *Plan) deletePhase(ctx context.Context, phase string, want func(Deletion) bool, fence Fence, prog Progress) error {
+	var total, totalBytes int64
+	for d := range p.Deletions() {
+		if want(d) {
+			total++
+			totalBytes += d.Size
+		}
 	}
-	prog.Start(phase, int64(len(dels)), total)
+	prog.Start(phase, total, totalBytes)
 	defer prog.Done(phase)
 	bs := p.batchSize()
 	keys := make([]string, 0, bs)
-	for len(dels) > 0 {
-		n := min(bs, len(dels))
-		batch := dels[:n]
-		dels = dels[n:]
+	var bytes int64
+	flush := func() error {
+		if len(keys) == 0 {
+			return nil
+		}
 		if err := ctx.Err(); err != nil {
 			return err
 		}
 		// Fencing: prove the lease is still ours right before deleting.
 		if err := fence.Confirm(ctx); err != nil {
 			return fmt.Errorf("%w: %w", ErrFence, err)
-		}
-		keys = keys[:0]
-		var bytes int64
-		for _, d := range batch {
-			keys = append(keys, d.Key)
-			bytes += d.Size
 		}
 		if err := p.st.DeleteMany(ctx, keys); err != nil {
 			return fmt.Errorf("%s: deleting a batch of %d (first %s): %w", phase, len(keys), keys[0], err)
@@ -121,6 +120,20 @@ func (p *Plan) deletePhase(ctx context.Context, phase string, dels []Deletion, f
 		p.report.Deleted.Bytes += bytes
 		p.mu.Unlock()
 		prog.Advance(phase, int64(len(keys)), bytes)
+		keys, bytes = keys[:0], 0
+		return nil
 	}
-	return nil
+	for d := range p.Deletions() {
+		if !want(d) {
+			continue
+		}
+		keys = append(keys, d.Key)
+		bytes += d.Size
+		if len(keys) == bs {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+	}
+	return flush()
 }
