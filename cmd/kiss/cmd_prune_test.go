@@ -1,0 +1,139 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kiss-cache/kiss/lockproto"
+	"github.com/kiss-cache/kiss/nixcache"
+	"github.com/kiss-cache/kiss/storage"
+)
+
+// testCache writes a flat file cache: live → dep, and garbage; all objects
+// three hours old (the file store's clock is the host's).
+func testCache(t *testing.T) (dir string, live, garbage string) {
+	t.Helper()
+	dir = t.TempDir()
+	mk := func(name string, refs ...string) string {
+		sum := sha256.Sum256([]byte(name))
+		var h nixcache.Hash
+		copy(h[:], sum[:])
+		h, _ = nixcache.ParseHash(h.String())
+		base := h.String() + "-" + name
+		nar := "nar/" + h.String() + ".nar"
+		write(t, dir, nar, "nar of "+name)
+		write(t, dir, h.String()+".narinfo", fmt.Sprintf("StorePath: /nix/store/%s\nURL: %s\nCompression: none\nFileSize: %d\nNarSize: 1\nReferences: %s\n",
+			base, nar, len("nar of "+name), strings.Join(refs, " ")))
+		return base
+	}
+	dep := mk("dep")
+	live = "/nix/store/" + mk("live", dep)
+	garbage = "/nix/store/" + mk("garbage", dep)
+	write(t, dir, "nix-cache-info", "StoreDir: /nix/store\n")
+	old := time.Now().Add(-3 * time.Hour)
+	filepath.Walk(dir, func(p string, _ os.FileInfo, _ error) error { return os.Chtimes(p, old, old) })
+	return dir, live, garbage
+}
+
+func write(t *testing.T, dir, key, body string) {
+	t.Helper()
+	p := filepath.Join(dir, key)
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func narinfoOf(dir, storePath string) string {
+	return filepath.Join(dir, strings.TrimPrefix(storePath, "/nix/store/")[:32]+".narinfo")
+}
+
+func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
+
+func TestPruneCLI(t *testing.T) {
+	dir, live, garbage := testCache(t)
+
+	// No roots: refused, nothing deleted.
+	if code, _, stderr := runKiss(t, "prune", dir); code != ExitRefused || !fileExists(narinfoOf(dir, garbage)) {
+		t.Fatalf("empty roots: exit %d, stderr %s", code, stderr)
+	}
+	if code, _, stderr := runKiss(t, "prune", "--root-max-age", "soon", dir); code != ExitUsage {
+		t.Fatalf("bad --root-max-age: exit %d %s", code, stderr)
+	}
+	if code, _, stderr := runKiss(t, "roots", "add", dir, "web1", live); code != ExitOK {
+		t.Fatalf("roots add: exit %d %s", code, stderr)
+	}
+	code, out, stderr := runKiss(t, "roots", "list", "--json", dir)
+	var rows []struct {
+		Source       string `json:"source"`
+		ClosurePaths int    `json:"closure_paths"`
+	}
+	if code != ExitOK || json.Unmarshal([]byte(out), &rows) != nil || len(rows) != 1 || rows[0].ClosurePaths != 2 {
+		t.Fatalf("roots list: exit %d %q %s", code, out, stderr)
+	}
+
+	// Dry run lists what it would delete and deletes nothing.
+	code, out, stderr = runKiss(t, "prune", "--dry-run", "--list", dir)
+	if code != ExitOK || !strings.Contains(out, filepath.Base(narinfoOf(dir, garbage))) || strings.Contains(out, filepath.Base(narinfoOf(dir, live))) {
+		t.Fatalf("dry run: exit %d\n%s\n%s", code, out, stderr)
+	}
+	if !fileExists(narinfoOf(dir, garbage)) {
+		t.Fatal("dry run deleted")
+	}
+
+	// Locked: another prune holds the lease.
+	st, err := storage.OpenFile(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lease, err := lockproto.AcquirePrune(context.Background(), st, lockproto.Options{Owner: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, _, stderr := runKiss(t, "prune", "--lock-wait", "0s", dir); code != ExitLocked {
+		t.Fatalf("locked: exit %d %s", code, stderr)
+	}
+	lease.Release(context.Background())
+
+	// The real run, as JSON, with metrics.
+	metrics := filepath.Join(t.TempDir(), "kiss.prom")
+	code, out, stderr = runKiss(t, "prune", "--json", "--metrics-file", metrics, dir)
+	var rep struct {
+		ExitCode int `json:"exit_code"`
+		Deleted  struct {
+			Objects int `json:"objects"`
+		} `json:"deleted"`
+		Requests map[string]int64 `json:"requests"`
+	}
+	if code != ExitOK || json.Unmarshal([]byte(out), &rep) != nil || rep.ExitCode != 0 || rep.Deleted.Objects != 2 || rep.Requests["delete-many-keys"] != 2 {
+		t.Fatalf("prune: exit %d %+v\n%s\n%s", code, rep, out, stderr)
+	}
+	if fileExists(narinfoOf(dir, garbage)) || !fileExists(narinfoOf(dir, live)) {
+		t.Fatal("wrong objects deleted")
+	}
+	m, err := os.ReadFile(metrics)
+	if err != nil || !strings.Contains(string(m), "kiss_prune_success 1") || !strings.Contains(string(m), "kiss_prune_deleted_objects 2") {
+		t.Fatalf("metrics: %v\n%s", err, m)
+	}
+
+	// A broken reachable narinfo: refused, exit 4, metrics say so.
+	write(t, dir, filepath.Base(narinfoOf(dir, live)), "StorePath: nonsense\n")
+	if code, _, stderr := runKiss(t, "prune", "--metrics-file", metrics, dir); code != ExitRefused {
+		t.Fatalf("broken narinfo: exit %d %s", code, stderr)
+	}
+	if m, _ := os.ReadFile(metrics); !strings.Contains(string(m), "kiss_prune_success 0") || !strings.Contains(string(m), "kiss_prune_exit_code 4") {
+		t.Fatalf("metrics after refusal:\n%s", m)
+	}
+	if code, _, _ := runKiss(t, "roots", "rm", dir, "web1"); code != ExitOK || fileExists(filepath.Join(dir, "gcroots/web1")) {
+		t.Fatalf("roots rm: exit %d", code)
+	}
+}
