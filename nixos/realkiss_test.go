@@ -130,3 +130,49 @@ func TestServeUnitRunsRealKiss(t *testing.T) {
 		t.Errorf("lease not in the cache directory: %v", err)
 	}
 }
+
+// TestServeUnitMultiRDNWriterIsExact checks that a multi-RDN writer from
+// the module reaches kiss serve as one DN: "CN=writer,O=elsewhere" must not
+// let a certificate "CN=writer,O=kiss-test" write (it would if the flag
+// value were split at the comma into "CN=writer" and "O=elsewhere").
+func TestServeUnitMultiRDNWriterIsExact(t *testing.T) {
+	nix := testenv.Nix(t)
+	kiss := testenv.KissBinary(t)
+	pki := testenv.PKI(t)
+	cache := t.TempDir()
+	port := testenv.FreePort(t)
+	r := mustEval(t, nix, fmt.Sprintf(`{ serve = {
+		enable = true; cacheDir = %s; hostName = "localhost";
+		socketActivation = false; listen = [ "127.0.0.1:%d" ];
+		sslCertificate = %s; sslCertificateKey = %s; clientCA = %s;
+		writers = [ "CN=writer,O=elsewhere" "CN=other,O=kiss-test" ];
+	}; }`, nixString(cache), port, nixString(pki.Server.CertFile), nixString(pki.Server.KeyFile), nixString(pki.CAFile)))
+	sc := get(t, r.Config, "systemd", "services", "kiss-serve", "serviceConfig")
+	creds := t.TempDir()
+	for _, c := range strs(t, get(t, sc, "LoadCredential")) {
+		name, src, _ := strings.Cut(c, ":")
+		b, err := os.ReadFile(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(creds, name), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testenv.StartProcess(t, "kiss-serve", execStart(t, get(t, sc, "ExecStart").(string), kiss, creds))
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	if err := testenv.WaitTCP(addr, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	base := "https://" + addr
+	lease := `{"version":1,"kind":"writer","nonce":"aa"}`
+	inm := map[string]string{"If-None-Match": "*"}
+	writer := newClient("writer", base, pki.ClientTLS(ptr(pki.Client("writer"))))
+	if code, _, _ := writer.do(t, "PUT", "/gcroots/.lock/w.1", lease, inm); code != 403 {
+		t.Errorf("CN=writer,O=kiss-test PUT with writers [CN=writer,O=elsewhere]: %d, want 403", code)
+	}
+	other := newClient("other", base, pki.ClientTLS(ptr(pki.Client("other"))))
+	if code, _, body := other.do(t, "PUT", "/gcroots/.lock/o.1", lease, inm); code != 201 {
+		t.Errorf("CN=other,O=kiss-test PUT: %d %s, want 201", code, body)
+	}
+}
