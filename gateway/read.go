@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/kiss-cache/kiss/storage"
@@ -56,6 +57,22 @@ func (s *Server) get(w *recorder, r *http.Request, a Access, key string) error {
 			return s.miss(w, r, a, k, key, err)
 		}
 		obj = rd.Object()
+		if obj.Size >= 0 && obj.Size <= smallObject && r.Header.Get("Range") == "" {
+			// narinfo, .ls, markers: read whole and answer with one
+			// write (headers and body in one segment), which is what
+			// keeps a narinfo round trip close to nginx's.
+			buf := smallBufs.Get().(*[]byte)
+			defer smallBufs.Put(buf)
+			b := (*buf)[:obj.Size]
+			_, err := io.ReadFull(rd, b)
+			rd.Close()
+			if err != nil {
+				return err
+			}
+			s.setObjectHeaders(w, k, key, obj)
+			http.ServeContent(w, r, "", obj.ModTime, bytes.NewReader(b))
+			return nil
+		}
 		if fr, ok := rd.(storage.FileReader); ok && fr.File() != nil {
 			// *os.File: net/http copies it with sendfile(2).
 			defer rd.Close()
@@ -71,6 +88,12 @@ func (s *Server) get(w *recorder, r *http.Request, a Access, key string) error {
 	http.ServeContent(w, r, "", obj.ModTime, content)
 	return nil
 }
+
+// smallObject is the size up to which an object is read whole before it is
+// sent (pooled buffers, so no allocation per request).
+const smallObject = 64 << 10
+
+var smallBufs = sync.Pool{New: func() any { b := make([]byte, smallObject); return &b }}
 
 // miss handles a read of an absent key: the upstream cache if one is
 // configured and the key is cache content, 404 otherwise.

@@ -229,6 +229,9 @@ func startKiss(t *testing.T, store string, scheme string, args ...string) (strin
 	addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 	cmd := exec.Command(testenv.KissBinary(t), append([]string{"serve", "--store", store, "--listen", addr}, args...)...)
 	cmd.Env = os.Environ()
+	if g := os.Getenv("KISS_BENCH_KISS_GOMAXPROCS"); g != "" {
+		cmd.Env = append(cmd.Env, "GOMAXPROCS="+g)
+	}
 	logf, err := os.Create(filepath.Join(t.TempDir(), "kiss-serve.log"))
 	if err != nil {
 		t.Fatal(err)
