@@ -284,6 +284,10 @@ func mapS3Err(err error) error {
 	case code == "ConditionalRequestConflict" || status == http.StatusConflict:
 		return fmt.Errorf("%w: %w", ErrConflict, err)
 	}
+	if status >= 500 || code == "SlowDown" || code == "RequestTimeout" || code == "InternalError" {
+		// The SDK already retried these; they may still pass later.
+		return &s3TransientError{err}
+	}
 	switch gcerrors.Code(err) {
 	case gcerrors.NotFound:
 		return fmt.Errorf("%w: %w", ErrNotFound, err)
@@ -292,6 +296,14 @@ func mapS3Err(err error) error {
 	}
 	return err
 }
+
+// s3TransientError marks server-side failures (5xx, throttling) that the
+// SDK's own retries did not overcome, so IsTransient lets callers back off.
+type s3TransientError struct{ err error }
+
+func (e *s3TransientError) Error() string   { return e.err.Error() }
+func (e *s3TransientError) Unwrap() error   { return e.err }
+func (e *s3TransientError) Transient() bool { return true }
 
 func (s *s3Store) Get(ctx context.Context, key string) (Reader, error) {
 	r, err := s.open(ctx, "get", key, 0, -1)

@@ -167,3 +167,50 @@ func TestS3MissingBucketIsNotNotFound(t *testing.T) {
 		t.Fatalf("open of a missing bucket: %v", err)
 	}
 }
+
+// If-Match on S3 is set through gocloud's BeforeWrite hook on a
+// *transfermanager.UploadObjectInput — an As target that depends on the
+// gocloud.dev version. This fails loudly if a gocloud upgrade breaks it.
+func TestS3IfMatchViaBeforeWriteAtPinnedGocloud(t *testing.T) {
+	ctx := context.Background()
+	st, err := storage.Open(ctx, testenv.Versitygw(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	o1, err := st.Put(ctx, "m", strings.NewReader("1"), storage.PutOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Put(ctx, "m", strings.NewReader("2"), storage.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = st.Put(ctx, "m", strings.NewReader("3"), storage.PutOptions{IfMatch: o1.ETag})
+	if !errors.Is(err, storage.ErrPreconditionFailed) {
+		t.Fatalf("stale If-Match: %v (is If-Match still reaching the request?)", err)
+	}
+}
+
+// A 5xx that survives the SDK's retries is transient for callers.
+func TestS3ServerErrorsAreTransient(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodHead && strings.Count(strings.Trim(r.URL.Path, "/"), "/") == 0 {
+			w.WriteHeader(http.StatusOK) // HeadBucket at open
+			return
+		}
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}))
+	defer srv.Close()
+	t.Setenv("AWS_ACCESS_KEY_ID", "x")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "y")
+	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
+	st, err := storage.Open(context.Background(), "s3://b?region=us-east-1&endpoint="+url.QueryEscape(srv.URL))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	_, err = st.Stat(context.Background(), "k")
+	if err == nil || !storage.IsTransient(err) || errors.Is(err, storage.ErrNotFound) {
+		t.Fatalf("503 on HEAD: %v (transient=%v)", err, storage.IsTransient(err))
+	}
+}
