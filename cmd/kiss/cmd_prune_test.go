@@ -66,6 +66,9 @@ func TestPruneCLI(t *testing.T) {
 	if code, _, stderr := runKiss(t, "prune", dir); code != ExitRefused || !fileExists(narinfoOf(dir, garbage)) {
 		t.Fatalf("empty roots: exit %d, stderr %s", code, stderr)
 	}
+	if code, _, stderr := runKiss(t, "prune", dir, "--dry-run"); code != ExitUsage || !strings.Contains(stderr, "flags go first") {
+		t.Fatalf("flag after STORE: exit %d %s", code, stderr)
+	}
 	if code, _, stderr := runKiss(t, "prune", "--root-max-age", "soon", dir); code != ExitUsage {
 		t.Fatalf("bad --root-max-age: exit %d %s", code, stderr)
 	}
