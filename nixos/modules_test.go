@@ -458,7 +458,7 @@ func TestPublishScript(t *testing.T) {
 	}; }`)
 	script := r.Scripts["kiss-publish"]
 	if script == "" {
-		t.Fatalf("no kiss-publish script; scripts: %v", keys(anyMap(r.Scripts)))
+		t.Fatalf("no kiss-publish script; scripts: %v", r.Scripts)
 	}
 	bashSyntax(t, "kiss-publish", script)
 	svc := get(t, r.Config, "systemd", "services", "kiss-publish", "serviceConfig")
@@ -485,7 +485,7 @@ esac`,
 		"nix [--extra-experimental-features] [nix-command] [copy] [--to] [http://127.0.0.1:9/tok?compression=zstd&secret-key=/etc/nix/cache key] [/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-web1]",
 		"",
 	}, "\n")
-	got := scriptPathRe(run.calls)
+	got := normalizeScriptPath(run.calls)
 	if run.code != 0 || got != wantCalls {
 		t.Errorf("publish web1: code %d stderr %q\ncalls:\n%s\nwant:\n%s", run.code, run.stderr, got, wantCalls)
 	}
@@ -503,16 +503,9 @@ esac`,
 	}
 }
 
-func anyMap(m map[string]string) map[string]any {
-	out := map[string]any{}
-	for k, v := range m {
-		out[k] = v
-	}
-	return out
-}
-
-// scriptPathRe replaces the temp script path (what "$0" expands to) by SCRIPT.
-func scriptPathRe(calls string) string {
+// normalizeScriptPath replaces the temp script path (what "$0" expands
+// to) by SCRIPT in recorded calls.
+func normalizeScriptPath(calls string) string {
 	var out []string
 	for _, line := range strings.Split(calls, "\n") {
 		fields := strings.Split(line, "] [")

@@ -73,22 +73,15 @@ func TestPruneUnitRunsRealKiss(t *testing.T) {
 	}
 }
 
-// TestServeUnitRunsRealKiss runs the kiss-serve ExecStart the serve module
-// generates (LoadCredential emulated: the files copied into a directory
-// that replaces %d) and checks that the flags mean what the module says:
-// mTLS with the client CA, the writer DN, the announced priority.
-func TestServeUnitRunsRealKiss(t *testing.T) {
-	nix := testenv.Nix(t)
-	kiss := testenv.KissBinary(t)
-	pki := testenv.PKI(t)
-	cache := t.TempDir()
+// startServeUnit evaluates the serve module with settings (a Nix attrset
+// body for services.kiss.serve, socket activation off, listening on a free
+// loopback port), emulates LoadCredential (the files copied into a
+// directory that replaces %d) and starts the unit's ExecStart with the real
+// kiss. It returns the https base URL.
+func startServeUnit(t *testing.T, nix *testenv.NixEnv, kiss, settings string) string {
+	t.Helper()
 	port := testenv.FreePort(t)
-	r := mustEval(t, nix, fmt.Sprintf(`{ serve = {
-		enable = true; cacheDir = %s; hostName = "localhost";
-		socketActivation = false; listen = [ "127.0.0.1:%d" ];
-		sslCertificate = %s; sslCertificateKey = %s; clientCA = %s;
-		writers = [ "CN=writer" ]; priority = 42;
-	}; }`, nixString(cache), port, nixString(pki.Server.CertFile), nixString(pki.Server.KeyFile), nixString(pki.CAFile)))
+	r := mustEval(t, nix, fmt.Sprintf(`{ serve = { socketActivation = false; listen = [ "127.0.0.1:%d" ]; %s }; }`, port, settings))
 	sc := get(t, r.Config, "systemd", "services", "kiss-serve", "serviceConfig")
 	creds := t.TempDir()
 	for _, c := range strs(t, get(t, sc, "LoadCredential")) {
@@ -106,7 +99,23 @@ func TestServeUnitRunsRealKiss(t *testing.T) {
 	if err := testenv.WaitTCP(addr, 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	base := "https://" + addr
+	return "https://" + addr
+}
+
+// TestServeUnitRunsRealKiss runs the kiss-serve unit the serve module
+// generates with the real kiss and checks that the flags mean what the
+// module says: mTLS with the client CA, the writer DN, the announced
+// priority.
+func TestServeUnitRunsRealKiss(t *testing.T) {
+	nix := testenv.Nix(t)
+	kiss := testenv.KissBinary(t)
+	pki := testenv.PKI(t)
+	cache := t.TempDir()
+	base := startServeUnit(t, nix, kiss, fmt.Sprintf(`
+		enable = true; cacheDir = %s; hostName = "localhost";
+		sslCertificate = %s; sslCertificateKey = %s; clientCA = %s;
+		writers = [ "CN=writer" ]; priority = 42;`,
+		nixString(cache), nixString(pki.Server.CertFile), nixString(pki.Server.KeyFile), nixString(pki.CAFile)))
 	anon := newClient("anonymous", base, pki.ClientTLS(nil))
 	reader := newClient("reader", base, pki.ClientTLS(ptr(pki.Client("reader"))))
 	writer := newClient("writer", base, pki.ClientTLS(ptr(pki.Client("writer"))))
@@ -139,32 +148,11 @@ func TestServeUnitMultiRDNWriterIsExact(t *testing.T) {
 	nix := testenv.Nix(t)
 	kiss := testenv.KissBinary(t)
 	pki := testenv.PKI(t)
-	cache := t.TempDir()
-	port := testenv.FreePort(t)
-	r := mustEval(t, nix, fmt.Sprintf(`{ serve = {
+	base := startServeUnit(t, nix, kiss, fmt.Sprintf(`
 		enable = true; cacheDir = %s; hostName = "localhost";
-		socketActivation = false; listen = [ "127.0.0.1:%d" ];
 		sslCertificate = %s; sslCertificateKey = %s; clientCA = %s;
-		writers = [ "CN=writer,O=elsewhere" "CN=other,O=kiss-test" ];
-	}; }`, nixString(cache), port, nixString(pki.Server.CertFile), nixString(pki.Server.KeyFile), nixString(pki.CAFile)))
-	sc := get(t, r.Config, "systemd", "services", "kiss-serve", "serviceConfig")
-	creds := t.TempDir()
-	for _, c := range strs(t, get(t, sc, "LoadCredential")) {
-		name, src, _ := strings.Cut(c, ":")
-		b, err := os.ReadFile(src)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(creds, name), b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	testenv.StartProcess(t, "kiss-serve", execStart(t, get(t, sc, "ExecStart").(string), kiss, creds))
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	if err := testenv.WaitTCP(addr, 10*time.Second); err != nil {
-		t.Fatal(err)
-	}
-	base := "https://" + addr
+		writers = [ "CN=writer,O=elsewhere" "CN=other,O=kiss-test" ];`,
+		nixString(t.TempDir()), nixString(pki.Server.CertFile), nixString(pki.Server.KeyFile), nixString(pki.CAFile)))
 	lease := `{"version":1,"kind":"writer","nonce":"aa"}`
 	inm := map[string]string{"If-None-Match": "*"}
 	writer := newClient("writer", base, pki.ClientTLS(ptr(pki.Client("writer"))))
