@@ -501,6 +501,16 @@ esac`,
 	if !strings.Contains(run.calls, "[path:/src#db 1]") {
 		t.Errorf("flakeRef with a space was split:\n%s", run.calls)
 	}
+
+	// An S3 store: the marker goes before the query string.
+	r = mustEval(t, nix, `{ publish = {
+		enable = true; store = "s3://nix-cache?region=eu-central-1";
+		systems = [ { flakeRef = "path:/src#web1"; marker = "web1"; } ];
+	}; }`)
+	run = runScript(t, r.Scripts["kiss-publish"], tools, nil)
+	if want := "kiss [with-lock] [s3://nix-cache/gcroots/web1?region=eu-central-1] [/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-web1] [--]"; run.code != 0 || !strings.Contains(run.calls, want) {
+		t.Errorf("s3 publish: code %d stderr %q calls:\n%s\nwant %s", run.code, run.stderr, run.calls, want)
+	}
 }
 
 // normalizeScriptPath replaces the temp script path (what "$0" expands

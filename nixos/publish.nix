@@ -32,6 +32,9 @@ let
       # kiss-publish [MARKER...]: build each configured system and publish it
       # to ${store} under gcroots/<MARKER>, inside `kiss with-lock`.
       store=${lib.escapeShellArg store}
+      # gcroots/<marker> goes before a query string (s3://bucket?region=…).
+      store_base=''${store%%\?*}
+      store_query=''${store#"$store_base"}
       ${nixCA}
       # Run by `kiss with-lock` as its command: push one path to the store
       # endpoint with-lock hands over in $KISS_STORE.
@@ -75,7 +78,7 @@ let
           continue
         fi
         echo "pushing $out to gcroots/$marker" >&2
-        if ! kiss with-lock ${lib.escapeShellArgs authArgs} "$store/gcroots/$marker" "$out" -- "$0" __copy "$out"; then
+        if ! kiss with-lock ${lib.escapeShellArgs authArgs} "$store_base/gcroots/$marker$store_query" "$out" -- "$0" __copy "$out"; then
           echo "publish failed: $marker" >&2
           fail=1
         fi
