@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"sync"
 	"time"
 
@@ -70,6 +71,17 @@ func (s *Server) get(w *recorder, r *http.Request, a Access, key string) error {
 				return err
 			}
 			s.setObjectHeaders(w, k, key, obj)
+			if plainGet(r) {
+				// no conditions, no range: skip ServeContent's machinery
+				h := w.Header()
+				if !obj.ModTime.IsZero() {
+					h.Set("Last-Modified", obj.ModTime.UTC().Format(http.TimeFormat))
+				}
+				h.Set("Content-Length", strconv.Itoa(len(b)))
+				w.WriteHeader(http.StatusOK)
+				w.Write(b)
+				return nil
+			}
 			http.ServeContent(w, r, "", obj.ModTime, bytes.NewReader(b))
 			return nil
 		}
@@ -87,6 +99,21 @@ func (s *Server) get(w *recorder, r *http.Request, a Access, key string) error {
 	_ = http.NewResponseController(w).SetWriteDeadline(s.deadline(obj.Size))
 	http.ServeContent(w, r, "", obj.ModTime, content)
 	return nil
+}
+
+// plainGet: a GET with no conditional or range header, which needs no
+// more than status, headers and the body.
+func plainGet(r *http.Request) bool {
+	if r.Method != http.MethodGet {
+		return false
+	}
+	h := r.Header
+	for _, k := range [...]string{"Range", "If-None-Match", "If-Modified-Since", "If-Match", "If-Unmodified-Since", "If-Range"} {
+		if _, ok := h[k]; ok {
+			return false
+		}
+	}
+	return true
 }
 
 // smallObject is the size up to which an object is read whole before it is
