@@ -1,13 +1,16 @@
 package testenv
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -38,9 +41,11 @@ func GoTool() string {
 
 // KissBinary builds ./cmd/kiss once per test process and returns the path
 // of the binary. $KISS_BINARY, if set, is used instead (e.g. an installed
-// release under test). The build goes to a per-process temp directory;
-// directories left by earlier, finished test processes (older than a day)
-// are removed on the way.
+// release under test). The build goes to a per-process temp directory
+// (kiss-testbin-<pid>-*: a test binary has no exit hook for cleanup), and
+// directories of earlier test processes that are gone (or older than a
+// day) are removed on the way. PID liveness is only a cleanup heuristic
+// here, never a correctness decision.
 func KissBinary(t testing.TB) string {
 	t.Helper()
 	if p := os.Getenv("KISS_BINARY"); p != "" {
@@ -48,7 +53,7 @@ func KissBinary(t testing.TB) string {
 	}
 	kissBuild.once.Do(func() {
 		sweepOldBinDirs()
-		dir, err := os.MkdirTemp("", "kiss-testbin-")
+		dir, err := os.MkdirTemp("", fmt.Sprintf("kiss-testbin-%d-", os.Getpid()))
 		if err != nil {
 			kissBuild.err = err
 			return
@@ -72,7 +77,16 @@ func KissBinary(t testing.TB) string {
 func sweepOldBinDirs() {
 	matches, _ := filepath.Glob(filepath.Join(os.TempDir(), "kiss-testbin-*"))
 	for _, m := range matches {
-		if fi, err := os.Stat(m); err == nil && time.Since(fi.ModTime()) > 24*time.Hour {
+		fi, err := os.Stat(m)
+		if err != nil {
+			continue
+		}
+		gone := false
+		pidStr, _, _ := strings.Cut(strings.TrimPrefix(filepath.Base(m), "kiss-testbin-"), "-")
+		if pid, err := strconv.Atoi(pidStr); err == nil && pid > 0 && pid != os.Getpid() {
+			gone = errors.Is(syscall.Kill(pid, 0), syscall.ESRCH)
+		}
+		if gone || time.Since(fi.ModTime()) > 24*time.Hour {
 			_ = os.RemoveAll(m)
 		}
 	}
