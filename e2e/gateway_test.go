@@ -1,13 +1,18 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"sort"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -208,5 +213,70 @@ func TestGatewayMTLSThroughEphemeral(t *testing.T) {
 			t.Errorf("%s certificate: read allowed", name)
 		}
 		c.Close()
+	}
+}
+
+// TestGatewaySocketActivationAndShutdown: under systemd socket activation
+// (LISTEN_FDS) kiss serve uses the passed socket, and on SIGTERM it stops
+// accepting but lets a download in flight finish, then exits 0.
+func TestGatewaySocketActivationAndShutdown(t *testing.T) {
+	dir := t.TempDir()
+	big := make([]byte, 32<<20)
+	for i := range big {
+		big[i] = byte(i * 7)
+	}
+	if err := os.MkdirAll(dir+"/nar", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dir+"/nar/big.nar", big, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	f, err := ln.(*net.TCPListener).File()
+	ln.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// sh's $$ is the PID kiss will have after exec, as systemd sets it.
+	cmd := exec.Command("/bin/sh", "-c", `LISTEN_PID=$$ LISTEN_FDS=1 exec "$0" serve --store "$1" --listen 127.0.0.1:1`, testenv.KissBinary(t), dir)
+	cmd.Env = os.Environ()
+	cmd.ExtraFiles = []*os.File{f}
+	p := testenv.StartProcess(t, "kiss-serve", cmd)
+	f.Close()
+	if err := testenv.WaitTCP(addr, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	res, err := http.Get("http://" + addr + "/nar/big.nar")
+	if err != nil {
+		t.Fatalf("GET through the activated socket: %v", err)
+	}
+	defer res.Body.Close()
+	first := make([]byte, 1<<20)
+	if _, err := io.ReadFull(res.Body, first); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond) // the server is shutting down now
+	if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+		c.Close()
+		t.Error("new connections accepted after SIGTERM")
+	}
+	rest, err := io.ReadAll(res.Body)
+	if err != nil || len(first)+len(rest) != len(big) || !bytes.Equal(append(first, rest...), big) {
+		t.Fatalf("download in flight during shutdown: %d bytes, %v", len(first)+len(rest), err)
+	}
+	select {
+	case <-p.Done():
+	case <-time.After(15 * time.Second):
+		t.Fatal("kiss serve did not exit after SIGTERM")
+	}
+	if _, werr := p.Exited(); werr != nil {
+		t.Fatalf("kiss serve exit after SIGTERM: %v", werr)
 	}
 }
