@@ -38,6 +38,9 @@ const s3MaxBatchDelete = 1000
 // s3DeleteParallel is how many DeleteObjects requests run at once.
 const s3DeleteParallel = 4
 
+// s3AbortTimeout bounds the AbortMultipartUpload of a failed upload.
+const s3AbortTimeout = 30 * time.Second
+
 // s3ClockCache is how long a measured store-clock offset is reused by Now.
 const s3ClockCache = 30 * time.Second
 
@@ -62,6 +65,7 @@ type s3Store struct {
 	displayURL string
 	caps       Capabilities
 	reqs       *requestCounter
+	checksum   aws.RequestChecksumCalculation
 
 	clockMu  sync.Mutex
 	offset   time.Duration // store clock minus local clock
@@ -230,6 +234,7 @@ func openS3(ctx context.Context, u *url.URL) (Store, error) {
 		name:       c.bucket,
 		displayURL: display.String(),
 		reqs:       reqs,
+		checksum:   cfg.RequestChecksumCalculation,
 		caps: Capabilities{
 			AtomicCreate:      true,
 			CompareAndSwap:    true,
@@ -391,7 +396,31 @@ func (s *s3Store) Put(ctx context.Context, key string, r io.Reader, opts PutOpti
 	if ct == "" {
 		ct = contentTypeFor(key)
 	}
-	wo := &blob.WriterOptions{ContentType: ct}
+	ifMatch := opts.IfMatch
+	wo := &blob.WriterOptions{ContentType: ct, BeforeWrite: func(as func(any) bool) error {
+		// gocloud builds a transfer manager per upload whose FailTimeout
+		// is 0, so after a cancelled ctx the AbortMultipartUpload runs on
+		// that same cancelled ctx and fails, leaving the parts behind
+		// (billed, invisible). Rebuild it with the same settings plus a
+		// FailTimeout, which makes it abort on a fresh context.
+		var tm *transfermanager.Client
+		if !as(&tm) {
+			return errors.New("s3blob no longer exposes *transfermanager.Client (gocloud.dev upgrade?)")
+		}
+		*tm = *transfermanager.New(s.client, func(o *transfermanager.Options) {
+			o.RequestChecksumCalculation = s.checksum
+			o.FailTimeout = s3AbortTimeout
+		})
+		if ifMatch == "" {
+			return nil
+		}
+		var in *transfermanager.UploadObjectInput
+		if !as(&in) {
+			return errors.New("s3blob no longer exposes *transfermanager.UploadObjectInput: If-Match cannot be set")
+		}
+		in.IfMatch = aws.String(ifMatch)
+		return nil
+	}}
 	rec := &callRecord{}
 	rctx := withCallRecord(ctx, rec)
 
@@ -411,17 +440,6 @@ func (s *s3Store) Put(ctx context.Context, key string, r io.Reader, opts PutOpti
 		return Object{}, wrap("put", key, fmt.Errorf("%w: conditional put bodies are limited to %d bytes on s3://", ErrNotSupported, MaxConditionalBody))
 	}
 	wo.IfNotExist = opts.IfNotExist
-	if opts.IfMatch != "" {
-		etag := opts.IfMatch
-		wo.BeforeWrite = func(as func(any) bool) error {
-			var in *transfermanager.UploadObjectInput
-			if !as(&in) {
-				return errors.New("s3blob no longer exposes *transfermanager.UploadObjectInput: If-Match cannot be set")
-			}
-			in.IfMatch = aws.String(etag)
-			return nil
-		}
-	}
 	err = s.bucket.Upload(rctx, key, bytes.NewReader(body), wo)
 	if err != nil {
 		err = mapS3Err(err)

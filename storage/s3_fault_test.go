@@ -12,6 +12,9 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+
 	"github.com/kiss-cache/kiss/internal/testenv"
 	"github.com/kiss-cache/kiss/storage"
 )
@@ -213,4 +216,53 @@ func TestS3ServerErrorsAreTransient(t *testing.T) {
 	if err == nil || !storage.IsTransient(err) || errors.Is(err, storage.ErrNotFound) {
 		t.Fatalf("503 on HEAD: %v (transient=%v)", err, storage.IsTransient(err))
 	}
+}
+
+// A multipart upload cancelled mid-stream is aborted on the server (the
+// transfer manager aborts with a fresh context): nothing visible, nothing
+// left billing in ListMultipartUploads.
+func TestS3CancelledMultipartIsAborted(t *testing.T) {
+	b := testenv.VersitygwBucket(t)
+	st, err := storage.Open(context.Background(), b.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &cancellingReader{left: 20 << 20, cancel: cancel, ctx: ctx}
+	_, err = st.Put(ctx, "nar/big.nar", r, storage.PutOptions{})
+	if err == nil {
+		t.Fatal("cancelled multipart Put succeeded")
+	}
+	t.Logf("cancelled Put: %v", err)
+	cancel()
+	out, err := b.Server.Client().ListMultipartUploads(context.Background(), &s3.ListMultipartUploadsInput{Bucket: aws.String(b.Name)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(out.Uploads) != 0 {
+		t.Fatalf("%d multipart uploads left after a cancelled Put", len(out.Uploads))
+	}
+	if _, err := st.Stat(context.Background(), "nar/big.nar"); !errors.Is(err, storage.ErrNotFound) {
+		t.Fatalf("Stat after cancelled Put: %v", err)
+	}
+}
+
+// cancellingReader yields left zero bytes, then cancels ctx and fails.
+type cancellingReader struct {
+	left   int
+	cancel context.CancelFunc
+	ctx    context.Context
+}
+
+func (c *cancellingReader) Read(p []byte) (int, error) {
+	if c.left <= 0 {
+		c.cancel()
+		<-c.ctx.Done()
+		return 0, c.ctx.Err()
+	}
+	n := min(len(p), c.left)
+	clear(p[:n])
+	c.left -= n
+	return n, nil
 }
