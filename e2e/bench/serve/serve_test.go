@@ -220,7 +220,11 @@ func (b *bench) compare(name, baseline string, target float64, base, kiss func()
 		Ratio: bestK.Seconds() / bestB.Seconds(), Target: target}
 	r.Pass = r.Ratio <= target
 	b.results = append(b.results, r)
-	b.t.Logf("%-28s %-10s %8.4fs  kiss %8.4fs  ratio %.2f (target ≤ %.2f)", name, baseline, r.BaseSec, r.KissSec, r.Ratio, target)
+	what := "kiss"
+	if strings.HasSuffix(name, "go-floor") {
+		what = "gostatic"
+	}
+	b.t.Logf("%-28s %-10s %8.4fs  %s %8.4fs  ratio %.2f (target ≤ %.2f)", name, baseline, r.BaseSec, what, r.KissSec, r.Ratio, target)
 }
 
 // startKiss runs `kiss serve` with its log in a file (as nginx's access
@@ -243,6 +247,21 @@ func startKiss(t *testing.T, store string, scheme string, args ...string) (strin
 		t.Fatal(err)
 	}
 	return scheme + "://" + addr, p
+}
+
+// startGoStatic builds and runs gostatic (net/http's FileServer) on dir.
+func startGoStatic(t *testing.T, dir string) string {
+	bin := filepath.Join(t.TempDir(), "gostatic")
+	build := exec.Command(testenv.GoTool(), "build", "-o", bin, "./gostatic")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build gostatic: %v\n%s", err, out)
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	testenv.StartProcess(t, "gostatic", exec.Command(bin, "-dir", dir, "-listen", addr))
+	if err := testenv.WaitTCP(addr, 15*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	return "http://" + addr
 }
 
 func peakRSS(t *testing.T, pid int) int64 {
@@ -307,6 +326,7 @@ http {
   }
 }
 `, prefix, nginxHTTP, nginxHTTPS, pki.Server.CertFile, pki.Server.KeyFile, dir))
+	goStatic := startGoStatic(t, dir)
 	kissHTTP, kissProc := startKiss(t, dir, "http")
 	kissHTTPS, kissTLSProc := startKiss(t, dir, "https", "--tls-cert", pki.Server.CertFile, "--tls-key", pki.Server.KeyFile)
 
@@ -326,6 +346,16 @@ http {
 			func() time.Duration {
 				return run(ctx, t, httpFetcher(proto.kss, httpClient(1, proto.tc)), c.narinfos, c.sizes, 1)
 			})
+		if proto.name == "http" {
+			// reference only: Go's own floor (http.FileServer) against nginx
+			b.compare("narinfo_all http go-floor", "nginx", 0,
+				func() time.Duration {
+					return run(ctx, t, httpFetcher(proto.nginx, httpClient(1, nil)), c.narinfos, c.sizes, 1)
+				},
+				func() time.Duration {
+					return run(ctx, t, httpFetcher(goStatic, httpClient(1, nil)), c.narinfos, c.sizes, 1)
+				})
+		}
 		for _, conc := range []int{1, 16} {
 			target := 1.25
 			if conc == 1 {
