@@ -14,6 +14,9 @@ type exploration struct {
 	ix    *index
 	g     *graph
 	young int // narinfos younger than the cutoff, added as roots
+	// listSeconds is how long the listing took (it overlaps the walk on a
+	// cold run).
+	listSeconds float64
 }
 
 // explore lists the store and walks the closures of roots (and, when
@@ -42,7 +45,9 @@ func explore(ctx context.Context, st storage.Store, roots []nixcache.Hash, m *me
 		w.listed(ix, mm, young)
 	}
 	if m != nil {
+		t0 := time.Now()
 		ix, err := list(ctx, st, prog)
+		ex.listSeconds = time.Since(t0).Seconds()
 		if err != nil {
 			return nil, err
 		}
@@ -62,7 +67,9 @@ func explore(ctx context.Context, st storage.Store, roots []nixcache.Hash, m *me
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			t0 := time.Now()
 			ix, err := list(ctx, st, prog)
+			ex.listSeconds = time.Since(t0).Seconds()
 			if err != nil {
 				listErr = err
 				w.fail(err)

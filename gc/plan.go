@@ -216,6 +216,7 @@ func NewPlan(ctx context.Context, st storage.Store, opts Options) (*Plan, error)
 	ix, g := ex.ix, ex.g
 	p.ix, p.g = ix, g
 	phase(PhaseWalk, t0)
+	p.report.Phases[PhaseList] = ex.listSeconds
 	p.report.Listed = map[string]Count{}
 	for k, c := range ix.counts {
 		p.report.Listed[k] = *c
