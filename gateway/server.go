@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -255,11 +256,12 @@ func isWrite(m string) bool {
 func (s *Server) serve(w *recorder, r *http.Request, access *Access) error {
 	p := r.URL.Path
 	if s.cfg.Prefix != "" {
-		rest, ok := strings.CutPrefix(p, s.cfg.Prefix)
-		if !ok || (rest != "" && !strings.HasPrefix(rest, "/")) {
+		// constant-time: the ephemeral endpoint's prefix is its credential
+		n := len(s.cfg.Prefix)
+		if len(p) < n || subtle.ConstantTimeCompare([]byte(p[:n]), []byte(s.cfg.Prefix)) != 1 || (len(p) > n && p[n] != '/') {
 			return fail(http.StatusNotFound, "", "not found")
 		}
-		p = rest
+		p = p[n:]
 	}
 	if p == "" {
 		p = "/"

@@ -69,7 +69,8 @@ func (s *Server) fromUpstream(w *recorder, r *http.Request, k kind, key string) 
 	if resp.ContentLength >= 0 {
 		h.Set("Content-Length", strconv.FormatInt(resp.ContentLength, 10))
 	}
-	_ = http.NewResponseController(w).SetWriteDeadline(s.deadline(resp.ContentLength))
+	rc := http.NewResponseController(w)
+	_ = rc.SetWriteDeadline(s.deadline(resp.ContentLength))
 	w.WriteHeader(http.StatusOK)
 	// Tee into the store. A client that goes away does not stop the copy
 	// (the next reader wants it too); an upstream that breaks makes the
@@ -82,7 +83,11 @@ func (s *Server) fromUpstream(w *recorder, r *http.Request, k kind, key string) 
 		done <- err
 	}()
 	cw := &clientWriter{w: w}
-	_, cerr := io.Copy(pw, io.TeeReader(&exactReader{r: resp.Body, want: resp.ContentLength}, cw))
+	src := io.Reader(&exactReader{r: resp.Body, want: resp.ContentLength})
+	if resp.ContentLength < 0 {
+		src = &rollingDeadline{r: src, set: rc.SetWriteDeadline, step: s.cfg.MinRate * 60}
+	}
+	_, cerr := io.Copy(pw, io.TeeReader(src, cw))
 	pw.CloseWithError(cerr)
 	if perr := <-done; perr != nil && cerr == nil {
 		s.log.Warn("storing upstream object failed", "key", key, "err", perr)

@@ -96,7 +96,13 @@ func (s *Server) put(w *recorder, r *http.Request, a Access, key string) error {
 	if limit > 0 {
 		body = http.MaxBytesReader(w, r.Body, limit)
 	}
-	_ = http.NewResponseController(w).SetReadDeadline(s.deadline(r.ContentLength))
+	rc := http.NewResponseController(w)
+	_ = rc.SetReadDeadline(s.deadline(r.ContentLength))
+	if r.ContentLength < 0 {
+		// unknown length: a rolling deadline, one more minute for every
+		// minute's worth of bytes at MinRate
+		body = &rollingDeadline{r: body, set: rc.SetReadDeadline, step: s.cfg.MinRate * 60}
+	}
 	opts := storage.PutOptions{IfNotExist: ifNotExist, IfMatch: ifMatch, ContentType: contentType(k, key)}
 
 	switch k {
@@ -142,6 +148,27 @@ func (s *Server) put(w *recorder, r *http.Request, a Access, key string) error {
 	h.Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusCreated)
 	return nil
+}
+
+// rollingDeadline extends a deadline by a minute each time another step
+// bytes have passed, so a long transfer of unknown length must keep up an
+// average of step bytes a minute instead of finishing within a fixed time.
+type rollingDeadline struct {
+	r    io.Reader
+	set  func(time.Time) error
+	step int64
+	n    int64
+	next int64
+}
+
+func (d *rollingDeadline) Read(p []byte) (int, error) {
+	n, err := d.r.Read(p)
+	d.n += int64(n)
+	if d.n >= d.next {
+		d.next = d.n + d.step
+		_ = d.set(time.Now().Add(time.Minute))
+	}
+	return n, err
 }
 
 type countingReader struct {
