@@ -197,6 +197,28 @@ func parseS3URL(u *url.URL) (*s3Config, error) {
 	return c, nil
 }
 
+// openS3 opens s3://BUCKET[?params]. Parameters:
+//
+//	region, endpoint, profile, anonymous, role, hostname_immutable,
+//	dualstack, fips, rate_limiter_capacity,
+//	request_checksum_calculation, response_checksum_validation
+//	                          gocloud.dev/aws's own (the two checksum
+//	                          settings default to when_required, which
+//	                          third-party servers need)
+//	use_path_style, s3ForcePathStyle, disable_https, accelerate, ssetype, kmskeyid
+//	                          as in gocloud's s3blob
+//	endpoint=host:port&scheme=http, addressing-style=path|virtual|auto
+//	                          Nix's spellings; a custom endpoint means path
+//	                          style unless told otherwise (as in Nix)
+//	conditional_delete=false  the server ignores If-Match on DELETE (MinIO,
+//	                          gofakes3): use read-compare-delete instead
+//	compression, secret-key, write-nar-listing, …
+//	                          Nix store settings: accepted and ignored, so
+//	                          the URL given to nix copy works unchanged
+//
+// Credentials come from the AWS chain (AWS_ACCESS_KEY_ID…, profiles,
+// instance roles), never from the URL. Open sends one HeadBucket, so a
+// missing bucket or a wrong endpoint fails here and not later.
 func openS3(ctx context.Context, u *url.URL) (Store, error) {
 	c, err := parseS3URL(u)
 	if err != nil {
