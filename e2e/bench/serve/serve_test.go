@@ -467,6 +467,21 @@ func benchPush(t *testing.T, b *bench) {
 	b.compare(fmt.Sprintf("push %d paths", paths+1), "nginx-dav", 1.2,
 		func() time.Duration { return push(davURL, davDir) },
 		func() time.Duration { return push(kissURL, kissDir) })
+	// reference: the same push into kiss serve over mem://, which shows the
+	// gateway's own cost without the file store's fsyncs (a fresh server,
+	// hence an empty cache, per run)
+	memRun := 0
+	b.compare(fmt.Sprintf("push %d paths mem-ref", paths+1), "nginx-dav", 0,
+		func() time.Duration { return push(davURL, davDir) },
+		func() time.Duration {
+			memRun++
+			u, _ := startKiss(t, fmt.Sprintf("mem://bench-push-%d", memRun), "http", "--anonymous-writes")
+			start := time.Now()
+			if err := n.CopyTo(u+"?compression=none", top); err != nil {
+				t.Fatal(err)
+			}
+			return time.Since(start)
+		})
 	var got []string
 	ents, _ := os.ReadDir(kissDir)
 	for _, e := range ents {
