@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"net/http/httptest"
 	"net/url"
@@ -10,13 +11,26 @@ import (
 	"github.com/johannesboyne/gofakes3"
 	"github.com/johannesboyne/gofakes3/backend/s3mem"
 
+	"github.com/kiss-cache/kiss/gateway"
 	"github.com/kiss-cache/kiss/internal/testenv"
+	"github.com/kiss-cache/kiss/storage"
 )
 
 func TestStorageCheckPasses(t *testing.T) {
+	// The gateway's http:// client store, over a file:// directory.
+	backing, err := storage.OpenFile(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw, stop, err := gateway.Ephemeral(context.Background(), backing)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop(context.Background())
 	for name, store := range map[string]string{
 		"file":      t.TempDir(),
 		"versitygw": testenv.Versitygw(t),
+		"gateway":   gw,
 	} {
 		code, out, stderr := runKiss(t, "storage", "check", store)
 		if code != ExitOK {
