@@ -635,7 +635,7 @@ func (s *s3Store) Now(ctx context.Context) (time.Time, error) {
 	s.clockMu.Lock()
 	defer s.clockMu.Unlock()
 	if !s.offsetAt.IsZero() && time.Since(s.offsetAt) < s3ClockCache {
-		return time.Now().Add(s.offset), nil
+		return time.Now().Add(s.offset).Round(0), nil
 	}
 	rec := &callRecord{}
 	start := time.Now()
@@ -663,5 +663,5 @@ func (s *s3Store) Now(ctx context.Context) (time.Time, error) {
 	mid := start.Add(end.Sub(start) / 2)
 	s.offset = date.Add(500 * time.Millisecond).Sub(mid)
 	s.offsetAt = end
-	return time.Now().Add(s.offset), nil
+	return time.Now().Add(s.offset).Round(0), nil
 }

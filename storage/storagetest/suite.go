@@ -839,6 +839,9 @@ func testLarge(t *testing.T, st storage.Store) {
 	if !bytes.Equal(h.Sum(nil), want) {
 		t.Fatal("large object read back with a different sha256")
 	}
+	if st, err := st.Stat(ctx, "nar/large.nar"); err != nil || st.ETag != obj.ETag || st.Size != size {
+		t.Fatalf("Stat after a large Put: %+v, %v; Put returned ETag %s", st, err, obj.ETag)
+	}
 	// A range deep inside the object matches the generator.
 	off := size - 5<<20 - 123
 	rr, err := st.GetRange(ctx, "nar/large.nar", off, 1000)
