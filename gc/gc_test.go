@@ -52,17 +52,7 @@ func checkClosures(t *testing.T, st storage.Store) {
 		if k, _ := nixcache.Classify(o.Key); k != nixcache.KindNarInfo {
 			continue
 		}
-		r, err := st.Get(ctx, o.Key)
-		if err != nil {
-			t.Fatal(err)
-		}
-		data := make([]byte, o.Size)
-		_, err = r.Read(data)
-		r.Close()
-		if err != nil && o.Size > 0 {
-			t.Fatal(err)
-		}
-		ni, err := nixcache.ParseNarInfo(data, "")
+		ni, err := nixcache.ParseNarInfo([]byte(readKey(t, st, o.Key)), "")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -86,9 +76,10 @@ func exists(t *testing.T, st storage.Store, key string) bool {
 }
 
 func TestI1CompleteClosures(t *testing.T) {
-	for name, mk := range map[string]func(testing.TB) *cache{"mem": newMemCache, "file": newFileCache} {
+	for name, mk := range map[string]func(testing.TB) *cache{"mem": newMemCache, "file": newFileCache, "s3": newS3Cache} {
 		t.Run(name, func(t *testing.T) {
 			w := newWorld(mk(t))
+			w.settle()
 			rep := w.prune(gc.Options{Grace: -1})
 			for _, p := range []*path{w.libc, w.lib, w.app1, w.app2} {
 				w.present(p, true)
@@ -101,6 +92,21 @@ func TestI1CompleteClosures(t *testing.T) {
 			}
 			if !w.exists("nix-cache-info") || !w.exists("gcroots/web1") || !w.exists("gcroots/sub/web2") {
 				t.Error("never-touched objects were deleted")
+			}
+			// Warm, under the real lease: no narinfo read, nothing more deleted.
+			sp := newSpy(w.st)
+			lease, err := lockproto.AcquirePrune(ctx, w.st, lockproto.Options{Owner: "test"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer lease.Release(ctx)
+			p, err := gc.NewPlan(lease.Context(), sp, gc.Options{Grace: -1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			rep, err = p.Execute(lease.Context(), lease, nil)
+			if err != nil || sp.narinfoGets() != 0 || rep.Memo.Hits != 4 || rep.Deleted.Objects != 0 {
+				t.Fatalf("warm: err %v, narinfo GETs %d, memo hits %d, deleted %d", err, sp.narinfoGets(), rep.Memo.Hits, rep.Deleted.Objects)
 			}
 		})
 	}

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/kiss-cache/kiss/gc"
+	"github.com/kiss-cache/kiss/internal/testenv"
 	"github.com/kiss-cache/kiss/nixcache"
 	"github.com/kiss-cache/kiss/storage"
 )
@@ -63,6 +64,17 @@ func newFileCache(t testing.TB) *cache {
 		t.Fatal(err)
 	}
 	return &cache{t: t, st: st, clock: nil, paths: map[string]*path{}}
+}
+
+// newS3Cache is a cache in a fresh bucket of a real S3 server (versitygw,
+// started by internal/testenv on 127.0.0.1); its clock is the server's.
+func newS3Cache(t testing.TB) *cache {
+	st, err := storage.Open(context.Background(), testenv.Versitygw(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return &cache{t: t, st: st, paths: map[string]*path{}}
 }
 
 func digest(s string) nixcache.Hash {
@@ -124,6 +136,39 @@ func (c *cache) root(name string, ps ...*path) {
 		s = append(s, p.abs())
 	}
 	c.put("gcroots/"+name, nixcache.FormatMarker(s))
+}
+
+// settle waits (bounded) until the store's clock is past every object's
+// mtime, so a grace-0 prune sees them as old. Only real-clock stores need
+// it: an S3 Date header has 1 s resolution and may lag LastModified.
+func (c *cache) settle() {
+	c.t.Helper()
+	if c.clock != nil {
+		return
+	}
+	var newest time.Time
+	for o, err := range c.st.List(context.Background(), "") {
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		if o.ModTime.After(newest) {
+			newest = o.ModTime
+		}
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		now, err := c.st.Now(context.Background())
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		if now.After(newest) {
+			return
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("store clock %v never passed %v", now, newest)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }
 
 func (c *cache) age(d time.Duration) {
