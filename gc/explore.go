@@ -51,10 +51,11 @@ func explore(ctx context.Context, st storage.Store, roots []nixcache.Hash, m *me
 		if err != nil {
 			return nil, err
 		}
+		// Listing first: a root that is not in the cache then costs no GET.
+		finishListing(ix, m)
 		w.mu.Lock()
 		w.addRoots(roots)
 		w.mu.Unlock()
-		finishListing(ix, m)
 		if err := w.run(conc); err != nil {
 			return nil, err
 		}
