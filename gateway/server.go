@@ -55,6 +55,10 @@ type Config struct {
 	// sustain before its connection is cut (default 64 KiB/s). It bounds
 	// how long a slow or stalled client can hold a connection.
 	MinRate int64
+	// TransferGrace is the time every body transfer gets on top of
+	// size/MinRate, and the step of the rolling deadline for bodies of
+	// unknown length (default 1 minute).
+	TransferGrace time.Duration
 	// Logger receives the access log (nil: slog.Default()).
 	Logger *slog.Logger
 }
@@ -103,6 +107,9 @@ func New(st storage.Store, cfg Config) (*Server, error) {
 	}
 	if cfg.MinRate <= 0 {
 		cfg.MinRate = 64 << 10
+	}
+	if cfg.TransferGrace <= 0 {
+		cfg.TransferGrace = time.Minute
 	}
 	if cfg.MaxUploadSize < 0 {
 		return nil, fmt.Errorf("gateway: negative upload size limit %d", cfg.MaxUploadSize)
@@ -457,11 +464,11 @@ func (s *Server) setObjectHeaders(w http.ResponseWriter, k kind, key string, obj
 	h.Set("X-Content-Type-Options", "nosniff")
 }
 
-// deadline gives a transfer of n bytes time at MinRate plus a minute, so a
+// deadline gives a transfer of n bytes time at MinRate plus TransferGrace, so a
 // stalled client cannot hold a connection (and an S3 stream) for ever.
 func (s *Server) deadline(n int64) time.Time {
 	if n < 0 {
 		n = 0
 	}
-	return time.Now().Add(time.Minute + time.Duration(n/s.cfg.MinRate)*time.Second)
+	return time.Now().Add(s.cfg.TransferGrace + time.Duration(n/s.cfg.MinRate)*time.Second)
 }

@@ -85,7 +85,7 @@ func (s *Server) fromUpstream(w *recorder, r *http.Request, k kind, key string) 
 	cw := &clientWriter{w: w}
 	src := io.Reader(&exactReader{r: resp.Body, want: resp.ContentLength})
 	if resp.ContentLength < 0 {
-		src = &rollingDeadline{r: src, set: rc.SetWriteDeadline, step: s.cfg.MinRate * 60}
+		src = &rollingDeadline{r: src, set: rc.SetWriteDeadline, grace: s.cfg.TransferGrace, step: int64(float64(s.cfg.MinRate) * s.cfg.TransferGrace.Seconds())}
 	}
 	_, cerr := io.Copy(pw, io.TeeReader(src, cw))
 	pw.CloseWithError(cerr)

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -101,7 +102,7 @@ func (s *Server) put(w *recorder, r *http.Request, a Access, key string) error {
 	if r.ContentLength < 0 {
 		// unknown length: a rolling deadline, one more minute for every
 		// minute's worth of bytes at MinRate
-		body = &rollingDeadline{r: body, set: rc.SetReadDeadline, step: s.cfg.MinRate * 60}
+		body = &rollingDeadline{r: body, set: rc.SetReadDeadline, grace: s.cfg.TransferGrace, step: int64(float64(s.cfg.MinRate) * s.cfg.TransferGrace.Seconds())}
 	}
 	opts := storage.PutOptions{IfNotExist: ifNotExist, IfMatch: ifMatch, ContentType: contentType(k, key)}
 
@@ -129,9 +130,10 @@ func (s *Server) put(w *recorder, r *http.Request, a Access, key string) error {
 	counted := &countingReader{r: body}
 	obj, err := s.st.Put(ctx, key, counted, opts)
 	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return bodyError(err, limit)
+		if counted.err != nil {
+			// the client's body failed (too large, too slow, cut
+			// off): its fault, not the store's
+			return bodyError(counted.err, limit)
 		}
 		return err
 	}
@@ -150,15 +152,16 @@ func (s *Server) put(w *recorder, r *http.Request, a Access, key string) error {
 	return nil
 }
 
-// rollingDeadline extends a deadline by a minute each time another step
-// bytes have passed, so a long transfer of unknown length must keep up an
-// average of step bytes a minute instead of finishing within a fixed time.
+// rollingDeadline extends a deadline by grace each time another step bytes
+// have passed, so a long transfer of unknown length must keep up an average
+// of step bytes per grace instead of finishing within a fixed time.
 type rollingDeadline struct {
-	r    io.Reader
-	set  func(time.Time) error
-	step int64
-	n    int64
-	next int64
+	r     io.Reader
+	set   func(time.Time) error
+	grace time.Duration
+	step  int64
+	n     int64
+	next  int64
 }
 
 func (d *rollingDeadline) Read(p []byte) (int, error) {
@@ -166,19 +169,24 @@ func (d *rollingDeadline) Read(p []byte) (int, error) {
 	d.n += int64(n)
 	if d.n >= d.next {
 		d.next = d.n + d.step
-		_ = d.set(time.Now().Add(time.Minute))
+		_ = d.set(time.Now().Add(d.grace))
 	}
 	return n, err
 }
 
+// countingReader counts the body's bytes and remembers its read error.
 type countingReader struct {
-	r io.Reader
-	n int64
+	r   io.Reader
+	n   int64
+	err error
 }
 
 func (c *countingReader) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
 	c.n += int64(n)
+	if err != nil && err != io.EOF && c.err == nil {
+		c.err = err
+	}
 	return n, err
 }
 
@@ -186,6 +194,10 @@ func bodyError(err error, limit int64) error {
 	var mbe *http.MaxBytesError
 	if errors.As(err, &mbe) {
 		return fail(http.StatusRequestEntityTooLarge, "too_large", "body exceeds the limit of %d bytes", limit)
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return fail(http.StatusRequestTimeout, "too_slow", "request body too slow (below the minimum transfer rate)")
 	}
 	return fail(http.StatusBadRequest, "body", "reading the body: %v", err)
 }
