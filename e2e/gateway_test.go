@@ -280,3 +280,61 @@ func TestGatewaySocketActivationAndShutdown(t *testing.T) {
 		t.Fatalf("kiss serve exit after SIGTERM: %v", werr)
 	}
 }
+
+// TestGatewayUpstream: `kiss serve --upstream` in front of an nginx cache
+// that Nix pushed to; a fresh store substitutes through kiss with
+// signatures checked, and kiss keeps what it fetched (NARs and, after their
+// NARs, narinfos).
+func TestGatewayUpstream(t *testing.T) {
+	n := testenv.Nix(t)
+	upDir := t.TempDir()
+	sk, pk := n.GenerateKey("kiss-up-" + n.Nonce[:6])
+	out := n.BuildAttrs(dagExpr)
+	if err := n.CopyTo("file://"+upDir+"?compression=zstd&secret-key="+sk, out["app"]); err != nil {
+		t.Fatal(err)
+	}
+	_, upURL := testenv.NginxStatic(t, upDir, false)
+	localDir := t.TempDir()
+	base := startServe(t, localDir, "--upstream", upURL)
+	dst := n.NewStore()
+	if err := n.SubstituteFrom(base, dst, pk, out["app"]); err != nil {
+		t.Fatalf("substitute through kiss --upstream: %v", err)
+	}
+	keys := closureKeys(t, n, out["app"])
+	st := openStore(t, "file://"+localDir)
+	deadline := time.Now().Add(30 * time.Second)
+	for _, k := range keys {
+		for {
+			if _, err := st.Stat(e2eCtx(t), k); err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s never stored from upstream", k)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	// every stored narinfo has its NAR (I2)
+	for o, err := range st.List(e2eCtx(t), "") {
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.HasSuffix(o.Key, ".narinfo") {
+			continue
+		}
+		rd, err := st.Get(e2eCtx(t), o.Key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(rd)
+		rd.Close()
+		ni, err := nixcache.ParseNarInfo(b, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		nk, _ := ni.NarKey()
+		if _, err := st.Stat(e2eCtx(t), nk); err != nil {
+			t.Errorf("%s stored without its NAR %s: %v", o.Key, nk, err)
+		}
+	}
+}

@@ -125,7 +125,7 @@ var smallBufs = sync.Pool{New: func() any { b := make([]byte, smallObject); retu
 // miss handles a read of an absent key: the upstream cache if one is
 // configured and the key is cache content, 404 otherwise.
 func (s *Server) miss(w *recorder, r *http.Request, a Access, k kind, key string, err error) error {
-	if errors.Is(err, storage.ErrNotFound) && s.cfg.Upstream != "" && r.Method == http.MethodGet && upstreamable(k) && !a.Write {
+	if errors.Is(err, storage.ErrNotFound) && s.cfg.Upstream != "" && upstreamable(k) && !a.Write {
 		return s.fromUpstream(w, r, k, key)
 	}
 	return err

@@ -35,7 +35,11 @@ func upstreamable(k kind) bool {
 // them unless a root reaches them.
 func (s *Server) fromUpstream(w *recorder, r *http.Request, k kind, key string) error {
 	ctx := r.Context()
-	resp, err := s.upstreamGet(ctx, key)
+	method := http.MethodGet
+	if r.Method == http.MethodHead {
+		method = http.MethodHead // Nix asks with HEAD whether a narinfo exists
+	}
+	resp, err := s.upstreamDo(ctx, method, key)
 	if err != nil {
 		s.m.upstream.WithLabelValues("error").Inc()
 		s.log.Warn("upstream fetch failed", "key", key, "err", err)
@@ -55,6 +59,13 @@ func (s *Server) fromUpstream(w *recorder, r *http.Request, k kind, key string) 
 	h.Set("Content-Type", contentType(k, key))
 	h.Set("Cache-Control", cacheControl(k))
 	h.Set("X-Content-Type-Options", "nosniff")
+	if method == http.MethodHead {
+		if resp.ContentLength >= 0 {
+			h.Set("Content-Length", strconv.FormatInt(resp.ContentLength, 10))
+		}
+		w.WriteHeader(http.StatusOK)
+		return nil
+	}
 	if k == kindNarinfo {
 		buf, err := io.ReadAll(io.LimitReader(resp.Body, maxNarinfoSize+1))
 		if err != nil || len(buf) > maxNarinfoSize {
@@ -127,7 +138,11 @@ func (e *exactReader) Read(p []byte) (int, error) {
 }
 
 func (s *Server) upstreamGet(ctx context.Context, key string) (*http.Response, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.cfg.Upstream+"/"+key, nil)
+	return s.upstreamDo(ctx, http.MethodGet, key)
+}
+
+func (s *Server) upstreamDo(ctx context.Context, method, key string) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, method, s.cfg.Upstream+"/"+key, nil)
 	if err != nil {
 		return nil, err
 	}

@@ -1,6 +1,7 @@
 package gateway_test
 
 import (
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -51,6 +52,15 @@ func TestUpstream(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+	h := newPath("head")
+	up.put(h.narKey(), h.narBody())
+	up.put(h.narinfoKey(), h.narinfo())
+	r = e.do("HEAD", "/"+h.narinfoKey(), nil)
+	wantCode(t, "HEAD from upstream", r, 200)
+	if r.hdr.Get("Content-Length") != fmt.Sprint(len(h.narinfo())) {
+		t.Errorf("HEAD Content-Length %q", r.hdr.Get("Content-Length"))
+	}
+	wantCode(t, "HEAD upstream miss", e.do("HEAD", "/"+newPath("none").narinfoKey(), nil), 404)
 	wantCode(t, "upstream miss", e.do("GET", "/"+newPath("none").narinfoKey(), nil), 404)
 	wantCode(t, "no upstream for roots", e.do("GET", "/gcroots/x", nil), 404)
 
