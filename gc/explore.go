@@ -23,13 +23,14 @@ type exploration struct {
 // youngRoots, of every narinfo younger than cutoff). Without a memo the
 // listing and the walk run at the same time, so a cold run costs about the
 // longer of the two instead of their sum; with a memo the walk needs the
-// listing's fingerprints first, and is then mostly CPU.
+// listing's fingerprints first (warmWalk: array lookups for memo hits,
+// parallel reads only for misses).
 func explore(ctx context.Context, st storage.Store, roots []nixcache.Hash, m *memo, storeDir string, conc int, youngRoots bool, cutoff time.Time, prog Progress) (*exploration, error) {
 	prog.Start(PhaseWalk, -1, -1)
 	defer prog.Done(PhaseWalk)
 	w := newWalker(ctx, st, storeDir, prog)
 	ex := &exploration{}
-	finishListing := func(ix *index, mm *memo) {
+	finishListing := func(ix *index) {
 		var young []nixcache.Hash
 		if youngRoots {
 			for _, e := range ix.narinfos {
@@ -39,10 +40,7 @@ func explore(ctx context.Context, st storage.Store, roots []nixcache.Hash, m *me
 			}
 		}
 		ex.ix, ex.young = ix, len(young)
-		if mm != nil {
-			mm.attach(ix)
-		}
-		w.listed(ix, mm, young)
+		w.listed(ix, young)
 	}
 	if m != nil {
 		t0 := time.Now()
@@ -51,14 +49,32 @@ func explore(ctx context.Context, st storage.Store, roots []nixcache.Hash, m *me
 		if err != nil {
 			return nil, err
 		}
-		// Listing first: a root that is not in the cache then costs no GET.
-		finishListing(ix, m)
-		w.mu.Lock()
-		w.addRoots(roots)
-		w.mu.Unlock()
-		if err := w.run(conc); err != nil {
+		m.attach(ix)
+		ex.ix = ix
+		var idx []int
+		var missing []nixcache.Hash
+		for _, h := range roots {
+			if i := ix.find(h); i >= 0 {
+				idx = append(idx, i)
+			} else {
+				missing = append(missing, h)
+			}
+		}
+		if youngRoots {
+			for i, e := range ix.narinfos {
+				if e.mtime > cutoff.UnixNano() {
+					idx = append(idx, i)
+					ex.young++
+				}
+			}
+		}
+		g, err := runWarmWalk(ctx, st, ix, m, idx, storeDir, conc, prog)
+		if err != nil {
 			return nil, err
 		}
+		g.missingRoots = missing
+		ex.g = g
+		return ex, nil
 	} else {
 		w.mu.Lock()
 		w.addRoots(roots)
@@ -76,7 +92,7 @@ func explore(ctx context.Context, st storage.Store, roots []nixcache.Hash, m *me
 				w.fail(err)
 				return
 			}
-			finishListing(ix, nil)
+			finishListing(ix)
 		}()
 		err := w.run(conc)
 		wg.Wait()

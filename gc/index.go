@@ -24,6 +24,7 @@ type niEntry struct {
 
 // objEntry is one listed object of another kind; its key is in the arena.
 type objEntry struct {
+	kh    uint64 // keyHash, for NARs (0 otherwise)
 	off   uint64
 	n     uint32
 	kind  nixcache.Kind
@@ -113,10 +114,13 @@ func list(ctx context.Context, st storage.Store, prog Progress) (*index, error) 
 			continue
 		case nixcache.KindRoot, nixcache.KindCacheInfo, nixcache.KindKiss, nixcache.KindOther:
 			continue
-		case nixcache.KindNAR:
-			ix.narKeys = append(ix.narKeys, keyHash(o.Key))
 		}
-		ix.objs = append(ix.objs, objEntry{off: uint64(len(ix.arena)), n: uint32(len(o.Key)), kind: kind, mtime: o.ModTime.UnixNano(), size: o.Size})
+		var kh uint64
+		if kind == nixcache.KindNAR {
+			kh = keyHash(o.Key)
+			ix.narKeys = append(ix.narKeys, kh)
+		}
+		ix.objs = append(ix.objs, objEntry{kh: kh, off: uint64(len(ix.arena)), n: uint32(len(o.Key)), kind: kind, mtime: o.ModTime.UnixNano(), size: o.Size})
 		ix.arena = append(ix.arena, o.Key...)
 	}
 	prog.Advance(PhaseList, n%4096, 0)

@@ -48,6 +48,7 @@ type memo struct {
 	refs     []uint32
 
 	fromListing []int32 // listing index → memo index, -1 none
+	toListing   []int32 // memo index → listing index, -1 not listed
 }
 
 // lookup returns the memo index for listing index idx if the memo's entry
@@ -66,6 +67,10 @@ func (m *memo) lookup(idx int, fp uint64) int {
 // attach maps the listing onto the memo (a merge of two sorted lists).
 func (m *memo) attach(ix *index) {
 	m.fromListing = make([]int32, len(ix.narinfos))
+	m.toListing = make([]int32, len(m.hashes))
+	for j := range m.toListing {
+		m.toListing[j] = -1
+	}
 	j := 0
 	for i := range ix.narinfos {
 		h := ix.narinfos[i].h
@@ -74,6 +79,7 @@ func (m *memo) attach(ix *index) {
 		}
 		if j < len(m.hashes) && m.hashes[j] == h {
 			m.fromListing[i] = int32(j)
+			m.toListing[j] = int32(i)
 		} else {
 			m.fromListing[i] = -1
 		}

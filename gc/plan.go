@@ -287,7 +287,7 @@ func (p *Plan) decide(ctx context.Context, cutoff time.Time, storeDir string, co
 	for i := range ix.objs {
 		o := &ix.objs[i]
 		if o.kind == nixcache.KindNAR && young(o.mtime, cutoff) {
-			keepNAR = append(keepNAR, keyHash(ix.key(o)))
+			keepNAR = append(keepNAR, o.kh)
 		}
 	}
 	slices.Sort(keepNAR)
@@ -334,7 +334,7 @@ func (p *Plan) decide(ctx context.Context, cutoff time.Time, storeDir string, co
 			h, _ := nixcache.ParseHash(ix.key(o)[:nixcache.HashLen])
 			drop = !reachable(h)
 		case nixcache.KindNAR:
-			drop = !hasU64(keepNAR, keyHash(ix.key(o)))
+			drop = !hasU64(keepNAR, o.kh)
 		case nixcache.KindLog:
 			h, err := nixcache.LogDrvHash(ix.key(o))
 			drop = err == nil && !drvKept(h)

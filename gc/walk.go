@@ -101,22 +101,19 @@ type visitResult struct {
 	refs      []nixcache.Hash
 	deriver   *nixcache.Hash
 	readBytes int64
-	memoHit   bool
 }
 
-// walker discovers the closure of the roots through References and
-// Deriver. It can start before the store listing is complete (cold runs:
-// the listing and the reads overlap); it then reads every referenced
-// narinfo it meets, and follows derivers (which are usually not in a
-// cache) only once the listing says they are there, so a deriver that is
-// absent costs no request. With the listing and a memo, it reads nothing
-// whose memo entry matches the listed version.
+// walker is the cold walk (no memo): it discovers the closure of the roots
+// through References and Deriver while the store listing is still running,
+// so the listing and the reads overlap. It reads every referenced narinfo
+// it meets, and follows derivers (which are usually not in a cache) only
+// once the listing says they are there, so an absent deriver costs no
+// request. warmWalk (warm.go) is the walk with a memo.
 type walker struct {
 	ctx      context.Context
 	st       storage.Store
 	storeDir string
 	prog     Progress
-	memo     *memo
 
 	mu       sync.Mutex
 	cond     *sync.Cond
@@ -128,7 +125,7 @@ type walker struct {
 	inflight int
 	err      error
 
-	memoHits, reads, readBytes int64
+	reads, readBytes int64
 }
 
 func newWalker(ctx context.Context, st storage.Store, storeDir string, prog Progress) *walker {
@@ -180,10 +177,10 @@ func (w *walker) addRoots(hs []nixcache.Hash) {
 // listed is called once the listing is complete (lock not held): deferred
 // derivers that are in the cache are queued, the others are absent, and
 // extra roots (young narinfos) are added.
-func (w *walker) listed(ix *index, m *memo, extra []nixcache.Hash) {
+func (w *walker) listed(ix *index, extra []nixcache.Hash) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	w.ix, w.memo = ix, m
+	w.ix = ix
 	for i := range w.nodes {
 		n := &w.nodes[i]
 		if n.state == stDeferred {
@@ -240,11 +237,10 @@ func (w *walker) work() {
 		i := w.queue[len(w.queue)-1]
 		w.queue = w.queue[:len(w.queue)-1]
 		h := w.nodes[i].h
-		ix, m := w.ix, w.memo
 		w.inflight++
 		w.mu.Unlock()
 
-		res, err := w.visit(i, h, ix, m)
+		res, err := w.visit(i, h)
 
 		w.mu.Lock()
 		w.inflight--
@@ -289,33 +285,12 @@ func (w *walker) record(r visitResult) {
 	n = &w.nodes[r.node] // w.nodes may have grown
 	n.state, n.nar, n.fileSize, n.refOff, n.refN, n.der = stPresent, r.nar, r.fileSize, refOff, uint32(len(w.refs))-refOff, der
 	w.readBytes += r.readBytes
-	if r.memoHit {
-		w.memoHits++
-	} else {
-		w.reads++
-	}
+	w.reads++
 }
 
-// visit learns one narinfo's edges, from the memo if its entry matches the
-// listed version, else by reading it. No lock held.
-func (w *walker) visit(node uint32, h nixcache.Hash, ix *index, m *memo) (visitResult, error) {
+// visit learns one narinfo's edges by reading it. No lock held.
+func (w *walker) visit(node uint32, h nixcache.Hash) (visitResult, error) {
 	res := visitResult{node: node}
-	if ix != nil && m != nil {
-		if li := ix.find(h); li >= 0 {
-			if mi := m.lookup(li, ix.narinfos[li].fp); mi >= 0 {
-				res.memoHit = true
-				res.nar, res.fileSize = m.nar[mi], m.fileSize[mi]
-				for _, r := range m.refs[m.refOff[mi]:m.refOff[mi+1]] {
-					res.refs = append(res.refs, m.hashes[r])
-				}
-				if d := m.deriver[mi]; d != 0 {
-					dh := m.hashes[d-1]
-					res.deriver = &dh
-				}
-				return res, nil
-			}
-		}
-	}
 	key := nixcache.NarInfoKey(h)
 	data, err := readAll(w.ctx, w.st, key, nixcache.MaxNarInfoSize)
 	if errors.Is(err, storage.ErrNotFound) {
@@ -354,11 +329,11 @@ func (w *walker) visit(node uint32, h nixcache.Hash, ix *index, m *memo) (visitR
 // NARs missing from the listing.
 func (w *walker) graph(ix *index, roots []nixcache.Hash) (*graph, error) {
 	g := &graph{
-		ix:       ix,
-		reach:    make([]uint64, (len(ix.narinfos)+63)/64),
-		info:     make([]nodeInfo, len(ix.narinfos)),
-		missIdx:  map[nixcache.Hash]uint32{},
-		memoHits: w.memoHits, reads: w.reads, readBytes: w.readBytes,
+		ix:      ix,
+		reach:   make([]uint64, (len(ix.narinfos)+63)/64),
+		info:    make([]nodeInfo, len(ix.narinfos)),
+		missIdx: map[nixcache.Hash]uint32{},
+		reads:   w.reads, readBytes: w.readBytes,
 	}
 	listIdx := make([]int32, len(w.nodes))
 	for i := range w.nodes {
