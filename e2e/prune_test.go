@@ -418,3 +418,66 @@ func TestPruneFailsClosed(t *testing.T) {
 		t.Errorf("control prune deleted nothing (%d → %d objects)", len(before), len(after))
 	}
 }
+
+// TestPruneNginxMTLSDeployment: the original kiss-cache deployment end to
+// end. nginx serves the cache directory over HTTPS with required client
+// certificates; Nix 2.8 (which cannot present one) pushes through a
+// loopback sidecar holding the writer's certificate, so the files are
+// written by nginx's WebDAV PUT; a reader's PUT is refused; `kiss prune`
+// runs on the directory; a fresh store substitutes the root through the
+// reader's sidecar with signatures checked, and the garbage is gone.
+func TestPruneNginxMTLSDeployment(t *testing.T) {
+	n := testenv.Nix(t)
+	pki := testenv.PKI(t)
+	dir := t.TempDir()
+	_, _, side := testenv.NginxMTLS(t, pki, dir, []string{"writer"}, []string{"writer", "reader"})
+
+	out := n.BuildAttrs(`rec {
+  dep = mk "e2e-web-dep" "echo building dep; echo dep-${nonce} > $out";
+  app = mk "e2e-web-app" "echo building app; mkdir $out; echo ${dep} > $out/uses";
+  junk = mk "e2e-web-junk" "echo building junk; echo junk-${nonce} > $out";
+}`)
+	sk, pk := n.GenerateKey("kiss-e2e-web-" + n.Nonce[:6])
+	opts := "?compression=zstd&write-nar-listing=true&secret-key=" + sk
+	if err := n.CopyTo(side["writer"]+opts, out["app"]); err != nil {
+		t.Fatalf("push through the writer's sidecar: %v", err)
+	}
+	// The cache exists now (nix-cache-info written), so the reader's push
+	// gets as far as uploading, and must be refused there.
+	err := n.CopyTo(side["reader"]+opts, out["junk"])
+	if err == nil || !strings.Contains(err.Error(), "403") {
+		t.Fatalf("push through the reader's certificate: %v, want HTTP 403", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, testenv.StoreHash(out["junk"])+".narinfo")); err == nil {
+		t.Fatal("the reader's refused push left a narinfo")
+	}
+	if err := n.CopyTo(side["writer"]+opts, out["junk"]); err != nil {
+		t.Fatalf("push through the writer's sidecar: %v", err)
+	}
+	for _, p := range []string{out["app"], out["dep"], out["junk"]} {
+		if _, err := os.Stat(filepath.Join(dir, testenv.StoreHash(p)+".narinfo")); err != nil {
+			t.Fatalf("push did not land: %v", err)
+		}
+	}
+	kissRootsAdd(t, "file://"+dir, "app", out["app"])
+	if res := kissPrune(t, "file://"+dir); res.ExitCode != 0 {
+		t.Fatalf("kiss prune: exit %d", res.ExitCode)
+	}
+	if _, err := os.Stat(filepath.Join(dir, testenv.StoreHash(out["junk"])+".narinfo")); err == nil {
+		t.Error("unrooted junk survived the prune")
+	}
+	store := n.NewStore()
+	if err := n.SubstituteFrom(side["reader"], store, pk, out["app"]); err != nil {
+		t.Fatalf("substitute through the reader's sidecar: %v", err)
+	}
+	got, err := n.Closure(store, out["app"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 {
+		t.Errorf("substituted closure %v, want app and dep", got)
+	}
+	if err := n.SubstituteFrom(side["reader"], n.NewStore(), pk, out["junk"]); err == nil {
+		t.Error("the pruned junk can still be substituted")
+	}
+}
