@@ -242,6 +242,11 @@ func runServe(c *cli.Context) error {
 			closeAll()
 			return usageError(fmt.Errorf("--metrics-listen %s: %w", a, err))
 		}
+		if !gateway.IsLoopback(ml.Addr()) && !c.Bool("insecure-http") {
+			ml.Close()
+			closeAll()
+			return usageError(fmt.Errorf("refusing plain HTTP for metrics on %s (not loopback): use a loopback address, or --insecure-http", ml.Addr()))
+		}
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", gw.Metrics())
 		announceListener(c, "http://"+ml.Addr().String()+"/metrics", "metrics")
