@@ -113,9 +113,15 @@ if "$kiss" with-lock --help >/dev/null 2>&1; then
 	for pair in "demo:$app" "scratch:$scratch"; do
 		name=${pair%%:*} path=${pair#*:}
 		info "\$ kiss with-lock $store_url/gcroots/$name $path -- nix copy --to \"\$KISS_STORE?…\" $path"
-		# shellcheck disable=SC2016 # $KISS_STORE is expanded by the inner shell, set by with-lock
-		"$kiss" with-lock "$store_url/gcroots/$name" "$path" -- \
-			sh -c 'nix copy --to "$KISS_STORE?compression=zstd&write-nar-listing=true&secret-key=$1" "$2"' sh "$demo/nix/secret.key" "$path"
+		# $KISS_STORE is set by with-lock for the command (the cache itself, or
+		# an ephemeral loopback endpoint); Nix needs a URL, not a bare path
+		# (a path would be a local chroot store), and the query is appended.
+		# shellcheck disable=SC2016 # expanded by the inner shell
+		"$kiss" with-lock "$store_url/gcroots/$name" "$path" -- sh -c '
+			s=$KISS_STORE
+			case $s in /*) s=file://$s ;; esac
+			case $s in *\?*) sep="&" ;; *) sep="?" ;; esac
+			exec nix copy --to "$s${sep}compression=zstd&write-nar-listing=true&secret-key=$1" "$2"' sh "$demo/nix/secret.key" "$path"
 	done
 else
 	info "(kiss with-lock is not available in this build: plain nix copy + kiss roots add)"
