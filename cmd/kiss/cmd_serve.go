@@ -217,6 +217,21 @@ func runServe(c *cli.Context) error {
 		return usageError(err)
 	}
 
+	var metricsLn net.Listener
+	if a := c.String("metrics-listen"); a != "" {
+		ml, err := net.Listen("tcp", a)
+		if err != nil {
+			closeAll()
+			return usageError(fmt.Errorf("--metrics-listen %s: %w", a, err))
+		}
+		if !gateway.IsLoopback(ml.Addr()) && !c.Bool("insecure-http") {
+			ml.Close()
+			closeAll()
+			return usageError(fmt.Errorf("refusing plain HTTP for metrics on %s (not loopback): use a loopback address, or --insecure-http", ml.Addr()))
+		}
+		metricsLn = ml
+	}
+
 	var wg sync.WaitGroup
 	errc := make(chan error, len(active)+1)
 	serve := func(l net.Listener, h http.Handler, t *tls.Config) {
@@ -236,21 +251,11 @@ func runServe(c *cli.Context) error {
 		announceListener(c, scheme+"://"+l.Addr().String(), "cache")
 		serve(l, gw, tc)
 	}
-	if a := c.String("metrics-listen"); a != "" {
-		ml, err := net.Listen("tcp", a)
-		if err != nil {
-			closeAll()
-			return usageError(fmt.Errorf("--metrics-listen %s: %w", a, err))
-		}
-		if !gateway.IsLoopback(ml.Addr()) && !c.Bool("insecure-http") {
-			ml.Close()
-			closeAll()
-			return usageError(fmt.Errorf("refusing plain HTTP for metrics on %s (not loopback): use a loopback address, or --insecure-http", ml.Addr()))
-		}
+	if metricsLn != nil {
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", gw.Metrics())
-		announceListener(c, "http://"+ml.Addr().String()+"/metrics", "metrics")
-		serve(ml, mux, nil)
+		announceListener(c, "http://"+metricsLn.Addr().String()+"/metrics", "metrics")
+		serve(metricsLn, mux, nil)
 	}
 	log.Info("serving", "store", st.URL(), "listeners", len(active), "read_only", c.Bool("read-only"))
 	wg.Wait()

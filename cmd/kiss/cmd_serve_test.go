@@ -23,6 +23,7 @@ func TestServeRefusesUnsafeSetups(t *testing.T) {
 		{[]string{"serve", "--store", dir, "--require-signature", "nonsense"}, "--require-signature"},
 		{[]string{"serve", "--store", "ftp://x", "--listen", "127.0.0.1:0"}, "unknown scheme"},
 		{[]string{"serve", "--store", dir, "extra-arg"}, "no arguments"},
+		{[]string{"serve", "--store", dir, "--listen", "127.0.0.1:0", "--metrics-listen", "0.0.0.0:0"}, "refusing plain HTTP for metrics"},
 	} {
 		code, _, stderr := runKiss(t, tc.args...)
 		if code != ExitUsage || !strings.Contains(stderr, tc.want) {
