@@ -502,6 +502,15 @@ esac`,
 		t.Errorf("flakeRef with a space was split:\n%s", run.calls)
 	}
 
+	// with-lock may hand over a bare directory: Nix must get file://.
+	pathKiss := fakeTools(t, map[string]string{
+		"kiss": `while [ "$1" != -- ]; do shift; done; shift; KISS_STORE=/var/lib/nix-cache exec "$@"`,
+	})
+	run = runScript(t, script, pathKiss+":"+tools, nil, "web1")
+	if want := "[--to] [file:///var/lib/nix-cache?compression=zstd&secret-key=/etc/nix/cache key]"; run.code != 0 || !strings.Contains(run.calls, want) {
+		t.Errorf("bare-path KISS_STORE: code %d calls:\n%s\nwant %s", run.code, run.calls, want)
+	}
+
 	// An S3 store: the marker goes before the query string.
 	r = mustEval(t, nix, `{ publish = {
 		enable = true; store = "s3://nix-cache?region=eu-central-1";

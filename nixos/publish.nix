@@ -38,10 +38,13 @@ let
       ${nixCA}
       # Run by `kiss with-lock` as its command: push one path to the store
       # endpoint with-lock hands over in $KISS_STORE.
+      # A bare path would be a local (chroot) store to Nix: make it file://.
       if [ "''${1:-}" = __copy ]; then
+        target=$KISS_STORE
+        case "$target" in /*) target=file://$target ;; esac
         sep='?'
-        case "$KISS_STORE" in *'?'*) sep='&' ;; esac
-        exec nix --extra-experimental-features nix-command copy --to "$KISS_STORE$sep"${lib.escapeShellArg copyParams} "$2"
+        case "$target" in *'?'*) sep='&' ;; esac
+        exec nix --extra-experimental-features nix-command copy --to "$target$sep"${lib.escapeShellArg copyParams} "$2"
       fi
 
       # The configured systems, in configuration order.
