@@ -15,6 +15,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/nix-community/go-nix/pkg/narinfo/signature"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/kiss-cache/kiss/nixcache"
 	"github.com/kiss-cache/kiss/storage"
@@ -277,25 +278,34 @@ func (s *Server) validateNarinfo(ctx context.Context, key string, buf []byte) er
 			return fail(http.StatusForbidden, "unsigned", "narinfo for %s has no valid signature by a trusted key", ni.StorePath)
 		}
 	}
-	if _, err := s.st.Stat(ctx, narKey); err != nil {
-		if errors.Is(err, storage.ErrNotFound) {
-			return fail(http.StatusConflict, "missing_nar", "missing %s: upload the NAR before its narinfo", narKey)
-		}
-		return err
+	// The existence checks run concurrently (bounded): on S3 each is a
+	// round trip, and a narinfo has ten references on average.
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(8)
+	check := func(key string, missing func() error) {
+		g.Go(func() error {
+			if _, err := s.st.Stat(gctx, key); err != nil {
+				if errors.Is(err, storage.ErrNotFound) {
+					return missing()
+				}
+				return err
+			}
+			return nil
+		})
 	}
+	check(narKey, func() error {
+		return fail(http.StatusConflict, "missing_nar", "missing %s: upload the NAR before its narinfo", narKey)
+	})
 	for _, ref := range ni.References {
 		if ref == ni.Hash {
 			continue // self-reference
 		}
 		rk := nixcache.NarInfoKey(ref)
-		if _, err := s.st.Stat(ctx, rk); err != nil {
-			if errors.Is(err, storage.ErrNotFound) {
-				return fail(http.StatusConflict, "missing_reference", "missing %s (a reference of %s): upload references first", rk, ni.StorePath)
-			}
-			return err
-		}
+		check(rk, func() error {
+			return fail(http.StatusConflict, "missing_reference", "missing %s (a reference of %s): upload references first", rk, ni.StorePath)
+		})
 	}
-	return nil
+	return g.Wait()
 }
 
 // fingerprint computes what a narinfo signature signs,
