@@ -110,7 +110,9 @@ func contentType(k kind, key string) string {
 	case kindLog, kindMarker:
 		return "text/plain; charset=utf-8"
 	}
-	_ = key
+	if strings.HasPrefix(key, "build-trace-v2/") && strings.HasSuffix(key, ".doi") {
+		return "application/json"
+	}
 	return "application/octet-stream"
 }
 
