@@ -15,6 +15,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"log/slog"
 	"math/big"
 	"net"
@@ -148,7 +149,7 @@ func TestMTLS(t *testing.T) {
 
 	// no certificate: handshake completes, HTTP 401
 	_, err = client("").Stat(cctx, "nix-cache-info")
-	if !errorsIs(err, gateway.ErrUnauthorized) {
+	if !errors.Is(err, gateway.ErrUnauthorized) {
 		t.Fatalf("no certificate: %v", err)
 	}
 	// foreign CA and expired certificate: refused in the handshake. The
@@ -179,10 +180,10 @@ func TestMTLS(t *testing.T) {
 	if _, err := client("reader").Stat(cctx, "nix-cache-info"); err != nil {
 		t.Fatalf("reader read: %v", err)
 	}
-	if _, err := client("reader").Put(cctx, p.narKey(), body(), storage.PutOptions{}); !errorsIs(err, gateway.ErrForbidden) {
+	if _, err := client("reader").Put(cctx, p.narKey(), body(), storage.PutOptions{}); !errors.Is(err, gateway.ErrForbidden) {
 		t.Fatalf("reader PUT: %v", err)
 	}
-	if _, err := client("reader").Get(cctx, "gcroots/.lock/prune"); !errorsIs(err, gateway.ErrForbidden) {
+	if _, err := client("reader").Get(cctx, "gcroots/.lock/prune"); !errors.Is(err, gateway.ErrForbidden) {
 		t.Fatalf("reader lease read: %v", err)
 	}
 	// writers: exact DN and the CN= shorthand
@@ -211,21 +212,6 @@ func mustParse(t *testing.T, path string) *x509.Certificate {
 		t.Fatal(err)
 	}
 	return c
-}
-
-func errorsIs(err, target error) bool {
-	for e := err; e != nil; {
-		if e == target {
-			return true
-		}
-		switch x := e.(type) {
-		case interface{ Unwrap() error }:
-			e = x.Unwrap()
-		default:
-			return false
-		}
-	}
-	return false
 }
 
 // --- OIDC ---------------------------------------------------------------
