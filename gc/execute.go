@@ -2,10 +2,12 @@ package gc
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
 	"github.com/kiss-cache/kiss/nixcache"
+	"github.com/kiss-cache/kiss/storage"
 )
 
 // Execute deletes what the plan found, in two phases: metadata (expired
@@ -68,8 +70,12 @@ func (p *Plan) execute(ctx context.Context, fence Fence, prog Progress) error {
 	// Two passes over the plan rather than one materialised list: a prune
 	// of a million objects does not hold a million key strings at once.
 	isNAR := func(d Deletion) bool { return d.Kind == nixcache.KindNAR.String() }
+	isMarker := func(d Deletion) bool { return d.Kind == nixcache.KindRoot.String() }
 	t0 := time.Now()
-	if err := p.deletePhase(ctx, PhaseDelMeta, func(d Deletion) bool { return !isNAR(d) }, fence, prog); err != nil {
+	if err := p.deleteMarkers(ctx, fence); err != nil {
+		return err
+	}
+	if err := p.deletePhase(ctx, PhaseDelMeta, func(d Deletion) bool { return !isNAR(d) && !isMarker(d) }, fence, prog); err != nil {
 		return err
 	}
 	p.phaseDone(PhaseDelMeta, t0)
@@ -78,6 +84,33 @@ func (p *Plan) execute(ctx context.Context, fence Fence, prog Progress) error {
 		return err
 	}
 	p.phaseDone(PhaseDelNAR, t0)
+	return nil
+}
+
+// deleteMarkers deletes expired markers one by one, each only if it is
+// still the version that was listed (a marker rewritten since is fresh).
+func (p *Plan) deleteMarkers(ctx context.Context, fence Fence) error {
+	for i, m := range p.delMarkers {
+		if i%100 == 0 {
+			if err := fence.Confirm(ctx); err != nil {
+				return fmt.Errorf("%w: %w", ErrFence, err)
+			}
+		}
+		err := p.st.Delete(ctx, m.Source, storage.DeleteOptions{IfMatch: m.etag})
+		switch {
+		case errors.Is(err, storage.ErrPreconditionFailed), errors.Is(err, storage.ErrNotFound):
+			p.mu.Lock()
+			p.warn("expired marker %s changed or vanished since the listing; kept", m.Source)
+			p.mu.Unlock()
+		case err != nil:
+			return fmt.Errorf("deleting expired marker %s: %w", m.Source, err)
+		default:
+			p.mu.Lock()
+			p.report.Deleted.Objects++
+			p.report.Deleted.Bytes += m.Size
+			p.mu.Unlock()
+		}
+	}
 	return nil
 }
 

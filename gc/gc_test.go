@@ -720,3 +720,31 @@ func TestColdWalkRequests(t *testing.T) {
 		c.present(p, true)
 	}
 }
+
+// TestExpiredMarkerDeletedOnlyIfUnchanged: an expired marker is deleted by
+// a conditional delete on the version listed; one rewritten since is kept.
+func TestExpiredMarkerDeletedOnlyIfUnchanged(t *testing.T) {
+	c := newMemCache(t)
+	a := c.add("a")
+	keep := c.add("keep")
+	c.root("old", a)
+	c.root("stale", a)
+	c.age(48 * time.Hour)
+	c.root("fresh", keep)
+	p, err := gc.NewPlan(ctx, c.st, gc.Options{Grace: time.Hour, RootMaxAge: 24 * time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.root("stale", a) // rewritten after the plan: fresh again
+	rep, err := p.Execute(ctx, &countFence{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.exists("gcroots/old") || !c.exists("gcroots/stale") || !c.exists("gcroots/fresh") {
+		t.Fatal("want old deleted, stale (rewritten) and fresh kept")
+	}
+	if rep.Roots.Expired != 2 || len(rep.Warnings) == 0 {
+		t.Fatalf("expired %d, warnings %v", rep.Roots.Expired, rep.Warnings)
+	}
+	c.present(keep, true)
+}

@@ -84,7 +84,7 @@ type Plan struct {
 	delNarInfo []int32 // listing indices
 	delObjs    []int32 // non-NAR objects (ls, log, realisations, ..., temp)
 	delNAR     []int32
-	delMarkers []string
+	delMarkers []Marker // expired
 
 	report   Report
 	executed bool
@@ -110,8 +110,8 @@ func (p *Plan) Report() *Report {
 // (metadata, then NARs).
 func (p *Plan) Deletions() iter.Seq[Deletion] {
 	return func(yield func(Deletion) bool) {
-		for _, k := range p.delMarkers {
-			if !yield(Deletion{Key: k, Kind: nixcache.KindRoot.String()}) {
+		for _, m := range p.delMarkers {
+			if !yield(Deletion{Key: m.Source, Kind: nixcache.KindRoot.String(), Size: m.Size}) {
 				return
 			}
 		}
@@ -176,7 +176,7 @@ func NewPlan(ctx context.Context, st storage.Store, opts Options) (*Plan, error)
 	for i := range markers {
 		m := &markers[i]
 		if m.Expired {
-			p.delMarkers = append(p.delMarkers, m.Source)
+			p.delMarkers = append(p.delMarkers, *m)
 			p.report.Roots.Expired++
 			continue
 		}

@@ -33,6 +33,9 @@ type Marker struct {
 	Paths   []nixcache.Hash `json:"-"`
 	// Ignored counts lines that are not store paths.
 	Ignored int `json:"ignored_lines,omitempty"`
+	// etag is the version listed: an expired marker is deleted only if it
+	// is still that version (a marker rewritten meanwhile is fresh).
+	etag string
 }
 
 // IsLocalRootSource tells a --roots argument naming a local directory
@@ -108,7 +111,7 @@ func readMarkers(ctx context.Context, st storage.Store, objs []storage.Object, d
 	var mu sync.Mutex
 	var vanished []int
 	for i, o := range objs {
-		markers[i] = Marker{Source: o.Key, ModTime: o.ModTime, Size: o.Size}
+		markers[i] = Marker{Source: o.Key, ModTime: o.ModTime, Size: o.Size, etag: o.ETag}
 		if maxAge > 0 && strings.HasPrefix(o.Key, nixcache.RootsPrefix) && now.Sub(o.ModTime) > maxAge {
 			markers[i].Expired = true
 			prog.Advance(PhaseRoots, 1, o.Size)
