@@ -43,33 +43,43 @@ var decodeTable = func() (t [256]byte) {
 // instead of go-nix's per-character search; FuzzParseBaseName checks it
 // against go-nix.
 func ParseHash(s string) (Hash, error) {
+	h, ok := decodeHash(s)
+	if !ok {
+		return Hash{}, fmt.Errorf("%w: hash %q is not %d Nix base32 characters", ErrInvalidStorePath, s, HashLen)
+	}
+	return h, nil
+}
+
+// decodeHash works on strings and byte slices alike, so the narinfo parser
+// need not allocate a string per reference.
+func decodeHash[S ~string | ~[]byte](s S) (Hash, bool) {
 	var h Hash
 	if len(s) != HashLen {
-		return h, fmt.Errorf("%w: hash %q is not %d characters", ErrInvalidStorePath, s, HashLen)
+		return h, false
 	}
 	// Nix base32 is little-endian: the last character holds the lowest bits.
 	for n := 0; n < HashLen; n++ {
 		d := decodeTable[s[HashLen-1-n]]
 		if d == 0xff {
-			return Hash{}, fmt.Errorf("%w: hash %q has %q, not in the Nix base32 alphabet", ErrInvalidStorePath, s, s[HashLen-1-n])
+			return Hash{}, false
 		}
 		b := n * 5
 		i, j := b/8, b%8
 		h[i] |= d << j
 		if carry := d >> (8 - j); carry != 0 {
 			if i+1 >= len(h) {
-				return Hash{}, fmt.Errorf("%w: hash %q: non-zero padding", ErrInvalidStorePath, s)
+				return Hash{}, false
 			}
 			h[i+1] |= carry
 		}
 	}
-	return h, nil
+	return h, true
 }
 
 // validName reports whether s is a valid store path name (the part after
 // "<hash>-"), with the character set Nix accepts.
-func validName(s string) bool {
-	if s == "" || len(s) > 211 || s[0] == '.' {
+func validName[S ~string | ~[]byte](s S) bool {
+	if len(s) == 0 || len(s) > 211 || s[0] == '.' {
 		return false
 	}
 	for i := 0; i < len(s); i++ {
@@ -84,21 +94,22 @@ func validName(s string) bool {
 	return true
 }
 
+// baseNameHash parses "<hash>-<name>" without allocating.
+func baseNameHash[S ~string | ~[]byte](s S) (Hash, bool) {
+	if len(s) < HashLen+2 || s[HashLen] != '-' || !validName(s[HashLen+1:]) {
+		return Hash{}, false
+	}
+	return decodeHash(s[:HashLen])
+}
+
 // ParseBaseName parses "<hash>-<name>", the form narinfo `References:` and
 // `Deriver:` use, into its hash and name.
 func ParseBaseName(s string) (Hash, string, error) {
-	if len(s) < HashLen+2 || s[HashLen] != '-' {
+	h, ok := baseNameHash(s)
+	if !ok {
 		return Hash{}, "", fmt.Errorf("%w: %q is not <hash>-<name>", ErrInvalidStorePath, s)
 	}
-	h, err := ParseHash(s[:HashLen])
-	if err != nil {
-		return Hash{}, "", err
-	}
-	name := s[HashLen+1:]
-	if !validName(name) {
-		return Hash{}, "", fmt.Errorf("%w: %q has an invalid name", ErrInvalidStorePath, s)
-	}
-	return h, name, nil
+	return h, s[HashLen+1:], nil
 }
 
 // ParseStorePath parses an absolute store path "<storeDir>/<hash>-<name>".

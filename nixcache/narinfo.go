@@ -109,10 +109,20 @@ func ParseNarInfo(data []byte, storeDir string) (*NarInfo, error) {
 				return nil, fmt.Errorf("%w: References given twice", ErrInvalidNarInfo)
 			}
 			seenRefs = true
-			for _, f := range bytes.Fields(val) {
-				h, _, err := ParseBaseName(string(f))
-				if err != nil {
-					return nil, fmt.Errorf("%w: References: %v", ErrInvalidNarInfo, err)
+			ni.References = make([]Hash, 0, bytes.Count(val, []byte{' '})+1)
+			for len(val) > 0 {
+				var f []byte
+				if i := bytes.IndexByte(val, ' '); i >= 0 {
+					f, val = val[:i], val[i+1:]
+				} else {
+					f, val = val, nil
+				}
+				if len(f) == 0 {
+					continue
+				}
+				h, ok := baseNameHash(f)
+				if !ok {
+					return nil, fmt.Errorf("%w: References: %q is not <hash>-<name>", ErrInvalidNarInfo, f)
 				}
 				ni.References = append(ni.References, h)
 			}
