@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -197,6 +198,20 @@ func TestGatewayMTLSThroughEphemeral(t *testing.T) {
 	}
 	if got, err := n.Closure(dst, out["app"]); err != nil || len(got) != len(keys) {
 		t.Fatalf("substituted %v %v", got, err)
+	}
+
+	// the DN is matched whole: "CN=writer,O=elsewhere" is not this writer
+	// (were the flag split at the comma, "CN=writer" alone would match)
+	other := startServe(t, t.TempDir(), "--tls-cert", pki.Server.CertFile, "--tls-key", pki.Server.KeyFile,
+		"--client-ca", pki.CAFile, "--writer", "CN=writer,O=elsewhere")
+	wc := pki.Client("writer")
+	oc, err := gateway.OpenClient(other, gateway.ClientOptions{CertFile: wc.CertFile, KeyFile: wc.KeyFile, CAFile: pki.CAFile})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer oc.Close()
+	if _, err := oc.Put(ctx, "gcroots/web1", strings.NewReader(string(marker)), storage.PutOptions{}); !errors.Is(err, gateway.ErrForbidden) {
+		t.Fatalf("writer with a different O= wrote: %v", err)
 	}
 
 	// no certificate, foreign CA, expired: refused

@@ -52,12 +52,12 @@ EXIT STATUS
 			&cli.StringFlag{Name: "tls-cert", Usage: "server certificate (PEM)"},
 			&cli.StringFlag{Name: "tls-key", Usage: "server key (PEM)"},
 			&cli.StringFlag{Name: "client-ca", Usage: "require TLS client certificates issued by this CA (PEM)"},
-			&cli.StringSliceFlag{Name: "writer", Usage: "subject DN of a client certificate that may write (repeatable)"},
+			&cli.GenericFlag{Name: "writer", Value: &serveList{}, Usage: "subject DN of a client certificate that may write (repeatable; never split at commas)"},
 			&cli.StringFlag{Name: "oidc-issuer", Usage: "required token issuer (iss)"},
 			&cli.StringFlag{Name: "oidc-audience", Usage: "required token audience (aud)"},
 			&cli.StringFlag{Name: "oidc-jwks-url", Usage: "where the issuer's signing keys are fetched"},
-			&cli.StringSliceFlag{Name: "oidc-read-subject", Usage: "token subject glob that may read ('*' matches anything; repeatable)"},
-			&cli.StringSliceFlag{Name: "oidc-write-subject", Usage: "token subject glob that may write (and read; repeatable)"},
+			&cli.GenericFlag{Name: "oidc-read-subject", Value: &serveList{}, Usage: "token subject glob that may read ('*' matches anything; repeatable)"},
+			&cli.GenericFlag{Name: "oidc-write-subject", Value: &serveList{}, Usage: "token subject glob that may write (and read; repeatable)"},
 			&cli.BoolFlag{Name: "open-reads", Usage: "anyone may read; credentials are needed only to write"},
 			&cli.BoolFlag{Name: "anonymous-writes", Usage: "anyone may write (only allowed when every listener is loopback)"},
 			&cli.BoolFlag{Name: "insecure-http", Usage: "allow plain HTTP on non-loopback addresses"},
@@ -73,6 +73,32 @@ EXIT STATUS
 		},
 		Action: runServe,
 	})
+}
+
+// serveList is a repeatable string flag whose values are never split at
+// commas: a subject DN ("CN=hydra,O=Example") is one value, which
+// urfave/cli's StringSliceFlag would cut in two (and "CN=hydra" alone would
+// then match by the CN shorthand: a wider grant than configured).
+type serveList []string
+
+func (l *serveList) Set(v string) error { *l = append(*l, v); return nil }
+func (l *serveList) String() string {
+	if l == nil {
+		return ""
+	}
+	return strings.Join(*l, "; ")
+}
+
+// takeServeList returns the values given for a serveList flag and empties
+// it (the flag value lives as long as the process; run() may run twice).
+func takeServeList(c *cli.Context, name string) []string {
+	l, ok := c.Generic(name).(*serveList)
+	if !ok || l == nil {
+		return nil
+	}
+	vals := append([]string(nil), *l...)
+	*l = nil
+	return vals
 }
 
 // serveParseSize reads "0", "1024", "64K", "10M", "4G", "1T" (binary units).
@@ -95,6 +121,8 @@ func serveParseSize(s string) (int64, error) {
 func runServe(c *cli.Context) error {
 	ctx := c.Context
 	log := slog.Default()
+	writers := takeServeList(c, "writer")
+	readSubjects, writeSubjects := takeServeList(c, "oidc-read-subject"), takeServeList(c, "oidc-write-subject")
 	if c.NArg() != 0 {
 		return usageError(fmt.Errorf("serve takes no arguments (got %q); the store is --store", c.Args().Slice()))
 	}
@@ -134,20 +162,20 @@ func runServe(c *cli.Context) error {
 	case oidcSet:
 		o, err := gateway.NewOIDC(gateway.OIDCConfig{
 			Issuer: c.String("oidc-issuer"), Audience: c.String("oidc-audience"), JWKSURL: c.String("oidc-jwks-url"),
-			ReadSubjects: c.StringSlice("oidc-read-subject"), WriteSubjects: c.StringSlice("oidc-write-subject"),
+			ReadSubjects: readSubjects, WriteSubjects: writeSubjects,
 		})
 		if err != nil {
 			return usageError(err)
 		}
 		auth = o
 	case c.IsSet("client-ca"):
-		auth = gateway.ClientCerts{Writers: c.StringSlice("writer")}
+		auth = gateway.ClientCerts{Writers: writers}
 	case c.Bool("anonymous-writes"):
 		auth = gateway.Open{}
 	default:
 		auth = gateway.OpenReads{}
 	}
-	if c.IsSet("writer") && !c.IsSet("client-ca") {
+	if len(writers) > 0 && !c.IsSet("client-ca") {
 		return usageError(errors.New("--writer needs --client-ca (writers are client certificates)"))
 	}
 	if c.Bool("open-reads") {
