@@ -707,6 +707,9 @@ func TestColdWalkRequests(t *testing.T) {
 	top[0].deriv = inCache
 	c.putNarInfo(top[0], "")
 	c.root("r", top...)
+	// A log of a deriver that is not in the cache is kept; an orphan log goes.
+	c.put("log/"+top[1].deriv.base(), []byte("log"))
+	c.put("log/"+digest("path:nobody.drv").String()+"-nobody.drv", []byte("log"))
 	sp := newSpy(c.st)
 	rep, err := prune(sp, gc.Options{Grace: -1, Concurrency: 16})
 	if err != nil {
@@ -716,6 +719,9 @@ func TestColdWalkRequests(t *testing.T) {
 		t.Fatalf("narinfo GETs %d, reachable %d; want 101 (50 outputs, 50 deps, 1 deriver in the cache)", got, rep.Reachable.Objects)
 	}
 	c.present(inCache, true)
+	if !c.exists("log/"+top[1].deriv.base()) || c.exists("log/"+digest("path:nobody.drv").String()+"-nobody.drv") {
+		t.Error("logs: want the absent deriver's log kept and the orphan log deleted")
+	}
 	for _, p := range top {
 		c.present(p, true)
 	}

@@ -269,8 +269,11 @@ func (p *Plan) decide(ctx context.Context, cutoff time.Time, storeDir string, co
 	// NAR keys kept: those of reachable narinfos, and young NARs (so a
 	// debuginfo pointing into an upload in flight is kept too).
 	keepNAR := make([]uint64, 0, g.reachable)
-	// Derivations whose logs are kept: reachable paths and their derivers.
-	keepDrv := make([]nixcache.Hash, 0, g.reachable)
+	// Derivations whose logs are kept: reachable paths (checked in the
+	// listing) and the derivers of reachable paths (collected only if the
+	// cache has logs at all).
+	var keepDrv []nixcache.Hash
+	_, haveLogs := ix.counts[nixcache.KindLog.String()]
 	for i := range ix.narinfos {
 		if !g.isReach(i) {
 			continue
@@ -279,8 +282,7 @@ func (p *Plan) decide(ctx context.Context, cutoff time.Time, storeDir string, co
 		if ni.nar != 0 {
 			keepNAR = append(keepNAR, ni.nar)
 		}
-		keepDrv = append(keepDrv, ix.narinfos[i].h)
-		if ni.deriver != noRef {
+		if haveLogs && ni.deriver != noRef {
 			keepDrv = append(keepDrv, g.hashOf(ni.deriver))
 		}
 	}
@@ -292,13 +294,13 @@ func (p *Plan) decide(ctx context.Context, cutoff time.Time, storeDir string, co
 	}
 	slices.Sort(keepNAR)
 	slices.SortFunc(keepDrv, func(a, b nixcache.Hash) int { return bytes.Compare(a[:], b[:]) })
-	drvKept := func(h nixcache.Hash) bool {
-		_, ok := slices.BinarySearchFunc(keepDrv, h, func(a, b nixcache.Hash) int { return bytes.Compare(a[:], b[:]) })
-		return ok
-	}
 	reachable := func(h nixcache.Hash) bool {
 		i := ix.find(h)
 		return i >= 0 && g.isReach(i)
+	}
+	drvKept := func(h nixcache.Hash) bool {
+		_, ok := slices.BinarySearchFunc(keepDrv, h, func(a, b nixcache.Hash) int { return bytes.Compare(a[:], b[:]) })
+		return ok || reachable(h)
 	}
 
 	del := map[string]*Count{}

@@ -335,6 +335,12 @@ func (w *walker) graph(ix *index, roots []nixcache.Hash) (*graph, error) {
 		missIdx: map[nixcache.Hash]uint32{},
 		reads:   w.reads, readBytes: w.readBytes,
 	}
+	for _, h := range roots {
+		if i, ok := w.byHash[h]; !ok || w.nodes[i].state != stPresent {
+			g.missingRoots = append(g.missingRoots, h)
+		}
+	}
+	w.byHash = nil // the largest walk structure: free it before the graph grows
 	listIdx := make([]int32, len(w.nodes))
 	for i := range w.nodes {
 		listIdx[i] = int32(ix.find(w.nodes[i].h))
@@ -376,11 +382,6 @@ func (w *walker) graph(ix *index, roots []nixcache.Hash) (*graph, error) {
 		g.info[li] = ni
 		g.reachable++
 		g.reachBytes += n.fileSize
-	}
-	for _, h := range roots {
-		if i, ok := w.byHash[h]; !ok || w.nodes[i].state != stPresent {
-			g.missingRoots = append(g.missingRoots, h)
-		}
 	}
 	return g, nil
 }
