@@ -42,6 +42,13 @@ func SanitizeJob(s string) string {
 	return string(out)
 }
 
+// pruneInProgress: a gateway refused a new writer lease because it saw a
+// fresh prune lease (gateway.RemoteError, tested without importing gateway).
+func pruneInProgress(err error) bool {
+	var p interface{ PruneInProgress() bool }
+	return err != nil && errors.As(err, &p) && p.PruneInProgress()
+}
+
 func checkStore(st storage.Store) error {
 	c := st.Capabilities()
 	if !c.AtomicCreate || !c.CompareAndSwap {
@@ -115,6 +122,8 @@ func create(ctx context.Context, st storage.Store, key string, body []byte, nonc
 				return storage.Object{Key: key, ETag: h.ETag, ModTime: h.ModTime}, nil
 			}
 			return storage.Object{}, &existsError{h}
+		case pruneInProgress(err):
+			return storage.Object{}, fmt.Errorf("create %s: %w", key, err)
 		case storage.IsTransient(err) && ctx.Err() == nil && attempt < 10:
 			if e := sleepCtx(ctx, jitter(50*time.Millisecond<<min(attempt, 5))); e != nil {
 				return storage.Object{}, err
@@ -310,10 +319,26 @@ func AcquireWriter(ctx context.Context, st storage.Store, job string, o Options)
 	for {
 		sent := wallNow()
 		obj, err := create(ctx, st, key, body, rec.Nonce)
+		if pruneInProgress(err) {
+			// A gateway refused our lease because it saw a fresh prune
+			// lease (503): the same answer as reading it ourselves.
+			h, herr := readHolder(ctx, st, PruneKey)
+			if herr != nil {
+				h = Holder{Key: PruneKey, Kind: KindPrune, BodyError: "reported by the gateway: " + err.Error()}
+			}
+			if !wallNow().Before(deadline) {
+				return nil, &LockedError{Want: KindWriter, Holders: []Holder{h}}
+			}
+			log.Info("cache is being pruned (gateway); waiting", "holder", h.String())
+			if e := sleepCtx(ctx, jitter(o.Poll)); e != nil {
+				return nil, e
+			}
+			continue
+		}
 		if err != nil {
 			return nil, err
 		}
-		// Read the prune lease only after our own lease exists (MUST W2).
+		// Read the prune lease only after our own lease exists (MUST W1).
 		h, perr := readHolder(ctx, st, PruneKey)
 		switch {
 		case errors.Is(perr, storage.ErrNotFound):

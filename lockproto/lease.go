@@ -547,8 +547,16 @@ func kindOfKey(key string) Kind {
 	return KindWriter
 }
 
-// judge fills Age and Stale from the store's clock.
+// judge fills Age and Stale from the store's clock. A lease is judged with
+// the longer of the judge's TTL and the TTL its holder declared in its body:
+// a holder refreshes on its own schedule, so a shorter TTL of the judge
+// must never make it look stale early.
 func judge(h *Holder, now time.Time, ttl time.Duration) {
+	if h.Record != nil {
+		if d, err := time.ParseDuration(h.Record.TTL); err == nil && d > ttl {
+			ttl = d
+		}
+	}
 	h.Age = max(now.Sub(h.ModTime), 0)
 	h.Stale = h.Age > ttl
 }

@@ -633,3 +633,25 @@ func TestJobNames(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
+
+// MUST C2: a lease is judged with the longer of the judge's TTL and the TTL
+// its holder declared, so a writer configured with a short TTL does not
+// ignore a pruner that refreshes on a longer schedule.
+func TestC2_DeclaredTTLWins(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		base := memStore(0)
+		st := storagetest.NewFaulty(base)
+		p := mustPrune(t, st, opts()) // TTL 60s
+		st.Inject(storagetest.Fault{Op: storagetest.OpPut, KeyPrefix: PruneKey, Cond: "cas", Times: -1, Fail: true})
+		time.Sleep(20 * time.Second)
+		short := opts()
+		short.TTL = 10 * time.Second
+		if _, err := AcquireWriter(t.Context(), base, "w", short); !IsLocked(err) {
+			t.Fatalf("writer with a short TTL ignored a fresh prune lease: %v", err)
+		}
+		if _, err := AcquirePrune(t.Context(), base, short); !IsLocked(err) {
+			t.Fatalf("pruner with a short TTL took over a fresh lease: %v", err)
+		}
+		p.Release(t.Context())
+	})
+}
