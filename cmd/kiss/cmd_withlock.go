@@ -1,0 +1,361 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/kiss-cache/kiss/gateway"
+	"github.com/kiss-cache/kiss/lockproto"
+	"github.com/kiss-cache/kiss/nixcache"
+	"github.com/kiss-cache/kiss/storage"
+)
+
+const withLockUsage = `kiss with-lock MARKER STORE-PATH [flags] -- COMMAND [ARG...]
+
+MARKER is where the root marker goes: a path or file:// URL (DIR/gcroots/NAME),
+s3://BUCKET/gcroots/NAME[?region=…&endpoint=…], or https://HOST/gcroots/NAME
+(a kiss gateway). The cache is MARKER minus /gcroots/NAME.
+
+with-lock takes a shared writer lease (waiting while a prune holds the
+exclusive one, at most --lock-wait), keeps it fresh while COMMAND runs, and,
+only if COMMAND exits 0 and the lease is still confirmed, writes MARKER
+atomically with the content "STORE-PATH\n". The lease is always released.
+
+COMMAND gets $KISS_STORE: the file:// URL of the cache, or, for s3:// and
+https:// caches (which Nix 2.8 cannot push to itself), the URL of an
+ephemeral loopback endpoint served by kiss that writes to the cache:
+
+    kiss with-lock s3://cache/gcroots/web /nix/store/…-web -- \
+        sh -c 'nix copy --to "$KISS_STORE" /nix/store/…-web'
+
+Flags (before or after MARKER and STORE-PATH, always before --):
+   --lock-wait D   how long to wait while a prune holds the lock (default 10m)
+   --lock-ttl D    lease TTL; refreshed every TTL/6 (default 30m)
+   --cert F --key F   client certificate for an mTLS gateway
+   --cacert F      CA bundle for the gateway's server certificate
+   --bearer TOKEN  bearer token (OIDC) for a gateway (or $KISS_BEARER)
+
+EXIT STATUS:
+   COMMAND's exit status (128+N if it was killed by signal N), else
+   2  usage error (arguments, flags, MARKER, STORE-PATH)
+   3  the cache cannot be reached or lacks conditional writes; marker write failed
+   5  a prune holds the lock and --lock-wait ran out (COMMAND did not run)
+   6  the lease was lost while COMMAND ran (COMMAND was stopped; no marker)
+`
+
+func init() {
+	register(&cli.Command{
+		Name:            "with-lock",
+		Usage:           "run COMMAND under a writer lease, then write a GC-root marker if it succeeded",
+		ArgsUsage:       "MARKER STORE-PATH [flags] -- COMMAND [ARG...]",
+		Description:     withLockUsage,
+		SkipFlagParsing: true, // flags may follow the positional arguments; parsed below
+		Action:          runWithLock,
+	})
+}
+
+// withLockArgs is the parsed command line.
+type withLockArgs struct {
+	marker, storePath         string
+	command                   []string
+	wait, ttl                 time.Duration
+	cert, key, cacert, bearer string
+	storeURL, markerKey, kind string // kind: file, s3, http
+	fileRoot                  string // for kind file
+}
+
+func parseWithLockArgs(args []string) (*withLockArgs, error) {
+	a := &withLockArgs{}
+	fs := flag.NewFlagSet("with-lock", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.DurationVar(&a.wait, "lock-wait", 10*time.Minute, "")
+	fs.DurationVar(&a.ttl, "lock-ttl", lockproto.DefaultTTL, "")
+	fs.StringVar(&a.cert, "cert", "", "")
+	fs.StringVar(&a.key, "key", "", "")
+	fs.StringVar(&a.cacert, "cacert", "", "")
+	fs.StringVar(&a.bearer, "bearer", os.Getenv(gateway.EnvBearer), "")
+	before := args
+	sep := -1
+	for i, s := range args {
+		if s == "--" {
+			sep = i
+			break
+		}
+	}
+	if sep >= 0 {
+		before, a.command = args[:sep], args[sep+1:]
+	}
+	var pos []string
+	rest := before
+	for len(rest) > 0 {
+		if err := fs.Parse(rest); err != nil {
+			return nil, err
+		}
+		rest = fs.Args()
+		if len(rest) > 0 {
+			pos, rest = append(pos, rest[0]), rest[1:]
+		}
+	}
+	if sep < 0 && len(pos) > 2 {
+		a.command, pos = pos[2:], pos[:2]
+	}
+	if len(pos) != 2 {
+		return nil, fmt.Errorf("want MARKER STORE-PATH -- COMMAND, got %d arguments before the command", len(pos))
+	}
+	if len(a.command) == 0 {
+		return nil, errors.New("no COMMAND given (put it after --)")
+	}
+	if a.wait < 0 || a.ttl < 0 {
+		return nil, errors.New("--lock-wait and --lock-ttl must not be negative")
+	}
+	if (a.cert == "") != (a.key == "") {
+		return nil, errors.New("--cert and --key go together")
+	}
+	a.marker, a.storePath = pos[0], pos[1]
+	if err := a.splitMarker(); err != nil {
+		return nil, err
+	}
+	if a.kind != "http" && (a.cert != "" || a.cacert != "" || (a.bearer != "" && os.Getenv(gateway.EnvBearer) == "")) {
+		return nil, errors.New("--cert, --key, --cacert and --bearer are for https:// gateways only")
+	}
+	return a, nil
+}
+
+// splitMarker derives the cache URL and the marker key from MARKER: the
+// cache is everything before the last "/gcroots/".
+func (a *withLockArgs) splitMarker() error {
+	m := a.marker
+	bad := func(why string) error { return fmt.Errorf("MARKER %q: %s", m, why) }
+	cut := func(p string) (root, name string, err error) {
+		i := strings.LastIndex(p, "/gcroots/")
+		if i < 0 {
+			return "", "", bad("must be …/gcroots/NAME")
+		}
+		root, name = p[:i], p[i+len("/gcroots/"):]
+		if name == "" || strings.HasPrefix(name, ".lock") || strings.HasSuffix(name, "/") {
+			return "", "", bad("NAME must be a marker name (not empty, not under .lock/)")
+		}
+		if err := storage.ValidateKey("gcroots/" + name); err != nil {
+			return "", "", bad(err.Error())
+		}
+		return root, name, nil
+	}
+	if !strings.Contains(m, "://") {
+		abs, err := filepath.Abs(m)
+		if err != nil {
+			return bad(err.Error())
+		}
+		root, name, err := cut(abs)
+		if err != nil {
+			return err
+		}
+		if root == "" {
+			root = "/"
+		}
+		a.kind, a.fileRoot, a.storeURL, a.markerKey = "file", root, root, "gcroots/"+name
+		return nil
+	}
+	u, err := url.Parse(m)
+	if err != nil {
+		return bad(err.Error())
+	}
+	root, name, err := cut(u.Path)
+	if err != nil {
+		return err
+	}
+	a.markerKey = "gcroots/" + name
+	switch u.Scheme {
+	case "file":
+		if root == "" {
+			root = "/"
+		}
+		a.kind, a.fileRoot = "file", root
+		a.storeURL = (&url.URL{Scheme: "file", Path: root}).String()
+	case "s3":
+		if root != "" {
+			return bad("an s3:// cache is a whole bucket: want s3://BUCKET/gcroots/NAME")
+		}
+		a.kind = "s3"
+		v := *u
+		v.Path, v.RawPath = "", ""
+		a.storeURL = v.String()
+	case "http", "https":
+		a.kind = "http"
+		v := *u
+		v.Path, v.RawPath, v.RawQuery = root, "", ""
+		a.storeURL = v.String()
+	default:
+		return bad("want a path, file://, s3:// or https:// URL")
+	}
+	return nil
+}
+
+func runWithLock(c *cli.Context) error {
+	args := c.Args().Slice()
+	for _, s := range args {
+		if s == "--" {
+			break
+		}
+		if s == "-h" || s == "--help" || s == "-help" {
+			fmt.Fprint(c.App.Writer, withLockUsage)
+			return nil
+		}
+	}
+	a, err := parseWithLockArgs(args)
+	if err != nil {
+		return usageError(fmt.Errorf("with-lock: %w", err))
+	}
+	ctx := c.Context
+	log := slog.Default().With("marker", a.marker)
+
+	var st storage.Store
+	if a.kind == "http" {
+		st, err = gateway.OpenClient(a.storeURL, gateway.ClientOptions{CertFile: a.cert, KeyFile: a.key, CAFile: a.cacert, Bearer: a.bearer})
+	} else {
+		st, err = storage.Open(ctx, a.storeURL)
+	}
+	if err != nil {
+		if errors.Is(err, storage.ErrInvalidURL) {
+			return usageError(err)
+		}
+		return withExit(ExitStore, err)
+	}
+	defer st.Close()
+
+	// STORE-PATH must be a store path of this cache's store directory, so
+	// the marker roots something (a marker that roots nothing is refused).
+	storeDir := withLockStoreDir(ctx, st)
+	if _, _, err := nixcache.ParseStorePath(a.storePath, storeDir); err != nil {
+		return usageError(fmt.Errorf("with-lock: STORE-PATH %q: %w", a.storePath, err))
+	}
+
+	job := lockproto.SanitizeJob(strings.ReplaceAll(strings.TrimPrefix(a.markerKey, "gcroots/"), "/", "-"))
+	lease, err := lockproto.AcquireWriter(ctx, st, job, lockproto.Options{
+		TTL: a.ttl, Wait: a.wait, Owner: "kiss with-lock " + a.markerKey, Logger: log,
+	})
+	if err != nil {
+		switch {
+		case lockproto.IsLocked(err):
+			return withExit(ExitLocked, err)
+		case ctx.Err() != nil:
+			return withExit(ExitInterrupted, err)
+		}
+		return withExit(ExitStore, err)
+	}
+	defer lease.Release(ctx)
+	lctx := lease.Context()
+
+	storeForCommand := "file://" + a.fileRoot
+	var stopEndpoint func(context.Context) error
+	if a.kind != "file" {
+		base, stop, err := gateway.Ephemeral(lctx, st, gateway.WithLogger(log))
+		if err != nil {
+			return withExit(ExitFailure, fmt.Errorf("with-lock: ephemeral endpoint: %w", err))
+		}
+		storeForCommand, stopEndpoint = base, stop
+	}
+
+	code, cmdErr := runLocked(ctx, lctx, a.command, storeForCommand, log)
+	if stopEndpoint != nil {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		_ = stopEndpoint(sctx)
+		cancel()
+	}
+	if cmdErr != nil {
+		return withExit(ExitFailure, fmt.Errorf("with-lock: %w", cmdErr))
+	}
+	if lerr := lease.Err(); lerr != nil && ctx.Err() == nil {
+		return withExit(ExitLeaseLost, fmt.Errorf("with-lock: lease lost while the command ran; no marker written: %w", lerr))
+	}
+	if code != 0 {
+		log.Info("command failed; no marker written", "status", code)
+		return &silentExit{code}
+	}
+	if ctx.Err() != nil {
+		return withExit(ExitInterrupted, errors.New("with-lock: interrupted; no marker written"))
+	}
+	// Fencing: the marker lands only under a lease confirmed just now.
+	if err := lease.Confirm(ctx); err != nil {
+		return withExit(ExitLeaseLost, fmt.Errorf("with-lock: no marker written: %w", err))
+	}
+	body := nixcache.FormatMarker([]string{a.storePath})
+	if _, err := st.Put(lctx, a.markerKey, bytes.NewReader(body), storage.PutOptions{ContentType: "text/plain"}); err != nil {
+		if lease.Err() != nil {
+			return withExit(ExitLeaseLost, fmt.Errorf("with-lock: marker not written: %w", err))
+		}
+		return withExit(ExitStore, fmt.Errorf("with-lock: writing marker %s: %w", a.markerKey, err))
+	}
+	log.Info("marker written", "key", a.markerKey, "path", a.storePath)
+	if err := lease.Release(ctx); err != nil {
+		log.Warn("releasing the writer lease failed; it goes stale by itself", "err", err)
+	}
+	return nil
+}
+
+// withLockStoreDir reads StoreDir from the cache's nix-cache-info.
+func withLockStoreDir(ctx context.Context, st storage.Store) string {
+	r, err := st.Get(ctx, "nix-cache-info")
+	if err != nil {
+		return nixcache.DefaultStoreDir
+	}
+	defer r.Close()
+	data, _ := io.ReadAll(io.LimitReader(r, 64<<10))
+	if d := nixcache.ParseCacheInfo(data); d != "" {
+		return d
+	}
+	return nixcache.DefaultStoreDir
+}
+
+// runLocked runs the command with KISS_STORE set and returns its exit
+// status. When the lease is lost (lctx done) or kiss is interrupted (ctx
+// done), the command gets SIGTERM, then SIGKILL after 10 s.
+func runLocked(ctx, lctx context.Context, argv []string, kissStore string, log *slog.Logger) (int, error) {
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	cmd.Env = append(os.Environ(), "KISS_STORE="+kissStore)
+	if err := cmd.Start(); err != nil {
+		return 0, fmt.Errorf("starting %s: %w", argv[0], err)
+	}
+	waited := make(chan error, 1)
+	go func() { waited <- cmd.Wait() }()
+	var werr error
+	select {
+	case werr = <-waited:
+	case <-lctx.Done():
+		if ctx.Err() == nil {
+			log.Error("lease lost: stopping the command", "cause", context.Cause(lctx))
+		}
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case werr = <-waited:
+		case <-time.After(10 * time.Second):
+			_ = cmd.Process.Kill()
+			werr = <-waited
+		}
+	}
+	if werr == nil {
+		return 0, nil
+	}
+	var ee *exec.ExitError
+	if errors.As(werr, &ee) {
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			return 128 + int(ws.Signal()), nil
+		}
+		return ee.ExitCode(), nil
+	}
+	return 0, werr
+}
