@@ -108,30 +108,36 @@ info "unrooted closure: $scratch"
 nix path-info -r "$app" "$scratch" | sed 's/^/     /'
 
 step "push both, signed, each under a writer lease (kiss with-lock), then drop one root"
+# Each push sends the outputs' closure, the .drv files (what a narinfo's
+# Deriver: names) and the build log, so the prune shows all of them kept
+# or collected.
 push_url="$store_url?compression=zstd&write-nar-listing=true&secret-key=$demo/nix/secret.key"
 if "$kiss" with-lock --help >/dev/null 2>&1; then
 	for pair in "demo:$app" "scratch:$scratch"; do
 		name=${pair%%:*} path=${pair#*:}
-		info "\$ kiss with-lock $store_url/gcroots/$name $path -- nix copy --to \"\$KISS_STORE?…\" $path"
+		drv=$(nix-store -qd "$path")
+		info "\$ kiss with-lock $store_url/gcroots/$name $path -- nix copy --to \"\$KISS_STORE?…\" $path …"
 		# $KISS_STORE is set by with-lock for the command (the cache itself, or
 		# an ephemeral loopback endpoint); Nix needs a URL, not a bare path
 		# (a path would be a local chroot store), and the query is appended.
 		# shellcheck disable=SC2016 # expanded by the inner shell
-		"$kiss" with-lock "$store_url/gcroots/$name" "$path" -- sh -c '
+		"$kiss" with-lock "$store_url/gcroots/$name" "$path" -- sh -ec '
 			s=$KISS_STORE
 			case $s in /*) s=file://$s ;; esac
 			case $s in *\?*) sep="&" ;; *) sep="?" ;; esac
-			exec nix copy --to "$s${sep}compression=zstd&write-nar-listing=true&secret-key=$1" "$2"' sh "$demo/nix/secret.key" "$path"
+			u="$s${sep}compression=zstd&write-nar-listing=true&secret-key=$1"
+			nix copy --to "$u" "$2"
+			nix copy --derivation --to "$u" "$3"
+			nix store copy-log --to "$s" "$3"' sh "$demo/nix/secret.key" "$path" "$drv"
 	done
 else
 	info "(kiss with-lock is not available in this build: plain nix copy + kiss roots add)"
 	nix copy --to "$push_url" "$app" "$scratch"
+	nix copy --derivation --to "$push_url" "$(nix-store -qd "$app")" "$(nix-store -qd "$scratch")"
+	nix store copy-log --to "$store_url" "$(nix-store -qd "$app")" "$(nix-store -qd "$scratch")"
 	"$kiss" roots add "$store_url" demo "$app"
 	"$kiss" roots add "$store_url" scratch "$scratch"
 fi
-# Build logs and the .drv files go along, so the prune shows them kept and collected too.
-nix copy --derivation --to "$push_url" "$(nix-store -qd "$app")" "$(nix-store -qd "$scratch")"
-nix store copy-log --to "$store_url" "$(nix-store -qd "$app")" "$(nix-store -qd "$scratch")"
 "$kiss" roots list "$store_url"
 "$kiss" roots rm "$store_url" scratch
 info "root 'scratch' removed: $scratch is now garbage"
