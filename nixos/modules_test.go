@@ -511,6 +511,21 @@ esac`,
 		t.Errorf("bare-path KISS_STORE: code %d calls:\n%s\nwant %s", run.code, run.calls, want)
 	}
 
+	// A bearer token reaches with-lock as $KISS_BEARER, never in argv.
+	token := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(token, []byte("s3cr3t"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r = mustEval(t, nix, fmt.Sprintf(`{ publish = {
+		enable = true; store = "https://cache.example.org"; bearerTokenFile = %s;
+		systems = [ { flakeRef = "path:/src#web1"; marker = "web1"; } ];
+	}; }`, nixString(token)))
+	bearerKiss := fakeTools(t, map[string]string{"kiss": `echo "bearer=$KISS_BEARER" >>"$CALLS"`})
+	run = runScript(t, r.Scripts["kiss-publish"], bearerKiss+":"+tools, nil)
+	if run.code != 0 || !strings.Contains(run.calls, "bearer=s3cr3t\n") || strings.Contains(run.calls, "[s3cr3t]") {
+		t.Errorf("bearer: code %d calls:\n%s", run.code, run.calls)
+	}
+
 	// An S3 store: the marker goes before the query string.
 	r = mustEval(t, nix, `{ publish = {
 		enable = true; store = "s3://nix-cache?region=eu-central-1";

@@ -21,8 +21,13 @@ import (
 
 // nixString renders a Go string as a Nix string literal.
 func nixString(s string) string {
-	b, _ := json.Marshal(s) // JSON string escapes are valid Nix escapes for these inputs
-	return strings.ReplaceAll(string(b), "${", `\${`)
+	// JSON string escapes are valid Nix escapes for these inputs, except
+	// \u…, which SetEscapeHTML(false) avoids for & < >.
+	var b strings.Builder
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(s)
+	return strings.ReplaceAll(strings.TrimSuffix(b.String(), "\n"), "${", `\${`)
 }
 
 // renderNginx evaluates nixos/nginx-render.nix with args (a Nix expression

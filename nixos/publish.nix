@@ -17,8 +17,11 @@ let
   # Arguments `kiss with-lock` gets for authentication (remote stores only).
   authArgs =
     lib.optionals (cfg.tlsCertificate != null) [ "--cert" cfg.tlsCertificate "--key" cfg.tlsPrivateKey ]
-    ++ lib.optionals (cfg.tlsCACertificate != null) [ "--cacert" cfg.tlsCACertificate ]
-    ++ lib.optionals (cfg.bearerTokenFile != null) [ "--bearer-file" cfg.bearerTokenFile ];
+    ++ lib.optionals (cfg.tlsCACertificate != null) [ "--cacert" cfg.tlsCACertificate ];
+
+  # The token goes to with-lock through $KISS_BEARER, not argv (visible in ps).
+  bearerEnv = lib.optionalString (cfg.bearerTokenFile != null)
+    "KISS_BEARER=$(cat ${lib.escapeShellArg cfg.bearerTokenFile})\nexport KISS_BEARER\n";
 
   copyParams = "compression=${cfg.compression}"
     + lib.optionalString (cfg.secretKeyFile != null) "&secret-key=${cfg.secretKeyFile}";
@@ -35,7 +38,7 @@ let
       # gcroots/<marker> goes before a query string (s3://bucket?region=…).
       store_base=''${store%%\?*}
       store_query=''${store#"$store_base"}
-      ${nixCA}
+      ${nixCA}${bearerEnv}
       # Run by `kiss with-lock` as its command: push one path to the store
       # endpoint with-lock hands over in $KISS_STORE.
       # A bare path would be a local (chroot) store to Nix: make it file://.
