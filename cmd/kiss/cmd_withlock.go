@@ -322,11 +322,14 @@ func withLockStoreDir(ctx context.Context, st storage.Store) string {
 
 // runLocked runs the command with KISS_STORE set and returns its exit
 // status. When the lease is lost (lctx done) or kiss is interrupted (ctx
-// done), the command gets SIGTERM, then SIGKILL after 10 s.
+// done), the command's process group gets SIGTERM, then SIGKILL after 10 s.
 func runLocked(ctx, lctx context.Context, argv []string, kissStore string, log *slog.Logger) (int, error) {
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 	cmd.Env = append(os.Environ(), "KISS_STORE="+kissStore)
+	// Its own process group, so stopping it reaches everything it started
+	// (a shell's children too). kiss forwards SIGINT/SIGTERM as SIGTERM.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		return 0, fmt.Errorf("starting %s: %w", argv[0], err)
 	}
@@ -339,13 +342,16 @@ func runLocked(ctx, lctx context.Context, argv []string, kissStore string, log *
 		if ctx.Err() == nil {
 			log.Error("lease lost: stopping the command", "cause", context.Cause(lctx))
 		}
-		_ = cmd.Process.Signal(syscall.SIGTERM)
+		pgid := cmd.Process.Pid
+		_ = syscall.Kill(-pgid, syscall.SIGTERM)
 		select {
 		case werr = <-waited:
 		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
+			_ = syscall.Kill(-pgid, syscall.SIGKILL)
 			werr = <-waited
 		}
+		// Whatever of the group outlived its leader gets the same end.
+		_ = syscall.Kill(-pgid, syscall.SIGKILL)
 	}
 	if werr == nil {
 		return 0, nil
