@@ -144,20 +144,24 @@ let
     "proxy_temp_path ${bare "tmpDir" tmpDir};"
   ]));
 
+  toGateway = [
+    deny
+    "expires off;"
+    "add_header Cache-Control no-store always;"
+    "client_max_body_size 64k;"
+    "proxy_pass ${bare "gcrootsProxy" gcrootsProxy};"
+    "proxy_set_header Host $host;"
+    "proxy_set_header X-Forwarded-Proto $scheme;"
+    "proxy_set_header X-Kiss-Client-DN $ssl_client_s_dn;"
+    "proxy_request_buffering on;"
+  ];
+
   gcrootsLocations = [ "" ] ++ (
     if gcrootsProxy != null then
       [ "# Markers and lease objects go to kiss serve: conditional writes." ]
-      ++ block "location ^~ /gcroots/" [
-        deny
-        "expires off;"
-        "add_header Cache-Control no-store always;"
-        "client_max_body_size 64k;"
-        "proxy_pass ${bare "gcrootsProxy" gcrootsProxy};"
-        "proxy_set_header Host $host;"
-        "proxy_set_header X-Forwarded-Proto $scheme;"
-        "proxy_set_header X-Kiss-Client-DN $ssl_client_s_dn;"
-        "proxy_request_buffering on;"
-      ]
+      ++ block "location ^~ /gcroots/" toGateway
+      ++ [ "# kiss's client API at the root (/?kiss=info, /?list=1) too." ]
+      ++ block "location = /" toGateway
     else
       block "location ^~ /gcroots/" ([
         deny

@@ -380,19 +380,13 @@ func TestNginxRenderedConfigProxiesGcroots(t *testing.T) {
 	}
 }
 
-// TestNginxLeasesThroughKissServe runs the recommended nginx deployment
-// for remote writers (services.kiss.serve.leaseGateway): nginx (mTLS,
-// writer ACL) proxying gcroots/ to a real `kiss serve --anonymous-writes`,
-// socket-activated on a unix socket, over the same directory. The
-// lease protocol's conditional writes then work through nginx: create-if-
-// absent (201, then 412), refresh by ETag, 503 for new writers while a
-// prune lease is fresh, and nginx's writer check before any of it. Writers
-// are given in the lone-CN form, which must match CN=w.1 but not CN=wx1.
-func TestNginxLeasesThroughKissServe(t *testing.T) {
-	nix := testenv.Nix(t)
-	pki := testenv.PKI(t)
+// startNginxLeaseGateway runs the nginx backend with its lease gateway
+// as services.kiss.serve deploys it: kiss serve --anonymous-writes,
+// socket-activated on a unix socket, behind the rendered nginx config for
+// cache with one writer DN. It returns the https base URL.
+func startNginxLeaseGateway(t *testing.T, nix *testenv.NixEnv, pki *testenv.PKIEnv, cache, writer string) string {
+	t.Helper()
 	kiss := testenv.KissBinary(t)
-	cache := t.TempDir()
 	if err := os.MkdirAll(filepath.Join(cache, ".tmp"), 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -423,15 +417,30 @@ func TestNginxLeasesThroughKissServe(t *testing.T) {
 		sslCertificate = %s;
 		sslCertificateKey = %s;
 		clientCA = %s;
-		writers = [ "CN=w.1" ];
+		writers = [ %s ];
 		gcrootsProxy = %s; }`,
 		port, nixString(cache), nixString(pki.Server.CertFile), nixString(pki.Server.KeyFile),
-		nixString(pki.CAFile), nixString(gcrootsProxy)))
+		nixString(pki.CAFile), nixString(writer), nixString(gcrootsProxy)))
 	if err != nil {
 		t.Fatalf("render: %v", err)
 	}
 	testenv.Nginx(t, conf)
-	base := fmt.Sprintf("https://127.0.0.1:%d", port)
+	return fmt.Sprintf("https://127.0.0.1:%d", port)
+}
+
+// TestNginxLeasesThroughKissServe runs the recommended nginx deployment
+// for remote writers (services.kiss.serve.leaseGateway): nginx (mTLS,
+// writer ACL) proxying gcroots/ to a real `kiss serve --anonymous-writes`,
+// socket-activated on a unix socket, over the same directory. The
+// lease protocol's conditional writes then work through nginx: create-if-
+// absent (201, then 412), refresh by ETag, 503 for new writers while a
+// prune lease is fresh, and nginx's writer check before any of it. Writers
+// are given in the lone-CN form, which must match CN=w.1 but not CN=wx1.
+func TestNginxLeasesThroughKissServe(t *testing.T) {
+	nix := testenv.Nix(t)
+	pki := testenv.PKI(t)
+	cache := t.TempDir()
+	base := startNginxLeaseGateway(t, nix, pki, cache, "CN=w.1")
 	writer := newClient("writer", base, pki.ClientTLS(ptr(pki.Client("w.1"))))
 	lookalike := newClient("lookalike", base, pki.ClientTLS(ptr(pki.Client("wx1"))))
 

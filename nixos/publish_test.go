@@ -105,3 +105,58 @@ esac
 		}
 	})
 }
+
+// TestPublishThroughNginxBackend is the nginx backend's remote publish:
+// kiss-publish on a builder runs the real `kiss with-lock` against
+// https://cache/gcroots/web1 with a writer certificate; the lease goes
+// through nginx to the lease gateway, `nix copy` (Nix 2.8, no client
+// certificates) pushes through with-lock's ephemeral endpoint, which
+// uploads through nginx's WebDAV, and the marker lands through the gateway.
+func TestPublishThroughNginxBackend(t *testing.T) {
+	nix := testenv.Nix(t)
+	pki := testenv.PKI(t)
+	kiss := testenv.KissBinary(t)
+	cache := t.TempDir()
+	base := startNginxLeaseGateway(t, nix, pki, cache, "CN=writer")
+	out := nix.Build(`mk "kiss-publish-remote" "mkdir $out; echo remote >$out/x"`)
+	secret, _ := nix.GenerateKey("kiss-publish-remote")
+	writer := pki.Client("writer")
+
+	tools := t.TempDir()
+	if err := os.Symlink(kiss, filepath.Join(tools, "kiss")); err != nil {
+		t.Fatal(err)
+	}
+	realNix, err := exec.LookPath("nix")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fake := fmt.Sprintf("#!/bin/sh\ncase \"$*\" in *\" build \"*) echo %s ;; *) exec %s \"$@\" ;; esac\n", out, realNix)
+	if err := os.WriteFile(filepath.Join(tools, "nix"), []byte(fake), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	var env []string
+	for _, kv := range nix.Env {
+		if !strings.HasPrefix(kv, "PATH=") && !strings.HasPrefix(kv, "HOME=") {
+			env = append(env, kv)
+		}
+	}
+	r := mustEval(t, nix, fmt.Sprintf(`{ publish = {
+		enable = true; store = %s; secretKeyFile = %s;
+		tlsCertificate = %s; tlsPrivateKey = %s; tlsCACertificate = %s;
+		systems = [ { flakeRef = "path:/src#web1"; marker = "web1"; } ];
+	}; }`, nixString(base), nixString(secret), nixString(writer.CertFile), nixString(writer.KeyFile), nixString(pki.CAFile)))
+	run := runScript(t, r.Scripts["kiss-publish"], tools, env)
+	if run.code != 0 {
+		t.Fatalf("kiss-publish: exit %d\nstderr:\n%s", run.code, run.stderr)
+	}
+	if got, err := os.ReadFile(filepath.Join(cache, "gcroots", "web1")); err != nil || string(got) != out+"\n" {
+		t.Errorf("marker: %v %q", err, got)
+	}
+	ni, err := os.ReadFile(filepath.Join(cache, testenv.StoreHash(out)+".narinfo"))
+	if err != nil || !strings.Contains(string(ni), "Sig: kiss-publish-remote:") {
+		t.Errorf("narinfo: %v\n%s", err, ni)
+	}
+	if leases, _ := os.ReadDir(filepath.Join(cache, "gcroots", ".lock")); len(leases) != 0 {
+		t.Errorf("leases left behind: %v", leases)
+	}
+}
