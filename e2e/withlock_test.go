@@ -220,3 +220,58 @@ func TestWithLockNixCopy(t *testing.T) {
 		})
 	}
 }
+
+// TestWithLockHTTPSGateway: MARKER is an https:// URL of an mTLS `kiss
+// serve`; with-lock takes its writer lease through the gateway with the
+// client certificate, Nix 2.8 (no client certificates) pushes through the
+// ephemeral endpoint, the marker lands through the gateway. A reader
+// certificate cannot take a lease (exit 3, no command run); while a prune
+// lease is held, the gateway's 503 makes with-lock wait (exit 5 when short).
+func TestWithLockHTTPSGateway(t *testing.T) {
+	n := testenv.Nix(t)
+	pki := testenv.PKI(t)
+	dir := t.TempDir()
+	base := startServe(t, dir, "--tls-cert", pki.Server.CertFile, "--tls-key", pki.Server.KeyFile,
+		"--client-ca", pki.CAFile, "--writer", "CN=writer,O=kiss-test")
+	out := n.BuildAttrs(dagExpr)
+	app := out["app"]
+	w, r := pki.Client("writer"), pki.Client("reader")
+	st := openStore(t, "file://"+dir)
+
+	ran := filepath.Join(t.TempDir(), "ran")
+	res := testenv.RunKiss(t, nil, "with-lock", base+"/gcroots/app", app, "--cert", r.CertFile, "--key", r.KeyFile, "--cacert", pki.CAFile,
+		"--lock-wait", "2s", "--", "touch", ran)
+	if res.ExitCode != 3 || !strings.Contains(res.Stderr, "403") {
+		t.Fatalf("reader certificate: exit %d, want 3 with the gateway's 403", res.ExitCode)
+	}
+	if _, err := os.Stat(ran); err == nil {
+		t.Fatal("command ran without a lease")
+	}
+
+	quiet := slog.New(slog.DiscardHandler)
+	p, err := lockproto.AcquirePrune(e2eCtx(t), st, lockproto.Options{TTL: time.Minute, Owner: "e2e-pruner", Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res = testenv.RunKiss(t, nil, "with-lock", base+"/gcroots/app", app, "--cert", w.CertFile, "--key", w.KeyFile, "--cacert", pki.CAFile,
+		"--lock-wait", "1s", "--", "touch", ran)
+	if res.ExitCode != 5 {
+		t.Fatalf("with a prune lease held: exit %d, want 5", res.ExitCode)
+	}
+	p.Release(e2eCtx(t))
+
+	cmd := kissCmd(e2eCtx(t), t, n.Env, "with-lock", base+"/gcroots/app", app,
+		"--cert", w.CertFile, "--key", w.KeyFile, "--cacert", pki.CAFile, "--lock-ttl", "20s",
+		"--", "sh", "-c", `nix copy --to "$KISS_STORE" "$1"`, "sh", app)
+	cmd.Dir = n.Dir
+	b, err := cmd.CombinedOutput()
+	t.Logf("$ kiss with-lock https://… nix copy (%v)\n%s", err, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := readMarker(t, st, "gcroots/app"); got != app+"\n" {
+		t.Fatalf("marker = %q", got)
+	}
+	requireKeys(t, st, closureKeys(t, n, app))
+	requireNoLeases(t, st)
+}
