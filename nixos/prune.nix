@@ -144,23 +144,10 @@ in
         ExecStart = lib.escapeShellArgs ([ (lib.getExe kiss.package) ] ++ args);
         User = cfg.user;
         TimeoutStartSec = "infinity";
-        ProtectSystem = "strict";
-        ProtectHome = true;
-        PrivateTmp = true;
-        PrivateDevices = true;
-        NoNewPrivileges = true;
-        ProtectKernelTunables = true;
-        ProtectKernelModules = true;
-        ProtectControlGroups = true;
-        RestrictAddressFamilies = [ "AF_UNIX" "AF_INET" "AF_INET6" ];
-        RestrictNamespaces = true;
-        LockPersonality = true;
-        SystemCallArchitectures = "native";
-        UMask = "0022";
         ReadWritePaths = lib.optional (cfg.cacheDir != null) cfg.cacheDir
           ++ lib.optional (cfg.cacheDir == null && lib.hasPrefix "file://" store) (lib.removePrefix "file://" store)
           ++ lib.optional (metricsDir != null) metricsDir;
-      } // lib.optionalAttrs (cfg.environmentFile != null) {
+      } // import ./hardening.nix // lib.optionalAttrs (cfg.environmentFile != null) {
         EnvironmentFile = cfg.environmentFile;
       };
     };

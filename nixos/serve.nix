@@ -4,9 +4,10 @@
 #   URL (file:// or s3://): mTLS writers by DN or OIDC bearer tokens, leases
 #   with conditional writes, write validation, a fallback upstream.
 # backend = "nginx": the original kiss-cache deployment, nginx + mTLS +
-#   WebDAV on a flat directory, writers by exact subject DN; the config is
-#   rendered by ./nginx-render.nix (tested in a real nginx by the test
-#   suite). gcroots/ can be proxied to a kiss serve for the lease protocol.
+#   WebDAV on a flat directory, writers by subject DN as `kiss serve --writer`;
+#   the config is rendered by ./nginx-render.nix (tested in a real nginx by
+#   the test suite). gcroots/ goes to a kiss serve (the lease gateway) for
+#   the lease protocol.
 { config, lib, pkgs, ... }:
 let
   cfg = config.services.kiss.serve;
@@ -51,22 +52,7 @@ let
     else if cfg.leaseGateway then "http://unix:${leaseSocket}:"
     else null;
 
-  hardening = {
-    ProtectSystem = "strict";
-    ProtectHome = true;
-    PrivateTmp = true;
-    PrivateDevices = true;
-    NoNewPrivileges = true;
-    ProtectKernelTunables = true;
-    ProtectKernelModules = true;
-    ProtectControlGroups = true;
-    RestrictAddressFamilies = [ "AF_UNIX" "AF_INET" "AF_INET6" ];
-    RestrictNamespaces = true;
-    LockPersonality = true;
-    MemoryDenyWriteExecute = true;
-    SystemCallArchitectures = "native";
-    UMask = "0022";
-  };
+  hardening = import ./hardening.nix;
 
   rendered = import ./nginx-render.nix {
     name = "kiss";
