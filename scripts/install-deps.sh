@@ -20,7 +20,9 @@ if ((${#need_apt[@]})); then
 	apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
 
-if ! [ -x "$GOBIN/versitygw" ] || ! "$GOBIN/versitygw" --version 2>/dev/null | grep -q "${VERSITYGW_VERSION#v}"; then
+# A go-installed versitygw reports its version as "git"; the module version
+# recorded in the binary is what was pinned.
+if ! go version -m "$GOBIN/versitygw" 2>/dev/null | grep -Eq "^[[:space:]]+mod[[:space:]]+github.com/versity/versitygw[[:space:]]+$VERSITYGW_VERSION[[:space:]]"; then
 	echo "install-deps: go install versitygw@$VERSITYGW_VERSION" >&2
 	go install "github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION"
 fi
