@@ -2,8 +2,8 @@
 # The whole kiss test suite, as README.md shows and CI runs (.ci/run).
 # Installs what it needs (scripts/install-deps.sh), then: gofmt, go vet,
 # go test -race on every package (unit, storage conformance on mem/file/
-# versitygw, spin model check, e2e with real nix, nginx and versitygw), and
-# the pruner smoke benchmark. Fails loudly; never skips a real component in CI.
+# versitygw, spin model check, e2e with real nix, nginx and versitygw),
+# terraform checks, and the pruner smoke benchmark. Fails loudly; never skips a real component in CI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,9 +34,10 @@ go vet ./...
 step "go test -race (unit, conformance, model, e2e)"
 go test -race -count=1 -timeout 30m ./...
 
-if [ -x e2e/bench/prune-smoke.sh ]; then
-	step "pruner smoke benchmark (100k paths)"
-	bash e2e/bench/prune-smoke.sh
-fi
+step "terraform (tflint + HCL structure tests; a separate Go module)"
+bash terraform/check.sh
+
+step "pruner smoke benchmark (100k paths)"
+bash e2e/bench/prune-smoke.sh
 
 step "all passed in $(( $(date +%s) - start ))s"
