@@ -339,7 +339,7 @@ func AcquireWriter(ctx context.Context, st storage.Store, job string, o Options)
 			return nil, err
 		}
 		// Read the prune lease only after our own lease exists (MUST W1).
-		h, perr := readHolder(ctx, st, PruneKey)
+		h, perr := readHolderRetry(ctx, st, PruneKey)
 		switch {
 		case errors.Is(perr, storage.ErrNotFound):
 			lease := newLease(ctx, st, key, KindWriter, o, rec, body, obj, sent)

@@ -32,7 +32,7 @@ func listHolders(ctx context.Context, st storage.Store, ttl time.Duration, keep 
 	}
 	out := make([]Holder, 0, len(keys))
 	for _, k := range keys {
-		h, err := readHolder(ctx, st, k)
+		h, err := readHolderRetry(ctx, st, k)
 		if errors.Is(err, storage.ErrNotFound) {
 			continue
 		}

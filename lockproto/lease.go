@@ -325,6 +325,8 @@ func (l *Lease) refresher() {
 		switch {
 		case err == nil:
 			next = interval
+		case l.ctx.Err() != nil:
+			return // released or the caller's context ended
 		case errors.Is(err, ErrLeaseLost):
 			l.lose(err)
 			return
@@ -451,6 +453,9 @@ func (l *Lease) accept(obj storage.Object, sent time.Time) error {
 // happens after SIGINT/SIGTERM cancelled the caller. Calling it twice is
 // harmless.
 func (l *Lease) Release(ctx context.Context) error {
+	// Cancel first: a refresh in flight holding mu (possibly hanging until
+	// the abort deadline) is aborted, so release after SIGTERM is prompt.
+	l.cancel(errReleased)
 	l.mu.Lock()
 	if l.released {
 		l.mu.Unlock()
@@ -460,7 +465,6 @@ func (l *Lease) Release(ctx context.Context) error {
 	l.mu.Unlock()
 	close(l.stop)
 	<-l.done
-	defer l.cancel(errReleased)
 
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), l.o.ReleaseGrace)
 	defer cancel()
@@ -509,6 +513,22 @@ func deleteOwn(ctx context.Context, st storage.Store, key, etag, nonce string, o
 			return fmt.Errorf("delete %s: gave up after %d attempts", key, attempt)
 		}
 	}
+}
+
+// readHolderRetry is readHolder with a few retries of transient errors.
+func readHolderRetry(ctx context.Context, st storage.Store, key string) (Holder, error) {
+	var h Holder
+	var err error
+	for attempt := 0; attempt < 5; attempt++ {
+		h, err = readHolder(ctx, st, key)
+		if err == nil || !storage.IsTransient(err) || ctx.Err() != nil {
+			return h, err
+		}
+		if e := sleepCtx(ctx, jitter(50*time.Millisecond<<attempt)); e != nil {
+			break
+		}
+	}
+	return h, err
 }
 
 // readHolder reads a lease object and its body. A body that cannot be parsed

@@ -655,3 +655,25 @@ func TestC2_DeclaredTTLWins(t *testing.T) {
 		p.Release(t.Context())
 	})
 }
+
+// MUST L3: release is prompt even while a refresh hangs (it is aborted),
+// and still deletes the lease.
+func TestL3_ReleasePromptDuringHangingRefresh(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		base := memStore(0)
+		st := storagetest.NewFaulty(base)
+		w := mustWriter(t, st, "w", opts())
+		st.Inject(storagetest.Fault{Op: storagetest.OpPut, Cond: "cas", Times: -1, Delay: 10 * ttl})
+		time.Sleep(RefreshInterval(ttl) + time.Second) // a refresh is now in flight
+		start := time.Now()
+		if err := w.Release(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		if el := time.Since(start); el > time.Second {
+			t.Fatalf("release took %v behind a hanging refresh", el)
+		}
+		if ks := leaseKeys(t, base); len(ks) != 0 {
+			t.Fatalf("leases left: %v", ks)
+		}
+	})
+}
