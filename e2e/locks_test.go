@@ -4,10 +4,14 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -16,6 +20,7 @@ import (
 	"github.com/nix-community/go-nix/pkg/nixbase32"
 
 	"github.com/kiss-cache/kiss/internal/testenv"
+	"github.com/kiss-cache/kiss/lockproto"
 	"github.com/kiss-cache/kiss/storage"
 )
 
@@ -244,6 +249,71 @@ func TestS1_ConcurrentWithLockAndPrune(t *testing.T) {
 			hs := testenv.RunKiss(t, nil, "locks", "list", storeURL)
 			if !strings.Contains(hs.Stdout, "no leases") {
 				t.Errorf("leases left behind:\n%s", hs.Stdout)
+			}
+		})
+	}
+}
+
+// TestLocksListBreak: `kiss locks list` names holders and staleness on the
+// store's clock; `kiss locks break` removes only stale leases unless
+// --force names one, and a force-broken holder finds out at Confirm.
+func TestLocksListBreak(t *testing.T) {
+	for _, backend := range []string{"file", "s3"} {
+		t.Run(backend, func(t *testing.T) {
+			var storeURL string
+			if backend == "file" {
+				storeURL = "file://" + t.TempDir()
+			} else {
+				storeURL = testenv.Versitygw(t)
+			}
+			st := openStore(t, storeURL)
+			ctx := e2eCtx(t)
+			dead := `{"version":1,"kind":"writer","nonce":"0123456789abcdef0123456789abcdef","owner":"crashed-job","host":"h","pid":1,"created":"2026-01-01T00:00:00Z","ttl":"1s"}`
+			if _, err := st.Put(ctx, "gcroots/.lock/crashed.0123456789abcdef", strings.NewReader(dead), storage.PutOptions{IfNotExist: true}); err != nil {
+				t.Fatal(err)
+			}
+			// The crashed lease goes stale: the pruner judges it with its own
+			// TTL (3 s, longer than the declared 1 s) and would delete it only
+			// past 2×TTL.
+			time.Sleep(4500 * time.Millisecond)
+			p, err := lockproto.AcquirePrune(ctx, st, lockproto.Options{TTL: 3 * time.Second, Owner: "e2e-pruner", Logger: slog.New(slog.DiscardHandler)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer p.Release(ctx)
+
+			res := testenv.RunKiss(t, nil, "locks", "list", "--lock-ttl", "1s", storeURL)
+			if res.ExitCode != 0 || !regexp.MustCompile(`prune\s+prune\s+fresh`).MatchString(res.Stdout) ||
+				!regexp.MustCompile(`writer\s+crashed\.0123456789abcdef\s+stale`).MatchString(res.Stdout) {
+				t.Fatalf("locks list:\n%s", res.Stdout)
+			}
+			res = testenv.RunKiss(t, nil, "--json", "locks", "list", storeURL)
+			var rows []map[string]any
+			if err := json.Unmarshal([]byte(res.Stdout), &rows); err != nil || len(rows) != 2 {
+				t.Fatalf("locks list --json: %v\n%s", err, res.Stdout)
+			}
+
+			res = testenv.RunKiss(t, nil, "locks", "break", "--lock-ttl", "1s", storeURL)
+			if res.ExitCode != 0 || !strings.Contains(res.Stdout, "1 stale lease(s) broken") {
+				t.Fatalf("locks break: exit %d\n%s", res.ExitCode, res.Stdout)
+			}
+			if err := p.Confirm(ctx); err != nil {
+				t.Fatalf("breaking stale leases touched the fresh prune lease: %v", err)
+			}
+			if res := testenv.RunKiss(t, nil, "locks", "break", storeURL, "prune"); res.ExitCode != 1 || !strings.Contains(res.Stderr, "not stale") {
+				t.Fatalf("breaking a fresh lease without --force: exit %d", res.ExitCode)
+			}
+			if res := testenv.RunKiss(t, nil, "locks", "break", "--force", storeURL, "prune"); res.ExitCode != 0 {
+				t.Fatalf("--force: exit %d", res.ExitCode)
+			}
+			if err := p.Confirm(ctx); !errors.Is(err, lockproto.ErrLeaseLost) {
+				t.Fatalf("holder of a force-broken lease: Confirm = %v", err)
+			}
+			if res := testenv.RunKiss(t, nil, "locks", "list", storeURL); !strings.Contains(res.Stdout, "no leases") {
+				t.Fatalf("leases left:\n%s", res.Stdout)
+			}
+			if res := testenv.RunKiss(t, nil, "locks", "break", storeURL, "../x"); res.ExitCode != 2 {
+				t.Fatalf("bad name: exit %d, want 2", res.ExitCode)
 			}
 		})
 	}
