@@ -121,7 +121,7 @@ func (f *Faulty) Calls(op Op) int {
 	return f.calls[op]
 }
 
-// Fired returns how many times injected faults fired in total.
+// Fired returns how many times the current rules fired (since the last Reset).
 func (f *Faulty) Fired() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
