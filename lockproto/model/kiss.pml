@@ -13,7 +13,10 @@
  * Time is a discrete store clock that a Clock process advances at any moment
  * (up to MAXT): that models pauses of any process (SIGSTOP, GC, slow I/O).
  * A holder's guard GUARD(last) is its self-abort rule: it acts only while its
- * last successful write was sent less than TTL/2 ago. Timing assumption, as
+ * last successful write was sent less than HALF ticks ago. In ticks the
+ * implementation's TTL/2-before-TTL margin becomes HALF = TTL = 2: a holder
+ * stops acting at age 2, others see it stale only above age 2 (HALF = 4,
+ * i.e. acting while already stale, is the late_abort variant). Timing assumption, as
  * enforced by the implementation's request deadlines: a request sent under
  * the guard lands while the guard still holds (modelled as one atomic step).
  *
