@@ -181,7 +181,7 @@ func TestS1_ConcurrentWithLockAndPrune(t *testing.T) {
 			}
 			defer func() { t.Logf("contention: %v", seen) }()
 			const rounds, writers, prunes = 3, 4, 3
-			lockFlags := []string{"--lock-ttl", "6s", "--lock-wait", "90s"}
+			lockFlags := []string{"--lock-ttl", "10s", "--lock-wait", "90s"}
 			for round := range rounds {
 				dep := mkSynthPath(t, stage, fmt.Sprintf("dep-r%d", round))
 				putSynth(t, st, dep) // present, unrooted: garbage for now

@@ -32,7 +32,7 @@ func realStores(t *testing.T) map[string]storage.Store {
 func TestP1_FileStoreRace(t *testing.T) {
 	for name, st := range realStores(t) {
 		t.Run(name, func(t *testing.T) {
-			o := Options{TTL: 2 * time.Second, Logger: slog.New(slog.DiscardHandler), Owner: "race"}
+			o := Options{TTL: 10 * time.Second, Logger: slog.New(slog.DiscardHandler), Owner: "race"}
 			const rounds, n = 10, 8
 			for round := range rounds {
 				var wins atomic.Int32
