@@ -26,12 +26,9 @@ func interspersed(app *cli.App, args []string) []string {
 			return args
 		}
 		if isFlag(a) {
-			out = append(out, a)
-			i++
-			if takesValue(flags, a) && i < len(args) {
-				out = append(out, args[i])
-				i++
-			}
+			var f []string
+			f, i = flagAt(flags, args, i)
+			out = append(out, f...)
 			continue
 		}
 		c := findCommand(cmds, a)
@@ -53,12 +50,9 @@ func interspersed(app *cli.App, args []string) []string {
 			break
 		}
 		if isFlag(a) {
-			fl = append(fl, a)
-			i++
-			if takesValue(flags, a) && i < len(args) {
-				fl = append(fl, args[i])
-				i++
-			}
+			var f []string
+			f, i = flagAt(flags, args, i)
+			fl = append(fl, f...)
 			continue
 		}
 		pos = append(pos, a)
@@ -69,6 +63,15 @@ func interspersed(app *cli.App, args []string) []string {
 }
 
 func isFlag(a string) bool { return len(a) > 1 && a[0] == '-' }
+
+// flagAt returns the flag at args[i] with its value, if it takes one, and
+// the index after them.
+func flagAt(flags []cli.Flag, args []string, i int) ([]string, int) {
+	if takesValue(flags, args[i]) && i+1 < len(args) {
+		return args[i : i+2], i + 2
+	}
+	return args[i : i+1], i + 1
+}
 
 func findCommand(cmds []*cli.Command, name string) *cli.Command {
 	for _, c := range cmds {
