@@ -68,7 +68,7 @@ func TestBadConfig(t *testing.T) {
 // narinfos, the requested size, about half garbage, ~10 references, and
 // a reachability computed from the bytes written equal to the generator's.
 func TestShape(t *testing.T) {
-	const n = 20000
+	const n = 8000
 	c := gen(t, synth.Config{Paths: n, Seed: 42})
 	if len(c.Paths) != n {
 		t.Fatalf("%d narinfos, want %d", len(c.Paths), n)
