@@ -30,7 +30,7 @@ import (
 //
 // and compare cold/baseline and warm/baseline with the targets. Times of
 // kiss are wall-clock times of the whole process; RSS is the child's peak
-// (getrusage).
+// (GNU time %M, see runChild).
 func benchCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "bench",
@@ -71,7 +71,22 @@ func runKiss(ctx context.Context, timeout time.Duration, bin string, args ...str
 func runChild(ctx context.Context, timeout time.Duration, bin string, args ...string) (run, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
+	// Peak RSS comes from GNU time when it is there: the rusage of a child
+	// started by this (large) Go process is wrong, because Go starts
+	// children with vfork semantics and exec(2) records the parent's
+	// high-water RSS as the child's starting maxrss.
+	rssFile := ""
 	cmd := exec.CommandContext(ctx, bin, args...)
+	if _, err := os.Stat("/usr/bin/time"); err == nil {
+		f, err := os.CreateTemp("", "kiss-synth-rss-*")
+		if err != nil {
+			return run{}, err
+		}
+		rssFile = f.Name()
+		f.Close()
+		defer os.Remove(rssFile)
+		cmd = exec.CommandContext(ctx, "/usr/bin/time", append([]string{"-f", "%M", "-o", rssFile, bin}, args...)...)
+	}
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	cmd.Env = append(os.Environ(), "KISS_LOG_LEVEL=warn")
@@ -84,6 +99,15 @@ func runChild(ctx context.Context, timeout time.Duration, bin string, args ...st
 		}
 		r.CPU = (cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()).Seconds()
 	}
+	if rssFile != "" {
+		r.RSSMiB = -1 // unknown unless GNU time says
+		if b, err := os.ReadFile(rssFile); err == nil {
+			var kib float64
+			if _, err := fmt.Sscan(strings.TrimSpace(lastLine(string(b))), &kib); err == nil {
+				r.RSSMiB = kib / 1024
+			}
+		}
+	}
 	if err != nil {
 		return r, fmt.Errorf("%s %s: %w\n%s", bin, strings.Join(args, " "), err, tail(stderr.String(), 2000))
 	}
@@ -91,6 +115,14 @@ func runChild(ctx context.Context, timeout time.Duration, bin string, args ...st
 		return r, fmt.Errorf("%s %s: output is not one JSON report: %w\n%s", bin, strings.Join(args, " "), err, tail(stdout.String(), 2000))
 	}
 	return r, nil
+}
+
+func lastLine(s string) string {
+	s = strings.TrimSpace(s)
+	if i := strings.LastIndexByte(s, '\n'); i >= 0 {
+		return s[i+1:]
+	}
+	return s
 }
 
 func tail(s string, n int) string {

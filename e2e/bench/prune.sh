@@ -9,7 +9,7 @@
 #             at the pruner's own concurrency (best of KISS_BENCH_REPEAT)
 #   cold      kiss --json prune --dry-run DIR, no memo     (target ≤ 1.5× baseline)
 #   warm      the same with the memo of a real prune        (target ≤ 0.3× baseline)
-#   RSS       peak RSS of the dry runs (getrusage of the child; ≤ 400 MiB at 1M)
+#   RSS       peak RSS of the dry runs (/usr/bin/time %M of the child; ≤ 400 MiB at 1M)
 #   CPU       user+sys seconds of each child too: wall-time ratios swing with other load
 # plus a real prune on a hard-linked copy, checked against the generator's
 # manifest (nothing live or newborn deleted, all garbage gone).
