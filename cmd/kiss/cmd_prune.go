@@ -75,18 +75,6 @@ func jsonWanted(c *cli.Context) bool {
 	return false
 }
 
-// flagsFirst explains the one parsing rule users trip on: urfave/cli stops
-// reading flags at the first argument, so "kiss prune STORE --dry-run"
-// would otherwise be a confusing "want one STORE".
-func flagsFirst(c *cli.Context, cmd string) error {
-	for _, a := range c.Args().Slice()[min(1, c.NArg()):] {
-		if strings.HasPrefix(a, "-") {
-			return usageError(fmt.Errorf("%s: flag %s after the arguments; flags go first: kiss %s [flags] STORE", cmd, a, cmd))
-		}
-	}
-	return nil
-}
-
 // parseAge accepts Go durations plus d (days) and w (weeks): 30d, 2w, 36h.
 func parseAge(s string) (time.Duration, error) {
 	if s == "" {
@@ -118,9 +106,6 @@ type pruneOutput struct {
 }
 
 func runPrune(c *cli.Context) error {
-	if err := flagsFirst(c, "prune"); err != nil {
-		return err
-	}
 	if c.NArg() != 1 {
 		return usageError(errors.New("prune: want exactly one STORE argument"))
 	}

@@ -131,9 +131,6 @@ func runRootsAdd(c *cli.Context) error {
 }
 
 func runRootsList(c *cli.Context) error {
-	if err := flagsFirst(c, "roots list"); err != nil {
-		return err
-	}
 	if c.NArg() != 1 {
 		return usageError(errors.New("roots list: want exactly one STORE argument"))
 	}
