@@ -359,15 +359,15 @@ func (s *fileStore) DeleteMany(ctx context.Context, keys []string) error {
 	var (
 		mu   sync.Mutex
 		errs []error
+		g    errgroup.Group // bounds the parallel unlinks; no call fails the group
 	)
-	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(8)
 	for _, k := range keys {
-		if gctx.Err() != nil {
+		if ctx.Err() != nil {
 			break
 		}
 		g.Go(func() error {
-			if err := s.Delete(gctx, k, DeleteOptions{}); err != nil {
+			if err := s.Delete(ctx, k, DeleteOptions{}); err != nil {
 				mu.Lock()
 				errs = append(errs, err)
 				mu.Unlock()
