@@ -291,26 +291,15 @@ func (w *walker) record(r visitResult) {
 // visit learns one narinfo's edges by reading it. No lock held.
 func (w *walker) visit(node uint32, h nixcache.Hash) (visitResult, error) {
 	res := visitResult{node: node}
-	key := nixcache.NarInfoKey(h)
-	data, err := readAll(w.ctx, w.st, key, nixcache.MaxNarInfoSize)
-	if errors.Is(err, storage.ErrNotFound) {
+	ni, n, err := readReachable(w.ctx, w.st, w.storeDir, h)
+	if err != nil {
+		return res, err
+	}
+	if ni == nil {
 		res.absent = true
 		return res, nil
 	}
-	if err != nil {
-		if w.ctx.Err() != nil {
-			return res, w.ctx.Err()
-		}
-		return res, fmt.Errorf("%w: reachable %s cannot be read: %w", ErrIntegrity, key, err)
-	}
-	res.readBytes = int64(len(data))
-	ni, err := nixcache.ParseNarInfo(data, w.storeDir)
-	if err != nil {
-		return res, fmt.Errorf("%w: reachable %s: %w", ErrIntegrity, key, err)
-	}
-	if ni.Hash != h {
-		return res, fmt.Errorf("%w: %s describes %s", ErrIntegrity, key, ni.StorePath)
-	}
+	res.readBytes = n
 	if k, ok := ni.NarKey(); ok {
 		res.nar = keyHash(k)
 	}
@@ -384,4 +373,31 @@ func (w *walker) graph(ix *index, roots []nixcache.Hash) (*graph, error) {
 		g.reachBytes += n.fileSize
 	}
 	return g, nil
+}
+
+// readReachable reads and checks the narinfo of h, a path something reaches.
+// An absent narinfo is (nil, 0, nil): the cold walk meets references that are
+// not in the cache, the warm walk treats that as an integrity error. Anything
+// unreadable, unparseable or describing another path is ErrIntegrity: the
+// pruner never guesses a reachable path's edges.
+func readReachable(ctx context.Context, st storage.Store, storeDir string, h nixcache.Hash) (*nixcache.NarInfo, int64, error) {
+	key := nixcache.NarInfoKey(h)
+	data, err := readAll(ctx, st, key, nixcache.MaxNarInfoSize)
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil, 0, nil
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, 0, ctx.Err()
+		}
+		return nil, 0, fmt.Errorf("%w: reachable %s cannot be read: %w", ErrIntegrity, key, err)
+	}
+	ni, err := nixcache.ParseNarInfo(data, storeDir)
+	if err != nil {
+		return nil, 0, fmt.Errorf("%w: reachable %s: %w", ErrIntegrity, key, err)
+	}
+	if ni.Hash != h {
+		return nil, 0, fmt.Errorf("%w: %s describes %s", ErrIntegrity, key, ni.StorePath)
+	}
+	return ni, int64(len(data)), nil
 }

@@ -193,22 +193,14 @@ func (w *warmWalk) read(idx int) (missResult, error) {
 	ix := w.g.ix
 	h := ix.narinfos[idx].h
 	res := missResult{idx: idx, deriver: -1}
-	key := nixcache.NarInfoKey(h)
-	data, err := readAll(w.ctx, w.st, key, nixcache.MaxNarInfoSize)
+	ni, n, err := readReachable(w.ctx, w.st, w.storeDir, h)
 	if err != nil {
-		if w.ctx.Err() != nil {
-			return res, w.ctx.Err()
-		}
-		return res, fmt.Errorf("%w: reachable %s cannot be read: %w", ErrIntegrity, key, err)
+		return res, err
 	}
-	res.readBytes = int64(len(data))
-	ni, err := nixcache.ParseNarInfo(data, w.storeDir)
-	if err != nil {
-		return res, fmt.Errorf("%w: reachable %s: %w", ErrIntegrity, key, err)
+	if ni == nil {
+		return res, fmt.Errorf("%w: reachable %s vanished after the listing", ErrIntegrity, nixcache.NarInfoKey(h))
 	}
-	if ni.Hash != h {
-		return res, fmt.Errorf("%w: %s describes %s", ErrIntegrity, key, ni.StorePath)
-	}
+	res.readBytes = n
 	if k, ok := ni.NarKey(); ok {
 		res.nar = keyHash(k)
 	}
