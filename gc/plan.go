@@ -155,20 +155,8 @@ func NewPlan(ctx context.Context, st storage.Store, opts Options) (*Plan, error)
 	p.report = Report{Store: st.URL(), Now: now, Grace: Duration(grace), RootMaxAge: Duration(opts.RootMaxAge), Concurrency: conc, Phases: map[string]float64{}}
 	phase := func(name string, t0 time.Time) { p.report.Phases[name] = time.Since(t0).Seconds() }
 
-	prefixes, dirs, err := splitRootSources(opts.RootSources)
-	if err != nil {
-		return nil, err
-	}
 	t0 := time.Now()
-	storeDir, err := readStoreDir(ctx, st)
-	if err != nil {
-		return nil, err
-	}
-	markerObjs, err := listMarkers(ctx, st, prefixes)
-	if err != nil {
-		return nil, err
-	}
-	markers, err := readMarkers(ctx, st, markerObjs, dirs, now, opts.RootMaxAge, storeDir, conc, opts.Progress)
+	storeDir, markers, err := loadMarkers(ctx, st, opts, now, conc)
 	if err != nil {
 		return nil, err
 	}

@@ -38,20 +38,8 @@ func ListRoots(ctx context.Context, st storage.Store, opts Options) ([]RootInfo,
 	if err != nil {
 		return nil, fmt.Errorf("%w: store clock: %w", ErrRootsUnavailable, err)
 	}
-	prefixes, dirs, err := splitRootSources(opts.RootSources)
-	if err != nil {
-		return nil, err
-	}
-	storeDir, err := readStoreDir(ctx, st)
-	if err != nil {
-		return nil, err
-	}
 	conc := opts.concurrency(st)
-	markerObjs, err := listMarkers(ctx, st, prefixes)
-	if err != nil {
-		return nil, err
-	}
-	markers, err := readMarkers(ctx, st, markerObjs, dirs, now, opts.RootMaxAge, storeDir, conc, opts.Progress)
+	storeDir, markers, err := loadMarkers(ctx, st, opts, now, conc)
 	if err != nil {
 		return nil, err
 	}

@@ -100,6 +100,29 @@ func readAll(ctx context.Context, st storage.Store, key string, limit int64) ([]
 	return buf, nil
 }
 
+// loadMarkers reads the store's StoreDir and every root marker of opts'
+// root sources (gcroots/ and --roots), judging expiry at now. It is the
+// root-reading step shared by a prune's plan and by `kiss roots list`.
+func loadMarkers(ctx context.Context, st storage.Store, opts Options, now time.Time, conc int) (string, []Marker, error) {
+	prefixes, dirs, err := splitRootSources(opts.RootSources)
+	if err != nil {
+		return "", nil, err
+	}
+	storeDir, err := readStoreDir(ctx, st)
+	if err != nil {
+		return "", nil, err
+	}
+	objs, err := listMarkers(ctx, st, prefixes)
+	if err != nil {
+		return "", nil, err
+	}
+	markers, err := readMarkers(ctx, st, objs, dirs, now, opts.RootMaxAge, storeDir, conc, opts.Progress)
+	if err != nil {
+		return "", nil, err
+	}
+	return storeDir, markers, nil
+}
+
 // readMarkers reads the listed markers (expired ones are only flagged) and
 // the markers in local directories. Any failure is ErrRootsUnavailable.
 func readMarkers(ctx context.Context, st storage.Store, objs []storage.Object, dirs []string, now time.Time, maxAge time.Duration, storeDir string, conc int, prog Progress) ([]Marker, error) {
