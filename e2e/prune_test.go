@@ -395,6 +395,9 @@ func TestPruneFailsClosed(t *testing.T) {
 		if h := testenv.StoreHash(c.Out["app"]); !strings.Contains(res.Stdout+res.Stderr, h) {
 			t.Errorf("no warning naming the absent rooted path %s", h)
 		}
+		if !strings.Contains(res.Stdout+res.Stderr, "marker gcroots/") {
+			t.Errorf("the warning does not say which marker names the absent path:\n%s", res.Stderr)
+		}
 		after := snapshotDir(t, dir)
 		closure, err := n.Closure("", c.Out["tool"])
 		if err != nil {

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -213,7 +214,7 @@ func NewPlan(ctx context.Context, st storage.Store, opts Options) (*Plan, error)
 	p.report.Roots.Missing = len(g.missingRoots)
 	for i, h := range g.missingRoots {
 		if i < 10 {
-			p.warn("a marker names %s, which is not in the cache", h)
+			p.warn("%s names %s, which is not in the cache (it roots nothing)", markersNaming(markers, h), h)
 		}
 	}
 	p.report.Reachable = Count{Objects: int64(g.reachable), Bytes: int64(g.reachBytes)}
@@ -410,4 +411,19 @@ func (p *Plan) decide(ctx context.Context, cutoff time.Time, storeDir string, co
 	}
 	p.report.DeleteTotal = total
 	return nil
+}
+
+// markersNaming lists the live markers that name h, so a warning about an
+// absent root says which marker to fix.
+func markersNaming(markers []Marker, h nixcache.Hash) string {
+	var srcs []string
+	for _, m := range markers {
+		if !m.Expired && slices.Contains(m.Paths, h) {
+			srcs = append(srcs, m.Source)
+		}
+	}
+	if len(srcs) == 0 {
+		return "a root source"
+	}
+	return "marker " + strings.Join(srcs, ", ")
 }
