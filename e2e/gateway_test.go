@@ -76,15 +76,10 @@ func requireKeys(t *testing.T, st storage.Store, keys []string) {
 // (versitygw), then substitutes from the gateway into a fresh store with
 // signatures checked.
 func TestGatewayNixCopy(t *testing.T) {
-	for _, backend := range []string{"file", "s3"} {
+	for _, backend := range backends {
 		t.Run(backend, func(t *testing.T) {
 			n := testenv.Nix(t)
-			var storeURL string
-			if backend == "s3" {
-				storeURL = testenv.Versitygw(t)
-			} else {
-				storeURL = "file://" + t.TempDir()
-			}
+			storeURL := backendStore(t, backend)
 			sk, pk := n.GenerateKey("kiss-gw-" + n.Nonce[:6])
 			out := n.BuildAttrs(dagExpr)
 			base := startServe(t, storeURL, "--anonymous-writes", "--require-signature", pk)

@@ -307,3 +307,16 @@ func waitStoreClockPast(t testing.TB, st storage.Store) {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// backends are the stores every cross-backend e2e test runs on.
+var backends = []string{"file", "s3"}
+
+// backendStore returns a fresh, empty store URL of the given backend: a temp
+// directory, or a new bucket on the test's versitygw.
+func backendStore(t *testing.T, backend string) string {
+	t.Helper()
+	if backend == "s3" {
+		return testenv.Versitygw(t)
+	}
+	return "file://" + t.TempDir()
+}

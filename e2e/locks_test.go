@@ -142,14 +142,9 @@ func requireClosure(t testing.TB, st storage.Store, marker string, root, dep *sy
 // there?" and its marker would delete it. After quiescence, every rooted
 // closure must be complete, and it must survive one more prune.
 func TestS1_ConcurrentWithLockAndPrune(t *testing.T) {
-	for _, backend := range []string{"file", "s3"} {
+	for _, backend := range backends {
 		t.Run(backend, func(t *testing.T) {
-			var storeURL string
-			if backend == "file" {
-				storeURL = "file://" + t.TempDir()
-			} else {
-				storeURL = testenv.Versitygw(t)
-			}
+			storeURL := backendStore(t, backend)
 			st := openStore(t, storeURL)
 			ctx := e2eCtx(t)
 			if _, err := st.Put(ctx, "nix-cache-info", strings.NewReader("StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 40\n"), storage.PutOptions{}); err != nil {
@@ -258,14 +253,9 @@ func TestS1_ConcurrentWithLockAndPrune(t *testing.T) {
 // store's clock; `kiss locks break` removes only stale leases unless
 // --force names one, and a force-broken holder finds out at Confirm.
 func TestLocksListBreak(t *testing.T) {
-	for _, backend := range []string{"file", "s3"} {
+	for _, backend := range backends {
 		t.Run(backend, func(t *testing.T) {
-			var storeURL string
-			if backend == "file" {
-				storeURL = "file://" + t.TempDir()
-			} else {
-				storeURL = testenv.Versitygw(t)
-			}
+			storeURL := backendStore(t, backend)
 			st := openStore(t, storeURL)
 			ctx := e2eCtx(t)
 			dead := `{"version":1,"kind":"writer","nonce":"0123456789abcdef0123456789abcdef","owner":"crashed-job","host":"h","pid":1,"created":"2026-01-01T00:00:00Z","ttl":"1s"}`

@@ -190,14 +190,9 @@ func TestWithLockNixCopy(t *testing.T) {
 	n := testenv.Nix(t)
 	out := n.BuildAttrs(dagExpr)
 	app := out["app"]
-	for _, backend := range []string{"file", "s3"} {
+	for _, backend := range backends {
 		t.Run(backend, func(t *testing.T) {
-			var storeURL string
-			if backend == "file" {
-				storeURL = "file://" + t.TempDir()
-			} else {
-				storeURL = testenv.Versitygw(t)
-			}
+			storeURL := backendStore(t, backend)
 			st := openStore(t, storeURL)
 			cmd := kissCmd(e2eCtx(t), t, n.Env, "with-lock", markerURL(storeURL, "app"), app, "--lock-ttl", "20s",
 				"--", "sh", "-c", `nix copy --to "$KISS_STORE" "$1"`, "sh", app)
