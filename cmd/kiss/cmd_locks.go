@@ -49,14 +49,7 @@ func locksOpen(c *cli.Context, nargs int) (storage.Store, error) {
 	if c.NArg() < nargs {
 		return nil, usageError(fmt.Errorf("want STORE%s", map[bool]string{true: " NAME...", false: ""}[nargs > 1]))
 	}
-	st, err := storage.Open(c.Context, c.Args().First())
-	if err != nil {
-		if errors.Is(err, storage.ErrInvalidURL) {
-			return nil, usageError(err)
-		}
-		return nil, withExit(ExitStore, err)
-	}
-	return st, nil
+	return openStore(c.Context, c.Args().First())
 }
 
 func runLocksList(c *cli.Context) error {

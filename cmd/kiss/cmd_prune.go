@@ -136,12 +136,9 @@ func runPrune(c *cli.Context) error {
 		grace = -1 // gc: negative means none
 	}
 	ctx := c.Context
-	raw, err := storage.Open(ctx, c.Args().First())
+	raw, err := openStore(ctx, c.Args().First())
 	if err != nil {
-		if errors.Is(err, storage.ErrInvalidURL) {
-			return usageError(err)
-		}
-		return withExit(ExitStore, err)
+		return err
 	}
 	defer raw.Close()
 	st := storage.NewCounting(raw)

@@ -55,17 +55,6 @@ written anyway, with a warning.`,
 	})
 }
 
-func openStore(c *cli.Context) (storage.Store, error) {
-	st, err := storage.Open(c.Context, c.Args().First())
-	if err != nil {
-		if errors.Is(err, storage.ErrInvalidURL) {
-			return nil, usageError(err)
-		}
-		return nil, withExit(ExitStore, err)
-	}
-	return st, nil
-}
-
 func storeDirOf(ctx context.Context, st storage.Store) string {
 	r, err := st.Get(ctx, nixcache.CacheInfoKey)
 	if err != nil {
@@ -88,7 +77,7 @@ func runRootsAdd(c *cli.Context) error {
 	if _, err := gc.RootName(name); err != nil {
 		return usageError(err)
 	}
-	st, err := openStore(c)
+	st, err := openStore(c.Context, c.Args().First())
 	if err != nil {
 		return err
 	}
@@ -138,7 +127,7 @@ func runRootsList(c *cli.Context) error {
 	if err != nil {
 		return usageError(fmt.Errorf("--root-max-age: %w", err))
 	}
-	st, err := openStore(c)
+	st, err := openStore(c.Context, c.Args().First())
 	if err != nil {
 		return err
 	}
@@ -207,7 +196,7 @@ func runRootsRm(c *cli.Context) error {
 			return usageError(err)
 		}
 	}
-	st, err := openStore(c)
+	st, err := openStore(c.Context, c.Args().First())
 	if err != nil {
 		return err
 	}

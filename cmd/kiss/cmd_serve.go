@@ -18,7 +18,6 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/kiss-cache/kiss/gateway"
-	"github.com/kiss-cache/kiss/storage"
 )
 
 func init() {
@@ -226,13 +225,10 @@ func runServe(c *cli.Context) error {
 		}
 	}
 
-	st, err := storage.Open(ctx, c.String("store"))
+	st, err := openStore(ctx, c.String("store"))
 	if err != nil {
 		closeAll()
-		if errors.Is(err, storage.ErrInvalidURL) {
-			return usageError(err)
-		}
-		return withExit(ExitStore, err)
+		return err
 	}
 	defer st.Close()
 	gw, err := gateway.New(st, gateway.Config{

@@ -46,12 +46,9 @@ func runStorageCheck(c *cli.Context) error {
 	if c.Int("race-writers") < 2 || c.Int("race-rounds") < 1 {
 		return usageError(errors.New("storage check: --race-writers must be ≥ 2 and --race-rounds ≥ 1"))
 	}
-	st, err := storage.Open(c.Context, c.Args().First())
+	st, err := openStore(c.Context, c.Args().First())
 	if err != nil {
-		if errors.Is(err, storage.ErrInvalidURL) {
-			return usageError(err)
-		}
-		return withExit(ExitStore, err)
+		return err
 	}
 	defer st.Close()
 	rep := storage.Check(c.Context, st, storage.CheckOptions{

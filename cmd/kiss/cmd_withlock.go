@@ -229,10 +229,7 @@ func runWithLock(c *cli.Context) error {
 		st, err = storage.Open(ctx, a.storeURL)
 	}
 	if err != nil {
-		if errors.Is(err, storage.ErrInvalidURL) {
-			return usageError(err)
-		}
-		return withExit(ExitStore, err)
+		return openError(err)
 	}
 	defer st.Close()
 

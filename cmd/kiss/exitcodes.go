@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"strings"
 
@@ -76,4 +77,22 @@ func exitCodeOf(err error) int {
 		}
 	}
 	return ExitFailure
+}
+
+// openStore opens the store at rawURL for a command: a URL kiss cannot make
+// sense of is a usage error (2), a store that cannot be opened is ExitStore (3).
+func openStore(ctx context.Context, rawURL string) (storage.Store, error) {
+	st, err := storage.Open(ctx, rawURL)
+	if err != nil {
+		return nil, openError(err)
+	}
+	return st, nil
+}
+
+// openError maps an error from opening a store to its exit code.
+func openError(err error) error {
+	if errors.Is(err, storage.ErrInvalidURL) {
+		return usageError(err)
+	}
+	return withExit(ExitStore, err)
 }
