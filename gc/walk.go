@@ -200,11 +200,7 @@ func (w *walker) listed(ix *index, extra []nixcache.Hash) {
 func (w *walker) run(conc int) error {
 	var wg sync.WaitGroup
 	for range max(1, conc) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			w.work()
-		}()
+		wg.Go(w.work)
 	}
 	wg.Wait()
 	if w.err != nil {

@@ -54,11 +54,7 @@ func runWarmWalk(ctx context.Context, st storage.Store, ix *index, m *memo, root
 	}
 	var wg sync.WaitGroup
 	for range max(1, conc) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			w.work()
-		}()
+		wg.Go(w.work)
 	}
 	wg.Wait()
 	if w.err != nil {
