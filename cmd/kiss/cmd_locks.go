@@ -66,7 +66,7 @@ func runLocksList(c *cli.Context) error {
 		return withExit(ExitStore, err)
 	}
 	w := c.App.Writer
-	if c.Bool("json") || jsonFlag(c) {
+	if jsonWanted(c) {
 		type row struct {
 			lockproto.Holder
 			AgeSeconds float64 `json:"age_seconds"`
@@ -98,16 +98,6 @@ func runLocksList(c *cli.Context) error {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s ago\t%s\t%s\t%s\t%s\n", h.Kind, name, state, h.Age.Round(time.Second), owner, host, pid, created)
 	}
 	return tw.Flush()
-}
-
-// jsonFlag reads the global --json.
-func jsonFlag(c *cli.Context) bool {
-	for _, a := range c.Lineage() {
-		if a.IsSet("json") && a.Bool("json") {
-			return true
-		}
-	}
-	return false
 }
 
 func runLocksBreak(c *cli.Context) error {

@@ -64,17 +64,6 @@ EXIT STATUS
 	})
 }
 
-// jsonWanted is true for the global --json and for --json after the
-// subcommand (kiss prune --json STORE), which users naturally type.
-func jsonWanted(c *cli.Context) bool {
-	for _, x := range c.Lineage() {
-		if x.Bool("json") {
-			return true
-		}
-	}
-	return false
-}
-
 // parseAge accepts Go durations plus d (days) and w (weeks): 30d, 2w, 36h.
 func parseAge(s string) (time.Duration, error) {
 	if s == "" {

@@ -297,7 +297,7 @@ func runServe(c *cli.Context) error {
 // announceListener prints where the server listens (stdout), so scripts and
 // tests that pass port 0 learn the port.
 func announceListener(c *cli.Context, url, what string) {
-	if c.Bool("json") {
+	if jsonWanted(c) {
 		b, _ := json.Marshal(map[string]string{"listen": url, "what": what})
 		fmt.Fprintln(c.App.Writer, string(b))
 		return

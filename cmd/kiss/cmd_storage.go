@@ -56,7 +56,7 @@ func runStorageCheck(c *cli.Context) error {
 		RaceRounds:  c.Int("race-rounds"),
 	})
 	out := c.App.Writer
-	if c.Bool("json") {
+	if jsonWanted(c) {
 		enc := json.NewEncoder(out)
 		enc.SetIndent("", "  ")
 		if err := enc.Encode(struct {

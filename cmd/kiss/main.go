@@ -97,3 +97,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	return code
 }
+
+// jsonWanted is true for the global --json and for a command's own --json
+// (kiss prune --json STORE). c.Bool alone would stop at the first flag set
+// that defines "json", missing the global flag when a command defines its own.
+func jsonWanted(c *cli.Context) bool {
+	for _, x := range c.Lineage() {
+		if x.Bool("json") {
+			return true
+		}
+	}
+	return false
+}
