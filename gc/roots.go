@@ -108,7 +108,7 @@ func loadMarkers(ctx context.Context, st storage.Store, opts Options, now time.T
 	if err != nil {
 		return "", nil, err
 	}
-	storeDir, err := readStoreDir(ctx, st)
+	storeDir, err := StoreDir(ctx, st)
 	if err != nil {
 		return "", nil, err
 	}
@@ -227,8 +227,9 @@ func readLocalMarkers(dir, storeDir string) ([]Marker, error) {
 	return out, nil
 }
 
-// readStoreDir reads StoreDir from nix-cache-info (default /nix/store).
-func readStoreDir(ctx context.Context, st storage.Store) (string, error) {
+// StoreDir reads StoreDir from the store's nix-cache-info (default /nix/store).
+// A nix-cache-info that exists but cannot be read is ErrRootsUnavailable.
+func StoreDir(ctx context.Context, st storage.Store) (string, error) {
 	data, err := readAll(ctx, st, nixcache.CacheInfoKey, 1<<20)
 	if errors.Is(err, storage.ErrNotFound) {
 		return nixcache.DefaultStoreDir, nil

@@ -55,20 +55,6 @@ written anyway, with a warning.`,
 	})
 }
 
-func storeDirOf(ctx context.Context, st storage.Store) string {
-	r, err := st.Get(ctx, nixcache.CacheInfoKey)
-	if err != nil {
-		return nixcache.DefaultStoreDir
-	}
-	defer r.Close()
-	buf := make([]byte, 4096)
-	n, _ := r.Read(buf)
-	if d := nixcache.ParseCacheInfo(buf[:n]); d != "" {
-		return d
-	}
-	return nixcache.DefaultStoreDir
-}
-
 func runRootsAdd(c *cli.Context) error {
 	if c.NArg() < 3 {
 		return usageError(errors.New("roots add: want STORE NAME STORE-PATH..."))
@@ -83,7 +69,10 @@ func runRootsAdd(c *cli.Context) error {
 	}
 	defer st.Close()
 	ctx := c.Context
-	storeDir := storeDirOf(ctx, st)
+	storeDir, err := gc.StoreDir(ctx, st)
+	if err != nil {
+		return withExit(ExitStore, err)
+	}
 	for _, p := range paths {
 		key, err := nixcache.NarInfoKeyFor(p, storeDir)
 		if err != nil {
