@@ -114,7 +114,9 @@ func TestI1CompleteClosures(t *testing.T) {
 
 // TestReferencedPathSurvives: a path kept only through a References entry
 // (not rooted itself) survives: the niks3 bare-hash bug class.
-func TestReferencedPathSurvives(t *testing.T) {
+func TestReferencedPathSurvives(t *testing.T) { memVariants(t, testReferencedPathSurvives) }
+
+func testReferencedPathSurvives(t *testing.T, newMemCache func(testing.TB) *cache) {
 	c := newMemCache(t)
 	dep := c.add("only-referenced")
 	top := c.add("top", dep)
@@ -124,7 +126,9 @@ func TestReferencedPathSurvives(t *testing.T) {
 	c.present(top, true)
 }
 
-func TestI2NoDanglingNAR(t *testing.T) {
+func TestI2NoDanglingNAR(t *testing.T) { memVariants(t, testI2NoDanglingNAR) }
+
+func testI2NoDanglingNAR(t *testing.T, newMemCache func(testing.TB) *cache) {
 	w := newWorld(newMemCache(t))
 	sp := newSpy(w.st)
 	if _, err := prune(sp, gc.Options{Grace: -1, BatchSize: 1}); err != nil {
@@ -186,7 +190,9 @@ func TestI2NoDanglingNAR(t *testing.T) {
 	}
 }
 
-func TestI3NewbornsLive(t *testing.T) {
+func TestI3NewbornsLive(t *testing.T) { memVariants(t, testI3NewbornsLive) }
+
+func testI3NewbornsLive(t *testing.T, newMemCache func(testing.TB) *cache) {
 	c := newMemCache(t)
 	oldDep := c.add("old-dep")
 	rooted := c.add("rooted")
@@ -227,7 +233,9 @@ func TestI3NewbornsLive(t *testing.T) {
 }
 
 // TestI4FailClosed: every reason to refuse deletes nothing.
-func TestI4FailClosed(t *testing.T) {
+func TestI4FailClosed(t *testing.T) { memVariants(t, testI4FailClosed) }
+
+func testI4FailClosed(t *testing.T, newMemCache func(testing.TB) *cache) {
 	cases := []struct {
 		name  string
 		setup func(w *world, sp *spy) gc.Options
@@ -355,7 +363,9 @@ func (f *failAfter) Confirm(context.Context) error {
 	return nil
 }
 
-func TestI5Exclusion(t *testing.T) {
+func TestI5Exclusion(t *testing.T) { memVariants(t, testI5Exclusion) }
+
+func testI5Exclusion(t *testing.T, newMemCache func(testing.TB) *cache) {
 	w := newWorld(newMemCache(t))
 	sp := newSpy(w.st)
 	p, err := gc.NewPlan(ctx, sp, gc.Options{Grace: -1, BatchSize: 1})
@@ -422,7 +432,9 @@ func TestI5Exclusion(t *testing.T) {
 // TestI6StorageTime: age is judged on the store's clock (here in 2031), not
 // the host's: with the host clock, everything would look "from the future"
 // and nothing would be old.
-func TestI6StorageTime(t *testing.T) {
+func TestI6StorageTime(t *testing.T) { memVariants(t, testI6StorageTime) }
+
+func testI6StorageTime(t *testing.T, newMemCache func(testing.TB) *cache) {
 	c := newMemCache(t)
 	old := c.add("old")
 	keep := c.add("keep")
@@ -445,7 +457,9 @@ func TestI6StorageTime(t *testing.T) {
 	c.present(keep, false)
 }
 
-func TestMemo(t *testing.T) {
+func TestMemo(t *testing.T) { memVariants(t, testMemo) }
+
+func testMemo(t *testing.T, newMemCache func(testing.TB) *cache) {
 	c := newMemCache(t)
 	w := newWorld(c)
 	sp := newSpy(c.st)
@@ -516,7 +530,9 @@ func TestMemo(t *testing.T) {
 	}
 }
 
-func TestMetadataKinds(t *testing.T) {
+func TestMetadataKinds(t *testing.T) { memVariants(t, testMetadataKinds) }
+
+func testMetadataKinds(t *testing.T, newMemCache func(testing.TB) *cache) {
 	c := newMemCache(t)
 	drv := c.add("app.drv")
 	out := &path{name: "app", hash: digest("path:app"), narKey: "nar/app.nar.xz", deriv: drv}
@@ -571,7 +587,9 @@ func TestMetadataKinds(t *testing.T) {
 	}
 }
 
-func TestRootSources(t *testing.T) {
+func TestRootSources(t *testing.T) { memVariants(t, testRootSources) }
+
+func testRootSources(t *testing.T, newMemCache func(testing.TB) *cache) {
 	c := newMemCache(t)
 	a := c.add("a")
 	b := c.add("b")
@@ -599,7 +617,9 @@ func TestRootSources(t *testing.T) {
 	}
 }
 
-func TestDryRunPlanDeletesNothing(t *testing.T) {
+func TestDryRunPlanDeletesNothing(t *testing.T) { memVariants(t, testDryRunPlanDeletesNothing) }
+
+func testDryRunPlanDeletesNothing(t *testing.T, newMemCache func(testing.TB) *cache) {
 	w := newWorld(newMemCache(t))
 	before := w.keys()
 	p, err := gc.NewPlan(ctx, w.st, gc.Options{Grace: -1})
@@ -624,7 +644,9 @@ func TestDryRunPlanDeletesNothing(t *testing.T) {
 	}
 }
 
-func TestRootsRegistry(t *testing.T) {
+func TestRootsRegistry(t *testing.T) { memVariants(t, testRootsRegistry) }
+
+func testRootsRegistry(t *testing.T, newMemCache func(testing.TB) *cache) {
 	w := newWorld(newMemCache(t))
 	if _, err := gc.AddRoot(ctx, w.st, "ci/main", []string{w.garbage.abs()}, ""); err != nil {
 		t.Fatal(err)
@@ -666,7 +688,9 @@ func TestRootsRegistry(t *testing.T) {
 
 // TestDeepChainAndConcurrency walks a long chain and a wide fan-out with
 // many workers (run with -race).
-func TestDeepChainAndConcurrency(t *testing.T) {
+func TestDeepChainAndConcurrency(t *testing.T) { memVariants(t, testDeepChainAndConcurrency) }
+
+func testDeepChainAndConcurrency(t *testing.T, newMemCache func(testing.TB) *cache) {
 	c := newMemCache(t)
 	prev := c.add("chain-0")
 	for i := 1; i < 300; i++ {
@@ -730,6 +754,10 @@ func TestColdWalkRequests(t *testing.T) {
 // TestExpiredMarkerDeletedOnlyIfUnchanged: an expired marker is deleted by
 // a conditional delete on the version listed; one rewritten since is kept.
 func TestExpiredMarkerDeletedOnlyIfUnchanged(t *testing.T) {
+	memVariants(t, testExpiredMarkerDeletedOnlyIfUnchanged)
+}
+
+func testExpiredMarkerDeletedOnlyIfUnchanged(t *testing.T, newMemCache func(testing.TB) *cache) {
 	c := newMemCache(t)
 	a := c.add("a")
 	keep := c.add("keep")

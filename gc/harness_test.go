@@ -58,6 +58,41 @@ func newMemCache(t testing.TB) *cache {
 	return &cache{t: t, st: storage.NewMem(clock.now), clock: clock, paths: map[string]*path{}}
 }
 
+// keysOnlyLocal is a mem store that lists like file:// does: keys without
+// attributes (storage.KeyLister), on a "local" store, so the plan takes the
+// list-then-walk path and stats only what it may delete.
+type keysOnlyLocal struct{ storage.Store }
+
+func (k keysOnlyLocal) ListKeys(ctx context.Context, prefix string) iter.Seq2[storage.Object, error] {
+	return func(yield func(storage.Object, error) bool) {
+		for o, err := range k.Store.List(ctx, prefix) {
+			if !yield(storage.Object{Key: o.Key}, err) {
+				return
+			}
+		}
+	}
+}
+
+func (k keysOnlyLocal) Capabilities() storage.Capabilities {
+	c := k.Store.Capabilities()
+	c.Local = true
+	return c
+}
+
+func newKeysOnlyMemCache(t testing.TB) *cache {
+	c := newMemCache(t)
+	c.st = keysOnlyLocal{c.st}
+	return c
+}
+
+// memVariants runs a test on the mem store as listed with attributes (the
+// overlapping cold walk of a remote store) and keys-only (file://'s path,
+// with the fake clock): test bodies call the newMemCache they are given.
+func memVariants(t *testing.T, test func(t *testing.T, newMemCache func(testing.TB) *cache)) {
+	t.Run("listed", func(t *testing.T) { test(t, newMemCache) })
+	t.Run("keys-only", func(t *testing.T) { test(t, newKeysOnlyMemCache) })
+}
+
 func newFileCache(t testing.TB) *cache {
 	st, err := storage.OpenFile(t.TempDir())
 	if err != nil {
@@ -266,10 +301,19 @@ func (s *spy) narinfoGets() int {
 }
 
 func (s *spy) List(ctx context.Context, prefix string) iter.Seq2[storage.Object, error] {
+	return s.list(s.Store.List(ctx, prefix))
+}
+
+// ListKeys passes a keys-only listing through (storage.KeyLister).
+func (s *spy) ListKeys(ctx context.Context, prefix string) iter.Seq2[storage.Object, error] {
+	return s.list(storage.ListKeys(ctx, s.Store, prefix))
+}
+
+func (s *spy) list(inner iter.Seq2[storage.Object, error]) iter.Seq2[storage.Object, error] {
 	if s.failList != nil {
 		return func(yield func(storage.Object, error) bool) {
 			n := 0
-			for o, err := range s.Store.List(ctx, prefix) {
+			for o, err := range inner {
 				if n++; n > 3 {
 					yield(storage.Object{}, s.failList)
 					return
@@ -281,7 +325,7 @@ func (s *spy) List(ctx context.Context, prefix string) iter.Seq2[storage.Object,
 			yield(storage.Object{}, s.failList)
 		}
 	}
-	return s.Store.List(ctx, prefix)
+	return inner
 }
 
 func (s *spy) DeleteMany(ctx context.Context, keys []string) error {

@@ -3,8 +3,9 @@ package gc
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"fmt"
-	"hash/fnv"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -14,12 +15,27 @@ import (
 	"github.com/kiss-cache/kiss/storage"
 )
 
+// noTime is the mtime of a listed object whose attributes are not known yet
+// (a keys-only listing, storage.KeyLister); goneTime marks one that vanished
+// when it was stat'ed. Neither is ever young, and neither is deleted.
+const (
+	noTime   = math.MinInt64
+	goneTime = math.MinInt64 + 1
+)
+
+// known reports whether an index mtime is a real one.
+func known(mtime int64) bool { return mtime > goneTime }
+
 // niEntry is one listed narinfo, 48 bytes.
 type niEntry struct {
 	h     nixcache.Hash
 	fp    uint64 // fingerprint of ETag and size, validates memo entries
-	mtime int64  // unix nanoseconds, store clock
+	mtime int64  // unix nanoseconds, store clock; noTime until known
 	size  int64
+}
+
+func (e *niEntry) setAttrs(o storage.Object) {
+	e.fp, e.mtime, e.size = fingerprint(o), o.ModTime.UnixNano(), o.Size
 }
 
 // objEntry is one listed object of another kind; its key is in the arena.
@@ -28,18 +44,24 @@ type objEntry struct {
 	off   uint64
 	n     uint32
 	kind  nixcache.Kind
-	mtime int64
+	mtime int64 // noTime until known
 	size  int64
 }
 
 // index is the one listing a plan is made from, held compactly.
 type index struct {
 	narinfos []niEntry // sorted by hash after finish
-	objs     []objEntry
-	arena    []byte
+	// slots is an open-addressing table over narinfos, keyed by the first 8
+	// bytes of the hash (uniformly random), for find.
+	slots []int32
+	objs  []objEntry
+	arena []byte
 	// narKeys are the 64-bit hashes of every listed NAR key, sorted.
 	narKeys []uint64
-	counts  map[string]*Count
+	counts  [nixcache.NumKinds]Count
+	// partial is set when some listed objects came without attributes, so
+	// listed byte counts cover only those whose size was read.
+	partial bool
 }
 
 // Count is a number of objects and their bytes.
@@ -48,29 +70,40 @@ type Count struct {
 	Bytes   int64 `json:"bytes"`
 }
 
-func (c *Count) add(size int64) { c.Objects++; c.Bytes += size }
+func (c *Count) add(size int64) { c.Objects++; c.Bytes += max(size, 0) }
 
 func (ix *index) key(o *objEntry) string { return string(ix.arena[o.off : o.off+uint64(o.n)]) }
 
-// keyHash is the 64-bit FNV-1a of a key: NAR keys are compared by it. A
-// collision makes an unreferenced NAR look referenced, which keeps it.
-func keyHash(k string) uint64 {
-	h := fnv.New64a()
-	h.Write([]byte(k))
-	return h.Sum64()
+const (
+	fnvOffset = 14695981039346656037
+	fnvPrime  = 1099511628211
+)
+
+func fnvAdd[S ~string | ~[]byte](h uint64, s S) uint64 {
+	for i := 0; i < len(s); i++ {
+		h ^= uint64(s[i])
+		h *= fnvPrime
+	}
+	return h
 }
 
-// fingerprint identifies one version of a narinfo for the memo.
+// keyHash is the 64-bit FNV-1a of a key: NAR keys are compared by it. A
+// collision makes an unreferenced NAR look referenced, which keeps it.
+func keyHash(k string) uint64 { return fnvAdd(fnvOffset, k) }
+
+// fingerprint identifies one version of a narinfo for the memo: FNV-1a of
+// the ETag (or the decimal mtime if the store has none), a zero byte and the
+// decimal size.
 func fingerprint(o storage.Object) uint64 {
-	h := fnv.New64a()
+	var buf [24]byte
+	h := uint64(fnvOffset)
 	if o.ETag != "" {
-		h.Write([]byte(o.ETag))
+		h = fnvAdd(h, o.ETag)
 	} else {
-		h.Write([]byte(strconv.FormatInt(o.ModTime.UnixNano(), 10)))
+		h = fnvAdd(h, strconv.AppendInt(buf[:0], o.ModTime.UnixNano(), 10))
 	}
-	h.Write([]byte{0})
-	h.Write([]byte(strconv.FormatInt(o.Size, 10)))
-	return h.Sum64()
+	h = fnvAdd(h, []byte{0})
+	return fnvAdd(h, strconv.AppendInt(buf[:0], o.Size, 10))
 }
 
 // isDotPath reports whether any segment of rel starts with a dot (.lock/,
@@ -84,13 +117,15 @@ func isDotPath(rel string) bool {
 	return false
 }
 
-// list reads the whole store once.
+// list reads the whole store once, without per-object attributes where
+// the store can list keys alone (storage.KeyLister): the plan stats only
+// the objects whose age it needs.
 func list(ctx context.Context, st storage.Store, prog Progress) (*index, error) {
-	ix := &index{counts: map[string]*Count{}}
+	ix := &index{}
 	prog.Start(PhaseList, -1, -1)
 	defer prog.Done(PhaseList)
 	var n int64
-	for o, err := range st.List(ctx, "") {
+	for o, err := range storage.ListKeys(ctx, st, "") {
 		if err != nil {
 			return nil, fmt.Errorf("%w: listing %s: %w", ErrRootsUnavailable, st.URL(), err)
 		}
@@ -101,16 +136,21 @@ func list(ctx context.Context, st storage.Store, prog Progress) (*index, error) 
 				return nil, err
 			}
 		}
-		kind, h := nixcache.Classify(o.Key)
-		c := ix.counts[kind.String()]
-		if c == nil {
-			c = &Count{}
-			ix.counts[kind.String()] = c
+		mtime, size := int64(noTime), int64(-1)
+		if o.HasAttrs() {
+			mtime, size = o.ModTime.UnixNano(), o.Size
+		} else {
+			ix.partial = true
 		}
-		c.add(o.Size)
+		kind, h := nixcache.Classify(o.Key)
+		ix.counts[kind].add(size)
 		switch kind {
 		case nixcache.KindNarInfo:
-			ix.narinfos = append(ix.narinfos, niEntry{h: h, fp: fingerprint(o), mtime: o.ModTime.UnixNano(), size: o.Size})
+			e := niEntry{h: h, mtime: mtime, size: size}
+			if o.HasAttrs() {
+				e.fp = fingerprint(o)
+			}
+			ix.narinfos = append(ix.narinfos, e)
 			continue
 		case nixcache.KindRoot, nixcache.KindCacheInfo, nixcache.KindKiss, nixcache.KindOther:
 			continue
@@ -120,23 +160,88 @@ func list(ctx context.Context, st storage.Store, prog Progress) (*index, error) 
 			kh = keyHash(o.Key)
 			ix.narKeys = append(ix.narKeys, kh)
 		}
-		ix.objs = append(ix.objs, objEntry{kh: kh, off: uint64(len(ix.arena)), n: uint32(len(o.Key)), kind: kind, mtime: o.ModTime.UnixNano(), size: o.Size})
+		ix.objs = append(ix.objs, objEntry{kh: kh, off: uint64(len(ix.arena)), n: uint32(len(o.Key)), kind: kind, mtime: mtime, size: size})
 		ix.arena = append(ix.arena, o.Key...)
 	}
 	prog.Advance(PhaseList, n%4096, 0)
-	slices.SortFunc(ix.narinfos, func(a, b niEntry) int { return bytes.Compare(a.h[:], b.h[:]) })
+	ix.narinfos = sortByHash(ix.narinfos)
 	slices.Sort(ix.narKeys)
 	ix.narinfos = slices.Clip(ix.narinfos)
+	ix.objs = slices.Clip(ix.objs)
+	ix.arena = slices.Clip(ix.arena)
+	ix.buildSlots()
 	return ix, nil
+}
+
+// sortByHash sorts narinfos by hash in linear time: store path hashes are
+// uniformly distributed, so a counting pass on the first 16 bits leaves a
+// few entries per bucket, finished by insertion sort.
+func sortByHash(in []niEntry) []niEntry {
+	var starts [1<<16 + 1]int32
+	bucket := func(e *niEntry) int { return int(e.h[0])<<8 | int(e.h[1]) }
+	for i := range in {
+		starts[bucket(&in[i])+1]++
+	}
+	for b := 1; b < len(starts); b++ {
+		starts[b] += starts[b-1]
+	}
+	out := make([]niEntry, len(in))
+	next := starts
+	for i := range in {
+		b := bucket(&in[i])
+		out[next[b]] = in[i]
+		next[b]++
+	}
+	for b := 0; b+1 < len(starts); b++ {
+		part := out[starts[b]:starts[b+1]]
+		for i := 1; i < len(part); i++ {
+			for j := i; j > 0 && bytes.Compare(part[j-1].h[:], part[j].h[:]) > 0; j-- {
+				part[j-1], part[j] = part[j], part[j-1]
+			}
+		}
+	}
+	return out
+}
+
+func slotOf(h *nixcache.Hash) uint64 { return binary.LittleEndian.Uint64(h[:8]) }
+
+// buildSlots fills the find table: a power of two at least twice the
+// narinfo count, linear probing.
+func (ix *index) buildSlots() {
+	size := 16
+	for size < 2*len(ix.narinfos) {
+		size *= 2
+	}
+	ix.slots = make([]int32, size)
+	for i := range ix.slots {
+		ix.slots[i] = -1
+	}
+	mask := uint64(size - 1)
+	for i := range ix.narinfos {
+		for j := slotOf(&ix.narinfos[i].h) & mask; ; j = (j + 1) & mask {
+			if ix.slots[j] < 0 {
+				ix.slots[j] = int32(i)
+				break
+			}
+		}
+	}
 }
 
 // find returns the listing index of the narinfo for h, or -1.
 func (ix *index) find(h nixcache.Hash) int {
-	i, ok := slices.BinarySearchFunc(ix.narinfos, h, func(e niEntry, h nixcache.Hash) int { return bytes.Compare(e.h[:], h[:]) })
-	if !ok {
+	if len(ix.slots) == 0 {
 		return -1
 	}
-	return i
+	mask := uint64(len(ix.slots) - 1)
+	for j := slotOf(&h) & mask; ; j = (j + 1) & mask {
+		i := ix.slots[j]
+		if i < 0 {
+			return -1
+		}
+		if ix.narinfos[i].h == h {
+			return int(i)
+		}
+	}
 }
 
 func hasU64(sorted []uint64, v uint64) bool {

@@ -51,6 +51,12 @@ type memo struct {
 	toListing   []int32 // memo index → listing index, -1 not listed
 }
 
+// has reports whether the memo has an entry for listing index idx (valid or
+// not).
+func (m *memo) has(idx int) bool {
+	return m != nil && m.fromListing[idx] >= 0 && m.hasInfo[m.fromListing[idx]]
+}
+
 // lookup returns the memo index for listing index idx if the memo's entry
 // was learnt from the same narinfo version (fingerprint), else -1.
 func (m *memo) lookup(idx int, fp uint64) int {

@@ -208,8 +208,11 @@ func NewPlan(ctx context.Context, st storage.Store, opts Options) (*Plan, error)
 	p.report.Phases[PhaseList] = ex.listSeconds
 	p.report.Listed = map[string]Count{}
 	for k, c := range ix.counts {
-		p.report.Listed[k] = *c
+		if c.Objects > 0 {
+			p.report.Listed[nixcache.Kind(k).String()] = c
+		}
 	}
+	p.report.ListedBytesPartial = ix.partial
 	p.report.Roots.Young = ex.young
 	p.report.Roots.Missing = len(g.missingRoots)
 	for i, h := range g.missingRoots {
@@ -252,7 +255,9 @@ func (p *Plan) warn(format string, args ...any) {
 	}
 }
 
-// decide sorts every listed object into keep or delete.
+// decide sorts every listed object into keep or delete. Objects a
+// keys-only listing left without attributes are stat'ed only if they may be
+// deleted: a kept object's age does not matter.
 func (p *Plan) decide(ctx context.Context, cutoff time.Time, storeDir string, conc int) error {
 	ix, g := p.ix, p.g
 	// NAR keys kept: those of reachable narinfos, and young NARs (so a
@@ -262,7 +267,7 @@ func (p *Plan) decide(ctx context.Context, cutoff time.Time, storeDir string, co
 	// listing) and the derivers of reachable paths (collected only if the
 	// cache has logs at all).
 	var keepDrv []nixcache.Hash
-	_, haveLogs := ix.counts[nixcache.KindLog.String()]
+	haveLogs := ix.counts[nixcache.KindLog].Objects > 0
 	for i := range ix.narinfos {
 		if !g.isReach(i) {
 			continue
@@ -275,12 +280,6 @@ func (p *Plan) decide(ctx context.Context, cutoff time.Time, storeDir string, co
 			keepDrv = append(keepDrv, g.hashOf(ni.deriver))
 		}
 	}
-	for i := range ix.objs {
-		o := &ix.objs[i]
-		if o.kind == nixcache.KindNAR && young(o.mtime, cutoff) {
-			keepNAR = append(keepNAR, o.kh)
-		}
-	}
 	slices.Sort(keepNAR)
 	slices.SortFunc(keepDrv, func(a, b nixcache.Hash) int { return bytes.Compare(a[:], b[:]) })
 	reachable := func(h nixcache.Hash) bool {
@@ -290,6 +289,50 @@ func (p *Plan) decide(ctx context.Context, cutoff time.Time, storeDir string, co
 	drvKept := func(h nixcache.Hash) bool {
 		_, ok := slices.BinarySearchFunc(keepDrv, h, func(a, b nixcache.Hash) int { return bytes.Compare(a[:], b[:]) })
 		return ok || reachable(h)
+	}
+	// dropUnlessYoung says whether a listed object goes if it is old enough;
+	// realisations, build traces and debuginfo are decided by their content.
+	dropUnlessYoung := func(o *objEntry) bool {
+		switch o.kind {
+		case nixcache.KindListing:
+			h, _ := nixcache.ParseHash(ix.key(o)[:nixcache.HashLen])
+			return !reachable(h)
+		case nixcache.KindNAR:
+			return !hasU64(keepNAR, o.kh)
+		case nixcache.KindLog:
+			h, err := nixcache.LogDrvHash(ix.key(o))
+			return err == nil && !drvKept(h)
+		case nixcache.KindTemp, nixcache.KindRealisation, nixcache.KindBuildTrace, nixcache.KindDebugInfo:
+			return true
+		}
+		return false
+	}
+	if ix.partial {
+		var narIdx, objIdx []int32
+		for i := range ix.narinfos {
+			if ix.narinfos[i].mtime == noTime && !g.isReach(i) {
+				narIdx = append(narIdx, int32(i))
+			}
+		}
+		for i := range ix.objs {
+			if o := &ix.objs[i]; o.mtime == noTime && dropUnlessYoung(o) {
+				objIdx = append(objIdx, int32(i))
+			}
+		}
+		if err := fillAttrs(ctx, p.st, ix, narIdx, objIdx, conc, p.opts.Progress); err != nil {
+			return err
+		}
+	}
+	var youngNAR bool
+	for i := range ix.objs {
+		o := &ix.objs[i]
+		if o.kind == nixcache.KindNAR && young(o.mtime, cutoff) {
+			keepNAR = append(keepNAR, o.kh)
+			youngNAR = true
+		}
+	}
+	if youngNAR {
+		slices.Sort(keepNAR)
 	}
 
 	del := map[string]*Count{}
@@ -303,7 +346,7 @@ func (p *Plan) decide(ctx context.Context, cutoff time.Time, storeDir string, co
 		c.add(size)
 	}
 	for i, e := range ix.narinfos {
-		if g.isReach(i) || young(e.mtime, cutoff) {
+		if g.isReach(i) || young(e.mtime, cutoff) || !known(e.mtime) {
 			count(keep, nixcache.KindNarInfo, e.size)
 			continue
 		}
@@ -315,27 +358,16 @@ func (p *Plan) decide(ctx context.Context, cutoff time.Time, storeDir string, co
 	var metaIdx []int32
 	for i := range ix.objs {
 		o := &ix.objs[i]
-		if young(o.mtime, cutoff) {
+		if young(o.mtime, cutoff) || !known(o.mtime) {
 			count(keep, o.kind, o.size)
 			continue
 		}
-		var drop bool
 		switch o.kind {
-		case nixcache.KindListing:
-			h, _ := nixcache.ParseHash(ix.key(o)[:nixcache.HashLen])
-			drop = !reachable(h)
-		case nixcache.KindNAR:
-			drop = !hasU64(keepNAR, o.kh)
-		case nixcache.KindLog:
-			h, err := nixcache.LogDrvHash(ix.key(o))
-			drop = err == nil && !drvKept(h)
-		case nixcache.KindTemp:
-			drop = true
 		case nixcache.KindRealisation, nixcache.KindBuildTrace, nixcache.KindDebugInfo:
 			metaIdx = append(metaIdx, int32(i))
 			continue
 		}
-		if !drop {
+		if !dropUnlessYoung(o) {
 			count(keep, o.kind, o.size)
 			continue
 		}

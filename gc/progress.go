@@ -5,6 +5,7 @@ const (
 	PhaseList    = "list"  // listing the store
 	PhaseRoots   = "roots" // reading markers
 	PhaseWalk    = "walk"  // closure walk
+	PhaseStat    = "stat"  // ages of objects a keys-only listing left out (file://)
 	PhaseMeta    = "meta"  // reading realisations, build traces, debuginfo
 	PhaseDelMeta = "delete-meta"
 	PhaseDelNAR  = "delete-nar"

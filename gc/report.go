@@ -30,12 +30,16 @@ type Report struct {
 		List    []Marker `json:"list,omitempty"`
 	} `json:"roots"`
 
-	Listed       map[string]Count `json:"listed"`
-	Reachable    Count            `json:"reachable"` // narinfos; bytes = sum of FileSize
-	NarInfoReads int64            `json:"narinfo_reads"`
-	DanglingRefs int64            `json:"dangling_references"`
-	MissingNARs  int64            `json:"missing_nars"`
-	Memo         struct {
+	Listed map[string]Count `json:"listed"`
+	// ListedBytesPartial: the store was listed by key alone (file://), so
+	// listed and kept bytes count only objects whose size was read or
+	// stat'ed (reachable narinfos, and everything deleted).
+	ListedBytesPartial bool  `json:"listed_bytes_partial,omitempty"`
+	Reachable          Count `json:"reachable"` // narinfos; bytes = sum of FileSize
+	NarInfoReads       int64 `json:"narinfo_reads"`
+	DanglingRefs       int64 `json:"dangling_references"`
+	MissingNARs        int64 `json:"missing_nars"`
+	Memo               struct {
 		Loaded bool  `json:"loaded"`
 		Hits   int64 `json:"hits"`
 		Saved  bool  `json:"saved"`

@@ -68,12 +68,28 @@ func splitRootSources(srcs []string) (prefixes, dirs []string, err error) {
 // readAll reads at most limit bytes of key; more is an error. It sizes its
 // buffer from the object's size, so a narinfo costs one allocation.
 func readAll(ctx context.Context, st storage.Store, key string, limit int64) ([]byte, error) {
+	data, _, err := readObject(ctx, st, key, limit)
+	return data, err
+}
+
+// readObject is readAll that also returns the attributes of the version read.
+func readObject(ctx context.Context, st storage.Store, key string, limit int64) ([]byte, storage.Object, error) {
 	r, err := st.Get(ctx, key)
 	if err != nil {
-		return nil, err
+		return nil, storage.Object{}, err
 	}
 	defer r.Close()
-	size := r.Object().Size
+	obj := r.Object()
+	// A local file is complete once it gave its stat size (objects are
+	// replaced, never appended to), so asking for EOF would only cost a
+	// syscall per narinfo. A network body is read to EOF, or its
+	// connection could not be reused.
+	_, local := r.(storage.FileReader)
+	data, err := readLimited(r, key, obj.Size, limit, local)
+	return data, obj, err
+}
+
+func readLimited(r io.Reader, key string, size, limit int64, stopAtSize bool) ([]byte, error) {
 	if size > limit {
 		return nil, fmt.Errorf("%s: larger than %d bytes", key, limit)
 	}
@@ -87,7 +103,7 @@ func readAll(ctx context.Context, st storage.Store, key string, limit int64) ([]
 		}
 		n, err := r.Read(buf[len(buf):cap(buf)])
 		buf = buf[:len(buf)+n]
-		if err == io.EOF {
+		if err == io.EOF || err == nil && stopAtSize && int64(len(buf)) == size {
 			break
 		}
 		if err != nil {

@@ -287,7 +287,7 @@ func (w *walker) record(r visitResult) {
 // visit learns one narinfo's edges by reading it. No lock held.
 func (w *walker) visit(node uint32, h nixcache.Hash) (visitResult, error) {
 	res := visitResult{node: node}
-	ni, n, err := readReachable(w.ctx, w.st, w.storeDir, h)
+	ni, obj, err := readReachable(w.ctx, w.st, w.storeDir, h)
 	if err != nil {
 		return res, err
 	}
@@ -295,7 +295,7 @@ func (w *walker) visit(node uint32, h nixcache.Hash) (visitResult, error) {
 		res.absent = true
 		return res, nil
 	}
-	res.readBytes = n
+	res.readBytes = obj.Size
 	if k, ok := ni.NarKey(); ok {
 		res.nar = keyHash(k)
 	}
@@ -371,29 +371,31 @@ func (w *walker) graph(ix *index, roots []nixcache.Hash) (*graph, error) {
 	return g, nil
 }
 
-// readReachable reads and checks the narinfo of h, a path something reaches.
-// An absent narinfo is (nil, 0, nil): the cold walk meets references that are
-// not in the cache, the warm walk treats that as an integrity error. Anything
+// readReachable reads and checks the narinfo of h, a path something reaches,
+// and returns it with the attributes of the version read. An absent narinfo
+// is a nil NarInfo and no error: the cold walk meets references that are not
+// in the cache, the warm walk treats that as an integrity error. Anything
 // unreadable, unparseable or describing another path is ErrIntegrity: the
 // pruner never guesses a reachable path's edges.
-func readReachable(ctx context.Context, st storage.Store, storeDir string, h nixcache.Hash) (*nixcache.NarInfo, int64, error) {
+func readReachable(ctx context.Context, st storage.Store, storeDir string, h nixcache.Hash) (*nixcache.NarInfo, storage.Object, error) {
 	key := nixcache.NarInfoKey(h)
-	data, err := readAll(ctx, st, key, nixcache.MaxNarInfoSize)
+	data, obj, err := readObject(ctx, st, key, nixcache.MaxNarInfoSize)
 	if errors.Is(err, storage.ErrNotFound) {
-		return nil, 0, nil
+		return nil, obj, nil
 	}
 	if err != nil {
 		if ctx.Err() != nil {
-			return nil, 0, ctx.Err()
+			return nil, obj, ctx.Err()
 		}
-		return nil, 0, fmt.Errorf("%w: reachable %s cannot be read: %w", ErrIntegrity, key, err)
+		return nil, obj, fmt.Errorf("%w: reachable %s cannot be read: %w", ErrIntegrity, key, err)
 	}
 	ni, err := nixcache.ParseNarInfo(data, storeDir)
 	if err != nil {
-		return nil, 0, fmt.Errorf("%w: reachable %s: %w", ErrIntegrity, key, err)
+		return nil, obj, fmt.Errorf("%w: reachable %s: %w", ErrIntegrity, key, err)
 	}
 	if ni.Hash != h {
-		return nil, 0, fmt.Errorf("%w: %s describes %s", ErrIntegrity, key, ni.StorePath)
+		return nil, obj, fmt.Errorf("%w: %s describes %s", ErrIntegrity, key, ni.StorePath)
 	}
-	return ni, int64(len(data)), nil
+	obj.Size = int64(len(data))
+	return ni, obj, nil
 }

@@ -39,6 +39,9 @@ const (
 	KindRealisation             // realisations/<id>.doi
 	KindBuildTrace              // build-trace-v2/<drv>/<output>.doi
 	KindDebugInfo               // debuginfo/<build-id>
+
+	// NumKinds is the number of kinds, for arrays indexed by Kind.
+	NumKinds = iota
 )
 
 var kindNames = [...]string{"other", "nix-cache-info", "gcroot", "kiss", "temp", "narinfo", "ls", "nar", "log", "realisation", "build-trace", "debuginfo"}

@@ -137,6 +137,16 @@ func (c *Counting) DeleteMany(ctx context.Context, keys []string) error {
 }
 
 func (c *Counting) List(ctx context.Context, prefix string) iter.Seq2[Object, error] {
+	return c.countList(c.inner.List(ctx, prefix))
+}
+
+// ListKeys counts like List; it passes on the inner store's ListKeys (keys
+// only on file://, whole objects elsewhere).
+func (c *Counting) ListKeys(ctx context.Context, prefix string) iter.Seq2[Object, error] {
+	return c.countList(ListKeys(ctx, c.inner, prefix))
+}
+
+func (c *Counting) countList(list iter.Seq2[Object, error]) iter.Seq2[Object, error] {
 	return func(yield func(Object, error) bool) {
 		var n int64
 		var failed error
@@ -151,7 +161,7 @@ func (c *Counting) List(ctx context.Context, prefix string) iter.Seq2[Object, er
 			}
 			c.mu.Unlock()
 		}()
-		for o, err := range c.inner.List(ctx, prefix) {
+		for o, err := range list {
 			if err != nil {
 				failed = err
 			} else {

@@ -100,11 +100,7 @@ func (s *fileStore) walk(ctx context.Context, prefix string, out chan<- listBatc
 	defer workers.Wait()
 	defer close(jobs)
 
-	start := ""
-	if i := strings.LastIndexByte(prefix, '/'); i >= 0 {
-		start = prefix[:i]
-	}
-	stack := []string{start}
+	stack := []string{startDir(prefix)}
 	buf := make([]byte, direntBufSize)
 	for len(stack) > 0 {
 		if ctx.Err() != nil {
@@ -121,10 +117,18 @@ func (s *fileStore) walk(ctx context.Context, prefix string, out chan<- listBatc
 	}
 }
 
-// walkDir hands the regular files of one directory to the workers, waits
-// for them (the directory fd must outlive their fstatat calls) and returns
-// the subdirectories that can hold matching keys.
-func (s *fileStore) walkDir(ctx context.Context, rel, prefix string, buf []byte, jobs chan<- statJob) ([]string, error) {
+// startDir is the deepest directory whose tree holds every key with prefix.
+func startDir(prefix string) string {
+	if i := strings.LastIndexByte(prefix, '/'); i >= 0 {
+		return prefix[:i]
+	}
+	return ""
+}
+
+// openDir opens the directory rel below the root. A directory that vanished,
+// or a prefix naming a file's parent that is not a directory, is fd -1 and
+// no error.
+func (s *fileStore) openDir(rel string) (string, int, error) {
 	dirPath := s.root
 	if rel != "" {
 		dirPath = s.root + "/" + rel
@@ -132,9 +136,170 @@ func (s *fileStore) walkDir(ctx context.Context, rel, prefix string, buf []byte,
 	fd, err := unix.Open(dirPath, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		if err == unix.ENOENT || err == unix.ENOTDIR {
-			return nil, nil // vanished, or the prefix names a file's parent that is not a dir
+			return dirPath, -1, nil
 		}
-		return nil, &pathErr{dirPath, err}
+		return dirPath, -1, &pathErr{dirPath, err}
+	}
+	return dirPath, fd, nil
+}
+
+// matchesDir reports whether the tree below directory key can hold a key
+// with prefix.
+func matchesDir(key, prefix string) bool {
+	return strings.HasPrefix(key+"/", prefix) || strings.HasPrefix(prefix, key+"/")
+}
+
+// ListKeys names every regular file under prefix from getdents(2) alone,
+// with no stat per file (KeyLister): objects carry only their key. A few
+// workers read directories in parallel (a flat cache is two huge ones, the
+// root and nar/), handing keys over in batches.
+func (s *fileStore) ListKeys(ctx context.Context, prefix string) iter.Seq2[Object, error] {
+	return func(yield func(Object, error) bool) {
+		if err := ValidatePrefix(prefix); err != nil {
+			yield(Object{}, wrap("list", prefix, err))
+			return
+		}
+		lctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		out := make(chan keyBatch, 2*listWorkers)
+		go s.listKeys(lctx, prefix, out)
+		stop := func() {
+			cancel()
+			for range out { // let the workers finish
+			}
+		}
+		for b := range out {
+			if b.err != nil {
+				stop()
+				yield(Object{}, wrap("list", prefix, b.err))
+				return
+			}
+			for _, k := range b.keys {
+				if !yield(Object{Key: k}, nil) {
+					stop()
+					return
+				}
+			}
+		}
+		if err := ctx.Err(); err != nil {
+			yield(Object{}, wrap("list", prefix, err))
+		}
+	}
+}
+
+type keyBatch struct {
+	keys []string
+	err  error
+}
+
+// listKeys reads the directories below prefix with listWorkers workers,
+// sends every matching key to out in batches, and closes out.
+func (s *fileStore) listKeys(ctx context.Context, prefix string, out chan<- keyBatch) {
+	defer close(out)
+	var (
+		mu     sync.Mutex
+		cond   = sync.NewCond(&mu)
+		dirs   = []string{startDir(prefix)}
+		busy   int
+		failed bool
+		wg     sync.WaitGroup
+	)
+	// A subdirectory is handed to an idle worker as soon as it is seen:
+	// nar/ is read while the root still is.
+	found := func(dir string) {
+		mu.Lock()
+		dirs = append(dirs, dir)
+		cond.Signal()
+		mu.Unlock()
+	}
+	for range listWorkers {
+		wg.Go(func() {
+			buf := make([]byte, direntBufSize)
+			mu.Lock()
+			defer mu.Unlock()
+			for {
+				for len(dirs) == 0 && busy > 0 && !failed {
+					cond.Wait()
+				}
+				if len(dirs) == 0 || failed {
+					cond.Broadcast()
+					return
+				}
+				rel := dirs[len(dirs)-1]
+				dirs = dirs[:len(dirs)-1]
+				busy++
+				mu.Unlock()
+				err := s.dirKeys(ctx, rel, prefix, buf, out, found)
+				if err != nil {
+					select {
+					case out <- keyBatch{err: err}:
+					case <-ctx.Done():
+					}
+				}
+				mu.Lock()
+				busy--
+				failed = failed || err != nil
+				cond.Broadcast()
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// dirKeys sends the keys of the regular files of directory rel to out and
+// passes its subdirectories that can hold keys with prefix to found.
+func (s *fileStore) dirKeys(ctx context.Context, rel, prefix string, buf []byte, out chan<- keyBatch, found func(string)) error {
+	dirPath, fd, err := s.openDir(rel)
+	if fd < 0 || err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	const batchSize = 1024
+	var batch []string
+	send := func() bool {
+		select {
+		case out <- keyBatch{keys: batch}:
+			batch = nil
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
+	err = readDir(fd, buf, func(name string, typ uint8) bool {
+		key := name
+		if rel != "" {
+			key = rel + "/" + name
+		}
+		switch {
+		case typ == unix.DT_DIR && matchesDir(key, prefix):
+			found(key)
+		case typ == unix.DT_REG && strings.HasPrefix(key, prefix):
+			if batch == nil {
+				batch = make([]string, 0, batchSize)
+			}
+			batch = append(batch, key)
+			if len(batch) == batchSize {
+				return send()
+			}
+		}
+		return true
+	})
+	if err != nil {
+		return &pathErr{dirPath, err}
+	}
+	if len(batch) > 0 {
+		send()
+	}
+	return ctx.Err()
+}
+
+// walkDir hands the regular files of one directory to the workers, waits
+// for them (the directory fd must outlive their fstatat calls) and returns
+// the subdirectories that can hold matching keys.
+func (s *fileStore) walkDir(ctx context.Context, rel, prefix string, buf []byte, jobs chan<- statJob) ([]string, error) {
+	dirPath, fd, err := s.openDir(rel)
+	if fd < 0 || err != nil {
+		return nil, err
 	}
 	defer unix.Close(fd)
 	var (
@@ -157,30 +322,63 @@ func (s *fileStore) walkDir(ctx context.Context, rel, prefix string, buf []byte,
 			return false
 		}
 	}
+	err = readDir(fd, buf, func(name string, typ uint8) bool {
+		key := name
+		if rel != "" {
+			key = rel + "/" + name
+		}
+		switch typ {
+		case unix.DT_DIR:
+			if matchesDir(key, prefix) {
+				subdirs = append(subdirs, key)
+			}
+		case unix.DT_REG:
+			if strings.HasPrefix(key, prefix) {
+				batch = append(batch, name)
+				if len(batch) == listBatchSize && !flush() {
+					return false
+				}
+			}
+		}
+		return true
+	})
+	if err != nil {
+		return nil, &pathErr{dirPath, err}
+	}
+	if ctx.Err() != nil {
+		return nil, ctx.Err()
+	}
+	if !flush() {
+		return nil, ctx.Err()
+	}
+	return subdirs, nil
+}
+
+// readDir calls fn with the name and type (DT_DIR, DT_REG, or DT_LNK for
+// anything else) of every entry of the open directory fd except . and ..,
+// until fn returns false. buf is the getdents(2) buffer.
+func readDir(fd int, buf []byte, fn func(name string, typ uint8) bool) error {
 	for {
 		n, err := unix.Getdents(fd, buf)
 		if err == unix.EINTR {
 			continue
 		}
 		if err != nil {
-			return nil, &pathErr{dirPath, err}
+			return err
 		}
 		if n <= 0 {
-			break
+			return nil
 		}
 		for b := buf[:n]; len(b) > 0; {
 			// struct linux_dirent64 { u64 ino; s64 off; u16 reclen; u8 type; char name[]; }
 			reclen := int(*(*uint16)(unsafe.Pointer(&b[16])))
 			typ := b[18]
-			name := cstring(b[19:reclen])
+			raw := b[19:reclen]
 			b = b[reclen:]
-			if name == "." || name == ".." {
+			if isDotOrDotDot(raw) {
 				continue
 			}
-			key := name
-			if rel != "" {
-				key = rel + "/" + name
-			}
+			name := cstring(raw)
 			if typ == unix.DT_UNKNOWN { // some filesystems don't fill d_type
 				var st unix.Stat_t
 				if err := unix.Fstatat(fd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
@@ -188,25 +386,18 @@ func (s *fileStore) walkDir(ctx context.Context, rel, prefix string, buf []byte,
 				}
 				typ = modeToDT(st.Mode)
 			}
-			switch typ {
-			case unix.DT_DIR:
-				if strings.HasPrefix(key+"/", prefix) || strings.HasPrefix(prefix, key+"/") {
-					subdirs = append(subdirs, key)
-				}
-			case unix.DT_REG:
-				if strings.HasPrefix(key, prefix) {
-					batch = append(batch, name)
-					if len(batch) == listBatchSize && !flush() {
-						return nil, ctx.Err()
-					}
-				}
+			if typ != unix.DT_DIR && typ != unix.DT_REG {
+				typ = unix.DT_LNK
+			}
+			if !fn(name, typ) {
+				return nil
 			}
 		}
 	}
-	if !flush() {
-		return nil, ctx.Err()
-	}
-	return subdirs, nil
+}
+
+func isDotOrDotDot(raw []byte) bool {
+	return raw[0] == '.' && (raw[1] == 0 || raw[1] == '.' && raw[2] == 0)
 }
 
 func statBatch(j statJob) listBatch {

@@ -345,7 +345,9 @@ func writePruneMetrics(file string, r *gc.Report, code int) error {
 		return out
 	}
 	vec("listed_objects", "objects in the store by kind", "kind", count(r.Listed, false))
-	vec("listed_bytes", "bytes in the store by kind", "kind", count(r.Listed, true))
+	if !r.ListedBytesPartial { // a keys-only listing (file://) does not know them
+		vec("listed_bytes", "bytes in the store by kind", "kind", count(r.Listed, true))
+	}
 	vec("planned_delete_objects", "objects planned for deletion by kind", "kind", count(r.Delete, false))
 	vec("planned_delete_bytes", "bytes planned for deletion by kind", "kind", count(r.Delete, true))
 	vec("phase_seconds", "time per phase", "phase", r.Phases)

@@ -389,6 +389,23 @@ func testListPrefixes(t *testing.T, st storage.Store) {
 		if g := keysOf(got); !slices.Equal(g, w) {
 			t.Fatalf("List(%q) = %v, want %v", prefix, g, w)
 		}
+		// ListKeys names the same keys (attributes optional).
+		var keys []string
+		for o, err := range storage.ListKeys(ctxFor(t), st, prefix) {
+			if err != nil {
+				t.Fatalf("ListKeys(%q): %v", prefix, err)
+			}
+			if o.HasAttrs() && o.Size != int64(len(o.Key)) {
+				t.Fatalf("ListKeys(%q): %q has size %d, want %d", prefix, o.Key, o.Size, len(o.Key))
+			}
+			if prefix != "" || slices.Contains(all, o.Key) { // "" also lists other tests' objects
+				keys = append(keys, o.Key)
+			}
+		}
+		sort.Strings(keys)
+		if !slices.Equal(keys, w) {
+			t.Fatalf("ListKeys(%q) = %v, want %v", prefix, keys, w)
+		}
 		for k, o := range got {
 			if o.Size != int64(len(k)) {
 				t.Fatalf("List(%q): %q has size %d, want %d", prefix, k, o.Size, len(k))

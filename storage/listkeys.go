@@ -1,0 +1,31 @@
+package storage
+
+import (
+	"context"
+	"iter"
+)
+
+// KeyLister is implemented by stores where a listing with attributes costs
+// one more request or syscall per object than a listing of keys (file://:
+// getdents(2) names every file, a stat(2) per file is what costs). Callers
+// that need the attributes of only a few listed objects use ListKeys and
+// Stat those few: the pruner on a million-object directory stats only what
+// it may delete.
+type KeyLister interface {
+	// ListKeys is List whose objects may carry only their key: an object
+	// without attributes has a zero ModTime (see Object.HasAttrs).
+	ListKeys(ctx context.Context, prefix string) iter.Seq2[Object, error]
+}
+
+// HasAttrs reports whether o carries Size, ModTime and ETag (every object
+// from List, Stat, Get or Put does; ListKeys may leave them out).
+func (o Object) HasAttrs() bool { return !o.ModTime.IsZero() }
+
+// ListKeys lists st's keys under prefix, without attributes where that is
+// cheaper (KeyLister), with them otherwise.
+func ListKeys(ctx context.Context, st Store, prefix string) iter.Seq2[Object, error] {
+	if kl, ok := st.(KeyLister); ok {
+		return kl.ListKeys(ctx, prefix)
+	}
+	return st.List(ctx, prefix)
+}
