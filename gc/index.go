@@ -54,8 +54,10 @@ type index struct {
 	// slots is an open-addressing table over narinfos, keyed by the first 8
 	// bytes of the hash (uniformly random), for find.
 	slots []int32
-	objs  []objEntry
-	arena []byte
+	objs  chunked[objEntry]
+	// arena holds the keys of objs in 1 MiB blocks; objEntry.off is
+	// block<<32 | offset.
+	arena [][]byte
 	// narKeys are the 64-bit hashes of every listed NAR key, sorted.
 	narKeys []uint64
 	counts  [nixcache.NumKinds]Count
@@ -72,7 +74,62 @@ type Count struct {
 
 func (c *Count) add(size int64) { c.Objects++; c.Bytes += max(size, 0) }
 
-func (ix *index) key(o *objEntry) string { return string(ix.arena[o.off : o.off+uint64(o.n)]) }
+func (ix *index) key(o *objEntry) string {
+	b, at := ix.arena[o.off>>32], o.off&0xffffffff
+	return string(b[at : at+uint64(o.n)])
+}
+
+const arenaBlock = 1 << 20
+
+// addKey stores k in the arena and returns its offset.
+func (ix *index) addKey(k string) uint64 {
+	last := len(ix.arena) - 1
+	if last < 0 || len(ix.arena[last])+len(k) > cap(ix.arena[last]) {
+		ix.arena = append(ix.arena, make([]byte, 0, max(arenaBlock, len(k))))
+		last++
+	}
+	off := uint64(last)<<32 | uint64(len(ix.arena[last]))
+	ix.arena[last] = append(ix.arena[last], k...)
+	return off
+}
+
+const (
+	chunkShift = 14
+	chunkLen   = 1 << chunkShift
+	chunkMask  = chunkLen - 1
+)
+
+// chunked is an append-only list in fixed-size blocks. It grows without
+// copying and without the up-to-2× slack of append's doubling, which is
+// what a million-object listing's peak memory was made of.
+type chunked[T any] struct {
+	blocks [][]T
+	n      int
+}
+
+func (c *chunked[T]) add(v T) {
+	if c.n&chunkMask == 0 {
+		c.blocks = append(c.blocks, make([]T, 0, chunkLen))
+	}
+	b := &c.blocks[len(c.blocks)-1]
+	*b = append(*b, v)
+	c.n++
+}
+
+func (c *chunked[T]) at(i int) *T { return &c.blocks[i>>chunkShift][i&chunkMask] }
+func (c *chunked[T]) len() int    { return c.n }
+
+// flat copies the list into one exact-size slice, freeing each block as it
+// goes.
+func (c *chunked[T]) flat() []T {
+	out := make([]T, 0, c.n)
+	for i, b := range c.blocks {
+		out = append(out, b...)
+		c.blocks[i] = nil
+	}
+	c.blocks, c.n = nil, 0
+	return out
+}
 
 const (
 	fnvOffset = 14695981039346656037
@@ -122,6 +179,8 @@ func isDotPath(rel string) bool {
 // the objects whose age it needs.
 func list(ctx context.Context, st storage.Store, prog Progress) (*index, error) {
 	ix := &index{}
+	var narinfos chunked[niEntry]
+	var narKeys chunked[uint64]
 	prog.Start(PhaseList, -1, -1)
 	defer prog.Done(PhaseList)
 	var n int64
@@ -150,7 +209,7 @@ func list(ctx context.Context, st storage.Store, prog Progress) (*index, error) 
 			if o.HasAttrs() {
 				e.fp = fingerprint(o)
 			}
-			ix.narinfos = append(ix.narinfos, e)
+			narinfos.add(e)
 			continue
 		case nixcache.KindRoot, nixcache.KindCacheInfo, nixcache.KindKiss, nixcache.KindOther:
 			continue
@@ -158,17 +217,14 @@ func list(ctx context.Context, st storage.Store, prog Progress) (*index, error) 
 		var kh uint64
 		if kind == nixcache.KindNAR {
 			kh = keyHash(o.Key)
-			ix.narKeys = append(ix.narKeys, kh)
+			narKeys.add(kh)
 		}
-		ix.objs = append(ix.objs, objEntry{kh: kh, off: uint64(len(ix.arena)), n: uint32(len(o.Key)), kind: kind, mtime: mtime, size: size})
-		ix.arena = append(ix.arena, o.Key...)
+		ix.objs.add(objEntry{kh: kh, off: ix.addKey(o.Key), n: uint32(len(o.Key)), kind: kind, mtime: mtime, size: size})
 	}
 	prog.Advance(PhaseList, n%4096, 0)
-	ix.narinfos = sortByHash(ix.narinfos)
+	ix.narinfos = sortByHash(&narinfos)
+	ix.narKeys = narKeys.flat()
 	slices.Sort(ix.narKeys)
-	ix.narinfos = slices.Clip(ix.narinfos)
-	ix.objs = slices.Clip(ix.objs)
-	ix.arena = slices.Clip(ix.arena)
 	ix.buildSlots()
 	return ix, nil
 }
@@ -176,21 +232,26 @@ func list(ctx context.Context, st storage.Store, prog Progress) (*index, error) 
 // sortByHash sorts narinfos by hash in linear time: store path hashes are
 // uniformly distributed, so a counting pass on the first 16 bits leaves a
 // few entries per bucket, finished by insertion sort.
-func sortByHash(in []niEntry) []niEntry {
-	var starts [1<<16 + 1]int32
+func sortByHash(in *chunked[niEntry]) []niEntry {
+	starts := make([]int32, 1<<16+1)
 	bucket := func(e *niEntry) int { return int(e.h[0])<<8 | int(e.h[1]) }
-	for i := range in {
-		starts[bucket(&in[i])+1]++
+	for _, blk := range in.blocks {
+		for i := range blk {
+			starts[bucket(&blk[i])+1]++
+		}
 	}
 	for b := 1; b < len(starts); b++ {
 		starts[b] += starts[b-1]
 	}
-	out := make([]niEntry, len(in))
-	next := starts
-	for i := range in {
-		b := bucket(&in[i])
-		out[next[b]] = in[i]
-		next[b]++
+	out := make([]niEntry, in.len())
+	next := slices.Clone(starts)
+	for k, blk := range in.blocks {
+		for i := range blk {
+			b := bucket(&blk[i])
+			out[next[b]] = blk[i]
+			next[b]++
+		}
+		in.blocks[k] = nil
 	}
 	for b := 0; b+1 < len(starts); b++ {
 		part := out[starts[b]:starts[b+1]]

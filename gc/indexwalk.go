@@ -332,7 +332,7 @@ func fillAttrs(ctx context.Context, st storage.Store, ix *index, narIdx, objIdx 
 		part := objIdx[start:min(start+chunk, len(objIdx))]
 		eg.Go(func() error {
 			for _, i := range part {
-				o := &ix.objs[i]
+				o := ix.objs.at(int(i))
 				err := statInto(ix.key(o), func(a storage.Object) {
 					if a.HasAttrs() {
 						o.mtime, o.size = a.ModTime.UnixNano(), a.Size

@@ -124,7 +124,7 @@ func (p *Plan) Deletions() iter.Seq[Deletion] {
 		}
 		for _, list := range [][]int32{p.delObjs, p.delNAR} {
 			for _, i := range list {
-				o := &p.ix.objs[i]
+				o := p.ix.objs.at(int(i))
 				if !yield(Deletion{Key: p.ix.key(o), Kind: o.kind.String(), Size: o.size}) {
 					return
 				}
@@ -314,8 +314,8 @@ func (p *Plan) decide(ctx context.Context, cutoff time.Time, storeDir string, co
 				narIdx = append(narIdx, int32(i))
 			}
 		}
-		for i := range ix.objs {
-			if o := &ix.objs[i]; o.mtime == noTime && dropUnlessYoung(o) {
+		for i := range ix.objs.len() {
+			if o := ix.objs.at(i); o.mtime == noTime && dropUnlessYoung(o) {
 				objIdx = append(objIdx, int32(i))
 			}
 		}
@@ -324,8 +324,8 @@ func (p *Plan) decide(ctx context.Context, cutoff time.Time, storeDir string, co
 		}
 	}
 	var youngNAR bool
-	for i := range ix.objs {
-		o := &ix.objs[i]
+	for i := range ix.objs.len() {
+		o := ix.objs.at(i)
 		if o.kind == nixcache.KindNAR && young(o.mtime, cutoff) {
 			keepNAR = append(keepNAR, o.kh)
 			youngNAR = true
@@ -356,8 +356,8 @@ func (p *Plan) decide(ctx context.Context, cutoff time.Time, storeDir string, co
 
 	// Objects whose fate depends on their content: read them in parallel.
 	var metaIdx []int32
-	for i := range ix.objs {
-		o := &ix.objs[i]
+	for i := range ix.objs.len() {
+		o := ix.objs.at(i)
 		if young(o.mtime, cutoff) || !known(o.mtime) {
 			count(keep, o.kind, o.size)
 			continue
@@ -387,7 +387,7 @@ func (p *Plan) decide(ctx context.Context, cutoff time.Time, storeDir string, co
 	eg, ectx := errgroup.WithContext(ctx)
 	eg.SetLimit(conc)
 	for j, i := range metaIdx {
-		o := &ix.objs[i]
+		o := ix.objs.at(int(i))
 		key := ix.key(o)
 		eg.Go(func() error {
 			defer opts.Progress.Advance(PhaseMeta, 1, o.size)
@@ -419,7 +419,7 @@ func (p *Plan) decide(ctx context.Context, cutoff time.Time, storeDir string, co
 		return err
 	}
 	for j, i := range metaIdx {
-		o := &ix.objs[i]
+		o := ix.objs.at(int(i))
 		if drops[j] {
 			p.delObjs = append(p.delObjs, i)
 			count(del, o.kind, o.size)
