@@ -8,7 +8,11 @@ import (
 	"net/http/httptest"
 	"testing"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+
 	"github.com/kiss-cache/kiss/gateway"
+	"github.com/kiss-cache/kiss/internal/testenv"
 	"github.com/kiss-cache/kiss/storage"
 )
 
@@ -39,4 +43,50 @@ func BenchmarkNarinfoGET(b *testing.B) {
 			b.Fatal(res.Status)
 		}
 	}
+}
+
+// BenchmarkNarinfoGETS3 is the same request over an s3:// store (versitygw,
+// started by testenv), beside its baseline: the object read directly with
+// the AWS SDK, as e2e/bench/serve.sh compares them.
+func BenchmarkNarinfoGETS3(b *testing.B) {
+	bk := testenv.VersitygwBucket(b)
+	ctx := context.Background()
+	st, err := storage.Open(ctx, bk.URL)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	p := newPath("bench")
+	if _, err := st.Put(ctx, p.narinfoKey(), bytesReader(p.narinfo()), storage.PutOptions{}); err != nil {
+		b.Fatal(err)
+	}
+	b.Run("direct", func(b *testing.B) {
+		cl := bk.Server.Client()
+		for b.Loop() {
+			out, err := cl.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(bk.Name), Key: aws.String(p.narinfoKey())})
+			if err != nil {
+				b.Fatal(err)
+			}
+			io.Copy(io.Discard, out.Body)
+			out.Body.Close()
+		}
+	})
+	b.Run("gateway", func(b *testing.B) {
+		gw, _ := gateway.New(st, gateway.Config{Logger: slog.New(slog.DiscardHandler)})
+		srv := httptest.NewServer(gw)
+		defer srv.Close()
+		hc := &http.Client{Transport: &http.Transport{MaxConnsPerHost: 1}}
+		url := srv.URL + "/" + p.narinfoKey()
+		for b.Loop() {
+			res, err := hc.Get(url)
+			if err != nil {
+				b.Fatal(err)
+			}
+			io.Copy(io.Discard, res.Body)
+			res.Body.Close()
+			if res.StatusCode != 200 {
+				b.Fatal(res.Status)
+			}
+		}
+	})
 }

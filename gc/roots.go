@@ -68,12 +68,13 @@ func splitRootSources(srcs []string) (prefixes, dirs []string, err error) {
 // readAll reads at most limit bytes of key; more is an error. It sizes its
 // buffer from the object's size, so a narinfo costs one allocation.
 func readAll(ctx context.Context, st storage.Store, key string, limit int64) ([]byte, error) {
-	data, _, err := readObject(ctx, st, key, limit)
+	data, _, err := readObject(ctx, st, key, limit, nil)
 	return data, err
 }
 
 // readObject is readAll that also returns the attributes of the version read.
-func readObject(ctx context.Context, st storage.Store, key string, limit int64) ([]byte, storage.Object, error) {
+// It reads into buf when that is large enough (the result then aliases it).
+func readObject(ctx context.Context, st storage.Store, key string, limit int64, buf []byte) ([]byte, storage.Object, error) {
 	r, err := st.Get(ctx, key)
 	if err != nil {
 		return nil, storage.Object{}, err
@@ -85,15 +86,18 @@ func readObject(ctx context.Context, st storage.Store, key string, limit int64) 
 	// syscall per narinfo. A network body is read to EOF, or its
 	// connection could not be reused.
 	_, local := r.(storage.FileReader)
-	data, err := readLimited(r, key, obj.Size, limit, local)
+	data, err := readLimited(r, key, obj.Size, limit, local, buf)
 	return data, obj, err
 }
 
-func readLimited(r io.Reader, key string, size, limit int64, stopAtSize bool) ([]byte, error) {
+func readLimited(r io.Reader, key string, size, limit int64, stopAtSize bool, buf []byte) ([]byte, error) {
 	if size > limit {
 		return nil, fmt.Errorf("%s: larger than %d bytes", key, limit)
 	}
-	buf := make([]byte, 0, max(size, 0)+1)
+	if int64(cap(buf)) < max(size, 0)+1 {
+		buf = make([]byte, 0, max(size, 0)+1)
+	}
+	buf = buf[:0]
 	for {
 		if len(buf) == cap(buf) {
 			if int64(len(buf)) > limit {

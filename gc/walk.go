@@ -371,6 +371,8 @@ func (w *walker) graph(ix *index, roots []nixcache.Hash) (*graph, error) {
 	return g, nil
 }
 
+var narinfoBufs = sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); return &b }}
+
 // readReachable reads and checks the narinfo of h, a path something reaches,
 // and returns it with the attributes of the version read. An absent narinfo
 // is a nil NarInfo and no error: the cold walk meets references that are not
@@ -378,24 +380,40 @@ func (w *walker) graph(ix *index, roots []nixcache.Hash) (*graph, error) {
 // unreadable, unparseable or describing another path is ErrIntegrity: the
 // pruner never guesses a reachable path's edges.
 func readReachable(ctx context.Context, st storage.Store, storeDir string, h nixcache.Hash) (*nixcache.NarInfo, storage.Object, error) {
+	ni := &nixcache.NarInfo{}
+	ok, obj, err := readReachableInto(ctx, st, storeDir, h, ni)
+	if !ok {
+		ni = nil
+	}
+	return ni, obj, err
+}
+
+// readReachableInto is readReachable parsing into *ni (reused by a walk
+// worker); ok is false if the narinfo is absent or on error.
+func readReachableInto(ctx context.Context, st storage.Store, storeDir string, h nixcache.Hash, ni *nixcache.NarInfo) (bool, storage.Object, error) {
 	key := nixcache.NarInfoKey(h)
-	data, obj, err := readObject(ctx, st, key, nixcache.MaxNarInfoSize)
+	// The parsed NarInfo copies what it keeps, so the bytes go back to a
+	// pool: half a million narinfo reads allocate no read buffers.
+	bp := narinfoBufs.Get().(*[]byte)
+	defer narinfoBufs.Put(bp)
+	data, obj, err := readObject(ctx, st, key, nixcache.MaxNarInfoSize, *bp)
+	if cap(data) > cap(*bp) && cap(data) <= 64<<10 {
+		*bp = data[:0]
+	}
 	if errors.Is(err, storage.ErrNotFound) {
-		return nil, obj, nil
+		return false, obj, nil
 	}
 	if err != nil {
 		if ctx.Err() != nil {
-			return nil, obj, ctx.Err()
+			return false, obj, ctx.Err()
 		}
-		return nil, obj, fmt.Errorf("%w: reachable %s cannot be read: %w", ErrIntegrity, key, err)
+		return false, obj, fmt.Errorf("%w: reachable %s cannot be read: %w", ErrIntegrity, key, err)
 	}
-	ni, err := nixcache.ParseNarInfo(data, storeDir)
-	if err != nil {
-		return nil, obj, fmt.Errorf("%w: reachable %s: %w", ErrIntegrity, key, err)
+	if err := nixcache.ParseNarInfoInto(ni, data, storeDir); err != nil {
+		return false, obj, fmt.Errorf("%w: reachable %s: %w", ErrIntegrity, key, err)
 	}
 	if ni.Hash != h {
-		return nil, obj, fmt.Errorf("%w: %s describes %s", ErrIntegrity, key, ni.StorePath)
+		return false, obj, fmt.Errorf("%w: %s describes %s", ErrIntegrity, key, ni.StorePath)
 	}
-	obj.Size = int64(len(data))
-	return ni, obj, nil
+	return true, obj, nil
 }

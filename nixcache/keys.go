@@ -122,11 +122,29 @@ func resolve(dir, ref string) (string, bool) {
 	if ref == "" || strings.Contains(ref, "://") || strings.HasPrefix(ref, "/") {
 		return "", false
 	}
+	if dir == "" && cleanRelative(ref) {
+		return ref, true // the usual "nar/<hash>.nar.xz": nothing to clean
+	}
 	k := path.Clean(path.Join(dir, ref))
 	if k == "." || k == ".." || strings.HasPrefix(k, "../") {
 		return "", false
 	}
 	return k, true
+}
+
+// cleanRelative reports whether ref is already a clean relative path: no
+// empty, "." or ".." segment, no trailing slash.
+func cleanRelative(ref string) bool {
+	for rest := ref; ; {
+		seg, more, found := strings.Cut(rest, "/")
+		if seg == "" || seg == "." || seg == ".." {
+			return false
+		}
+		if !found {
+			return true
+		}
+		rest = more
+	}
 }
 
 // LogDrvHash returns the hash of the derivation a log/<drv base name> key

@@ -49,10 +49,26 @@ func (n *NarInfo) NarKey() (string, bool) { return NarKeyFromURL(n.URL) }
 // 1 MiB scanner buffer per call (a million narinfos per prune). The tests
 // cross-check this parser against it.
 func ParseNarInfo(data []byte, storeDir string) (*NarInfo, error) {
+	ni := &NarInfo{}
+	if err := ParseNarInfoInto(ni, data, storeDir); err != nil {
+		return nil, err
+	}
+	return ni, nil
+}
+
+// ParseNarInfoInto is ParseNarInfo into *ni, reusing its References slice:
+// the pruner parses half a million narinfos with one NarInfo per worker.
+// On error *ni is undefined.
+func ParseNarInfoInto(ni *NarInfo, data []byte, storeDir string) error {
+	*ni = NarInfo{References: ni.References[:0]}
+	_, err := parseNarInfo(ni, data, storeDir)
+	return err
+}
+
+func parseNarInfo(ni *NarInfo, data []byte, storeDir string) (*NarInfo, error) {
 	if len(data) > MaxNarInfoSize {
 		return nil, fmt.Errorf("%w: %d bytes is more than %d", ErrInvalidNarInfo, len(data), MaxNarInfoSize)
 	}
-	ni := &NarInfo{}
 	var seenPath, seenURL, seenRefs bool
 	for lineNo := 1; len(data) > 0; lineNo++ {
 		var line []byte
@@ -109,7 +125,9 @@ func ParseNarInfo(data []byte, storeDir string) (*NarInfo, error) {
 				return nil, fmt.Errorf("%w: References given twice", ErrInvalidNarInfo)
 			}
 			seenRefs = true
-			ni.References = make([]Hash, 0, bytes.Count(val, []byte{' '})+1)
+			if n := bytes.Count(val, []byte{' '}) + 1; cap(ni.References) < n {
+				ni.References = make([]Hash, 0, n)
+			}
 			for len(val) > 0 {
 				var f []byte
 				if i := bytes.IndexByte(val, ' '); i >= 0 {

@@ -150,16 +150,64 @@ func ignoringEINTR(f func() error) error {
 	}
 }
 
+// fileReader reads an open file by descriptor; the *os.File that sendfile
+// needs is made only when File is called, so a pruner's half a million
+// narinfo reads allocate no os.File and register no cleanup.
 type fileReader struct {
-	f   *os.File
-	r   io.Reader
-	obj Object
+	fd     int
+	f      *os.File // from File(), then the owner of fd
+	root   string
+	remain int64 // bytes left in the range; -1 = to the end
+	obj    Object
 }
 
-func (r *fileReader) Read(p []byte) (int, error) { return r.r.Read(p) }
-func (r *fileReader) Close() error               { return r.f.Close() }
-func (r *fileReader) Object() Object             { return r.obj }
-func (r *fileReader) File() *os.File             { return r.f }
+func (r *fileReader) Read(p []byte) (int, error) {
+	if r.f != nil {
+		return r.f.Read(p)
+	}
+	if r.remain == 0 {
+		return 0, io.EOF
+	}
+	if r.remain > 0 && int64(len(p)) > r.remain {
+		p = p[:r.remain]
+	}
+	var n int
+	err := ignoringEINTR(func() (err error) { n, err = unix.Read(r.fd, p); return err })
+	if err != nil {
+		return 0, &fs.PathError{Op: "read", Path: r.root + "/" + r.obj.Key, Err: err}
+	}
+	if n == 0 && len(p) > 0 {
+		return 0, io.EOF
+	}
+	if r.remain > 0 {
+		r.remain -= int64(n)
+	}
+	return n, nil
+}
+
+func (r *fileReader) Close() error {
+	if r.f != nil {
+		return r.f.Close()
+	}
+	if r.fd < 0 {
+		return os.ErrClosed
+	}
+	err := unix.Close(r.fd)
+	r.fd = -1
+	return err
+}
+
+func (r *fileReader) Object() Object { return r.obj }
+
+// File hands the descriptor to an *os.File (for sendfile), positioned where
+// reading would continue. It is for whole-object readers: a range's length
+// is not carried over.
+func (r *fileReader) File() *os.File {
+	if r.f == nil && r.fd >= 0 {
+		r.f = os.NewFile(uintptr(r.fd), r.root+"/"+r.obj.Key)
+	}
+	return r.f
+}
 
 func (s *fileStore) Get(ctx context.Context, key string) (Reader, error) {
 	return s.GetRange(ctx, key, 0, -1)
@@ -195,18 +243,17 @@ func (s *fileStore) GetRange(_ context.Context, key string, offset, length int64
 		}
 		return nil, wrap(op, key, err)
 	}
-	f := os.NewFile(uintptr(fd), s.root+"/"+key)
+	rd := &fileReader{fd: fd, root: s.root, remain: -1, obj: statObject(key, &st)}
 	if offset > 0 {
-		if _, err := f.Seek(offset, io.SeekStart); err != nil {
-			f.Close()
+		if _, err := unix.Seek(fd, offset, io.SeekStart); err != nil {
+			unix.Close(fd)
 			return nil, wrap(op, key, err)
 		}
 	}
-	var r io.Reader = f
 	if length >= 0 {
-		r = io.LimitReader(f, length)
+		rd.remain = length
 	}
-	return &fileReader{f: f, r: r, obj: statObject(key, &st)}, nil
+	return rd, nil
 }
 
 // ctxReader stops a streaming copy when ctx is cancelled.

@@ -25,15 +25,19 @@ func ValidateKey(key string) error {
 			return fmt.Errorf("%w: %q has byte 0x%02x at %d", ErrInvalidKey, key, c, i)
 		}
 	}
-	for _, seg := range strings.Split(key, "/") {
+	for rest := key; ; {
+		seg, more, found := strings.Cut(rest, "/")
 		switch seg {
 		case "":
 			return fmt.Errorf("%w: %q has an empty path segment", ErrInvalidKey, key)
 		case ".", "..":
 			return fmt.Errorf("%w: %q has a %q segment", ErrInvalidKey, key, seg)
 		}
+		if !found {
+			return nil
+		}
+		rest = more
 	}
-	return nil
 }
 
 // ValidatePrefix accepts "" or a key prefix (which may end in "/").
