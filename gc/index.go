@@ -26,26 +26,29 @@ const (
 // known reports whether an index mtime is a real one.
 func known(mtime int64) bool { return mtime > goneTime }
 
-// niEntry is one listed narinfo, 48 bytes.
+// niEntry is one listed narinfo, 40 bytes.
 type niEntry struct {
 	h     nixcache.Hash
+	size  int32  // bytes (a narinfo over 2 GiB counts as 2 GiB); -1 unknown
 	fp    uint64 // fingerprint of ETag and size, validates memo entries
 	mtime int64  // unix nanoseconds, store clock; noTime until known
-	size  int64
 }
+
+func narinfoSize(n int64) int32 { return int32(min(n, math.MaxInt32)) }
 
 func (e *niEntry) setAttrs(o storage.Object) {
-	e.fp, e.mtime, e.size = fingerprint(o), o.ModTime.UnixNano(), o.Size
+	e.fp, e.mtime, e.size = fingerprint(o), o.ModTime.UnixNano(), narinfoSize(o.Size)
 }
 
-// objEntry is one listed object of another kind; its key is in the arena.
+// objEntry is one listed object of another kind, 32 bytes; its key is in
+// the arena.
 type objEntry struct {
 	kh    uint64 // keyHash, for NARs (0 otherwise)
-	off   uint64
-	n     uint32
-	kind  nixcache.Kind
-	mtime int64 // noTime until known
+	mtime int64  // noTime until known
 	size  int64
+	off   uint32 // arena block<<arenaShift | offset in the block
+	n     uint16 // key length (storage.MaxKeyLen is 1024)
+	kind  nixcache.Kind
 }
 
 // index is the one listing a plan is made from, held compactly.
@@ -55,8 +58,8 @@ type index struct {
 	// bytes of the hash (uniformly random), for find.
 	slots []int32
 	objs  chunked[objEntry]
-	// arena holds the keys of objs in 1 MiB blocks; objEntry.off is
-	// block<<32 | offset.
+	// arena holds the keys of objs in 1 MiB blocks (at most 4096 of them:
+	// 4 GiB of keys).
 	arena [][]byte
 	// narKeys are the 64-bit hashes of every listed NAR key, sorted.
 	narKeys []uint64
@@ -75,22 +78,29 @@ type Count struct {
 func (c *Count) add(size int64) { c.Objects++; c.Bytes += max(size, 0) }
 
 func (ix *index) key(o *objEntry) string {
-	b, at := ix.arena[o.off>>32], o.off&0xffffffff
-	return string(b[at : at+uint64(o.n)])
+	b, at := ix.arena[o.off>>arenaShift], o.off&(arenaBlock-1)
+	return string(b[at : at+uint32(o.n)])
 }
 
-const arenaBlock = 1 << 20
+const (
+	arenaShift = 20
+	arenaBlock = 1 << arenaShift
+)
 
-// addKey stores k in the arena and returns its offset.
-func (ix *index) addKey(k string) uint64 {
+// addKey stores k (at most storage.MaxKeyLen bytes) in the arena and
+// returns its offset.
+func (ix *index) addKey(k string) (uint32, error) {
 	last := len(ix.arena) - 1
 	if last < 0 || len(ix.arena[last])+len(k) > cap(ix.arena[last]) {
-		ix.arena = append(ix.arena, make([]byte, 0, max(arenaBlock, len(k))))
+		if len(ix.arena) == 1<<(32-arenaShift) {
+			return 0, fmt.Errorf("gc: more than %d GiB of listed keys", 1<<(32-30))
+		}
+		ix.arena = append(ix.arena, make([]byte, 0, arenaBlock))
 		last++
 	}
-	off := uint64(last)<<32 | uint64(len(ix.arena[last]))
+	off := uint32(last)<<arenaShift | uint32(len(ix.arena[last]))
 	ix.arena[last] = append(ix.arena[last], k...)
-	return off
+	return off, nil
 }
 
 const (
@@ -98,6 +108,39 @@ const (
 	chunkLen   = 1 << chunkShift
 	chunkMask  = chunkLen - 1
 )
+
+// refBlocks holds reference lists (uint32s) in 4 MiB blocks. A list never
+// straddles two blocks, so it reads back as one slice; growing costs no
+// copy and leaves no doubling slack (the lists of a million paths are tens
+// of MiB). An offset is block<<refShift | position.
+type refBlocks struct{ blocks [][]uint32 }
+
+const refShift = 20
+
+// reserve makes room for a list of n and returns where it starts.
+func (r *refBlocks) reserve(n int) uint32 {
+	last := len(r.blocks) - 1
+	if last < 0 || len(r.blocks[last])+n > cap(r.blocks[last]) {
+		r.blocks = append(r.blocks, make([]uint32, 0, max(1<<refShift, n)))
+		last++
+	}
+	return uint32(last)<<refShift | uint32(len(r.blocks[last]))
+}
+
+// push appends v to the list being built (after reserve).
+func (r *refBlocks) push(v uint32) {
+	b := &r.blocks[len(r.blocks)-1]
+	*b = append(*b, v)
+}
+
+// list returns the n references at off.
+func (r *refBlocks) list(off, n uint32) []uint32 {
+	if n == 0 {
+		return nil
+	}
+	at := off & (1<<refShift - 1)
+	return r.blocks[off>>refShift][at : at+n]
+}
 
 // chunked is an append-only list in fixed-size blocks. It grows without
 // copying and without the up-to-2× slack of append's doubling, which is
@@ -205,7 +248,7 @@ func list(ctx context.Context, st storage.Store, prog Progress) (*index, error) 
 		ix.counts[kind].add(size)
 		switch kind {
 		case nixcache.KindNarInfo:
-			e := niEntry{h: h, mtime: mtime, size: size}
+			e := niEntry{h: h, mtime: mtime, size: narinfoSize(size)}
 			if o.HasAttrs() {
 				e.fp = fingerprint(o)
 			}
@@ -219,7 +262,14 @@ func list(ctx context.Context, st storage.Store, prog Progress) (*index, error) 
 			kh = keyHash(o.Key)
 			narKeys.add(kh)
 		}
-		ix.objs.add(objEntry{kh: kh, off: ix.addKey(o.Key), n: uint32(len(o.Key)), kind: kind, mtime: mtime, size: size})
+		if len(o.Key) > storage.MaxKeyLen {
+			return nil, fmt.Errorf("%w: listing %s: key %.40q… is longer than %d bytes", ErrRootsUnavailable, st.URL(), o.Key, storage.MaxKeyLen)
+		}
+		off, err := ix.addKey(o.Key)
+		if err != nil {
+			return nil, err
+		}
+		ix.objs.add(objEntry{kh: kh, off: off, n: uint16(len(o.Key)), kind: kind, mtime: mtime, size: size})
 	}
 	prog.Advance(PhaseList, n%4096, 0)
 	ix.narinfos = sortByHash(&narinfos)

@@ -50,10 +50,9 @@ type missResult struct {
 
 func newIndexWalk(ctx context.Context, st storage.Store, ix *index, m *memo, storeDir string, prog Progress) *indexWalk {
 	g := &graph{
-		ix:      ix,
-		reach:   make([]uint64, (len(ix.narinfos)+63)/64),
-		info:    make([]nodeInfo, len(ix.narinfos)),
-		missIdx: map[nixcache.Hash]uint32{},
+		ix:    ix,
+		reach: make([]uint64, (len(ix.narinfos)+63)/64),
+		info:  make([]nodeInfo, len(ix.narinfos)),
 	}
 	w := &indexWalk{ctx: ctx, st: st, g: g, m: m, storeDir: storeDir, prog: prog}
 	w.cond = sync.NewCond(&w.mu)
@@ -184,18 +183,18 @@ func (w *indexWalk) stat(e *niEntry) error {
 // hit records a memo entry (lock held).
 func (w *indexWalk) hit(idx, mi int) {
 	g, m := w.g, w.m
-	ni := nodeInfo{nar: m.nar[mi], fileSize: m.fileSize[mi], refOff: uint32(len(g.refs)), deriver: noRef}
-	for _, r := range m.refs[m.refOff[mi]:m.refOff[mi+1]] {
+	refs := m.refsOf(mi)
+	ni := nodeInfo{nar: m.nar[mi], fileSize: m.fileSize[mi], refOff: g.refs.reserve(len(refs)), refN: uint32(len(refs)), deriver: noRef}
+	for _, r := range refs {
 		if li := m.toListing[r]; li >= 0 {
-			g.refs = append(g.refs, uint32(li))
+			g.refs.push(uint32(li))
 			w.push(int(li))
 		} else {
-			g.refs = append(g.refs, g.encMissing(m.hashes[r]))
+			g.refs.push(g.encMissing(m.hashes[r]))
 			g.danglingRefs++
 			g.problem("%s references %s, which is not in the cache", nixcache.NarInfoKey(g.ix.narinfos[idx].h), m.hashes[r])
 		}
 	}
-	ni.refN = uint32(len(g.refs)) - ni.refOff
 	if d := m.deriver[mi]; d != 0 {
 		if li := m.toListing[d-1]; li >= 0 {
 			ni.deriver = uint32(li)
@@ -223,17 +222,17 @@ func (w *indexWalk) finish(idx int, ni nodeInfo) {
 // record stores a read narinfo (lock held).
 func (w *indexWalk) record(r missResult) {
 	g := w.g
-	ni := nodeInfo{nar: r.nar, fileSize: r.fileSize, refOff: uint32(len(g.refs)), deriver: noRef}
+	n := len(r.present) + len(r.absent)
+	ni := nodeInfo{nar: r.nar, fileSize: r.fileSize, refOff: g.refs.reserve(n), refN: uint32(n), deriver: noRef}
 	for _, p := range r.present {
-		g.refs = append(g.refs, p)
+		g.refs.push(p)
 		w.push(int(p))
 	}
 	for _, h := range r.absent {
-		g.refs = append(g.refs, g.encMissing(h))
+		g.refs.push(g.encMissing(h))
 		g.danglingRefs++
 		g.problem("%s references %s, which is not in the cache", nixcache.NarInfoKey(g.ix.narinfos[r.idx].h), h)
 	}
-	ni.refN = uint32(len(g.refs)) - ni.refOff
 	switch {
 	case r.deriver >= 0:
 		ni.deriver = uint32(r.deriver)

@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash"
 	"hash/crc32"
 	"io"
 	"slices"
@@ -44,12 +45,16 @@ type memo struct {
 	nar      []uint64
 	fileSize []uint64
 	deriver  []uint32
-	refOff   []uint32 // len N+1
-	refs     []uint32
+	refOff   []uint32 // into refs (refBlocks offsets)
+	refN     []uint32
+	refs     refBlocks
 
 	fromListing []int32 // listing index → memo index, -1 none
 	toListing   []int32 // memo index → listing index, -1 not listed
 }
+
+// refsOf returns the references of memo entry mi (memo indices).
+func (m *memo) refsOf(mi int) []uint32 { return m.refs.list(m.refOff[mi], m.refN[mi]) }
 
 // has reports whether the memo has an entry for listing index idx (valid or
 // not).
@@ -93,71 +98,113 @@ func (m *memo) attach(ix *index) {
 }
 
 func decodeMemo(data []byte) (*memo, error) {
-	if len(data) < len(memoMagic)+4 || !bytes.HasPrefix(data, memoMagic) {
-		return nil, fmt.Errorf("%w: bad header", errMemoCorrupt)
+	return readMemo(bytes.NewReader(data), int64(len(data)))
+}
+
+// memoReader reads the memo's body through a buffer, summing what it
+// consumes, so a memo of tens of MiB is decoded without being held whole.
+type memoReader struct {
+	br   *bufio.Reader
+	crc  hash.Hash32
+	one  [1]byte
+	read int64 // bytes consumed
+}
+
+func (m *memoReader) ReadByte() (byte, error) {
+	c, err := m.br.ReadByte()
+	if err == nil {
+		m.one[0] = c
+		m.crc.Write(m.one[:])
+		m.read++
 	}
-	body, sum := data[:len(data)-4], binary.LittleEndian.Uint32(data[len(data)-4:])
-	if crc32.ChecksumIEEE(body) != sum {
-		return nil, fmt.Errorf("%w: checksum mismatch", errMemoCorrupt)
+	return c, err
+}
+
+func (m *memoReader) Read(p []byte) (int, error) {
+	n, err := m.br.Read(p)
+	m.crc.Write(p[:n])
+	m.read += int64(n)
+	return n, err
+}
+
+// readMemo decodes a memo of size bytes from r.
+func readMemo(r io.Reader, size int64) (*memo, error) {
+	mr := &memoReader{br: bufio.NewReaderSize(r, 1<<16), crc: crc32.NewIEEE()}
+	fail := func(format string, args ...any) (*memo, error) {
+		return nil, fmt.Errorf("%w: "+format, append([]any{errMemoCorrupt}, args...)...)
 	}
-	r := bytes.NewReader(body[len(memoMagic):])
-	n, err := binary.ReadUvarint(r)
-	if err != nil || n > uint64(r.Len())/20 || n >= uint64(missingBit) {
-		return nil, fmt.Errorf("%w: bad count", errMemoCorrupt)
+	magic := make([]byte, len(memoMagic))
+	if size < int64(len(memoMagic))+4 {
+		return fail("bad header")
+	}
+	if _, err := io.ReadFull(mr, magic); err != nil || !bytes.Equal(magic, memoMagic) {
+		return fail("bad header")
+	}
+	n, err := binary.ReadUvarint(mr)
+	if err != nil || n > uint64(size)/20 || n >= uint64(missingBit) {
+		return fail("bad count")
 	}
 	m := &memo{
 		hashes: make([]nixcache.Hash, n), hasInfo: make([]bool, n), fp: make([]uint64, n),
-		nar: make([]uint64, n), fileSize: make([]uint64, n), deriver: make([]uint32, n), refOff: make([]uint32, n+1),
+		nar: make([]uint64, n), fileSize: make([]uint64, n), deriver: make([]uint32, n), refOff: make([]uint32, n), refN: make([]uint32, n),
 	}
 	for i := range m.hashes {
-		if _, err := io.ReadFull(r, m.hashes[i][:]); err != nil {
-			return nil, fmt.Errorf("%w: %v", errMemoCorrupt, err)
+		if _, err := io.ReadFull(mr, m.hashes[i][:]); err != nil {
+			return fail("%v", err)
 		}
 		if i > 0 && bytes.Compare(m.hashes[i-1][:], m.hashes[i][:]) >= 0 {
-			return nil, fmt.Errorf("%w: hashes not sorted", errMemoCorrupt)
+			return fail("hashes not sorted")
 		}
 	}
 	var u8 [8]byte
 	for i := range m.hashes {
-		m.refOff[i] = uint32(len(m.refs))
-		flag, err := r.ReadByte()
+		flag, err := mr.ReadByte()
 		if err != nil || flag > 1 {
-			return nil, fmt.Errorf("%w: bad entry %d", errMemoCorrupt, i)
+			return fail("bad entry %d", i)
 		}
 		if flag == 0 {
 			continue
 		}
 		m.hasInfo[i] = true
-		if _, err := io.ReadFull(r, u8[:]); err != nil {
-			return nil, fmt.Errorf("%w: %v", errMemoCorrupt, err)
+		if _, err := io.ReadFull(mr, u8[:]); err != nil {
+			return fail("%v", err)
 		}
 		m.fp[i] = binary.LittleEndian.Uint64(u8[:])
-		if _, err := io.ReadFull(r, u8[:]); err != nil {
-			return nil, fmt.Errorf("%w: %v", errMemoCorrupt, err)
+		if _, err := io.ReadFull(mr, u8[:]); err != nil {
+			return fail("%v", err)
 		}
 		m.nar[i] = binary.LittleEndian.Uint64(u8[:])
 		var vals [3]uint64
 		for k := range vals {
-			if vals[k], err = binary.ReadUvarint(r); err != nil {
-				return nil, fmt.Errorf("%w: entry %d: %v", errMemoCorrupt, i, err)
+			if vals[k], err = binary.ReadUvarint(mr); err != nil {
+				return fail("entry %d: %v", i, err)
 			}
 		}
 		m.fileSize[i] = vals[0]
-		if vals[1] > n || vals[2] > uint64(r.Len()) {
-			return nil, fmt.Errorf("%w: entry %d out of range", errMemoCorrupt, i)
+		// Each reference takes at least a byte of what is left: a corrupt
+		// count cannot make the decoder allocate more than the file.
+		if vals[1] > n || vals[2] > uint64(size-mr.read) {
+			return fail("entry %d out of range", i)
 		}
 		m.deriver[i] = uint32(vals[1])
+		m.refOff[i], m.refN[i] = m.refs.reserve(int(vals[2])), uint32(vals[2])
 		for range vals[2] {
-			ref, err := binary.ReadUvarint(r)
+			ref, err := binary.ReadUvarint(mr)
 			if err != nil || ref >= n {
-				return nil, fmt.Errorf("%w: entry %d: bad reference", errMemoCorrupt, i)
+				return fail("entry %d: bad reference", i)
 			}
-			m.refs = append(m.refs, uint32(ref))
+			m.refs.push(uint32(ref))
 		}
 	}
-	m.refOff[n] = uint32(len(m.refs))
-	if r.Len() != 0 {
-		return nil, fmt.Errorf("%w: trailing bytes", errMemoCorrupt)
+	var sum [4]byte
+	if _, err := io.ReadFull(mr.br, sum[:]); err != nil {
+		return fail("no checksum")
+	}
+	if mr.crc.Sum32() != binary.LittleEndian.Uint32(sum[:]) {
+		return fail("checksum mismatch")
+	}
+	if _, err := mr.br.ReadByte(); err != io.EOF {
+		return fail("trailing bytes")
 	}
 	return m, nil
 }
@@ -165,14 +212,23 @@ func decodeMemo(data []byte) (*memo, error) {
 // loadMemo reads the memo. A missing memo is (nil, nil); a corrupt one is
 // an error the caller only warns about: the walk then reads narinfos.
 func loadMemo(ctx context.Context, st storage.Store) (*memo, error) {
-	data, err := readAll(ctx, st, MemoKey, memoMaxSize)
+	r, err := st.Get(ctx, MemoKey)
 	if errors.Is(err, storage.ErrNotFound) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, err
 	}
-	return decodeMemo(data)
+	defer r.Close()
+	size := r.Object().Size
+	if size > memoMaxSize {
+		return nil, fmt.Errorf("%w: %d bytes", errMemoCorrupt, size)
+	}
+	m, err := readMemo(r, size)
+	if err != nil && ctx.Err() != nil {
+		return nil, ctx.Err()
+	}
+	return m, err
 }
 
 // encodeMemo writes the reachable part of g (with the hashes it references
@@ -192,15 +248,23 @@ func encodeMemo(g *graph, w io.Writer) error {
 		ents = append(ents, ent{h, missingBit | uint32(i)})
 	}
 	slices.SortFunc(ents, func(a, b ent) int { return bytes.Compare(a.h[:], b.h[:]) })
+	// g.missing may name a hash more than once (it is not deduplicated
+	// while walking): one memo entry per hash.
 	toMemo := make([]uint32, len(g.ix.narinfos))
 	missToMemo := make([]uint32, len(g.missing))
-	for mi, e := range ents {
+	uniq := ents[:0]
+	for _, e := range ents {
+		if len(uniq) == 0 || uniq[len(uniq)-1].h != e.h {
+			uniq = append(uniq, e)
+		}
+		mi := uint32(len(uniq) - 1)
 		if e.ref&missingBit != 0 {
-			missToMemo[e.ref&^missingBit] = uint32(mi)
+			missToMemo[e.ref&^missingBit] = mi
 		} else {
-			toMemo[e.ref] = uint32(mi)
+			toMemo[e.ref] = mi
 		}
 	}
+	ents = uniq
 	enc := func(ref uint32) uint32 {
 		if ref&missingBit != 0 {
 			return missToMemo[ref&^missingBit]
@@ -234,7 +298,7 @@ func encodeMemo(g *graph, w io.Writer) error {
 			uv(uint64(enc(ni.deriver)) + 1)
 		}
 		uv(uint64(ni.refN))
-		for _, r := range g.refs[ni.refOff : ni.refOff+ni.refN] {
+		for _, r := range g.refs.list(ni.refOff, ni.refN) {
 			uv(uint64(enc(r)))
 		}
 	}

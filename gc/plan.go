@@ -118,7 +118,7 @@ func (p *Plan) Deletions() iter.Seq[Deletion] {
 		}
 		for _, i := range p.delNarInfo {
 			e := p.ix.narinfos[i]
-			if !yield(Deletion{Key: nixcache.NarInfoKey(e.h), Kind: nixcache.KindNarInfo.String(), Size: e.size}) {
+			if !yield(Deletion{Key: nixcache.NarInfoKey(e.h), Kind: nixcache.KindNarInfo.String(), Size: int64(e.size)}) {
 				return
 			}
 		}
@@ -347,11 +347,11 @@ func (p *Plan) decide(ctx context.Context, cutoff time.Time, storeDir string, co
 	}
 	for i, e := range ix.narinfos {
 		if g.isReach(i) || young(e.mtime, cutoff) || !known(e.mtime) {
-			count(keep, nixcache.KindNarInfo, e.size)
+			count(keep, nixcache.KindNarInfo, int64(e.size))
 			continue
 		}
 		p.delNarInfo = append(p.delNarInfo, int32(i))
-		count(del, nixcache.KindNarInfo, e.size)
+		count(del, nixcache.KindNarInfo, int64(e.size))
 	}
 
 	// Objects whose fate depends on their content: read them in parallel.

@@ -82,7 +82,7 @@ func ListRoots(ctx context.Context, st storage.Store, opts Options) ([]RootInfo,
 			ri.ClosurePaths++
 			ni := g.info[i]
 			ri.ClosureBytes += ni.fileSize
-			for _, r := range g.refs[ni.refOff : ni.refOff+ni.refN] {
+			for _, r := range g.refs.list(ni.refOff, ni.refN) {
 				if r&missingBit == 0 && seen[r] != mark {
 					seen[r] = mark
 					stack = append(stack, r)

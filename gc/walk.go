@@ -19,7 +19,7 @@ const (
 type nodeInfo struct {
 	nar      uint64 // keyHash of the NAR key, 0 = no NAR in this cache
 	fileSize uint64
-	refOff   uint32 // into graph.refs
+	refOff   uint32 // into graph.refs (refBlocks offset)
 	refN     uint32
 	deriver  uint32 // encoded ref, noRef = none
 }
@@ -31,9 +31,8 @@ type graph struct {
 	ix      *index
 	reach   []uint64 // bitset over ix.narinfos
 	info    []nodeInfo
-	refs    []uint32
+	refs    refBlocks
 	missing []nixcache.Hash
-	missIdx map[nixcache.Hash]uint32
 
 	reachable     int
 	reachBytes    uint64
@@ -56,14 +55,12 @@ func (g *graph) hashOf(ref uint32) nixcache.Hash {
 	return g.ix.narinfos[ref].h
 }
 
+// encMissing encodes a hash that is not in the listing. It does not
+// deduplicate (an absent deriver is usually named once, and a map of half a
+// million hashes costs more than the repeats); encodeMemo does.
 func (g *graph) encMissing(h nixcache.Hash) uint32 {
-	if i, ok := g.missIdx[h]; ok {
-		return missingBit | i
-	}
-	i := uint32(len(g.missing))
 	g.missing = append(g.missing, h)
-	g.missIdx[h] = i
-	return missingBit | i
+	return missingBit | uint32(len(g.missing)-1)
 }
 
 func (g *graph) problem(format string, args ...any) {
@@ -314,11 +311,10 @@ func (w *walker) visit(node uint32, h nixcache.Hash) (visitResult, error) {
 // NARs missing from the listing.
 func (w *walker) graph(ix *index, roots []nixcache.Hash) (*graph, error) {
 	g := &graph{
-		ix:      ix,
-		reach:   make([]uint64, (len(ix.narinfos)+63)/64),
-		info:    make([]nodeInfo, len(ix.narinfos)),
-		missIdx: map[nixcache.Hash]uint32{},
-		reads:   w.reads, readBytes: w.readBytes,
+		ix:    ix,
+		reach: make([]uint64, (len(ix.narinfos)+63)/64),
+		info:  make([]nodeInfo, len(ix.narinfos)),
+		reads: w.reads, readBytes: w.readBytes,
 	}
 	for _, h := range roots {
 		if i, ok := w.byHash[h]; !ok || w.nodes[i].state != stPresent {
@@ -349,9 +345,9 @@ func (w *walker) graph(ix *index, roots []nixcache.Hash) (*graph, error) {
 			}
 			continue
 		}
-		ni := nodeInfo{nar: n.nar, fileSize: n.fileSize, refOff: uint32(len(g.refs)), refN: n.refN, deriver: noRef}
+		ni := nodeInfo{nar: n.nar, fileSize: n.fileSize, refOff: g.refs.reserve(int(n.refN)), refN: n.refN, deriver: noRef}
 		for _, r := range w.refs[n.refOff : n.refOff+n.refN] {
-			g.refs = append(g.refs, enc(r))
+			g.refs.push(enc(r))
 			if w.nodes[r].state == stAbsent {
 				g.danglingRefs++
 				g.problem("%s references %s, which is not in the cache", nixcache.NarInfoKey(n.h), w.nodes[r].h)
