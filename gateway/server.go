@@ -45,8 +45,9 @@ type Config struct {
 	// UpstreamClient fetches from Upstream (nil: a client with sane timeouts).
 	UpstreamClient *http.Client
 	// PruneLeaseTTL is how long a prune lease stays fresh after its last
-	// refresh, on the store's clock (default 30m, lockproto's default TTL).
-	// While it is fresh, new writer leases are refused with 503.
+	// refresh, on the store's clock (default 30m, lockproto's default TTL;
+	// a longer TTL declared in the lease wins). While it is fresh, new
+	// writer leases are refused with 503.
 	PruneLeaseTTL time.Duration
 	// Prefix is a path prefix every request must carry ("/<secret>" for the
 	// ephemeral endpoint). Requests outside it get 404.

@@ -232,8 +232,12 @@ func TestLeases(t *testing.T) {
 		t.Errorf("listing %q", r.body)
 	}
 
-	// the prune lease goes stale on the store's clock (its body says 10m)
+	// Staleness is lockproto's, on the store's clock: the longer of the
+	// gateway's TTL (default 30m) and the lease's own (10m), as a writer
+	// taking its lease directly would judge it.
 	advance(11 * time.Minute)
+	wantCode(t, "writer 11m after the prune refresh", e.do("PUT", "/gcroots/.lock/job.3", body, "If-None-Match", "*"), 503)
+	advance(20 * time.Minute)
 	wantCode(t, "writer after stale prune", e.do("PUT", "/gcroots/.lock/job.3", body, "If-None-Match", "*"), 201)
 }
 

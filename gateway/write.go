@@ -3,7 +3,6 @@ package gateway
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -17,6 +16,7 @@ import (
 	"github.com/nix-community/go-nix/pkg/narinfo/signature"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/kiss-cache/kiss/lockproto"
 	"github.com/kiss-cache/kiss/nixcache"
 	"github.com/kiss-cache/kiss/storage"
 )
@@ -205,47 +205,22 @@ func bodyError(err error, limit int64) error {
 
 // refuseDuringPrune answers 503 while a fresh prune lease exists, so a
 // writer backs off instead of starting an upload the pruner would race.
+// Freshness is lockproto's, the same a writer taking a lease directly
+// applies: the longer of --prune-lease-ttl and the TTL the lease declares.
 func (s *Server) refuseDuringPrune(ctx context.Context) error {
-	obj, err := s.st.Stat(ctx, pruneLeaseKey)
+	h, err := lockproto.Prune(ctx, s.st, s.cfg.PruneLeaseTTL)
 	if errors.Is(err, storage.ErrNotFound) {
 		return nil
 	}
 	if err != nil {
 		return err
 	}
-	now, err := s.st.Now(ctx)
-	if err != nil {
-		return err
-	}
-	ttl := s.leaseTTL(ctx)
-	age := max(now.Sub(obj.ModTime), 0)
-	if age > ttl {
-		return nil // stale: its holder is gone (lockproto takes it over)
+	if h.Stale {
+		return nil // its holder is gone (lockproto takes it over)
 	}
 	e := fail(http.StatusServiceUnavailable, "prune_in_progress", "cache is being pruned, retry later")
-	e.retry = min(max(time.Second, (ttl-age)/6), time.Minute)
+	e.retry = min(max(time.Second, lockproto.RefreshInterval(s.cfg.PruneLeaseTTL)), time.Minute)
 	return e
-}
-
-// leaseTTL is the TTL the prune lease declares in its body ("ttl":"30m0s",
-// lockproto/PROTOCOL.md), or Config.PruneLeaseTTL if it declares none.
-// Staleness itself is judged on the store's clock only.
-func (s *Server) leaseTTL(ctx context.Context) time.Duration {
-	rd, err := s.st.Get(ctx, pruneLeaseKey)
-	if err != nil {
-		return s.cfg.PruneLeaseTTL
-	}
-	defer rd.Close()
-	var rec struct {
-		TTL string `json:"ttl"`
-	}
-	if err := json.NewDecoder(io.LimitReader(rd, maxLeaseSize)).Decode(&rec); err != nil {
-		return s.cfg.PruneLeaseTTL
-	}
-	if d, err := time.ParseDuration(rec.TTL); err == nil && d > 0 {
-		return d
-	}
-	return s.cfg.PruneLeaseTTL
 }
 
 // validateNarinfo accepts a narinfo only if it parses, describes the store

@@ -60,6 +60,26 @@ func List(ctx context.Context, st storage.Store, ttl time.Duration) ([]Holder, e
 	return listHolders(ctx, st, ttl, nil)
 }
 
+// Prune reads the prune lease and judges it as a writer taking a lease
+// does: fresh while its age on the store's clock is within the longer of
+// ttl (DefaultTTL when 0) and the TTL its body declares. storage.ErrNotFound
+// if there is none. The gateway refuses writer leases with it.
+func Prune(ctx context.Context, st storage.Store, ttl time.Duration) (Holder, error) {
+	if ttl <= 0 {
+		ttl = DefaultTTL
+	}
+	h, err := readHolderRetry(ctx, st, PruneKey)
+	if err != nil {
+		return Holder{}, err
+	}
+	now, err := st.Now(ctx)
+	if err != nil {
+		return Holder{}, fmt.Errorf("store clock: %w", err)
+	}
+	judge(&h, now, ttl)
+	return h, nil
+}
+
 // Break deletes one lease, named by its key or its name under LockPrefix
 // ("prune", "<job>.<nonce>"). Without force it refuses a fresh lease
 // (ErrNotStale). The delete is conditional on the ETag that was judged, so

@@ -66,7 +66,7 @@ EXIT STATUS
 			&cli.StringFlag{Name: "upstream", Usage: "binary cache to fetch local misses from (stored unrooted)"},
 			&cli.IntFlag{Name: "priority", Value: 30, Usage: "Priority in nix-cache-info"},
 			&cli.StringFlag{Name: "store-dir", Value: "/nix/store", Usage: "StoreDir in nix-cache-info"},
-			&cli.DurationFlag{Name: "prune-lease-ttl", Value: 30 * time.Minute, Usage: "freshness of a prune lease whose body names no TTL"},
+			&cli.DurationFlag{Name: "prune-lease-ttl", Value: 30 * time.Minute, Usage: "a prune lease refreshed within this (or within the longer TTL its body declares) refuses new writer leases"},
 			&cli.StringFlag{Name: "metrics-listen", Usage: "extra plain-HTTP address for /metrics only (e.g. 127.0.0.1:9101)"},
 			&cli.DurationFlag{Name: "shutdown-grace", Value: 30 * time.Second, Usage: "how long requests in flight may finish on SIGTERM"},
 		},
