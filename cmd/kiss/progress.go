@@ -39,6 +39,7 @@ var phaseTitles = map[string]string{
 	gc.PhaseList:    "listing store",
 	gc.PhaseRoots:   "reading roots",
 	gc.PhaseWalk:    "walking closures",
+	gc.PhaseStat:    "checking ages",
 	gc.PhaseMeta:    "checking metadata",
 	gc.PhaseDelMeta: "deleting narinfo & co",
 	gc.PhaseDelNAR:  "deleting NARs",
