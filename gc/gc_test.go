@@ -782,3 +782,32 @@ func testExpiredMarkerDeletedOnlyIfUnchanged(t *testing.T, newMemCache func(test
 	}
 	c.present(keep, true)
 }
+
+// TestOverlongKeyUntouched: a file below the cache whose key is longer than
+// any store operation accepts (a deep path) is listed but never touched, and
+// does not stop the prune.
+func TestOverlongKeyUntouched(t *testing.T) {
+	dir := t.TempDir()
+	st, err := storage.OpenFile(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &cache{t: t, st: st, paths: map[string]*path{}}
+	keep := c.add("keep")
+	c.root("r", keep)
+	deep := filepath.Join(dir, "nar", strings.Repeat("d", 200), strings.Repeat("e", 200), strings.Repeat("f", 200), strings.Repeat("g", 200), strings.Repeat("h", 200), strings.Repeat("i", 200))
+	if err := os.MkdirAll(deep, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	long := filepath.Join(deep, "x.nar")
+	if err := os.WriteFile(long, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	old := time.Now().Add(-48 * time.Hour)
+	os.Chtimes(long, old, old)
+	c.prune(gc.Options{Grace: -1})
+	if _, err := os.Stat(long); err != nil {
+		t.Fatalf("over-long key touched: %v", err)
+	}
+	c.present(keep, true)
+}

@@ -245,6 +245,12 @@ func list(ctx context.Context, st storage.Store, prog Progress) (*index, error) 
 			ix.partial = true
 		}
 		kind, h := nixcache.Classify(o.Key)
+		if len(o.Key) > storage.MaxKeyLen {
+			// No store operation accepts such a key (a deep path on a
+			// filesystem): it can be neither read nor deleted, so it is
+			// never touched.
+			kind = nixcache.KindOther
+		}
 		ix.counts[kind].add(size)
 		switch kind {
 		case nixcache.KindNarInfo:
@@ -261,9 +267,6 @@ func list(ctx context.Context, st storage.Store, prog Progress) (*index, error) 
 		if kind == nixcache.KindNAR {
 			kh = keyHash(o.Key)
 			narKeys.add(kh)
-		}
-		if len(o.Key) > storage.MaxKeyLen {
-			return nil, fmt.Errorf("%w: listing %s: key %.40q… is longer than %d bytes", ErrRootsUnavailable, st.URL(), o.Key, storage.MaxKeyLen)
 		}
 		off, err := ix.addKey(o.Key)
 		if err != nil {
