@@ -38,6 +38,13 @@ type statJob struct {
 // regular files are objects; symlinks and special files are skipped. Order
 // is unspecified.
 func (s *fileStore) List(ctx context.Context, prefix string) iter.Seq2[Object, error] {
+	return listFrom(ctx, prefix, s.walk)
+}
+
+// listFrom is the iterator of both listings: produce sends every matching
+// object to out in batches and closes it; stopping early cancels it and
+// waits for it to finish.
+func listFrom(ctx context.Context, prefix string, produce func(ctx context.Context, prefix string, out chan<- listBatch)) iter.Seq2[Object, error] {
 	return func(yield func(Object, error) bool) {
 		if err := ValidatePrefix(prefix); err != nil {
 			yield(Object{}, wrap("list", prefix, err))
@@ -46,10 +53,10 @@ func (s *fileStore) List(ctx context.Context, prefix string) iter.Seq2[Object, e
 		wctx, cancel := context.WithCancel(ctx)
 		defer cancel()
 		out := make(chan listBatch, 2*listWorkers)
-		go s.walk(wctx, prefix, out)
+		go produce(wctx, prefix, out)
 		stop := func() {
 			cancel()
-			for range out { // let the walker and its workers finish
+			for range out { // let the producer and its workers finish
 			}
 		}
 		for b := range out {
@@ -154,47 +161,12 @@ func matchesDir(key, prefix string) bool {
 // workers read directories in parallel (a flat cache is two huge ones, the
 // root and nar/), handing keys over in batches.
 func (s *fileStore) ListKeys(ctx context.Context, prefix string) iter.Seq2[Object, error] {
-	return func(yield func(Object, error) bool) {
-		if err := ValidatePrefix(prefix); err != nil {
-			yield(Object{}, wrap("list", prefix, err))
-			return
-		}
-		lctx, cancel := context.WithCancel(ctx)
-		defer cancel()
-		out := make(chan keyBatch, 2*listWorkers)
-		go s.listKeys(lctx, prefix, out)
-		stop := func() {
-			cancel()
-			for range out { // let the workers finish
-			}
-		}
-		for b := range out {
-			if b.err != nil {
-				stop()
-				yield(Object{}, wrap("list", prefix, b.err))
-				return
-			}
-			for _, k := range b.keys {
-				if !yield(Object{Key: k}, nil) {
-					stop()
-					return
-				}
-			}
-		}
-		if err := ctx.Err(); err != nil {
-			yield(Object{}, wrap("list", prefix, err))
-		}
-	}
-}
-
-type keyBatch struct {
-	keys []string
-	err  error
+	return listFrom(ctx, prefix, s.listKeys)
 }
 
 // listKeys reads the directories below prefix with listWorkers workers,
 // sends every matching key to out in batches, and closes out.
-func (s *fileStore) listKeys(ctx context.Context, prefix string, out chan<- keyBatch) {
+func (s *fileStore) listKeys(ctx context.Context, prefix string, out chan<- listBatch) {
 	defer close(out)
 	var (
 		mu     sync.Mutex
@@ -232,7 +204,7 @@ func (s *fileStore) listKeys(ctx context.Context, prefix string, out chan<- keyB
 				err := s.dirKeys(ctx, rel, prefix, buf, out, found)
 				if err != nil {
 					select {
-					case out <- keyBatch{err: err}:
+					case out <- listBatch{err: err}:
 					case <-ctx.Done():
 					}
 				}
@@ -248,17 +220,17 @@ func (s *fileStore) listKeys(ctx context.Context, prefix string, out chan<- keyB
 
 // dirKeys sends the keys of the regular files of directory rel to out and
 // passes its subdirectories that can hold keys with prefix to found.
-func (s *fileStore) dirKeys(ctx context.Context, rel, prefix string, buf []byte, out chan<- keyBatch, found func(string)) error {
+func (s *fileStore) dirKeys(ctx context.Context, rel, prefix string, buf []byte, out chan<- listBatch, found func(string)) error {
 	dirPath, fd, err := s.openDir(rel)
 	if fd < 0 || err != nil {
 		return err
 	}
 	defer unix.Close(fd)
 	const batchSize = 1024
-	var batch []string
+	var batch []Object
 	send := func() bool {
 		select {
-		case out <- keyBatch{keys: batch}:
+		case out <- listBatch{objs: batch}:
 			batch = nil
 			return true
 		case <-ctx.Done():
@@ -275,9 +247,9 @@ func (s *fileStore) dirKeys(ctx context.Context, rel, prefix string, buf []byte,
 			found(key)
 		case typ == unix.DT_REG && strings.HasPrefix(key, prefix):
 			if batch == nil {
-				batch = make([]string, 0, batchSize)
+				batch = make([]Object, 0, batchSize)
 			}
-			batch = append(batch, key)
+			batch = append(batch, Object{Key: key})
 			if len(batch) == batchSize {
 				return send()
 			}
