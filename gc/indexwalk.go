@@ -317,43 +317,36 @@ func fillAttrs(ctx context.Context, st storage.Store, ix *index, narIdx, objIdx 
 		}
 		return nil
 	}
-	for start := 0; start < len(narIdx); start += chunk {
-		part := narIdx[start:min(start+chunk, len(narIdx))]
-		eg.Go(func() error {
-			for _, i := range part {
-				e := &ix.narinfos[i]
-				err := statInto(nixcache.NarInfoKey(e.h), func(o storage.Object) {
-					if o.HasAttrs() {
-						e.setAttrs(o)
-					} else {
-						e.mtime = goneTime
-					}
-				})
-				if err != nil {
-					return err
+	// One index over both lists: j < len(narIdx) is a narinfo.
+	statOne := func(j int) error {
+		if j < len(narIdx) {
+			e := &ix.narinfos[narIdx[j]]
+			return statInto(nixcache.NarInfoKey(e.h), func(o storage.Object) {
+				if o.HasAttrs() {
+					e.setAttrs(o)
+				} else {
+					e.mtime = goneTime
 				}
+			})
+		}
+		o := ix.objs.at(int(objIdx[j-len(narIdx)]))
+		return statInto(ix.key(o), func(a storage.Object) {
+			if a.HasAttrs() {
+				o.mtime, o.size = a.ModTime.UnixNano(), a.Size
+			} else {
+				o.mtime = goneTime
 			}
-			prog.Advance(PhaseStat, int64(len(part)), 0)
-			return nil
 		})
 	}
-	for start := 0; start < len(objIdx); start += chunk {
-		part := objIdx[start:min(start+chunk, len(objIdx))]
+	for start := 0; start < int(total); start += chunk {
+		end := min(start+chunk, int(total))
 		eg.Go(func() error {
-			for _, i := range part {
-				o := ix.objs.at(int(i))
-				err := statInto(ix.key(o), func(a storage.Object) {
-					if a.HasAttrs() {
-						o.mtime, o.size = a.ModTime.UnixNano(), a.Size
-					} else {
-						o.mtime = goneTime
-					}
-				})
-				if err != nil {
+			for j := start; j < end; j++ {
+				if err := statOne(j); err != nil {
 					return err
 				}
 			}
-			prog.Advance(PhaseStat, int64(len(part)), 0)
+			prog.Advance(PhaseStat, int64(end-start), 0)
 			return nil
 		})
 	}
