@@ -46,7 +46,7 @@ type objEntry struct {
 	kh    uint64 // keyHash, for NARs (0 otherwise)
 	mtime int64  // noTime until known
 	size  int64
-	off   uint32 // arena block<<arenaShift | offset in the block
+	off   uint32 // in arena
 	n     uint16 // key length (storage.MaxKeyLen is 1024)
 	kind  nixcache.Kind
 }
@@ -58,9 +58,8 @@ type index struct {
 	// bytes of the hash (uniformly random), for find.
 	slots []int32
 	objs  chunked[objEntry]
-	// arena holds the keys of objs in 1 MiB blocks (at most 4096 of them:
-	// 4 GiB of keys).
-	arena [][]byte
+	// arena holds the keys of objs in 1 MiB blocks.
+	arena blocks[byte]
 	// narKeys are the 64-bit hashes of every listed NAR key, sorted.
 	narKeys []uint64
 	counts  [nixcache.NumKinds]Count
@@ -77,29 +76,17 @@ type Count struct {
 
 func (c *Count) add(size int64) { c.Objects++; c.Bytes += max(size, 0) }
 
-func (ix *index) key(o *objEntry) string {
-	b, at := ix.arena[o.off>>arenaShift], o.off&(arenaBlock-1)
-	return string(b[at : at+uint32(o.n)])
-}
-
-const (
-	arenaShift = 20
-	arenaBlock = 1 << arenaShift
-)
+func (ix *index) key(o *objEntry) string { return string(ix.arena.list(o.off, uint32(o.n))) }
 
 // addKey stores k (at most storage.MaxKeyLen bytes) in the arena and
 // returns its offset.
 func (ix *index) addKey(k string) (uint32, error) {
-	last := len(ix.arena) - 1
-	if last < 0 || len(ix.arena[last])+len(k) > cap(ix.arena[last]) {
-		if len(ix.arena) == 1<<(32-arenaShift) {
-			return 0, fmt.Errorf("gc: more than %d GiB of listed keys", 1<<(32-30))
-		}
-		ix.arena = append(ix.arena, make([]byte, 0, arenaBlock))
-		last++
+	if !ix.arena.room(len(k)) {
+		return 0, fmt.Errorf("gc: more than %d GiB of listed keys", 1<<(32-30))
 	}
-	off := uint32(last)<<arenaShift | uint32(len(ix.arena[last]))
-	ix.arena[last] = append(ix.arena[last], k...)
+	off := ix.arena.reserve(len(k))
+	b := &ix.arena.b[len(ix.arena.b)-1]
+	*b = append(*b, k...)
 	return off, nil
 }
 
@@ -109,37 +96,44 @@ const (
 	chunkMask  = chunkLen - 1
 )
 
-// refBlocks holds reference lists (uint32s) in 4 MiB blocks. A list never
-// straddles two blocks, so it reads back as one slice; growing costs no
-// copy and leaves no doubling slack (the lists of a million paths are tens
-// of MiB). An offset is block<<refShift | position.
-type refBlocks struct{ blocks [][]uint32 }
+// blocks holds lists (keys' bytes, reference lists) in blocks of 2^20
+// elements. A list never straddles two blocks, so it reads back as one
+// slice; growing costs no copy and leaves no doubling slack (a million
+// paths make tens of MiB of each). An offset is block<<blockShift |
+// position, so at most 4096 blocks are addressable.
+type blocks[T any] struct{ b [][]T }
 
-const refShift = 20
+const blockShift = 20
+
+// room reports whether a list of n still fits in the addressable blocks.
+func (r *blocks[T]) room(n int) bool {
+	last := len(r.b) - 1
+	return len(r.b) < 1<<(32-blockShift) || len(r.b[last])+n <= cap(r.b[last])
+}
 
 // reserve makes room for a list of n and returns where it starts.
-func (r *refBlocks) reserve(n int) uint32 {
-	last := len(r.blocks) - 1
-	if last < 0 || len(r.blocks[last])+n > cap(r.blocks[last]) {
-		r.blocks = append(r.blocks, make([]uint32, 0, max(1<<refShift, n)))
+func (r *blocks[T]) reserve(n int) uint32 {
+	last := len(r.b) - 1
+	if last < 0 || len(r.b[last])+n > cap(r.b[last]) {
+		r.b = append(r.b, make([]T, 0, max(1<<blockShift, n)))
 		last++
 	}
-	return uint32(last)<<refShift | uint32(len(r.blocks[last]))
+	return uint32(last)<<blockShift | uint32(len(r.b[last]))
 }
 
 // push appends v to the list being built (after reserve).
-func (r *refBlocks) push(v uint32) {
-	b := &r.blocks[len(r.blocks)-1]
+func (r *blocks[T]) push(v T) {
+	b := &r.b[len(r.b)-1]
 	*b = append(*b, v)
 }
 
-// list returns the n references at off.
-func (r *refBlocks) list(off, n uint32) []uint32 {
+// list returns the n elements at off.
+func (r *blocks[T]) list(off, n uint32) []T {
 	if n == 0 {
 		return nil
 	}
-	at := off & (1<<refShift - 1)
-	return r.blocks[off>>refShift][at : at+n]
+	at := off & (1<<blockShift - 1)
+	return r.b[off>>blockShift][at : at+n]
 }
 
 // chunked is an append-only list in fixed-size blocks. It grows without

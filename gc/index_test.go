@@ -65,13 +65,13 @@ func TestIndexFind(t *testing.T) {
 	}
 }
 
-// TestRefBlocks: lists never straddle blocks, including one longer than a
+// TestRefBlocks: (blocks[uint32]) lists never straddle blocks, including one longer than a
 // block, and read back as written.
 func TestRefBlocks(t *testing.T) {
-	var r refBlocks
+	var r blocks[uint32]
 	type list struct{ off, n uint32 }
 	var lists []list
-	sizes := []int{0, 3, 1<<refShift - 2, 5, 1<<refShift + 7, 1}
+	sizes := []int{0, 3, 1<<blockShift - 2, 5, 1<<blockShift + 7, 1}
 	for k, n := range sizes {
 		off := r.reserve(n)
 		for j := range n {
@@ -105,8 +105,8 @@ func TestArenaKeys(t *testing.T) {
 		}
 		offs, keys = append(offs, off), append(keys, k)
 	}
-	if len(ix.arena) < 2 {
-		t.Fatalf("%d arena blocks, want several", len(ix.arena))
+	if len(ix.arena.b) < 2 {
+		t.Fatalf("%d arena blocks, want several", len(ix.arena.b))
 	}
 	for i, k := range keys {
 		o := objEntry{off: offs[i], n: uint16(len(k))}

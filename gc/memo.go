@@ -45,9 +45,9 @@ type memo struct {
 	nar      []uint64
 	fileSize []uint64
 	deriver  []uint32
-	refOff   []uint32 // into refs (refBlocks offsets)
+	refOff   []uint32 // into refs (blocks offsets)
 	refN     []uint32
-	refs     refBlocks
+	refs     blocks[uint32]
 
 	fromListing []int32 // listing index → memo index, -1 none
 	toListing   []int32 // memo index → listing index, -1 not listed

@@ -19,7 +19,7 @@ const (
 type nodeInfo struct {
 	nar      uint64 // keyHash of the NAR key, 0 = no NAR in this cache
 	fileSize uint64
-	refOff   uint32 // into graph.refs (refBlocks offset)
+	refOff   uint32 // into graph.refs (blocks offset)
 	refN     uint32
 	deriver  uint32 // encoded ref, noRef = none
 }
@@ -31,7 +31,7 @@ type graph struct {
 	ix      *index
 	reach   []uint64 // bitset over ix.narinfos
 	info    []nodeInfo
-	refs    refBlocks
+	refs    blocks[uint32]
 	missing []nixcache.Hash
 
 	reachable     int
