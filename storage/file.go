@@ -142,6 +142,7 @@ func (s *fileStore) Stat(_ context.Context, key string) (Object, error) {
 	return statObject(key, &st), nil
 }
 
+// ignoringEINTR retries a syscall that a signal interrupted.
 func ignoringEINTR(f func() error) error {
 	for {
 		if err := f(); err != unix.EINTR {
@@ -375,13 +376,7 @@ func withDirLock(dir string, fn func() error) error {
 		return notFoundOr(err)
 	}
 	defer unix.Close(fd)
-	for {
-		err = unix.Flock(fd, unix.LOCK_EX)
-		if err != unix.EINTR {
-			break
-		}
-	}
-	if err != nil {
+	if err := ignoringEINTR(func() error { return unix.Flock(fd, unix.LOCK_EX) }); err != nil {
 		return fmt.Errorf("flock %s: %w", dir, err)
 	}
 	defer unix.Flock(fd, unix.LOCK_UN)

@@ -331,10 +331,8 @@ func (s *fileStore) walkDir(ctx context.Context, rel, prefix string, buf []byte,
 // until fn returns false. buf is the getdents(2) buffer.
 func readDir(fd int, buf []byte, fn func(name string, typ uint8) bool) error {
 	for {
-		n, err := unix.Getdents(fd, buf)
-		if err == unix.EINTR {
-			continue
-		}
+		var n int
+		err := ignoringEINTR(func() (err error) { n, err = unix.Getdents(fd, buf); return err })
 		if err != nil {
 			return err
 		}
