@@ -32,16 +32,39 @@ var listenRe = regexp.MustCompile(`(?m)^\s*listen\s+([0-9.]+:[0-9]+)`)
 // until every `listen 127.0.0.1:PORT` accepts connections.
 func Nginx(t testing.TB, httpBlock string) *NginxServer {
 	t.Helper()
+	return NginxTuned(t, NginxTuning{}, httpBlock)
+}
+
+// NginxTuning sets nginx's process model; the zero value is one worker with
+// 256 connections, enough for tests. Benchmarks ask for more.
+type NginxTuning struct {
+	Workers     string // worker_processes: "1" (default) or "auto"
+	Connections int    // worker_connections (default 256)
+	LogLevel    string // error_log level (default "info"; "warn" keeps a benchmark quiet)
+}
+
+// NginxTuned is Nginx with the process model set by tune.
+func NginxTuned(t testing.TB, tune NginxTuning, httpBlock string) *NginxServer {
+	t.Helper()
+	if tune.Workers == "" {
+		tune.Workers = "1"
+	}
+	if tune.Connections == 0 {
+		tune.Connections = 256
+	}
+	if tune.LogLevel == "" {
+		tune.LogLevel = "info"
+	}
 	prefix := t.TempDir()
 	user := ""
 	if os.Getuid() == 0 {
 		user = "user root root;\n"
 	}
-	conf := fmt.Sprintf(`%sworker_processes 1;
+	conf := fmt.Sprintf(`%[1]sworker_processes %[4]s;
 daemon off;
 pid %[2]s/nginx.pid;
-error_log stderr info;
-events { worker_connections 256; }
+error_log stderr %[6]s;
+events { worker_connections %[5]d; }
 http {
   access_log %[2]s/logs/access.log;
   client_body_temp_path %[2]s/tmp/body;
@@ -55,7 +78,7 @@ http {
   keepalive_requests 100000;
 %[3]s
 }
-`, user, prefix, strings.ReplaceAll(httpBlock, "{{PREFIX}}", prefix))
+`, user, prefix, strings.ReplaceAll(httpBlock, "{{PREFIX}}", prefix), tune.Workers, tune.Connections, tune.LogLevel)
 	return NginxConf(t, prefix, conf)
 }
 

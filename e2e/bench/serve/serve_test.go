@@ -293,39 +293,18 @@ func TestServeBench(t *testing.T) {
 	pki := testenv.PKI(t)
 	tc := &tls.Config{RootCAs: pki.Pool()}
 	nginxHTTP, nginxHTTPS := testenv.FreePort(t), testenv.FreePort(t)
-	prefix := t.TempDir()
-	user := ""
-	if os.Getuid() == 0 {
-		user = "user root root;\n" // workers must read the test's 0700 temp dirs
-	}
-	testenv.NginxConf(t, prefix, user+fmt.Sprintf(`worker_processes auto;
-daemon off;
-pid %[1]s/nginx.pid;
-error_log stderr warn;
-events { worker_connections 1024; }
-http {
-  access_log %[1]s/logs/access.log;
-  client_body_temp_path %[1]s/tmp/body;
-  proxy_temp_path %[1]s/tmp/proxy;
-  fastcgi_temp_path %[1]s/tmp/fastcgi;
-  uwsgi_temp_path %[1]s/tmp/uwsgi;
-  scgi_temp_path %[1]s/tmp/scgi;
-  types { text/x-nix-narinfo narinfo; application/x-nix-nar nar; }
-  default_type application/octet-stream;
-  sendfile on;
+	testenv.NginxTuned(t, testenv.NginxTuning{Workers: "auto", Connections: 1024, LogLevel: "warn"}, fmt.Sprintf(`
   tcp_nopush on;
-  keepalive_requests 100000;
   server {
-    listen 127.0.0.1:%[2]d;
-    listen 127.0.0.1:%[3]d ssl;
-    ssl_certificate %[4]s;
-    ssl_certificate_key %[5]s;
+    listen 127.0.0.1:%[1]d;
+    listen 127.0.0.1:%[2]d ssl;
+    ssl_certificate %[3]s;
+    ssl_certificate_key %[4]s;
     ssl_protocols TLSv1.2 TLSv1.3;
-    root %[6]s;
+    root %[5]s;
     location / { expires max; add_header Cache-Control immutable; }
   }
-}
-`, prefix, nginxHTTP, nginxHTTPS, pki.Server.CertFile, pki.Server.KeyFile, dir))
+`, nginxHTTP, nginxHTTPS, pki.Server.CertFile, pki.Server.KeyFile, dir))
 	goStatic := startGoStatic(t, dir)
 	kissHTTP, kissProc := startKiss(t, dir, "http")
 	kissHTTPS, kissTLSProc := startKiss(t, dir, "https", "--tls-cert", pki.Server.CertFile, "--tls-key", pki.Server.KeyFile)
