@@ -55,9 +55,10 @@ var nixStoreParams = map[string]bool{
 	"priority": true, "trusted": true, "local-nar-cache": true, "path-info-cache-size": true,
 }
 
-// s3Store is the s3:// driver: gocloud's s3blob for reads, listing and
-// (multipart, streaming) uploads, and the raw SDK client for what gocloud
-// does not offer (batched and conditional deletes, the bucket's clock).
+// s3Store is the s3:// driver: gocloud's s3blob for listing and (multipart,
+// streaming) uploads, and the raw SDK client for reads and stats (the
+// per-request path of a gateway, see open) and for what gocloud does not
+// offer (batched and conditional deletes, the bucket's clock).
 type s3Store struct {
 	bucket     *blob.Bucket
 	client     *s3.Client
@@ -332,9 +333,14 @@ func (e *s3TransientError) Error() string   { return e.err.Error() }
 func (e *s3TransientError) Unwrap() error   { return e.err }
 func (e *s3TransientError) Transient() bool { return true }
 
+// The read path (Get, GetRange, Stat) calls the SDK directly rather than
+// through gocloud's blob.Bucket, which costs a tracing span, a finalizer, a
+// runtime.Caller and a copy of the response per call: measurable on every
+// narinfo a gateway serves (BenchmarkS3Read). Keys are escaped as s3blob
+// escapes them (s3Key), so these calls see exactly what Put and List see.
+
 func (s *s3Store) Get(ctx context.Context, key string) (Reader, error) {
-	r, err := s.open(ctx, "get", key, 0, -1)
-	return r, err
+	return s.open(ctx, "get", key, 0, -1)
 }
 
 func (s *s3Store) GetRange(ctx context.Context, key string, offset, length int64) (Reader, error) {
@@ -348,44 +354,119 @@ func (s *s3Store) open(ctx context.Context, op, key string, offset, length int64
 	if err := ValidateKey(key); err != nil {
 		return nil, wrap(op, key, err)
 	}
-	r, err := s.bucket.NewRangeReader(ctx, key, offset, length, nil)
+	in := &s3.GetObjectInput{Bucket: aws.String(s.name), Key: aws.String(s3Key(key))}
+	switch {
+	case length == 0:
+		// S3 has no empty range: ask for one byte and drop it, so that
+		// a missing key is still ErrNotFound and Size is still known.
+		in.Range = aws.String("bytes=" + strconv.FormatInt(offset, 10) + "-" + strconv.FormatInt(offset, 10))
+	case length > 0:
+		in.Range = aws.String("bytes=" + strconv.FormatInt(offset, 10) + "-" + strconv.FormatInt(offset+length-1, 10))
+	case offset > 0:
+		in.Range = aws.String("bytes=" + strconv.FormatInt(offset, 10) + "-")
+	}
+	out, err := s.client.GetObject(ctx, in)
 	if err != nil {
 		return nil, wrap(op, key, mapS3Err(err))
 	}
-	obj := Object{Key: key, Size: r.Size(), ModTime: r.ModTime()}
-	var out s3.GetObjectOutput
-	if r.As(&out) {
-		obj.ETag = aws.ToString(out.ETag)
+	obj := Object{
+		Key:     key,
+		Size:    objectSize(aws.ToInt64(out.ContentLength), aws.ToString(out.ContentRange)),
+		ModTime: aws.ToTime(out.LastModified),
+		ETag:    aws.ToString(out.ETag),
 	}
-	return &s3Reader{r: r, obj: obj, op: op}, nil
+	body := out.Body
+	if length == 0 {
+		// Read the byte out so the connection goes back to the pool.
+		_, _ = io.Copy(io.Discard, io.LimitReader(body, 2))
+		body.Close()
+		body = http.NoBody
+	}
+	return &s3Reader{body: body, obj: obj, op: op}, nil
 }
 
+// objectSize is the whole object's size from a GET response: Content-Length,
+// unless the response is a range, whose Content-Range ("bytes 10-14/27")
+// names the total.
+func objectSize(contentLength int64, contentRange string) int64 {
+	if i := strings.LastIndexByte(contentRange, '/'); i >= 0 {
+		if n, err := strconv.ParseInt(contentRange[i+1:], 10, 64); err == nil {
+			return n
+		}
+	}
+	return contentLength
+}
+
+// s3Reader is a GetObject response body.
 type s3Reader struct {
-	r   *blob.Reader
-	obj Object
-	op  string
+	body io.ReadCloser
+	obj  Object
+	op   string
 }
 
 func (r *s3Reader) Read(p []byte) (int, error) {
-	n, err := r.r.Read(p)
+	n, err := r.body.Read(p)
 	if err != nil && err != io.EOF {
 		err = wrap(r.op, r.obj.Key, mapS3Err(err))
 	}
 	return n, err
 }
 
-func (r *s3Reader) Close() error   { return r.r.Close() }
+func (r *s3Reader) Close() error   { return r.body.Close() }
 func (r *s3Reader) Object() Object { return r.obj }
 
 func (s *s3Store) Stat(ctx context.Context, key string) (Object, error) {
 	if err := ValidateKey(key); err != nil {
 		return Object{}, wrap("stat", key, err)
 	}
-	a, err := s.bucket.Attributes(ctx, key)
+	out, err := s.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(s.name), Key: aws.String(s3Key(key))})
 	if err != nil {
 		return Object{}, wrap("stat", key, mapS3Err(err))
 	}
-	return Object{Key: key, Size: a.Size, ModTime: a.ModTime, ETag: a.ETag}, nil
+	return Object{
+		Key:     key,
+		Size:    aws.ToInt64(out.ContentLength),
+		ModTime: aws.ToTime(out.LastModified),
+		ETag:    aws.ToString(out.ETag),
+	}, nil
+}
+
+// s3Key is the S3 object name of a (valid) key as gocloud's s3blob writes
+// and lists it: a "/" that follows ".." and the "_" that starts anything
+// of the form "__0x<hex>__" are written as "__0x2f__" and "__0x5f__"
+// (s3blob also escapes control characters, which valid keys never hold).
+// Nix and kiss keys need none of this, so the common case costs two scans.
+func s3Key(key string) string {
+	if !strings.Contains(key, "../") && !strings.Contains(key, "__0x") {
+		return key
+	}
+	var b strings.Builder
+	for i := 0; i < len(key); i++ {
+		c := key[i]
+		if (c == '/' && i >= 2 && key[i-2:i] == "..") || (c == '_' && looksEscaped(key[i:])) {
+			b.WriteString("__0x")
+			b.WriteString(strconv.FormatUint(uint64(c), 16))
+			b.WriteString("__")
+			continue
+		}
+		b.WriteByte(c)
+	}
+	return b.String()
+}
+
+// looksEscaped reports whether s starts with what s3blob would unescape:
+// "__0x", digits that parse as a base-16 int32 (a sign is allowed), "__".
+func looksEscaped(s string) bool {
+	rest, ok := strings.CutPrefix(s, "__0x")
+	if !ok {
+		return false
+	}
+	end := strings.IndexByte(rest, '_')
+	if end < 0 || !strings.HasPrefix(rest[end:], "__") {
+		return false
+	}
+	_, err := strconv.ParseInt(rest[:end], 16, 32)
+	return err == nil
 }
 
 // contentTypeFor names the types a Nix binary cache serves, so objects on
