@@ -603,7 +603,7 @@ func (s *s3Store) Delete(ctx context.Context, key string, opts DeleteOptions) er
 	if err := ValidateKey(key); err != nil {
 		return wrap("delete", key, err)
 	}
-	in := &s3.DeleteObjectInput{Bucket: aws.String(s.name), Key: aws.String(key)}
+	in := &s3.DeleteObjectInput{Bucket: aws.String(s.name), Key: aws.String(s3Key(key))}
 	if opts.IfMatch != "" {
 		// S3 answers 204 for an absent key even with If-Match on some
 		// servers; look first so a missing key is always ErrNotFound.
@@ -652,7 +652,7 @@ func (s *s3Store) DeleteMany(ctx context.Context, keys []string) error {
 		g.Go(func() error {
 			ids := make([]s3types.ObjectIdentifier, len(batch))
 			for i, k := range batch {
-				ids[i] = s3types.ObjectIdentifier{Key: aws.String(k)}
+				ids[i] = s3types.ObjectIdentifier{Key: aws.String(s3Key(k))}
 			}
 			out, err := s.client.DeleteObjects(gctx, &s3.DeleteObjectsInput{
 				Bucket: aws.String(s.name),
