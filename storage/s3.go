@@ -41,6 +41,10 @@ const s3DeleteParallel = 4
 // s3AbortTimeout bounds the AbortMultipartUpload of a failed upload.
 const s3AbortTimeout = 30 * time.Second
 
+// s3MaxIdleConns is how many idle connections to the S3 endpoint the store
+// keeps for reuse.
+const s3MaxIdleConns = 128
+
 // s3ClockCache is how long a measured store-clock offset is reused by Now.
 const s3ClockCache = 30 * time.Second
 
@@ -231,6 +235,17 @@ func openS3(ctx context.Context, u *url.URL) (Store, error) {
 	}
 	if cfg.Region == "" {
 		cfg.Region = "us-east-1" // what Nix and most S3-compatible servers assume
+	}
+	if hc, ok := cfg.HTTPClient.(*awshttp.BuildableClient); ok {
+		// The SDK keeps 10 idle connections per host: a gateway with more
+		// concurrent downloads than that would close the surplus after
+		// each burst and dial again (TestS3KeepsConcurrentConnections).
+		// Adding to the SDK's client keeps what the config set up (a
+		// custom CA bundle, say).
+		cfg.HTTPClient = hc.WithTransportOptions(func(tr *http.Transport) {
+			tr.MaxIdleConnsPerHost = s3MaxIdleConns
+			tr.MaxIdleConns = max(tr.MaxIdleConns, s3MaxIdleConns)
+		})
 	}
 	reqs := newRequestCounter()
 	cfg.APIOptions = append(cfg.APIOptions, reqs.install)

@@ -5,9 +5,12 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net/http/httptrace"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -179,5 +182,60 @@ func TestS3ReadObject(t *testing.T) {
 	after := st.Counts()
 	if g, h := after["http:GetObject"]-before["http:GetObject"], after["http:HeadObject"]-before["http:HeadObject"]; g != 5 || h != 1 {
 		t.Fatalf("5 reads and a stat sent %d GetObject and %d HeadObject requests", g, h)
+	}
+}
+
+// A gateway serving many downloads at once must keep its S3 connections:
+// after 32 concurrent reads have all finished, 32 more open none.
+func TestS3KeepsConcurrentConnections(t *testing.T) {
+	const conc = 32
+	ctx := context.Background()
+	bk := testenv.VersitygwBucket(t)
+	st, err := storage.Open(ctx, bk.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if _, err := st.Put(ctx, "nar/x.nar", strings.NewReader(strings.Repeat("x", 1<<16)), storage.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	var fresh atomic.Int64
+	tctx := httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{GotConn: func(ci httptrace.GotConnInfo) {
+		if !ci.Reused {
+			fresh.Add(1)
+		}
+	}})
+	round := func() {
+		// All readers hold their response open until every one has it,
+		// so conc connections are in use at once.
+		var opened, done sync.WaitGroup
+		opened.Add(conc)
+		errs := make(chan error, conc)
+		for range conc {
+			done.Go(func() {
+				r, err := st.Get(tctx, "nar/x.nar")
+				opened.Done()
+				if err != nil {
+					errs <- err
+					return
+				}
+				defer r.Close()
+				opened.Wait()
+				if _, err := io.Copy(io.Discard, r); err != nil {
+					errs <- err
+				}
+			})
+		}
+		done.Wait()
+		close(errs)
+		for err := range errs {
+			t.Fatal(err)
+		}
+	}
+	round()
+	first := fresh.Swap(0)
+	round()
+	if again := fresh.Load(); again != 0 {
+		t.Fatalf("the second round of %d concurrent reads opened %d new connections (the first %d)", conc, again, first)
 	}
 }
