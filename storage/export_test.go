@@ -5,3 +5,6 @@ import "github.com/aws/aws-sdk-go-v2/service/s3"
 // S3ClientOf returns the SDK client inside an s3:// store, so benchmarks can
 // compare the store's read path with a bare call on the very same client.
 func S3ClientOf(st Store) *s3.Client { return st.(*s3Store).client }
+
+// S3Key is s3Key, the S3 object name of a key.
+var S3Key = s3Key

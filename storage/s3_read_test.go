@@ -16,6 +16,7 @@ import (
 
 	"github.com/kiss-cache/kiss/internal/testenv"
 	"github.com/kiss-cache/kiss/storage"
+	"github.com/kiss-cache/kiss/storage/storagetest"
 )
 
 // s3EscapedKeys are valid keys that gocloud's s3blob (which kiss's Put and
@@ -33,6 +34,21 @@ var s3EscapedKeys = map[string]string{
 	"__0x12":          "__0x12",          // unterminated
 	"__0xfffffffff__": "__0xfffffffff__", // not an int32
 	"plain.narinfo":   "plain.narinfo",
+}
+
+// TestS3Key needs no server: the names of s3EscapedKeys, and keys of every
+// shape Nix and kiss use, which need no escaping.
+func TestS3Key(t *testing.T) {
+	for key, name := range s3EscapedKeys {
+		if got := storage.S3Key(key); got != name {
+			t.Errorf("S3Key(%q) = %q, want %q", key, got, name)
+		}
+	}
+	for _, key := range storagetest.NixKeys {
+		if got := storage.S3Key(key); got != key {
+			t.Errorf("S3Key(%q) = %q, want it unchanged", key, got)
+		}
+	}
 }
 
 // sameVersion: a and b describe the same version of one object. ModTime may
