@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/coreos/go-oidc/v3/oidc"
+	"github.com/valyala/fasthttp"
 )
 
 // Access is what one request may do, decided by an Authenticator.
@@ -23,11 +25,45 @@ type Access struct {
 	Write   bool
 }
 
+// Credentials are what a request presents: its Authorization header and the
+// TLS state of its connection (nil on plain HTTP), whose VerifiedChains hold
+// a client certificate the handshake verified.
+type Credentials struct {
+	Authorization string
+	TLS           *tls.ConnectionState
+}
+
+// credentials reads a request's Credentials; the TLS state (a copy per
+// request) only when the authenticator looks at it.
+func credentials(rc *fasthttp.RequestCtx, withTLS bool) Credentials {
+	var c Credentials
+	if withTLS {
+		c.TLS = rc.TLSConnectionState()
+	}
+	if h := rc.Request.Header.Peek("Authorization"); h != nil {
+		c.Authorization = string(h)
+	}
+	return c
+}
+
+// usesTLS reports whether an authenticator may look at Credentials.TLS.
+func usesTLS(a Authenticator) bool {
+	switch a := a.(type) {
+	case Open:
+		return false
+	case OpenReads:
+		return a.Writers != nil && usesTLS(a.Writers)
+	case *OIDC:
+		return false
+	}
+	return true // ClientCerts, and any other
+}
+
 // Authenticator decides what a request may do. It returns an *AuthError to
 // reject the request outright (401: no or bad credentials); a valid client
 // that may not do something gets an Access without that right (403 later).
 type Authenticator interface {
-	Authenticate(r *http.Request) (Access, error)
+	Authenticate(ctx context.Context, c Credentials) (Access, error)
 }
 
 // AuthError rejects a request. Reason goes to the log and the metrics only;
@@ -45,7 +81,7 @@ func (e *AuthError) Error() string { return fmt.Sprintf("%d: %s", e.Status, e.Re
 type Open struct{}
 
 // Authenticate grants everything.
-func (Open) Authenticate(*http.Request) (Access, error) {
+func (Open) Authenticate(context.Context, Credentials) (Access, error) {
 	return Access{Subject: "anonymous", Read: true, Write: true}, nil
 }
 
@@ -54,15 +90,15 @@ func (Open) Authenticate(*http.Request) (Access, error) {
 type OpenReads struct{ Writers Authenticator }
 
 // Authenticate grants reads and delegates writes.
-func (o OpenReads) Authenticate(r *http.Request) (Access, error) {
+func (o OpenReads) Authenticate(ctx context.Context, c Credentials) (Access, error) {
 	a := Access{Subject: "anonymous", Read: true}
 	if o.Writers == nil {
 		return a, nil
 	}
-	if !hasCredentials(r) {
+	if !c.present() {
 		return a, nil
 	}
-	w, err := o.Writers.Authenticate(r)
+	w, err := o.Writers.Authenticate(ctx, c)
 	if err != nil {
 		return Access{}, err
 	}
@@ -70,8 +106,9 @@ func (o OpenReads) Authenticate(r *http.Request) (Access, error) {
 	return w, nil
 }
 
-func hasCredentials(r *http.Request) bool {
-	return r.Header.Get("Authorization") != "" || (r.TLS != nil && len(r.TLS.PeerCertificates) > 0)
+// present reports whether the client offered any credentials.
+func (c Credentials) present() bool {
+	return c.Authorization != "" || (c.TLS != nil && len(c.TLS.PeerCertificates) > 0)
 }
 
 // ClientCerts authenticates by TLS client certificate. The TLS listener must
@@ -89,11 +126,11 @@ type ClientCerts struct {
 }
 
 // Authenticate checks the verified client certificate.
-func (c ClientCerts) Authenticate(r *http.Request) (Access, error) {
-	if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 || len(r.TLS.VerifiedChains[0]) == 0 {
+func (c ClientCerts) Authenticate(_ context.Context, cr Credentials) (Access, error) {
+	if cr.TLS == nil || len(cr.TLS.VerifiedChains) == 0 || len(cr.TLS.VerifiedChains[0]) == 0 {
 		return Access{}, &AuthError{Status: http.StatusUnauthorized, Reason: "no verified client certificate"}
 	}
-	cert := r.TLS.VerifiedChains[0][0]
+	cert := cr.TLS.VerifiedChains[0][0]
 	dn := SubjectDN(cert)
 	return Access{Subject: dn, Read: true, Write: c.isWriter(cert, dn)}, nil
 }
@@ -177,8 +214,8 @@ func NewOIDC(cfg OIDCConfig) (*OIDC, error) {
 }
 
 // Authenticate verifies the bearer token and matches its subject.
-func (o *OIDC) Authenticate(r *http.Request) (Access, error) {
-	h := r.Header.Get("Authorization")
+func (o *OIDC) Authenticate(ctx context.Context, c Credentials) (Access, error) {
+	h := c.Authorization
 	if h == "" {
 		return Access{}, &AuthError{Status: http.StatusUnauthorized, Reason: "missing bearer token"}
 	}
@@ -187,7 +224,7 @@ func (o *OIDC) Authenticate(r *http.Request) (Access, error) {
 	if !ok || !strings.EqualFold(scheme, "Bearer") || raw == "" {
 		return Access{}, &AuthError{Status: http.StatusUnauthorized, Reason: "authorization is not a bearer token"}
 	}
-	tok, err := o.verifier.Verify(r.Context(), raw)
+	tok, err := o.verifier.Verify(ctx, raw)
 	if err != nil {
 		return Access{}, &AuthError{Status: http.StatusUnauthorized, Reason: "invalid token: " + err.Error()}
 	}

@@ -194,8 +194,8 @@ func TestMTLS(t *testing.T) {
 		t.Fatalf("writer (CN shorthand) PUT: %v", err)
 	}
 	// the DN is matched exactly: CN=builder-01 alone is not CN=builder-01,O=Example
-	r := &http.Request{TLS: &tls.ConnectionState{VerifiedChains: [][]*x509.Certificate{{mustParse(t, filepath.Join(dir, "writer.crt"))}}}}
-	a, err := gateway.ClientCerts{Writers: []string{"CN=builder-01,O=Other"}}.Authenticate(r)
+	cr := gateway.Credentials{TLS: &tls.ConnectionState{VerifiedChains: [][]*x509.Certificate{{mustParse(t, filepath.Join(dir, "writer.crt"))}}}}
+	a, err := gateway.ClientCerts{Writers: []string{"CN=builder-01,O=Other"}}.Authenticate(cctx, cr)
 	if err != nil || a.Write || !a.Read || a.Subject != "CN=builder-01,O=Example" {
 		t.Fatalf("DN mismatch granted write or wrong subject: %+v %v", a, err)
 	}

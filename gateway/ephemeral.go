@@ -4,11 +4,9 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"sync"
 	"time"
 
@@ -61,56 +59,23 @@ func Ephemeral(ctx context.Context, st storage.Store, opts ...EphemeralOption) (
 	if err != nil {
 		return "", nil, fmt.Errorf("ephemeral gateway: listen: %w", err)
 	}
-	srv := newHTTPServer(h, cfg.Logger)
-	srv.BaseContext = func(net.Listener) context.Context { return context.WithoutCancel(ctx) }
+	// The endpoint runs until ctx ends or stop is called, whichever comes
+	// first; requests in flight then get 5 seconds to finish.
+	sctx, cancel := context.WithCancel(ctx)
 	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
-	stopped := make(chan struct{})
+	go func() { served <- serve(sctx, ln, nil, 5*time.Second, cfg.Logger, h.handler, h.bodyTimeout) }()
 	var once sync.Once
-	go func() {
-		select {
-		case <-ctx.Done():
-			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			_ = srv.Shutdown(sctx)
-		case <-stopped:
-		}
-	}()
-	stop = func(sctx context.Context) error {
-		err := http.ErrServerClosed
+	stop = func(stopCtx context.Context) error {
+		var err error
 		once.Do(func() {
-			close(stopped)
-			err = srv.Shutdown(sctx)
-			if err != nil {
-				srv.Close()
-			}
-			if serr := <-served; serr != nil && !errors.Is(serr, http.ErrServerClosed) && err == nil {
-				err = serr
+			cancel()
+			select {
+			case err = <-served:
+			case <-stopCtx.Done():
+				err = stopCtx.Err()
 			}
 		})
-		if errors.Is(err, http.ErrServerClosed) {
-			return nil
-		}
 		return err
 	}
 	return "http://" + ln.Addr().String() + "/" + token, stop, nil
-}
-
-// newHTTPServer has the timeouts every gateway listener uses: headers must
-// arrive within 30 s and idle keep-alive connections close after 2 min.
-// Bodies are bounded per request by MinRate deadlines (see Server.deadline),
-// since a fixed read or write timeout would cut off multi-GiB NARs.
-func newHTTPServer(h http.Handler, log *slog.Logger) *http.Server {
-	if log == nil {
-		log = slog.Default()
-	}
-	return &http.Server{
-		Handler:           h,
-		ReadHeaderTimeout: 30 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    64 << 10,
-		// TLS handshake failures (foreign or expired client certificates)
-		// and the like, as warnings in the structured log.
-		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}
 }

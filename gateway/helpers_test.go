@@ -7,10 +7,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nix-community/go-nix/pkg/nixbase32"
 
@@ -44,12 +46,42 @@ func (p fakePath) narinfo(refs ...fakePath) []byte {
 		p.abs(), p.narKey(), "0gxb81ndn2bcmhbsvsvzydy6s0ip0b1qmy2dx6c0r0fmi1ki7p28", len(p.narBody()), strings.Join(rs, " "))
 }
 
-// env is a gateway over a store, served by httptest on 127.0.0.1.
+// env is a gateway over a store, served on 127.0.0.1.
 type env struct {
 	t   *testing.T
 	st  storage.Store
-	srv *httptest.Server
+	srv *testServer
 	gw  *gateway.Server
+}
+
+// testServer is a gateway served by gateway.Serve on a loopback port until
+// the test ends.
+type testServer struct {
+	URL string
+	hc  *http.Client
+}
+
+// Client is an HTTP client for the server (its own keep-alive pool).
+func (ts *testServer) Client() *http.Client { return ts.hc }
+
+func startServer(t testing.TB, gw *gateway.Server) *testServer {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- gateway.Serve(ctx, ln, gw, nil, time.Second) }()
+	ts := &testServer{URL: "http://" + ln.Addr().String(), hc: &http.Client{Transport: &http.Transport{}}}
+	t.Cleanup(func() {
+		ts.hc.CloseIdleConnections()
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("gateway.Serve: %v", err)
+		}
+	})
+	return ts
 }
 
 func newEnv(t *testing.T, st storage.Store, cfg gateway.Config) *env {
@@ -64,9 +96,7 @@ func newEnv(t *testing.T, st storage.Store, cfg gateway.Config) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(gw)
-	t.Cleanup(srv.Close)
-	return &env{t: t, st: st, srv: srv, gw: gw}
+	return &env{t: t, st: st, srv: startServer(t, gw), gw: gw}
 }
 
 type resp struct {

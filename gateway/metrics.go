@@ -1,13 +1,13 @@
 package gateway
 
 import (
-	"io"
-	"net/http"
 	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/valyala/fasthttp"
+	"github.com/valyala/fasthttp/fasthttpadaptor"
 )
 
 // metrics are per Server (own registry), so tests and several servers in one
@@ -50,62 +50,14 @@ func newMetrics() *metrics {
 	return m
 }
 
-func (m *metrics) handler() http.Handler {
-	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
+// handler is the Prometheus exposition (promhttp, with its content
+// negotiation), bridged to fasthttp.
+func (m *metrics) handler() fasthttp.RequestHandler {
+	return fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))
 }
 
 func (m *metrics) observe(method string, code int, d time.Duration, n int64) {
 	m.requests.WithLabelValues(method, strconv.Itoa(code)).Inc()
 	m.latency.WithLabelValues(method).Observe(d.Seconds())
 	m.bytesOut.Add(float64(n))
-}
-
-// recorder captures status and bytes for the access log and metrics. It
-// keeps io.ReaderFrom so that net/http can still use sendfile(2) for files.
-type recorder struct {
-	http.ResponseWriter
-	code int
-	n    int64
-}
-
-func (r *recorder) WriteHeader(code int) {
-	if r.code == 0 {
-		r.code = code
-	}
-	r.ResponseWriter.WriteHeader(code)
-}
-
-func (r *recorder) Write(p []byte) (int, error) {
-	if r.code == 0 {
-		r.code = http.StatusOK
-	}
-	n, err := r.ResponseWriter.Write(p)
-	r.n += int64(n)
-	return n, err
-}
-
-// ReadFrom forwards to the connection's ReaderFrom (sendfile/splice).
-func (r *recorder) ReadFrom(src io.Reader) (int64, error) {
-	if r.code == 0 {
-		r.code = http.StatusOK
-	}
-	var n int64
-	var err error
-	if rf, ok := r.ResponseWriter.(io.ReaderFrom); ok {
-		n, err = rf.ReadFrom(src)
-	} else {
-		n, err = io.Copy(struct{ io.Writer }{r.ResponseWriter}, src)
-	}
-	r.n += n
-	return n, err
-}
-
-// Unwrap lets http.ResponseController reach the connection (deadlines, flush).
-func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
-
-func (r *recorder) status() int {
-	if r.code == 0 {
-		return http.StatusOK
-	}
-	return r.code
 }

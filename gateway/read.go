@@ -1,119 +1,132 @@
 package gateway
 
 import (
-	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"strconv"
 	"sync"
-	"time"
+
+	"github.com/valyala/fasthttp"
 
 	"github.com/kiss-cache/kiss/storage"
 )
 
-func (s *Server) get(w *recorder, r *http.Request, a Access, key string) error {
-	if !a.Read {
-		return fail(http.StatusForbidden, "", "forbidden")
+// get answers GET and HEAD of a cache object.
+func (s *Server) get(x *exchange, key string) error {
+	if !x.access.Read {
+		return fail(fasthttp.StatusForbidden, "", "forbidden")
 	}
 	k, err := classify(key)
 	if err != nil {
 		if errors.Is(storage.ValidateKey(key), storage.ErrInvalidKey) {
-			return fail(http.StatusBadRequest, "", "%v", err)
+			return fail(fasthttp.StatusBadRequest, "", "%v", err)
 		}
 		// Files that are not cache objects (temp files, the closure
 		// memo, …) do not exist as far as HTTP is concerned.
-		return fail(http.StatusNotFound, "", "not found")
+		return fail(fasthttp.StatusNotFound, "", "not found")
 	}
-	if writersOnly(k) && !a.Write {
-		return fail(http.StatusForbidden, "", "forbidden")
+	if writersOnly(k) && !x.access.Write {
+		return fail(fasthttp.StatusForbidden, "", "forbidden")
 	}
 	if k == kindCacheInfo {
-		w.Header().Set("Content-Type", contentType(k, key))
-		w.Header().Set("Cache-Control", "public, max-age=300")
-		http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(s.info))
+		x.rc.Response.Header.SetContentType(contentType(k, key))
+		x.set("Cache-Control", "public, max-age=300")
+		x.body(s.info)
 		return nil
 	}
-	ctx := r.Context()
-	var (
-		obj     storage.Object
-		content io.ReadSeeker
-	)
 	// One round trip where possible: Get returns the attributes with the
-	// stream. HEAD and ranged reads from a remote store only Stat, and the
-	// lazy reader opens exactly the range that is asked for.
-	if r.Method == http.MethodHead || (r.Header.Get("Range") != "" && !s.st.Capabilities().Local) {
-		obj, err = s.st.Stat(ctx, key)
+	// stream. HEAD, and a ranged read from a remote store, only Stat; the
+	// range is then opened alone.
+	if x.method == fasthttp.MethodHead || (x.hasHeader("Range") && !s.st.Capabilities().Local) {
+		obj, err := s.st.Stat(x.ctx, key)
 		if err != nil {
-			return s.miss(w, r, a, k, key, err)
+			return s.miss(x, k, key, err)
 		}
-		lr := &lazyReader{ctx: ctx, st: s.st, key: key, size: obj.Size}
-		defer lr.Close()
-		content = lr
-	} else {
-		rd, err := s.st.Get(ctx, key)
-		if err != nil {
-			return s.miss(w, r, a, k, key, err)
-		}
-		obj = rd.Object()
-		if obj.Size >= 0 && obj.Size <= smallObject && r.Header.Get("Range") == "" {
-			// narinfo, .ls, markers: read whole and answer with one
-			// write (headers and body in one segment), which is what
-			// keeps a narinfo round trip close to nginx's.
-			buf := smallBufs.Get().(*[]byte)
-			defer smallBufs.Put(buf)
-			b := (*buf)[:obj.Size]
-			_, err := io.ReadFull(rd, b)
-			rd.Close()
-			if err != nil {
-				return err
-			}
-			s.setObjectHeaders(w, k, key, obj)
-			if plainGet(r) {
-				// no conditions, no range: skip ServeContent's machinery
-				h := w.Header()
-				if !obj.ModTime.IsZero() {
-					h.Set("Last-Modified", obj.ModTime.UTC().Format(http.TimeFormat))
-				}
-				h.Set("Content-Length", strconv.Itoa(len(b)))
-				w.WriteHeader(http.StatusOK)
-				w.Write(b)
-				return nil
-			}
-			http.ServeContent(w, r, "", obj.ModTime, bytes.NewReader(b))
-			return nil
-		}
-		if fr, ok := rd.(storage.FileReader); ok && fr.File() != nil {
-			// *os.File: net/http copies it with sendfile(2).
-			defer rd.Close()
-			content = fr.File()
-		} else {
-			lr := &lazyReader{ctx: ctx, st: s.st, key: key, size: obj.Size, rd: rd}
-			defer lr.Close()
-			content = lr
-		}
+		return s.send(x, k, key, obj, nil)
 	}
-	s.setObjectHeaders(w, k, key, obj)
-	_ = http.NewResponseController(w).SetWriteDeadline(s.deadline(obj.Size))
-	http.ServeContent(w, r, "", obj.ModTime, content)
-	return nil
+	rd, err := s.st.Get(x.ctx, key)
+	if err != nil {
+		return s.miss(x, k, key, err)
+	}
+	return s.send(x, k, key, rd.Object(), rd)
 }
 
-// plainGet: a GET with no conditional or range header, which needs no
-// more than status, headers and the body.
-func plainGet(r *http.Request) bool {
-	if r.Method != http.MethodGet {
-		return false
-	}
-	h := r.Header
-	for _, k := range [...]string{"Range", "If-None-Match", "If-Modified-Since", "If-Match", "If-Unmodified-Since", "If-Range"} {
-		if _, ok := h[k]; ok {
-			return false
+// send answers a read of obj: 304 or 412 by the request's conditions, 416
+// or 206 by its Range, or the whole object. rd is the whole object, open
+// (nil: open what is needed); send always closes it.
+func (s *Server) send(x *exchange, k kind, key string, obj storage.Object, rd storage.Reader) error {
+	closeRd := func() {
+		if rd != nil {
+			rd.Close()
 		}
 	}
-	return true
+	h := &x.rc.Request.Header
+	etag := httpETag(obj.ETag)
+	if code := precondition(h, etag, obj.ModTime); code != 0 {
+		closeRd()
+		if code == fasthttp.StatusPreconditionFailed {
+			return fail(code, "", "precondition failed")
+		}
+		s.setObjectHeaders(x, k, key, obj)
+		x.rc.Response.Header.Del("Content-Type")
+		x.status(code)
+		return nil
+	}
+	br, ranged, unsatisfiable := rangeOf(h, obj.Size, etag, obj.ModTime)
+	if unsatisfiable {
+		closeRd()
+		x.set("Content-Range", "bytes */"+strconv.FormatInt(obj.Size, 10))
+		return fail(fasthttp.StatusRequestedRangeNotSatisfiable, "", "range not satisfiable")
+	}
+	s.setObjectHeaders(x, k, key, obj)
+	off, size := int64(0), obj.Size
+	if ranged {
+		off, size = br.start, br.length
+		x.set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", br.start, br.start+br.length-1, obj.Size))
+		x.status(fasthttp.StatusPartialContent)
+	}
+	if x.method == fasthttp.MethodHead {
+		closeRd()
+		x.rc.Response.Header.SetContentLength(int(size))
+		return nil
+	}
+	if rd != nil && !ranged && size >= 0 && size <= smallObject {
+		// narinfo, .ls, markers: read whole and answer with one write
+		// (headers and body in one segment).
+		buf := smallBufs.Get().(*[]byte)
+		defer smallBufs.Put(buf)
+		b := (*buf)[:size]
+		_, err := io.ReadFull(rd, b)
+		rd.Close()
+		if err != nil {
+			return err
+		}
+		x.body(b)
+		return nil
+	}
+	var body io.Reader = rd
+	if fr, ok := rd.(storage.FileReader); ok && fr.File() != nil {
+		// *os.File: the connection copies it with sendfile(2).
+		f := fr.File()
+		if off > 0 {
+			if _, err := f.Seek(off, io.SeekStart); err != nil {
+				rd.Close()
+				return err
+			}
+		}
+		body = f
+	} else if rd == nil || off > 0 {
+		closeRd()
+		var err error
+		if rd, err = s.st.GetRange(x.ctx, key, off, size); err != nil {
+			return err
+		}
+		body = rd
+	}
+	_ = x.rc.SetWriteDeadline(s.deadline(size))
+	x.stream(body, rd, size)
+	return nil
 }
 
 // smallObject is the size up to which an object is read whole before it is
@@ -124,75 +137,9 @@ var smallBufs = sync.Pool{New: func() any { b := make([]byte, smallObject); retu
 
 // miss handles a read of an absent key: the upstream cache if one is
 // configured and the key is cache content, 404 otherwise.
-func (s *Server) miss(w *recorder, r *http.Request, a Access, k kind, key string, err error) error {
-	if errors.Is(err, storage.ErrNotFound) && s.cfg.Upstream != "" && upstreamable(k) && !a.Write {
-		return s.fromUpstream(w, r, k, key)
+func (s *Server) miss(x *exchange, k kind, key string, err error) error {
+	if errors.Is(err, storage.ErrNotFound) && s.cfg.Upstream != "" && upstreamable(k) && !x.access.Write {
+		return s.fromUpstream(x, k, key)
 	}
 	return err
-}
-
-// lazyReader is an io.ReadSeeker over a remote object that opens a ranged
-// stream only when bytes are read, at the position they are read from, so
-// http.ServeContent's seeks (size probe, Range) cost no requests and no
-// object is ever buffered whole.
-type lazyReader struct {
-	ctx   context.Context
-	st    storage.Store
-	key   string
-	size  int64
-	pos   int64
-	rd    io.ReadCloser // open stream, positioned at rdPos
-	rdPos int64
-}
-
-func (l *lazyReader) Seek(off int64, whence int) (int64, error) {
-	var np int64
-	switch whence {
-	case io.SeekStart:
-		np = off
-	case io.SeekCurrent:
-		np = l.pos + off
-	case io.SeekEnd:
-		np = l.size + off
-	default:
-		return 0, fmt.Errorf("seek: bad whence %d", whence)
-	}
-	if np < 0 {
-		return 0, fmt.Errorf("seek: negative position %d", np)
-	}
-	l.pos = np
-	return np, nil
-}
-
-func (l *lazyReader) Read(p []byte) (int, error) {
-	if l.pos >= l.size {
-		return 0, io.EOF
-	}
-	if l.rd == nil || l.rdPos != l.pos {
-		if l.rd != nil {
-			l.rd.Close()
-			l.rd = nil
-		}
-		rd, err := l.st.GetRange(l.ctx, l.key, l.pos, -1)
-		if err != nil {
-			return 0, err
-		}
-		l.rd, l.rdPos = rd, l.pos
-	}
-	n, err := l.rd.Read(p)
-	l.pos += int64(n)
-	l.rdPos += int64(n)
-	if err == io.EOF && l.pos < l.size {
-		err = io.ErrUnexpectedEOF
-	}
-	return n, err
-}
-
-func (l *lazyReader) Close() error {
-	if l.rd != nil {
-		err := l.rd.Close()
-		l.rd = nil
-		return err
-	}
-	return nil
 }

@@ -1,20 +1,25 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"iter"
 	"log/slog"
+	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/nix-community/go-nix/pkg/narinfo/signature"
+	"github.com/valyala/fasthttp"
 
 	"github.com/kiss-cache/kiss/storage"
 )
@@ -72,7 +77,7 @@ const (
 	maxInfoSize    = 4 << 10
 )
 
-// Server is the gateway's http.Handler.
+// Server is the gateway: hand it to Serve (or Ephemeral) to listen.
 type Server struct {
 	st   storage.Store
 	cfg  Config
@@ -80,13 +85,17 @@ type Server struct {
 	m    *metrics
 	info []byte
 	upc  *http.Client
+	// metricsHandler serves /metrics (promhttp, bridged to fasthttp).
+	metricsHandler fasthttp.RequestHandler
+	// authTLS: Auth looks at the TLS state (client certificates).
+	authTLS bool
 
 	mirrorMu       sync.Mutex
 	mirrorInFlight map[string]bool
 }
 
-// New returns the gateway for st. It does not start listening: hand it to an
-// http.Server (see Serve / ListenAndServe) or mount it under a mux.
+// New returns the gateway for st. It does not start listening: hand it to
+// Serve.
 func New(st storage.Store, cfg Config) (*Server, error) {
 	if st == nil {
 		return nil, errors.New("gateway: nil store")
@@ -126,6 +135,8 @@ func New(st storage.Store, cfg Config) (*Server, error) {
 		cfg.Upstream = strings.TrimSuffix(cfg.Upstream, "/")
 	}
 	s := &Server{st: st, cfg: cfg, log: cfg.Logger, m: newMetrics(), upc: cfg.UpstreamClient}
+	s.metricsHandler = s.m.handler()
+	s.authTLS = usesTLS(cfg.Auth)
 	if s.log == nil {
 		s.log = slog.Default()
 	}
@@ -145,10 +156,6 @@ func New(st storage.Store, cfg Config) (*Server, error) {
 	return s, nil
 }
 
-// Metrics is the Prometheus exposition of this server's metrics, for a
-// separate listener (it is also served at /metrics to readers).
-func (s *Server) Metrics() http.Handler { return s.m.handler() }
-
 // httpError is an error with its HTTP status and a metric reason.
 type httpError struct {
 	status int
@@ -163,50 +170,84 @@ func fail(status int, reason, format string, args ...any) *httpError {
 	return &httpError{status: status, reason: reason, msg: fmt.Sprintf(format, args...)}
 }
 
-// ServeHTTP routes one request.
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	start := time.Now()
-	rec := &recorder{ResponseWriter: w}
-	access := Access{Subject: "-"}
-	var err error
-	defer func() {
-		d := time.Since(start)
-		s.m.observe(r.Method, rec.status(), d, rec.n)
-		attrs := []any{
-			"method", r.Method, "path", s.logPath(r), "status", rec.status(), "bytes", rec.n,
-			"duration", d, "remote", r.RemoteAddr, "subject", access.Subject,
+// handler serves requests; store calls run under base (see exchange.ctx).
+func (s *Server) handler(base context.Context) fasthttp.RequestHandler {
+	return func(rc *fasthttp.RequestCtx) {
+		x := &exchange{srv: s, rc: rc, ctx: base, method: methodName(rc), start: time.Now(), access: Access{Subject: "-"}}
+		x.err = s.serve(x)
+		if x.err != nil {
+			s.writeError(x, x.err)
+			if refusedUnread(x) {
+				lingerClose(rc)
+			}
 		}
-		if err != nil && rec.status() != http.StatusNotFound && rec.status() != http.StatusNotModified {
-			attrs = append(attrs, "err", err)
+		if !x.streaming {
+			n := int64(0)
+			if x.method != fasthttp.MethodHead {
+				n = int64(len(rc.Response.Body()))
+			}
+			s.finish(x, n, nil)
 		}
-		s.log.Info("request", attrs...)
-	}()
-	err = s.serve(rec, r, &access)
-	if err != nil {
-		s.writeError(rec, r, err)
 	}
 }
 
-// logPath hides the ephemeral endpoint's secret prefix from logs.
-func (s *Server) logPath(r *http.Request) string {
-	p := r.URL.Path
-	if s.cfg.Prefix != "" {
-		if rest, ok := strings.CutPrefix(p, s.cfg.Prefix); ok {
-			return "/…" + rest
-		}
+// refusedUnread: a refused upload whose body may still be on its way, more
+// of it than fasthttp discards to keep the connection (256 KiB).
+func refusedUnread(x *exchange) bool {
+	if x.method != fasthttp.MethodPut || x.rc.Response.StatusCode() == fasthttp.StatusRequestTimeout {
+		return false // no body, or a client too slow to wait for
 	}
-	return p
+	n := x.rc.Request.Header.ContentLength()
+	return n == -1 || n > 256<<10
 }
 
-func (s *Server) writeError(w *recorder, r *http.Request, err error) {
+// lingerClose ends the connection of a refused upload the way nginx's
+// lingering close does: the answer goes out, then what the client still
+// sends is read and dropped, for a short while and up to a bound, before
+// the connection closes, so the client reads the answer instead of a
+// connection reset. (fasthttp would close at once.)
+func lingerClose(rc *fasthttp.RequestCtx) {
+	var answer bytes.Buffer
+	rc.Response.Header.SetConnectionClose()
+	_, _ = rc.Response.WriteTo(&answer)
+	rc.HijackSetNoResponse(true)
+	rc.Hijack(func(c net.Conn) {
+		_ = c.SetWriteDeadline(time.Now().Add(10 * time.Second))
+		if _, err := c.Write(answer.Bytes()); err != nil {
+			return
+		}
+		_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		_, _ = io.Copy(io.Discard, io.LimitReader(c, 64<<20))
+	})
+}
+
+// methodName returns the request method as a constant string for the
+// methods the gateway knows (no allocation on the read path).
+func methodName(rc *fasthttp.RequestCtx) string {
+	switch {
+	case rc.IsGet():
+		return fasthttp.MethodGet
+	case rc.IsHead():
+		return fasthttp.MethodHead
+	case rc.IsPut():
+		return fasthttp.MethodPut
+	case rc.IsDelete():
+		return fasthttp.MethodDelete
+	case rc.IsPost():
+		return fasthttp.MethodPost
+	}
+	return string(rc.Method())
+}
+
+func (s *Server) writeError(x *exchange, err error) {
 	var he *httpError
 	var ae *AuthError
 	var re *RemoteError
 	switch {
 	case errors.As(err, &ae):
 		he = &httpError{status: ae.Status, reason: "unauthenticated", msg: "authentication required"}
-		if ae.Status == http.StatusUnauthorized && r.Header.Get("Authorization") != "" {
-			w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
+		if ae.Status == http.StatusUnauthorized && x.hasHeader("Authorization") {
+			x.set("WWW-Authenticate", `Bearer error="invalid_token"`)
 		}
 	case errors.As(err, &he):
 	case errors.As(err, &re):
@@ -232,90 +273,94 @@ func (s *Server) writeError(w *recorder, r *http.Request, err error) {
 	default:
 		he = fail(http.StatusBadGateway, "store_error", "store error")
 	}
-	if he.reason != "" && isWrite(r.Method) {
+	if he.reason != "" && isWrite(x.method) {
 		s.m.rejected.WithLabelValues(he.reason).Inc()
 	}
-	if w.code != 0 {
-		return // headers already sent (a stream broke); the log has err
-	}
+	h := &x.rc.Response.Header
 	if he.retry > 0 {
-		w.Header().Set("Retry-After", strconv.Itoa(int((he.retry+time.Second-1)/time.Second)))
+		h.Set("Retry-After", strconv.Itoa(int((he.retry+time.Second-1)/time.Second)))
 	}
-	h := w.Header()
 	if he.reason != "" {
 		h.Set(headerError, he.reason)
 	}
-	h.Del("ETag")
-	h.Del("Last-Modified")
-	h.Del("Content-Length")
-	h.Set("Content-Type", "text/plain; charset=utf-8")
+	for _, k := range [...]string{"ETag", "Last-Modified", headerMtime, "Accept-Ranges"} {
+		h.Del(k)
+	}
+	h.SetContentType("text/plain; charset=utf-8")
 	h.Set("Cache-Control", "no-store")
 	h.Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(he.status)
-	if r.Method != http.MethodHead {
-		io.WriteString(w, he.msg+"\n")
-	}
+	x.rc.Response.SetStatusCode(he.status)
+	x.rc.Response.ResetBody()
+	x.body([]byte(he.msg + "\n"))
 }
 
 func isWrite(m string) bool {
 	return m == http.MethodPut || m == http.MethodDelete || m == http.MethodPost
 }
 
-func (s *Server) serve(w *recorder, r *http.Request, access *Access) error {
-	p := r.URL.Path
+// serve routes one request.
+func (s *Server) serve(x *exchange) error {
+	p, err := url.PathUnescape(string(x.rc.URI().PathOriginal()))
+	if err != nil || !strings.HasPrefix(p, "/") {
+		x.path = "?"
+		return fail(http.StatusBadRequest, "bad_path", "malformed request path")
+	}
+	x.path = p
 	if s.cfg.Prefix != "" {
 		// constant-time: the ephemeral endpoint's prefix is its credential
 		n := len(s.cfg.Prefix)
 		if len(p) < n || subtle.ConstantTimeCompare([]byte(p[:n]), []byte(s.cfg.Prefix)) != 1 || (len(p) > n && p[n] != '/') {
+			x.path = "/…"
 			return fail(http.StatusNotFound, "", "not found")
 		}
 		p = p[n:]
+		x.path = "/…" + p // the secret prefix stays out of logs
 	}
 	if p == "" {
 		p = "/"
 	}
 	if p == "/healthz" {
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		w.Header().Set("Cache-Control", "no-store")
-		io.WriteString(w, "ok\n")
+		x.rc.Response.Header.SetContentType("text/plain; charset=utf-8")
+		x.set("Cache-Control", "no-store")
+		x.body([]byte("ok\n"))
 		return nil
 	}
-	a, err := s.cfg.Auth.Authenticate(r)
+	a, err := s.cfg.Auth.Authenticate(x.ctx, credentials(x.rc, s.authTLS))
 	if err != nil {
 		return err
 	}
-	*access = a
-	key := strings.TrimPrefix(p, "/")
-	q := r.URL.Query()
+	x.access = a
+	key := p[1:]
+	q := x.rc.QueryArgs()
 	switch {
-	case key == "metrics" && (r.Method == http.MethodGet || r.Method == http.MethodHead):
+	case key == "metrics" && (x.method == http.MethodGet || x.method == http.MethodHead):
 		if !a.Read {
 			return fail(http.StatusForbidden, "", "forbidden")
 		}
-		s.m.handler().ServeHTTP(w, r)
+		s.metricsHandler(x.rc)
 		return nil
 	case q.Has("list"):
-		if r.Method != http.MethodGet {
-			return methodNotAllowed(w, "GET")
+		if x.method != http.MethodGet {
+			return methodNotAllowed(x, "GET")
 		}
-		return s.list(w, r, a, key)
-	case key == "" && q.Get("kiss") == "info":
-		return s.serverInfo(w, r, a)
+		return s.list(x, key)
+	case key == "" && string(q.Peek("kiss")) == "info":
+		return s.serverInfo(x)
 	}
-	switch r.Method {
+	switch x.method {
 	case http.MethodGet, http.MethodHead:
-		return s.get(w, r, a, key)
+		return s.get(x, key)
 	case http.MethodPut:
-		return s.put(w, r, a, key)
+		return s.put(x, key)
 	case http.MethodDelete:
-		return s.delete(w, r, a, key)
+		return s.delete(x, key)
 	default:
-		return methodNotAllowed(w, "GET, HEAD, PUT, DELETE")
+		return methodNotAllowed(x, "GET, HEAD, PUT, DELETE")
 	}
 }
 
-func methodNotAllowed(w http.ResponseWriter, allow string) error {
-	w.Header().Set("Allow", allow)
+func methodNotAllowed(x *exchange, allow string) error {
+	x.set("Allow", allow)
 	return fail(http.StatusMethodNotAllowed, "method", "method not allowed")
 }
 
@@ -330,21 +375,27 @@ type info struct {
 	Write        bool                 `json:"write"`
 }
 
-func (s *Server) serverInfo(w http.ResponseWriter, r *http.Request, a Access) error {
+func (s *Server) serverInfo(x *exchange) error {
+	a := x.access
 	if !a.Read {
 		return fail(http.StatusForbidden, "", "forbidden")
 	}
-	now, err := s.st.Now(r.Context())
+	now, err := s.st.Now(x.ctx)
 	if err != nil {
 		return err
 	}
 	caps := s.st.Capabilities()
 	caps.Local = false
 	caps.MaxBatchDelete = 0
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.Header().Set(headerNow, now.UTC().Format(time.RFC3339Nano))
-	return json.NewEncoder(w).Encode(info{Now: now.UTC(), Capabilities: caps, ReadOnly: s.cfg.ReadOnly, Read: a.Read, Write: a.Write && !s.cfg.ReadOnly})
+	b, err := json.Marshal(info{Now: now.UTC(), Capabilities: caps, ReadOnly: s.cfg.ReadOnly, Read: a.Read, Write: a.Write && !s.cfg.ReadOnly})
+	if err != nil {
+		return err
+	}
+	x.rc.Response.Header.SetContentType("application/json")
+	x.set("Cache-Control", "no-store")
+	x.set(headerNow, now.UTC().Format(time.RFC3339Nano))
+	x.body(append(b, '\n'))
+	return nil
 }
 
 // Response headers of the gateway's own API.
@@ -374,10 +425,11 @@ type listTrailer struct {
 	Error string `json:"error,omitempty"`
 }
 
-func (s *Server) list(w *recorder, r *http.Request, a Access, prefix string) error {
+func (s *Server) list(x *exchange, prefix string) error {
 	if err := storage.ValidatePrefix(prefix); err != nil {
 		return fail(http.StatusBadRequest, "", "%v", err)
 	}
+	a := x.access
 	// Leases are writers' business (as the original's lock directory);
 	// markers are a deployment channel any reader may follow; the rest of
 	// the cache is enumerable by writers only.
@@ -399,30 +451,63 @@ func (s *Server) list(w *recorder, r *http.Request, a Access, prefix string) err
 			return fail(http.StatusForbidden, "", "forbidden")
 		}
 	}
-	return s.listFiltered(w, r, prefix, keep)
+	next, stop := iter.Pull2(s.st.List(x.ctx, prefix))
+	// The first entry (or error) is read before the status is sent, so a
+	// listing that fails at once is an HTTP error, not a 200.
+	obj, err, ok := next()
+	if ok && err != nil {
+		stop()
+		return err
+	}
+	x.rc.Response.Header.SetContentType("application/x-ndjson")
+	x.set("Cache-Control", "no-store")
+	ls := &listStream{next: next, stop: stop, keep: keep, pending: obj, more: ok}
+	x.stream(ls, ls, -1)
+	return nil
 }
 
-func (s *Server) listFiltered(w *recorder, r *http.Request, prefix string, keep func(string) bool) error {
-	w.Header().Set("Content-Type", "application/x-ndjson")
-	w.Header().Set("Cache-Control", "no-store")
-	enc := json.NewEncoder(w)
-	n := 0
-	for obj, err := range s.st.List(r.Context(), prefix) {
-		if err != nil {
-			if w.code == 0 {
-				return err
-			}
-			return enc.Encode(listTrailer{End: false, Count: n, Error: err.Error()})
+// listStream is a listing's body: JSON lines made as the connection reads
+// them, ending with a listTrailer.
+type listStream struct {
+	next    func() (storage.Object, error, bool)
+	stop    func()
+	keep    func(string) bool
+	pending storage.Object // the entry read before the status was sent
+	more    bool           // pending is valid
+	buf     bytes.Buffer
+	n       int
+	done    bool
+}
+
+func (l *listStream) Read(p []byte) (int, error) {
+	enc := json.NewEncoder(&l.buf)
+	for l.buf.Len() < len(p) && !l.done {
+		if !l.more {
+			enc.Encode(listTrailer{End: true, Count: l.n})
+			l.done = true
+			break
 		}
-		if keep != nil && !keep(obj.Key) {
-			continue
+		obj := l.pending
+		if l.keep == nil || l.keep(obj.Key) {
+			enc.Encode(listEntry{Key: obj.Key, Size: obj.Size, MTime: obj.ModTime.UTC(), ETag: httpETag(obj.ETag)})
+			l.n++
 		}
-		if err := enc.Encode(listEntry{Key: obj.Key, Size: obj.Size, MTime: obj.ModTime.UTC(), ETag: httpETag(obj.ETag)}); err != nil {
-			return err
+		var err error
+		l.pending, err, l.more = l.next()
+		if l.more && err != nil {
+			enc.Encode(listTrailer{End: false, Count: l.n, Error: err.Error()})
+			l.done = true
 		}
-		n++
 	}
-	return enc.Encode(listTrailer{End: true, Count: n})
+	if l.buf.Len() == 0 {
+		return 0, io.EOF
+	}
+	return l.buf.Read(p)
+}
+
+func (l *listStream) Close() error {
+	l.stop()
+	return nil
 }
 
 // httpETag makes a storage ETag a valid HTTP entity tag (quoted).
@@ -451,15 +536,17 @@ func (s *Server) storageETag(ctx context.Context, key, tag string) (string, erro
 	return "", nil
 }
 
-func (s *Server) setObjectHeaders(w http.ResponseWriter, k kind, key string, obj storage.Object) {
-	h := w.Header()
-	h.Set("Content-Type", contentType(k, key))
+func (s *Server) setObjectHeaders(x *exchange, k kind, key string, obj storage.Object) {
+	h := &x.rc.Response.Header
+	h.SetContentType(contentType(k, key))
 	h.Set("Cache-Control", cacheControl(k))
 	if obj.ETag != "" {
 		h.Set("ETag", httpETag(obj.ETag))
 	}
 	if !obj.ModTime.IsZero() {
-		h.Set(headerMtime, obj.ModTime.UTC().Format(time.RFC3339Nano))
+		mt := obj.ModTime.UTC()
+		h.Set(headerMtime, mt.Format(time.RFC3339Nano))
+		h.SetLastModified(mt)
 	}
 	h.Set("Accept-Ranges", "bytes")
 	h.Set("X-Content-Type-Options", "nosniff")

@@ -60,6 +60,21 @@ func TestReadHeaders(t *testing.T) {
 			if r.body != string(nar[len(nar)-5:]) {
 				t.Errorf("suffix range %q", r.body)
 			}
+			r = e.do("GET", "/"+p.narKey(), nil, "Range", "bytes=5000-")
+			wantCode(t, "unsatisfiable range", r, 416)
+			if cr := r.hdr.Get("Content-Range"); cr != "bytes */3200" {
+				t.Errorf("416 Content-Range %q", cr)
+			}
+			r = e.do("GET", "/"+p.narKey(), nil, "Range", "bytes=0-1,5-6")
+			wantCode(t, "several ranges: the whole object", r, 200)
+			if r.body != string(nar) {
+				t.Errorf("multi-range answer is not the whole object")
+			}
+			if lm := e.do("HEAD", "/"+p.narinfoKey(), nil).hdr.Get("Last-Modified"); lm == "" {
+				t.Errorf("no Last-Modified")
+			} else {
+				wantCode(t, "If-Modified-Since", e.do("GET", "/"+p.narinfoKey(), nil, "If-Modified-Since", lm), 304)
+			}
 			r = e.do("HEAD", "/"+p.narKey(), nil)
 			wantCode(t, "head", r, 200)
 			if r.hdr.Get("Content-Length") != "3200" || r.body != "" {
@@ -173,6 +188,9 @@ func TestWriteAccess(t *testing.T) {
 	p := newPath("p")
 	readers := newEnv(t, nil, gateway.Config{}) // OpenReads{} with no writers
 	wantCode(t, "reader PUT", readers.do("PUT", "/"+p.narKey(), p.narBody()), 403)
+	// a large body refused unread: the client still reads the answer (the
+	// connection lingers instead of resetting)
+	wantCode(t, "reader PUT of 16 MiB", readers.do("PUT", "/"+p.narKey(), bytes.Repeat([]byte("x"), 16<<20)), 403)
 	wantCode(t, "reader DELETE", readers.do("DELETE", "/gcroots/x", nil), 403)
 	ro := newEnv(t, nil, gateway.Config{Auth: gateway.Open{}, ReadOnly: true})
 	r := ro.do("PUT", "/"+p.narKey(), p.narBody())

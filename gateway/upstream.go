@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"strconv"
 	"time"
 
 	"github.com/kiss-cache/kiss/nixcache"
@@ -33,91 +32,123 @@ func upstreamable(k kind) bool {
 // the store (fetched in the background), so the store never holds a narinfo
 // without its NAR (invariant I2). Copies are unrooted: the pruner removes
 // them unless a root reaches them.
-func (s *Server) fromUpstream(w *recorder, r *http.Request, k kind, key string) error {
-	ctx := r.Context()
+func (s *Server) fromUpstream(x *exchange, k kind, key string) error {
 	method := http.MethodGet
-	if r.Method == http.MethodHead {
+	if x.method == http.MethodHead {
 		method = http.MethodHead // Nix asks with HEAD whether a narinfo exists
 	}
-	resp, err := s.upstreamDo(ctx, method, key)
+	resp, err := s.upstreamDo(x.ctx, method, key)
 	if err != nil {
 		s.m.upstream.WithLabelValues("error").Inc()
 		s.log.Warn("upstream fetch failed", "key", key, "err", err)
 		return fail(http.StatusBadGateway, "", "upstream fetch failed")
 	}
-	defer resp.Body.Close()
 	switch {
 	case resp.StatusCode == http.StatusNotFound || resp.StatusCode == http.StatusForbidden:
+		resp.Body.Close()
 		s.m.upstream.WithLabelValues("miss").Inc()
 		return fail(http.StatusNotFound, "", "not found")
 	case resp.StatusCode != http.StatusOK:
+		resp.Body.Close()
 		s.m.upstream.WithLabelValues("error").Inc()
 		return fail(http.StatusBadGateway, "", "upstream answered %s", resp.Status)
 	}
 	s.m.upstream.WithLabelValues("hit").Inc()
-	h := w.Header()
-	h.Set("Content-Type", contentType(k, key))
-	h.Set("Cache-Control", cacheControl(k))
-	h.Set("X-Content-Type-Options", "nosniff")
+	x.rc.Response.Header.SetContentType(contentType(k, key))
+	x.set("Cache-Control", cacheControl(k))
+	x.set("X-Content-Type-Options", "nosniff")
 	if method == http.MethodHead {
+		resp.Body.Close()
 		if resp.ContentLength >= 0 {
-			h.Set("Content-Length", strconv.FormatInt(resp.ContentLength, 10))
+			x.rc.Response.Header.SetContentLength(int(resp.ContentLength))
 		}
-		w.WriteHeader(http.StatusOK)
 		return nil
 	}
 	if k == kindNarinfo {
 		buf, err := io.ReadAll(io.LimitReader(resp.Body, maxNarinfoSize+1))
+		resp.Body.Close()
 		if err != nil || len(buf) > maxNarinfoSize {
 			return fail(http.StatusBadGateway, "", "upstream narinfo unreadable or too large")
 		}
-		h.Set("Content-Length", strconv.Itoa(len(buf)))
-		w.WriteHeader(http.StatusOK)
-		w.Write(buf)
+		x.body(buf)
 		s.mirrorNarinfo(key, buf)
 		return nil
 	}
-	if resp.ContentLength >= 0 {
-		h.Set("Content-Length", strconv.FormatInt(resp.ContentLength, 10))
-	}
-	rc := http.NewResponseController(w)
-	_ = rc.SetWriteDeadline(s.deadline(resp.ContentLength))
-	w.WriteHeader(http.StatusOK)
+	_ = x.rc.SetWriteDeadline(s.deadline(resp.ContentLength))
 	// Tee into the store. A client that goes away does not stop the copy
 	// (the next reader wants it too); an upstream that breaks makes the
 	// Put fail, so no partial object ever appears at key.
-	pr, pw := io.Pipe()
-	done := make(chan error, 1)
-	go func() {
-		_, err := s.st.Put(context.WithoutCancel(ctx), key, pr, storage.PutOptions{ContentType: contentType(k, key)})
-		pr.CloseWithError(err)
-		done <- err
-	}()
-	cw := &clientWriter{w: w}
-	src := io.Reader(&exactReader{r: resp.Body, want: resp.ContentLength})
+	t := s.tee(x.ctx, k, key, &exactReader{r: resp.Body, want: resp.ContentLength}, resp.Body)
+	toClient := io.Reader(t)
 	if resp.ContentLength < 0 {
-		src = &rollingDeadline{r: src, set: rc.SetWriteDeadline, grace: s.cfg.TransferGrace, step: int64(float64(s.cfg.MinRate) * s.cfg.TransferGrace.Seconds())}
+		toClient = &rollingDeadline{r: t, set: x.rc.SetWriteDeadline, grace: s.cfg.TransferGrace, step: int64(float64(s.cfg.MinRate) * s.cfg.TransferGrace.Seconds())}
 	}
-	_, cerr := io.Copy(pw, io.TeeReader(src, cw))
-	pw.CloseWithError(cerr)
-	if perr := <-done; perr != nil && cerr == nil {
-		s.log.Warn("storing upstream object failed", "key", key, "err", perr)
-	}
+	x.stream(toClient, t, resp.ContentLength)
 	return nil
 }
 
-// clientWriter forwards to the client until the first error, then drops
-// bytes silently so the store copy can finish.
-type clientWriter struct {
-	w   io.Writer
-	err error
+// teeBody is an upstream object on its way to the client and, through a
+// pipe, into the store.
+type teeBody struct {
+	s       *Server
+	key     string
+	src     io.Reader
+	body    io.Closer // the upstream response body
+	pw      *io.PipeWriter
+	stored  chan error // the Put's result
+	srcDone bool       // src reached its end (or failed)
+	srcErr  error
 }
 
-func (c *clientWriter) Write(p []byte) (int, error) {
-	if c.err == nil {
-		_, c.err = c.w.Write(p)
+func (s *Server) tee(ctx context.Context, k kind, key string, src io.Reader, body io.Closer) *teeBody {
+	pr, pw := io.Pipe()
+	t := &teeBody{s: s, key: key, src: src, body: body, pw: pw, stored: make(chan error, 1)}
+	go func() {
+		_, err := s.st.Put(context.WithoutCancel(ctx), key, pr, storage.PutOptions{ContentType: contentType(k, key)})
+		pr.CloseWithError(err)
+		t.stored <- err
+	}()
+	return t
+}
+
+// Read passes upstream bytes to the store, then to the client.
+func (t *teeBody) Read(p []byte) (int, error) {
+	n, err := t.src.Read(p)
+	if n > 0 {
+		if _, werr := t.pw.Write(p[:n]); werr != nil {
+			// the store gave up (its error comes with the Put); the
+			// client still gets the bytes
+			t.pw.CloseWithError(werr)
+		}
 	}
-	return len(p), nil
+	if err != nil {
+		t.srcDone, t.srcErr = true, err
+	}
+	return n, err
+}
+
+// Close finishes the store copy: if the client left early, the rest of the
+// object is still copied into the store, in the background.
+func (t *teeBody) Close() error {
+	finish := func() {
+		if !t.srcDone {
+			_, t.srcErr = io.Copy(t.pw, t.src)
+		}
+		if errors.Is(t.srcErr, io.EOF) {
+			t.srcErr = nil
+		}
+		t.pw.CloseWithError(t.srcErr)
+		t.body.Close()
+		if err := <-t.stored; err != nil && t.srcErr == nil {
+			t.s.log.Warn("storing upstream object failed", "key", t.key, "err", err)
+		}
+	}
+	if t.srcDone {
+		finish()
+	} else {
+		go finish()
+	}
+	return nil
 }
 
 // exactReader fails with ErrUnexpectedEOF when a body ends before its

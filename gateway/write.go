@@ -22,12 +22,12 @@ import (
 )
 
 // writeKind checks that the request may write key and returns its kind.
-func (s *Server) writeKind(r *http.Request, a Access, key string) (kind, error) {
+func (s *Server) writeKind(x *exchange, key string) (kind, error) {
 	if s.cfg.ReadOnly {
 		return kindInvalid, fail(http.StatusForbidden, "read_only", "this gateway is read-only")
 	}
-	if !a.Write {
-		return kindInvalid, fail(http.StatusForbidden, "forbidden", "forbidden: %s may not write", a.Subject)
+	if !x.access.Write {
+		return kindInvalid, fail(http.StatusForbidden, "forbidden", "forbidden: %s may not write", x.access.Subject)
 	}
 	k, err := classify(key)
 	if err != nil {
@@ -37,8 +37,8 @@ func (s *Server) writeKind(r *http.Request, a Access, key string) (kind, error) 
 }
 
 // conditions maps If-None-Match / If-Match onto storage options.
-func (s *Server) conditions(ctx context.Context, r *http.Request, key string) (ifNotExist bool, ifMatch string, err error) {
-	inm, im := r.Header.Get("If-None-Match"), r.Header.Get("If-Match")
+func (s *Server) conditions(x *exchange, key string) (ifNotExist bool, ifMatch string, err error) {
+	inm, im := x.header("If-None-Match"), x.header("If-Match")
 	if inm != "" && im != "" {
 		return false, "", fail(http.StatusBadRequest, "bad_condition", "send If-None-Match or If-Match, not both")
 	}
@@ -49,7 +49,7 @@ func (s *Server) conditions(ctx context.Context, r *http.Request, key string) (i
 		return true, "", nil
 	}
 	if im != "" {
-		et, err := s.storageETag(ctx, key, im)
+		et, err := s.storageETag(x.ctx, key, im)
 		if err != nil {
 			return false, "", err // ErrNotFound → 404: the storage contract, so lockproto sees a lost lease
 		}
@@ -75,17 +75,21 @@ func (s *Server) limitFor(k kind) int64 {
 	return s.cfg.MaxUploadSize
 }
 
-func (s *Server) put(w *recorder, r *http.Request, a Access, key string) error {
-	k, err := s.writeKind(r, a, key)
+func (s *Server) put(x *exchange, key string) error {
+	k, err := s.writeKind(x, key)
 	if err != nil {
 		return err
 	}
-	ctx := r.Context()
+	ctx := x.ctx
 	limit := s.limitFor(k)
-	if limit > 0 && r.ContentLength > limit {
-		return fail(http.StatusRequestEntityTooLarge, "too_large", "body of %d bytes exceeds the limit of %d for %s", r.ContentLength, limit, key)
+	length := int64(x.rc.Request.Header.ContentLength()) // -1: chunked
+	if length < -1 {
+		length = 0 // neither length nor chunked: no body
 	}
-	ifNotExist, ifMatch, err := s.conditions(ctx, r, key)
+	if limit > 0 && length > limit {
+		return fail(http.StatusRequestEntityTooLarge, "too_large", "body of %d bytes exceeds the limit of %d for %s", length, limit, key)
+	}
+	ifNotExist, ifMatch, err := s.conditions(x, key)
 	if err != nil {
 		return err
 	}
@@ -94,16 +98,18 @@ func (s *Server) put(w *recorder, r *http.Request, a Access, key string) error {
 			return err
 		}
 	}
-	body := io.Reader(r.Body)
-	if limit > 0 {
-		body = http.MaxBytesReader(w, r.Body, limit)
+	body := x.rc.RequestBodyStream()
+	if body == nil {
+		body = bytes.NewReader(x.rc.Request.Body())
 	}
-	rc := http.NewResponseController(w)
-	_ = rc.SetReadDeadline(s.deadline(r.ContentLength))
-	if r.ContentLength < 0 {
+	if limit > 0 {
+		body = &limitedBody{r: body, left: limit}
+	}
+	_ = x.rc.SetReadDeadline(s.deadline(length))
+	if length < 0 {
 		// unknown length: a rolling deadline, one more minute for every
 		// minute's worth of bytes at MinRate
-		body = &rollingDeadline{r: body, set: rc.SetReadDeadline, grace: s.cfg.TransferGrace, step: int64(float64(s.cfg.MinRate) * s.cfg.TransferGrace.Seconds())}
+		body = &rollingDeadline{r: body, set: x.rc.SetReadDeadline, grace: s.cfg.TransferGrace, step: int64(float64(s.cfg.MinRate) * s.cfg.TransferGrace.Seconds())}
 	}
 	opts := storage.PutOptions{IfNotExist: ifNotExist, IfMatch: ifMatch, ContentType: contentType(k, key)}
 
@@ -111,7 +117,7 @@ func (s *Server) put(w *recorder, r *http.Request, a Access, key string) error {
 	case kindNarinfo, kindMarker, kindLease, kindCacheInfo:
 		buf, err := io.ReadAll(body)
 		if err != nil {
-			return bodyError(err, limit)
+			return s.bodyError(x, err, limit)
 		}
 		switch k {
 		case kindNarinfo:
@@ -134,23 +140,47 @@ func (s *Server) put(w *recorder, r *http.Request, a Access, key string) error {
 		if counted.err != nil {
 			// the client's body failed (too large, too slow, cut
 			// off): its fault, not the store's
-			return bodyError(counted.err, limit)
+			return s.bodyError(x, counted.err, limit)
 		}
 		return err
 	}
 	s.m.bytesIn.Add(float64(counted.n))
-	h := w.Header()
 	if obj.ETag != "" {
-		h.Set("ETag", httpETag(obj.ETag))
+		x.set("ETag", httpETag(obj.ETag))
 	}
 	if !obj.ModTime.IsZero() {
-		h.Set(headerMtime, obj.ModTime.UTC().Format(time.RFC3339Nano))
-		h.Set("Last-Modified", obj.ModTime.UTC().Format(http.TimeFormat))
+		x.set(headerMtime, obj.ModTime.UTC().Format(time.RFC3339Nano))
+		x.rc.Response.Header.SetLastModified(obj.ModTime.UTC())
 	}
-	h.Set(headerSize, strconv.FormatInt(obj.Size, 10))
-	h.Set("Cache-Control", "no-store")
-	w.WriteHeader(http.StatusCreated)
+	x.set(headerSize, strconv.FormatInt(obj.Size, 10))
+	x.set("Cache-Control", "no-store")
+	x.status(http.StatusCreated)
 	return nil
+}
+
+// errTooLarge is a request body over its limit.
+var errTooLarge = errors.New("request body too large")
+
+// limitedBody fails with errTooLarge once a body goes past its limit, so an
+// oversized upload without a Content-Length is refused while it streams.
+type limitedBody struct {
+	r    io.Reader
+	left int64
+}
+
+func (l *limitedBody) Read(p []byte) (int, error) {
+	if l.left < 0 {
+		return 0, errTooLarge
+	}
+	if int64(len(p)) > l.left+1 {
+		p = p[:l.left+1]
+	}
+	n, err := l.r.Read(p)
+	l.left -= int64(n)
+	if l.left < 0 {
+		return n, errTooLarge
+	}
+	return n, err
 }
 
 // rollingDeadline extends a deadline by grace each time another step bytes
@@ -191,9 +221,11 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-func bodyError(err error, limit int64) error {
-	var mbe *http.MaxBytesError
-	if errors.As(err, &mbe) {
+// bodyError maps a failed request body to its status. The rest of such a
+// body is not read: the connection closes after the answer.
+func (s *Server) bodyError(x *exchange, err error, limit int64) error {
+	x.rc.SetConnectionClose()
+	if errors.Is(err, errTooLarge) {
 		return fail(http.StatusRequestEntityTooLarge, "too_large", "body exceeds the limit of %d bytes", limit)
 	}
 	var ne net.Error
@@ -356,18 +388,18 @@ func truncate(s string, n int) string {
 	return s[:n] + "…"
 }
 
-func (s *Server) delete(w *recorder, r *http.Request, a Access, key string) error {
-	k, err := s.writeKind(r, a, key)
+func (s *Server) delete(x *exchange, key string) error {
+	k, err := s.writeKind(x, key)
 	if err != nil {
 		return err
 	}
 	if !mutable(k) {
-		w.Header().Set("Allow", "GET, HEAD, PUT")
+		x.set("Allow", "GET, HEAD, PUT")
 		return fail(http.StatusMethodNotAllowed, "delete_refused", "%s cannot be deleted over HTTP (only gcroots/ markers and leases; the pruner removes cache content)", key)
 	}
-	ctx := r.Context()
+	ctx := x.ctx
 	var opts storage.DeleteOptions
-	if im := r.Header.Get("If-Match"); im != "" {
+	if im := x.header("If-Match"); im != "" {
 		et, err := s.storageETag(ctx, key, im)
 		if err != nil {
 			return err
@@ -376,7 +408,7 @@ func (s *Server) delete(w *recorder, r *http.Request, a Access, key string) erro
 			return storage.ErrPreconditionFailed
 		}
 		opts.IfMatch = et
-	} else if r.Header.Get("If-None-Match") != "" {
+	} else if x.hasHeader("If-None-Match") {
 		return fail(http.StatusBadRequest, "bad_condition", "If-None-Match makes no sense on DELETE")
 	}
 	// Never refused for a prune in progress: a writer must always be able
@@ -384,7 +416,7 @@ func (s *Server) delete(w *recorder, r *http.Request, a Access, key string) erro
 	if err := s.st.Delete(ctx, key, opts); err != nil {
 		return err
 	}
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(http.StatusNoContent)
+	x.set("Cache-Control", "no-store")
+	x.status(http.StatusNoContent)
 	return nil
 }

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"strconv"
 	"strings"
 	"sync"
@@ -258,11 +257,12 @@ func runServe(c *cli.Context) error {
 
 	var wg sync.WaitGroup
 	errc := make(chan error, len(active)+1)
-	serve := func(l net.Listener, h http.Handler, t *tls.Config) {
+	grace := c.Duration("shutdown-grace")
+	run := func(l net.Listener, serve func() error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := gateway.Serve(ctx, l, h, t, c.Duration("shutdown-grace")); err != nil {
+			if err := serve(); err != nil {
 				errc <- fmt.Errorf("%s: %w", l.Addr(), err)
 			}
 		}()
@@ -273,13 +273,11 @@ func runServe(c *cli.Context) error {
 	}
 	for _, l := range active {
 		announceListener(c, scheme+"://"+l.Addr().String(), "cache")
-		serve(l, gw, tc)
+		run(l, func() error { return gateway.Serve(ctx, l, gw, tc, grace) })
 	}
 	if metricsLn != nil {
-		mux := http.NewServeMux()
-		mux.Handle("/metrics", gw.Metrics())
 		announceListener(c, "http://"+metricsLn.Addr().String()+"/metrics", "metrics")
-		serve(metricsLn, mux, nil)
+		run(metricsLn, func() error { return gateway.ServeMetrics(ctx, metricsLn, gw, grace) })
 	}
 	log.Info("serving", "store", st.URL(), "listeners", len(active), "read_only", c.Bool("read-only"))
 	wg.Wait()
