@@ -38,6 +38,17 @@ func precondition(h *fasthttp.RequestHeader, etag string, mod time.Time) int {
 	return 0
 }
 
+// hasConditions reports whether a read depends on more than the key: a
+// Range or a conditional header.
+func hasConditions(h *fasthttp.RequestHeader) bool {
+	for _, k := range [...]string{"Range", "If-None-Match", "If-Modified-Since", "If-Match", "If-Unmodified-Since"} {
+		if h.Peek(k) != nil {
+			return true
+		}
+	}
+	return false
+}
+
 // etagMatch reports whether a list of entity tags ("*", or `"a", W/"b"`)
 // matches etag: weakly (If-None-Match) ignores the W/ prefix, strongly
 // (If-Match, If-Range) never matches a weak tag.

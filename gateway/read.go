@@ -36,9 +36,10 @@ func (s *Server) get(x *exchange, key string) error {
 		return nil
 	}
 	// One round trip where possible: Get returns the attributes with the
-	// stream. HEAD, and a ranged read from a remote store, only Stat; the
-	// range is then opened alone.
-	if x.method == fasthttp.MethodHead || (x.hasHeader("Range") && !s.st.Capabilities().Local) {
+	// stream. HEAD, and a ranged or conditional read from a remote store,
+	// only Stat: the range is then opened alone, and a 304 costs no body
+	// (an S3 body closed unread also costs its connection).
+	if x.method == fasthttp.MethodHead || (!s.st.Capabilities().Local && hasConditions(&x.rc.Request.Header)) {
 		obj, err := s.st.Stat(x.ctx, key)
 		if err != nil {
 			return s.miss(x, k, key, err)
