@@ -8,3 +8,10 @@ func S3ClientOf(st Store) *s3.Client { return st.(*s3Store).client }
 
 // S3Key is s3Key, the S3 object name of a key.
 var S3Key = s3Key
+
+// PresignsDirectly reports whether an s3 store signs URLs without the SDK's
+// presign client (the fast path of PresignGet).
+func PresignsDirectly(st Store) bool {
+	s, ok := st.(*s3Store)
+	return ok && s.urls != nil
+}

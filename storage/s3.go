@@ -66,6 +66,8 @@ var nixStoreParams = map[string]bool{
 type s3Store struct {
 	bucket     *blob.Bucket
 	client     *s3.Client
+	presign    *s3.PresignClient
+	urls       *urlSigner // nil: presign through the SDK's presign client
 	name       string
 	displayURL string
 	caps       Capabilities
@@ -77,7 +79,10 @@ type s3Store struct {
 	offsetAt time.Time     // local time the offset was measured (zero: never)
 }
 
-var _ Store = (*s3Store)(nil)
+var (
+	_ Store     = (*s3Store)(nil)
+	_ Presigner = (*s3Store)(nil)
+)
 
 // s3Config is an s3:// URL taken apart.
 type s3Config struct {
@@ -269,6 +274,7 @@ func openS3(ctx context.Context, u *url.URL) (Store, error) {
 	s := &s3Store{
 		bucket:     bucket,
 		client:     client,
+		presign:    s3.NewPresignClient(client),
 		name:       c.bucket,
 		displayURL: display.String(),
 		reqs:       reqs,
@@ -280,6 +286,7 @@ func openS3(ctx context.Context, u *url.URL) (Store, error) {
 			MaxBatchDelete:    s3MaxBatchDelete,
 		},
 	}
+	s.urls = newURLSigner(ctx, s.presign, client.Options(), c.bucket)
 	// One request up front: a missing bucket is a configuration error that
 	// must not surface later as "object not found" (which a pruner could
 	// read as "nothing there"). It also primes the clock offset.
@@ -444,6 +451,27 @@ func (s *s3Store) Stat(ctx context.Context, key string) (Object, error) {
 		ModTime: aws.ToTime(out.LastModified),
 		ETag:    aws.ToString(out.ETag),
 	}, nil
+}
+
+// PresignGet signs a GetObject of key for ttl (SigV4 query signing, no
+// request is made). The URL names the endpoint kiss itself uses, so clients
+// must be able to reach it.
+func (s *s3Store) PresignGet(ctx context.Context, key string, ttl time.Duration) (string, error) {
+	if err := ValidateKey(key); err != nil {
+		return "", wrap("presign", key, err)
+	}
+	if s.urls != nil {
+		u, err := s.urls.presignGet(ctx, s3Key(key), ttl)
+		if err != nil {
+			return "", wrap("presign", key, err)
+		}
+		return u, nil
+	}
+	req, err := s.presign.PresignGetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(s.name), Key: aws.String(s3Key(key))}, s3.WithPresignExpires(ttl))
+	if err != nil {
+		return "", wrap("presign", key, err)
+	}
+	return req.URL, nil
 }
 
 // s3Key is the S3 object name of a (valid) key as gocloud's s3blob writes
