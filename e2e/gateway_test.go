@@ -118,6 +118,29 @@ func TestGatewayNixCopy(t *testing.T) {
 			if err := n.SubstituteFrom(base, n.NewStore(), otherPK, out["app"]); err == nil {
 				t.Fatal("substitution with the wrong trusted key succeeded")
 			}
+
+			if backend != "s3" {
+				return
+			}
+			// Over S3, reads may go straight to the bucket: the gateway
+			// answers with a redirect to a presigned URL, which Nix follows.
+			redir := startServe(t, storeURL, "--redirect-reads", "all")
+			noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+			res, err := noFollow.Get(redir + "/" + testenv.StoreHash(out["app"]) + ".narinfo")
+			if err != nil {
+				t.Fatal(err)
+			}
+			res.Body.Close()
+			if loc := res.Header.Get("Location"); res.StatusCode != 302 || !strings.Contains(loc, "X-Amz-Signature=") {
+				t.Fatalf("--redirect-reads all: narinfo answered %d, Location %q", res.StatusCode, loc)
+			}
+			dst = n.NewStore()
+			if err := n.SubstituteFrom(redir, dst, pk, out["app"], out["tool"]); err != nil {
+				t.Fatalf("substitute through redirects to the bucket: %v", err)
+			}
+			if got, err := n.Closure(dst, out["app"], out["tool"]); err != nil || len(got) != len(keys) {
+				t.Fatalf("substituted closure through redirects %v (%v), want %d paths", got, err, len(keys))
+			}
 		})
 	}
 }

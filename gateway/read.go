@@ -35,6 +35,16 @@ func (s *Server) get(x *exchange, key string) error {
 		x.body(s.info)
 		return nil
 	}
+	if s.redirects(x, k) {
+		u, err := s.presigner.PresignGet(x.ctx, key, s.cfg.RedirectTTL)
+		if err != nil {
+			return err
+		}
+		x.set("Location", u)
+		x.set("Cache-Control", "no-store")
+		x.status(fasthttp.StatusFound)
+		return nil
+	}
 	// One round trip where possible: Get returns the attributes with the
 	// stream. HEAD, and a ranged or conditional read from a remote store,
 	// only Stat: the range is then opened alone, and a 304 costs no body
@@ -128,6 +138,23 @@ func (s *Server) send(x *exchange, k kind, key string, obj storage.Object, rd st
 	_ = x.rc.SetWriteDeadline(s.deadline(size))
 	x.stream(body, rd, size)
 	return nil
+}
+
+// redirects reports whether a read is answered with a redirect to the store
+// (Config.Redirect): a reader's GET of content. HEAD is answered here (a
+// presigned GET does not sign a HEAD), and writers see the store through
+// the gateway.
+func (s *Server) redirects(x *exchange, k kind) bool {
+	if x.method != fasthttp.MethodGet || x.access.Write {
+		return false
+	}
+	switch s.cfg.Redirect {
+	case RedirectNARs:
+		return k == kindNar
+	case RedirectAll:
+		return upstreamable(k)
+	}
+	return false
 }
 
 // smallObject is the size up to which an object is read whole before it is

@@ -49,6 +49,15 @@ type Config struct {
 	Upstream string
 	// UpstreamClient fetches from Upstream (nil: a client with sane timeouts).
 	UpstreamClient *http.Client
+	// Redirect, when set, answers a reader's GET of cache content with a
+	// 302 to a URL the store presigns (storage.Presigner: S3), so the bytes
+	// go from the bucket to the client without passing through the
+	// gateway, which only decides who may read. Clients must reach the
+	// store's endpoint. Not with Upstream (a miss must be seen here).
+	Redirect RedirectMode
+	// RedirectTTL is how long a presigned URL stays valid (default 15m;
+	// a download that has started is not cut when it expires).
+	RedirectTTL time.Duration
 	// PruneLeaseTTL is how long a prune lease stays fresh after its last
 	// refresh, on the store's clock (default 30m, lockproto's default TTL;
 	// a longer TTL declared in the lease wins). While it is fresh, new
@@ -67,6 +76,28 @@ type Config struct {
 	TransferGrace time.Duration
 	// Logger receives the access log (nil: slog.Default()).
 	Logger *slog.Logger
+}
+
+// RedirectMode says which reads are answered with a redirect to the store.
+type RedirectMode int
+
+const (
+	RedirectNone RedirectMode = iota // every read streams through the gateway
+	RedirectNARs                     // GETs of nar/* redirect; the rest streams
+	RedirectAll                      // GETs of every content-addressed object redirect
+)
+
+// ParseRedirectMode reads "none", "nar" or "all".
+func ParseRedirectMode(s string) (RedirectMode, error) {
+	switch s {
+	case "", "none":
+		return RedirectNone, nil
+	case "nar", "nars":
+		return RedirectNARs, nil
+	case "all":
+		return RedirectAll, nil
+	}
+	return RedirectNone, fmt.Errorf("redirect mode %q: want none, nar or all", s)
 }
 
 // Limits on bodies the gateway parses in memory.
@@ -89,6 +120,8 @@ type Server struct {
 	metricsHandler fasthttp.RequestHandler
 	// authTLS: Auth looks at the TLS state (client certificates).
 	authTLS bool
+	// presigner is the store's, when reads redirect (Config.Redirect).
+	presigner storage.Presigner
 
 	mirrorMu       sync.Mutex
 	mirrorInFlight map[string]bool
@@ -134,7 +167,22 @@ func New(st storage.Store, cfg Config) (*Server, error) {
 		}
 		cfg.Upstream = strings.TrimSuffix(cfg.Upstream, "/")
 	}
+	if cfg.Redirect != RedirectNone {
+		if cfg.Upstream != "" {
+			return nil, errors.New("gateway: redirected reads and an upstream exclude each other (a miss must be seen by the gateway)")
+		}
+		if cfg.RedirectTTL <= 0 {
+			cfg.RedirectTTL = 15 * time.Minute
+		}
+	}
 	s := &Server{st: st, cfg: cfg, log: cfg.Logger, m: newMetrics(), upc: cfg.UpstreamClient}
+	if cfg.Redirect != RedirectNone {
+		ps, ok := st.(storage.Presigner)
+		if !ok {
+			return nil, fmt.Errorf("gateway: %s cannot presign URLs, so reads cannot redirect to it", st.URL())
+		}
+		s.presigner = ps
+	}
 	s.metricsHandler = s.m.handler()
 	s.authTLS = usesTLS(cfg.Auth)
 	if s.log == nil {

@@ -2,6 +2,8 @@ package gateway_test
 
 import (
 	"bytes"
+	"context"
+	"fmt"
 	"net/http"
 	"strings"
 	"sync"
@@ -271,4 +273,89 @@ func TestListAccess(t *testing.T) {
 	}
 	wantCode(t, "reader lists leases", e.do("GET", "/gcroots/.lock/?list=1", nil), 403)
 	wantCode(t, "reader lists cache", e.do("GET", "/?list=1", nil), 403)
+}
+
+// presignedMem is a mem store that presigns like S3 would (for the
+// redirect tests; the S3 signing itself is tested in storage).
+type presignedMem struct{ storage.Store }
+
+func (presignedMem) PresignGet(_ context.Context, key string, ttl time.Duration) (string, error) {
+	return fmt.Sprintf("http://bucket.invalid/%s?ttl=%d", key, int(ttl.Seconds())), nil
+}
+
+func TestRedirectReads(t *testing.T) {
+	p := newPath("r")
+	for _, c := range []struct {
+		mode             gateway.RedirectMode
+		narinfo, nar     bool // redirected?
+		writerRedirected bool
+	}{
+		{gateway.RedirectAll, true, true, false},
+		{gateway.RedirectNARs, false, true, false},
+	} {
+		st := presignedMem{storage.NewMem(nil)}
+		e := newEnv(t, st, gateway.Config{Redirect: c.mode, RedirectTTL: time.Minute, Auth: gateway.OpenReads{Writers: bearerWriter{}}})
+		e.put(p.narKey(), p.narBody())
+		e.put(p.narinfoKey(), p.narinfo())
+		e.put("gcroots/web1", p.marker())
+		noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+		get := func(method, key string, hdr ...string) *http.Response {
+			req, _ := http.NewRequest(method, e.srv.URL+"/"+key, nil)
+			for i := 0; i+1 < len(hdr); i += 2 {
+				req.Header.Set(hdr[i], hdr[i+1])
+			}
+			res, err := noFollow.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			res.Body.Close()
+			return res
+		}
+		check := func(what string, res *http.Response, redirected bool, key string) {
+			t.Helper()
+			if !redirected {
+				if res.StatusCode != 200 {
+					t.Errorf("mode %d, %s: %d, want 200 from the gateway", c.mode, what, res.StatusCode)
+				}
+				return
+			}
+			want := "http://bucket.invalid/" + key + "?ttl=60"
+			if res.StatusCode != 302 || res.Header.Get("Location") != want || res.Header.Get("Cache-Control") != "no-store" {
+				t.Errorf("mode %d, %s: %d Location %q Cache-Control %q, want 302 to %q", c.mode, what, res.StatusCode, res.Header.Get("Location"), res.Header.Get("Cache-Control"), want)
+			}
+		}
+		check("narinfo", get("GET", p.narinfoKey()), c.narinfo, p.narinfoKey())
+		check("NAR", get("GET", p.narKey()), c.nar, p.narKey())
+		check("NAR, ranged", get("GET", p.narKey(), "Range", "bytes=0-9"), c.nar, p.narKey())
+		check("HEAD narinfo", get("HEAD", p.narinfoKey()), false, "")
+		check("marker", get("GET", "gcroots/web1"), false, "")
+		check("nix-cache-info", get("GET", "nix-cache-info"), false, "")
+		check("NAR read by a writer", get("GET", p.narKey(), "Authorization", "Bearer w"), c.writerRedirected, p.narKey())
+	}
+
+	// refused configurations
+	if _, err := gateway.New(storage.NewMem(nil), gateway.Config{Redirect: gateway.RedirectAll}); err == nil {
+		t.Error("redirects over a store that cannot presign were accepted")
+	}
+	if _, err := gateway.New(presignedMem{storage.NewMem(nil)}, gateway.Config{Redirect: gateway.RedirectAll, Upstream: "http://up.invalid"}); err == nil {
+		t.Error("redirects with an upstream were accepted")
+	}
+	for in, want := range map[string]gateway.RedirectMode{"none": gateway.RedirectNone, "nar": gateway.RedirectNARs, "all": gateway.RedirectAll} {
+		if got, err := gateway.ParseRedirectMode(in); err != nil || got != want {
+			t.Errorf("ParseRedirectMode(%q) = %v, %v", in, got, err)
+		}
+	}
+	if _, err := gateway.ParseRedirectMode("some"); err == nil {
+		t.Error("ParseRedirectMode accepted a bad mode")
+	}
+}
+
+// bearerWriter lets any request with a bearer token write.
+type bearerWriter struct{}
+
+func (bearerWriter) Authenticate(_ context.Context, c gateway.Credentials) (gateway.Access, error) {
+	if c.Authorization == "" {
+		return gateway.Access{}, &gateway.AuthError{Status: 401, Reason: "no token"}
+	}
+	return gateway.Access{Subject: "w", Read: true, Write: true}, nil
 }

@@ -39,6 +39,10 @@ Authentication (one per server):
   --anonymous-writes                    anyone writes (loopback listeners only; tests, sidecars)
 Without any, anyone may read and nobody may write.
 
+Reads stream through kiss serve. Over S3, --redirect-reads nar (or all) answers
+readers' GETs with a 302 to a presigned URL instead, so the bytes go straight
+from the bucket to the client (which must reach the bucket's endpoint).
+
 Plain HTTP is refused on non-loopback addresses unless --insecure-http is given.
 Under systemd socket activation (LISTEN_FDS) the passed sockets are used and
 --listen is ignored.
@@ -66,6 +70,8 @@ EXIT STATUS
 			&cli.StringFlag{Name: "max-upload-size", Value: "0", Usage: "largest accepted upload (e.g. 4G; 0: unlimited)"},
 			&cli.StringSliceFlag{Name: "require-signature", Usage: "public key (name:base64) a narinfo must be signed with (repeatable: any of them)"},
 			&cli.StringFlag{Name: "upstream", Usage: "binary cache to fetch local misses from (stored unrooted)"},
+			&cli.StringFlag{Name: "redirect-reads", Value: "none", Usage: "answer readers' GETs with a redirect to a presigned store URL (s3://): none, nar (NARs only) or all (every cache object)"},
+			&cli.DurationFlag{Name: "redirect-ttl", Value: 15 * time.Minute, Usage: "how long a presigned redirect URL stays valid"},
 			&cli.IntFlag{Name: "priority", Value: 30, Usage: "Priority in nix-cache-info"},
 			&cli.StringFlag{Name: "store-dir", Value: "/nix/store", Usage: "StoreDir in nix-cache-info"},
 			&cli.DurationFlag{Name: "prune-lease-ttl", Value: 30 * time.Minute, Usage: "a prune lease refreshed within this (or within the longer TTL its body declares) refuses new writer leases"},
@@ -147,6 +153,10 @@ func runServe(c *cli.Context) error {
 	maxUp, err := serveParseSize(c.String("max-upload-size"))
 	if err != nil {
 		return usageError(fmt.Errorf("--max-upload-size: %w", err))
+	}
+	redirect, err := gateway.ParseRedirectMode(c.String("redirect-reads"))
+	if err != nil {
+		return usageError(fmt.Errorf("--redirect-reads: %w", err))
 	}
 	var keys []signature.PublicKey
 	for _, k := range c.StringSlice("require-signature") {
@@ -253,6 +263,7 @@ func runServe(c *cli.Context) error {
 	gw, err := gateway.New(st, gateway.Config{
 		Auth: auth, ReadOnly: c.Bool("read-only"), StoreDir: c.String("store-dir"), Priority: c.Int("priority"),
 		MaxUploadSize: maxUp, TrustedKeys: keys, Upstream: c.String("upstream"),
+		Redirect: redirect, RedirectTTL: c.Duration("redirect-ttl"),
 		PruneLeaseTTL: c.Duration("prune-lease-ttl"), Logger: log,
 	})
 	if err != nil {

@@ -375,7 +375,7 @@ func TestServeBench(t *testing.T) {
 	t.Logf("kiss serve peak RSS: http %.1f MiB, https %.1f MiB (target ≤ 100 MiB)", float64(rssHTTP)/(1<<20), float64(rssHTTPS)/(1<<20))
 
 	var rssS3 int64
-	if b.wants("narinfo_all s3") || b.wants("nar c16 s3") {
+	if b.wants("narinfo_all s3") || b.wants("nar c16 s3") || b.wants("s3 redirect") {
 		rssS3 = benchS3(ctx, t, b, c, dir)
 	}
 	if os.Getenv("KISS_BENCH_PUSH") != "0" && b.wants("push") {
@@ -434,6 +434,19 @@ func benchS3(ctx context.Context, t *testing.T, b *bench, c *cache, dir string) 
 		})
 	rss := peakRSS(t, kissS3Proc.PID)
 	t.Logf("kiss serve (s3) peak RSS %.1f MiB", float64(rss)/(1<<20))
+	// --redirect-reads all: the gateway answers with a presigned URL and
+	// the client (following the redirect) reads from versitygw itself
+	kissRedir, _ := startKiss(t, bk.URL, "http", "--redirect-reads", "all")
+	b.compare("narinfo_all s3 redirect", "versitygw", 1.3, 3,
+		func() time.Duration { return run(ctx, t, s3Fetcher(cl, bk.Name), c.narinfos, c.sizes, 1) },
+		func() time.Duration {
+			return run(ctx, t, httpFetcher(kissRedir, httpClient(1, nil)), c.narinfos, c.sizes, 1)
+		})
+	b.compare("nar c16 s3 redirect", "versitygw", 1.3, 2,
+		func() time.Duration { return run(ctx, t, s3Fetcher(cl, bk.Name), c.nars, c.sizes, 16) },
+		func() time.Duration {
+			return run(ctx, t, httpFetcher(kissRedir, httpClient(16, nil)), c.nars, c.sizes, 16)
+		})
 	// reference only: the Go floor over S3 (fasthttp, one SDK GetObject per
 	// request, nothing else) against versitygw direct
 	floor := startGoStatic(t, "-s3", bk.Server.Endpoint, "-bucket", bk.Name)
