@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
-	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -125,9 +123,6 @@ func serveParseSize(s string) (int64, error) {
 	return v * mult, nil
 }
 
-// serveGCPercent is kiss serve's default GOGC (the environment overrides it).
-const serveGCPercent = 400
-
 func runServe(c *cli.Context) error {
 	ctx := c.Context
 	// The access log (one line a request) goes through a buffer flushed
@@ -138,13 +133,6 @@ func runServe(c *cli.Context) error {
 	logw := logbuf.NewWriter(c.App.ErrWriter, 64<<10, time.Second)
 	defer logw.Close()
 	log := slog.New(logbuf.Handler(slog.NewTextHandler(logw, &slog.HandlerOptions{Level: lvl}), logw))
-	if os.Getenv("GOGC") == "" {
-		// Every request leaves a few KiB of short-lived garbage (an S3
-		// request through the AWS SDK about 33 KiB) over a live heap of a
-		// few MiB: collecting at +400% instead of +100% saves most GC
-		// cycles and keeps RSS well under 100 MiB (docs/benchmarks.md).
-		debug.SetGCPercent(serveGCPercent)
-	}
 	writers := takeServeList(c, "writer")
 	readSubjects, writeSubjects := takeServeList(c, "oidc-read-subject"), takeServeList(c, "oidc-write-subject")
 	if c.NArg() != 0 {
