@@ -271,7 +271,7 @@ func (c ctxReader) Read(p []byte) (int, error) {
 }
 
 // stage writes r to a fsynced temp file inside the root and returns it, closed.
-func (s *fileStore) stage(ctx context.Context, r io.Reader) (string, os.FileInfo, error) {
+func (s *fileStore) stage(ctx context.Context, r io.Reader, sync bool) (string, os.FileInfo, error) {
 	s.tmpOnce.Do(func() { s.tmpErr = os.MkdirAll(s.tmpDir, 0o755) })
 	if s.tmpErr != nil {
 		return "", nil, s.tmpErr
@@ -292,8 +292,10 @@ func (s *fileStore) stage(ctx context.Context, r io.Reader) (string, os.FileInfo
 	if err := f.Chmod(0o644); err != nil {
 		return fail(err)
 	}
-	if err := f.Sync(); err != nil {
-		return fail(err)
+	if sync {
+		if err := f.Sync(); err != nil {
+			return fail(err)
+		}
 	}
 	fi, err := f.Stat()
 	if err != nil {
@@ -318,7 +320,7 @@ func (s *fileStore) Put(ctx context.Context, key string, r io.Reader, opts PutOp
 	if opts.IfNotExist && opts.IfMatch != "" {
 		return Object{}, wrap("put", key, fmt.Errorf("IfNotExist and IfMatch are exclusive"))
 	}
-	tmp, fi, err := s.stage(ctx, r)
+	tmp, fi, err := s.stage(ctx, r, !opts.Unsynced)
 	if err != nil {
 		return Object{}, wrap("put", key, err)
 	}
@@ -365,6 +367,25 @@ func (s *fileStore) Put(ctx context.Context, key string, r io.Reader, opts PutOp
 		}
 	}
 	return fileObject(key, fi), nil
+}
+
+var _ Syncer = (*fileStore)(nil)
+
+// Sync fsyncs key's file (after a Put with Unsynced).
+func (s *fileStore) Sync(ctx context.Context, key string) error {
+	p, err := s.path(key)
+	if err != nil {
+		return wrap("sync", key, err)
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		return wrap("sync", key, notFoundOr(err))
+	}
+	defer f.Close()
+	if err := f.Sync(); err != nil {
+		return wrap("sync", key, err)
+	}
+	return nil
 }
 
 // withDirLock runs fn under an exclusive flock(2) on dir. Every conditional

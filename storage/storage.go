@@ -47,6 +47,11 @@ type PutOptions struct {
 	// ContentType is stored where the driver can keep it (S3); file:// derives
 	// it from the key when serving.
 	ContentType string
+	// Unsynced lets Put return before the object is durable (file://: no
+	// fsync(2) of its data; it is still published atomically). The caller
+	// makes it durable later with Sync, before anything that depends on it
+	// is acknowledged. Drivers whose puts are always durable ignore it.
+	Unsynced bool
 }
 
 // DeleteOptions make a Delete conditional.

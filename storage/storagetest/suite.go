@@ -37,6 +37,7 @@ func Run(t *testing.T, open Opener) {
 	}{
 		{"Capabilities", testCapabilities},
 		{"PutGetStat", testPutGetStat},
+		{"UnsyncedPut", testUnsyncedPut},
 		{"Range", testRange},
 		{"NotFound", testNotFound},
 		{"ZeroLength", testZeroLength},
@@ -60,6 +61,29 @@ func Run(t *testing.T, open Opener) {
 			st := open(t)
 			tc.fn(t, st)
 		})
+	}
+}
+
+// testUnsyncedPut: a Put that may defer durability (PutOptions.Unsynced)
+// is published like any other, and storage.Sync then succeeds; Sync of an
+// absent key fails with ErrNotFound where the store can defer at all.
+func testUnsyncedPut(t *testing.T, st storage.Store) {
+	ctx := ctxFor(t)
+	body := []byte("deferred durability")
+	obj, err := st.Put(ctx, "nar/unsynced.nar", bytes.NewReader(body), storage.PutOptions{Unsynced: true})
+	if err != nil || obj.Size != int64(len(body)) {
+		t.Fatalf("unsynced Put = %+v, %v", obj, err)
+	}
+	if got, _ := get(t, st, "nar/unsynced.nar"); !bytes.Equal(got, body) {
+		t.Fatalf("unsynced Put read back %q", got)
+	}
+	if err := storage.Sync(ctx, st, "nar/unsynced.nar"); err != nil {
+		t.Fatalf("Sync after an unsynced Put: %v", err)
+	}
+	if _, ok := st.(storage.Syncer); ok {
+		if err := storage.Sync(ctx, st, "nar/absent.nar"); !errors.Is(err, storage.ErrNotFound) {
+			t.Fatalf("Sync of an absent key: %v, want ErrNotFound", err)
+		}
 	}
 }
 
