@@ -3,7 +3,9 @@ package gateway_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"sync"
@@ -358,4 +360,60 @@ func (bearerWriter) Authenticate(_ context.Context, c gateway.Credentials) (gate
 		return gateway.Access{}, &gateway.AuthError{Status: 401, Reason: "no token"}
 	}
 	return gateway.Access{Subject: "w", Read: true, Write: true}, nil
+}
+
+// syncRecorder is a store that records which puts deferred their sync and
+// which keys were synced, and can fail a sync.
+type syncRecorder struct {
+	storage.Store
+	mu       sync.Mutex
+	unsynced []string
+	synced   []string
+	failSync bool
+}
+
+func (r *syncRecorder) Put(ctx context.Context, key string, rd io.Reader, o storage.PutOptions) (storage.Object, error) {
+	if o.Unsynced {
+		r.mu.Lock()
+		r.unsynced = append(r.unsynced, key)
+		r.mu.Unlock()
+	}
+	return r.Store.Put(ctx, key, rd, o)
+}
+
+func (r *syncRecorder) Sync(_ context.Context, key string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.failSync {
+		return errors.New("disk on fire")
+	}
+	r.synced = append(r.synced, key)
+	return nil
+}
+
+// TestNarSyncDeferred: a NAR is stored without waiting for its sync; the
+// narinfo that refers to it syncs it (beside its own) before it is
+// acknowledged, and is withdrawn if that sync fails.
+func TestNarSyncDeferred(t *testing.T) {
+	rec := &syncRecorder{Store: storage.NewMem(nil)}
+	e := newEnv(t, rec, gateway.Config{Auth: gateway.Open{}})
+	p := newPath("s")
+	wantCode(t, "NAR", e.do("PUT", "/"+p.narKey(), p.narBody()), 201)
+	wantCode(t, "marker-free narinfo", e.do("PUT", "/"+p.narinfoKey(), p.narinfo()), 201)
+	rec.mu.Lock()
+	if fmt.Sprint(rec.unsynced) != fmt.Sprint([]string{p.narKey()}) || fmt.Sprint(rec.synced) != fmt.Sprint([]string{p.narKey()}) {
+		t.Errorf("unsynced puts %v, synced %v; want the NAR deferred and then synced by its narinfo", rec.unsynced, rec.synced)
+	}
+	rec.failSync = true
+	rec.mu.Unlock()
+
+	q := newPath("q")
+	wantCode(t, "NAR", e.do("PUT", "/"+q.narKey(), q.narBody()), 201)
+	r := e.do("PUT", "/"+q.narinfoKey(), q.narinfo())
+	if r.code < 500 {
+		t.Fatalf("narinfo whose NAR cannot be synced: %d, want a 5xx", r.code)
+	}
+	if e.has(q.narinfoKey()) {
+		t.Fatal("a narinfo whose NAR could not be synced was left in place")
+	}
 }

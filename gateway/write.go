@@ -112,6 +112,12 @@ func (s *Server) put(x *exchange, key string) error {
 		body = &rollingDeadline{r: body, set: x.rc.SetReadDeadline, grace: s.cfg.TransferGrace, step: int64(float64(s.cfg.MinRate) * s.cfg.TransferGrace.Seconds())}
 	}
 	opts := storage.PutOptions{IfNotExist: ifNotExist, IfMatch: ifMatch, ContentType: contentType(k, key)}
+	// A NAR need not be durable until a narinfo refers to it (a NAR alone
+	// is garbage to the pruner, and Nix uploads it again if its narinfo is
+	// missing): its sync is deferred to the narinfo's PUT, where it runs
+	// beside the narinfo's own, so a path costs one sync wait, not two.
+	opts.Unsynced = k == kindNar
+	var narKey string // the narinfo's NAR, synced beside the narinfo
 
 	switch k {
 	case kindNarinfo, kindMarker, kindLease, kindCacheInfo:
@@ -121,7 +127,7 @@ func (s *Server) put(x *exchange, key string) error {
 		}
 		switch k {
 		case kindNarinfo:
-			err = s.validateNarinfo(ctx, key, buf)
+			narKey, err = s.validateNarinfo(ctx, key, buf)
 		case kindMarker:
 			err = validateMarker(s.cfg.StoreDir, buf)
 		case kindLease:
@@ -135,7 +141,21 @@ func (s *Server) put(x *exchange, key string) error {
 		body = bytes.NewReader(buf)
 	}
 	counted := &countingReader{r: body}
+	var synced chan error
+	if narKey != "" {
+		synced = make(chan error, 1)
+		go func() { synced <- storage.Sync(ctx, s.st, narKey) }()
+	}
 	obj, err := s.st.Put(ctx, key, counted, opts)
+	if synced != nil {
+		if serr := <-synced; serr != nil && err == nil {
+			// The narinfo must not stay without a durable NAR.
+			if derr := s.st.Delete(ctx, key, storage.DeleteOptions{IfMatch: obj.ETag}); derr != nil {
+				s.log.Error("a narinfo whose NAR could not be synced is left in place", "key", key, "nar", narKey, "err", derr)
+			}
+			return fmt.Errorf("syncing %s: %w", narKey, serr)
+		}
+	}
 	if err != nil {
 		if counted.err != nil {
 			// the client's body failed (too large, too slow, cut
@@ -261,28 +281,28 @@ func (s *Server) refuseDuringPrune(ctx context.Context) error {
 // references first). So a narinfo that the pruner could leave dangling, or
 // that an upload racing a prune would publish half, is never accepted.
 // Parsing and key mapping are nixcache's, the same the pruner uses.
-func (s *Server) validateNarinfo(ctx context.Context, key string, buf []byte) error {
+func (s *Server) validateNarinfo(ctx context.Context, key string, buf []byte) (narKey string, err error) {
 	if !utf8.Valid(buf) {
-		return fail(http.StatusBadRequest, "malformed", "narinfo is not UTF-8")
+		return "", fail(http.StatusBadRequest, "malformed", "narinfo is not UTF-8")
 	}
 	ni, err := nixcache.ParseNarInfo(buf, s.cfg.StoreDir)
 	if err != nil {
-		return fail(http.StatusBadRequest, "malformed", "narinfo does not parse: %v", err)
+		return "", fail(http.StatusBadRequest, "malformed", "narinfo does not parse: %v", err)
 	}
 	if nixcache.NarInfoKey(ni.Hash) != key {
-		return fail(http.StatusBadRequest, "key_mismatch", "narinfo for %s uploaded as %s", ni.StorePath, key)
+		return "", fail(http.StatusBadRequest, "key_mismatch", "narinfo for %s uploaded as %s", ni.StorePath, key)
 	}
 	narKey, ok := ni.NarKey()
 	if k, err := classify(narKey); !ok || err != nil || k != kindNar {
-		return fail(http.StatusBadRequest, "malformed", "narinfo URL %q is not a nar/ key in this cache", ni.URL)
+		return "", fail(http.StatusBadRequest, "malformed", "narinfo URL %q is not a nar/ key in this cache", ni.URL)
 	}
 	if len(s.cfg.TrustedKeys) > 0 {
 		fp, sigs, err := fingerprint(buf, s.cfg.StoreDir)
 		if err != nil {
-			return fail(http.StatusBadRequest, "malformed", "narinfo: %v", err)
+			return "", fail(http.StatusBadRequest, "malformed", "narinfo: %v", err)
 		}
 		if !signature.VerifyFirst(fp, sigs, s.cfg.TrustedKeys) {
-			return fail(http.StatusForbidden, "unsigned", "narinfo for %s has no valid signature by a trusted key", ni.StorePath)
+			return "", fail(http.StatusForbidden, "unsigned", "narinfo for %s has no valid signature by a trusted key", ni.StorePath)
 		}
 	}
 	// The existence checks run concurrently (bounded): on S3 each is a
@@ -312,7 +332,7 @@ func (s *Server) validateNarinfo(ctx context.Context, key string, buf []byte) er
 			return fail(http.StatusConflict, "missing_reference", "missing %s (a reference of %s): upload references first", rk, ni.StorePath)
 		})
 	}
-	return g.Wait()
+	return narKey, g.Wait()
 }
 
 // fingerprint computes what a narinfo signature signs,
