@@ -155,7 +155,7 @@ func TestModulesDisabledGenerateNothing(t *testing.T) {
 	want := map[string][]string{
 		"prune":   {"cacheDir", "dryRun", "enable", "environmentFile", "extraArgs", "grace", "lockWait", "metricsFile", "persistent", "randomizedDelaySec", "rootMaxAge", "roots", "schedule", "store", "user"},
 		"update":  {"cacheUrl", "enable", "interval", "kexec", "marker", "onBootChange", "priority", "tlsCACertificate", "tlsCertificate", "tlsPrivateKey"},
-		"serve":   {"backend", "cacheDir", "clientCA", "enable", "environmentFile", "extraArgs", "fallbackCache", "gcrootsProxy", "hostName", "leaseGateway", "listen", "nginxExtraConfig", "oidc", "openFirewall", "priority", "resolvers", "socketActivation", "sslCertificate", "sslCertificateKey", "store", "writers"},
+		"serve":   {"backend", "cacheDir", "clientCA", "enable", "environmentFile", "extraArgs", "fallbackCache", "gcrootsProxy", "hostName", "leaseGateway", "listen", "nginxExtraConfig", "oidc", "openFirewall", "priority", "redirectReads", "resolvers", "socketActivation", "sslCertificate", "sslCertificateKey", "store", "writers"},
 		"publish": {"bearerTokenFile", "cacheDir", "compression", "enable", "environmentFile", "package", "schedule", "secretKeyFile", "store", "systems", "tlsCACertificate", "tlsCertificate", "tlsPrivateKey"},
 	}
 	for mod, w := range want {
@@ -235,6 +235,9 @@ func TestModuleAssertions(t *testing.T) {
 			sslCertificate = "/a"; sslCertificateKey = "/b"; clientCA = "/ca"; }; }`, "the nginx backend serves a directory"},
 		"writers without CA": {`{ serve = { enable = true; store = "s3://b"; hostName = "h";
 			sslCertificate = "/a"; sslCertificateKey = "/b"; writers = [ "CN=w" ]; }; }`, "writers are certificate DNs"},
+		"redirects on file": {`{ serve = { enable = true; cacheDir = "/c"; hostName = "h"; redirectReads = "all"; }; }`, "redirectReads needs backend"},
+		"redirects with upstream": {`{ serve = { enable = true; store = "s3://b"; hostName = "h"; redirectReads = "all";
+			fallbackCache = "https://cache.nixos.org"; }; }`, "redirectReads and fallbackCache exclude each other"},
 		"publish no systems": {`{ publish = { enable = true; store = "https://c"; }; }`, "systems is empty"},
 		"publish tls in local mode": {`{ publish = { enable = true; cacheDir = "/c"; tlsCACertificate = "/ca";
 			systems = [ { flakeRef = "path:/x#y"; marker = "m"; } ]; }; }`, "make no sense in local mode"},
@@ -311,12 +314,13 @@ func TestServeModuleKissOIDCOnS3(t *testing.T) {
 		environmentFile = "/run/secrets/s3.env";
 		oidc = { audience = "https://cache.example.org"; readSubjects = [ "repo:example/*" ];
 		         writeSubjects = [ "repo:example/infra:ref:refs/heads/main" ]; };
+		redirectReads = "nar";
 	}; }`)
 	sc := get(t, r.Config, "systemd", "services", "kiss-serve", "serviceConfig")
 	wantExec := kissExe + " serve --store 's3://nix-cache?region=eu-central-1' --listen '[::]:8443' --tls-cert %d/tls-cert --tls-key %d/tls-key" +
 		" --oidc-issuer https://token.actions.githubusercontent.com --oidc-audience https://cache.example.org" +
 		" --oidc-jwks-url https://token.actions.githubusercontent.com/.well-known/jwks" +
-		" --oidc-read-subject 'repo:example/*' --oidc-write-subject repo:example/infra:ref:refs/heads/main --priority 30"
+		" --oidc-read-subject 'repo:example/*' --oidc-write-subject repo:example/infra:ref:refs/heads/main --redirect-reads nar --priority 30"
 	if got := get(t, sc, "ExecStart"); got != wantExec {
 		t.Errorf("ExecStart\n got %q\nwant %q", got, wantExec)
 	}

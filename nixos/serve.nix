@@ -43,6 +43,7 @@ let
     ++ lib.concatMap (s: [ "--oidc-read-subject" s ]) cfg.oidc.readSubjects
     ++ lib.concatMap (s: [ "--oidc-write-subject" s ]) cfg.oidc.writeSubjects)
     ++ lib.optionals (cfg.fallbackCache != null) [ "--upstream" cfg.fallbackCache ]
+    ++ lib.optionals (cfg.redirectReads != "none") [ "--redirect-reads" cfg.redirectReads ]
     ++ [ "--priority" (toString cfg.priority) ]
     ++ cfg.extraArgs;
 
@@ -135,6 +136,16 @@ in
       example = "https://cache.nixos.org";
       description = "Upstream cache for misses; hits are stored unrooted (the next prune reclaims them).";
     };
+    redirectReads = mkOption {
+      type = types.enum [ "none" "nar" "all" ];
+      default = "none";
+      description = ''
+        kiss backend over an s3:// store: answer readers' GETs with a redirect to a
+        presigned bucket URL, so the bytes go from the bucket to the client ("nar": NARs
+        only; "all": every cache object). Clients must be able to reach the bucket's
+        endpoint. Excludes fallbackCache.
+      '';
+    };
     resolvers = mkOption {
       type = types.listOf types.str;
       default = [ ];
@@ -214,6 +225,8 @@ in
         { assertion = !(mtls && cfg.oidc != null); message = "services.kiss.serve: choose clientCA (mTLS) or oidc, not both."; }
         { assertion = cfg.writers == [ ] || mtls; message = "services.kiss.serve: writers are certificate DNs and need clientCA."; }
         { assertion = !cfg.leaseGateway || cfg.backend == "nginx"; message = "services.kiss.serve: leaseGateway is for the nginx backend (kiss serve does leases itself)."; }
+        { assertion = cfg.redirectReads == "none" || (cfg.backend == "kiss" && lib.hasPrefix "s3://" store); message = "services.kiss.serve: redirectReads needs backend = \"kiss\" and an s3:// store (it presigns bucket URLs)."; }
+        { assertion = cfg.redirectReads == "none" || cfg.fallbackCache == null; message = "services.kiss.serve: redirectReads and fallbackCache exclude each other (a miss must reach the gateway)."; }
       ];
       networking.firewall.allowedTCPPorts = lib.optionals cfg.openFirewall
         (map (l: lib.toInt (lib.last (lib.splitString ":" l))) cfg.listen);
