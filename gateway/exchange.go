@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+	"golang.org/x/sys/unix"
 )
 
 // exchange is one request in flight: the connection's request and
@@ -71,8 +72,8 @@ func (x *exchange) stream(r io.Reader, c io.Closer, size int64) {
 		return
 	}
 	x.streaming = true
-	_, plain := x.rc.Conn().(*net.TCPConn)
-	x.rc.Response.SetBodyStream(&sentBody{r: r, c: c, sendfile: plain, done: func(n int64, err error) { x.srv.finish(x, n, err) }}, int(size))
+	tcp, _ := x.rc.Conn().(*net.TCPConn)
+	x.rc.Response.SetBodyStream(&sentBody{r: r, c: c, tcp: tcp, done: func(n int64, err error) { x.srv.finish(x, n, err) }}, int(size))
 }
 
 // sentBody is a response body stream. It counts what reaches the client,
@@ -83,9 +84,9 @@ func (x *exchange) stream(r io.Reader, c io.Closer, size int64) {
 type sentBody struct {
 	r io.Reader
 	c io.Closer
-	// sendfile: the connection is a plain TCP socket, which takes a file
-	// with sendfile(2); through TLS, a file is copied like any stream.
-	sendfile bool
+	// tcp is the connection when it is a plain TCP socket, which takes a
+	// file with sendfile(2); through TLS a file is copied like any stream.
+	tcp *net.TCPConn
 	n        int64
 	done     func(n int64, err error)
 	once     sync.Once
@@ -104,9 +105,13 @@ var copyBufs = sync.Pool{New: func() any { b := make([]byte, copyBlock); return 
 
 // WriteTo copies the body into fasthttp's body writer.
 func (b *sentBody) WriteTo(w io.Writer) (int64, error) {
-	if f, ok := b.r.(*os.File); ok && b.sendfile {
+	if f, ok := b.r.(*os.File); ok && b.tcp != nil {
 		if rf, ok := w.(io.ReaderFrom); ok {
+			// Corked, the headers leave in the file's first segment
+			// instead of a small one of their own (nginx's tcp_nopush).
+			cork(b.tcp, true)
 			n, err := rf.ReadFrom(f)
+			cork(b.tcp, false)
 			b.n += n
 			return n, err
 		}
@@ -139,6 +144,19 @@ func (b *sentBody) CloseWithError(err error) error {
 	cerr := b.c.Close()
 	b.once.Do(func() { b.done(b.n, err) })
 	return cerr
+}
+
+// cork sets TCP_CORK: while it is on, the kernel sends only full segments.
+func cork(c *net.TCPConn, on bool) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return
+	}
+	v := 0
+	if on {
+		v = 1
+	}
+	_ = rc.Control(func(fd uintptr) { _ = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_CORK, v) })
 }
 
 // finish writes the access log line and the request metrics.
