@@ -193,9 +193,12 @@ func run(ctx context.Context, t testing.TB, f fetcher, keys []string, sizes map[
 	return d
 }
 
-// result is one scenario: the fastest of the repetitions for each side
-// (Ratio, which the target judges), and the median of the ratios of the
-// paired runs (a second view, less sensitive to one lucky run).
+// result is one scenario: the median of the ratios of the paired runs
+// (MedianRatio, which the target judges), and the fastest of the
+// repetitions for each side (Ratio). A pair runs back to back, so it sees
+// one state of a shared machine; the fastest runs of the two sides can come
+// from different states (on the 2-core CI machine nginx's fastest
+// narinfo_all differed by 2x between two scenarios of one run).
 type result struct {
 	Scenario    string  `json:"scenario"`
 	Baseline    string  `json:"baseline"`
@@ -236,13 +239,13 @@ func (b *bench) compare(name, baseline string, target float64, mult int, base, k
 	sort.Float64s(ratios)
 	r := result{Scenario: name, Baseline: baseline, Runs: runs, BaseSec: bestB.Seconds(), KissSec: bestK.Seconds(),
 		Ratio: bestK.Seconds() / bestB.Seconds(), MedianRatio: ratios[len(ratios)/2], Target: target}
-	r.Pass = r.Ratio <= target
+	r.Pass = r.MedianRatio <= target
 	b.results = append(b.results, r)
 	what := "kiss"
 	if strings.HasSuffix(name, "go-floor") {
 		what = "gostatic"
 	}
-	b.t.Logf("%-28s %-10s %8.4fs  %s %8.4fs  ratio %.2f (target ≤ %.2f; median of %d paired ratios %.2f)", name, baseline, r.BaseSec, what, r.KissSec, r.Ratio, target, runs, r.MedianRatio)
+	b.t.Logf("%-28s %-10s %8.4fs  %-8s %8.4fs  median of %2d paired ratios %.2f (target ≤ %.2f)  fastest-run ratio %.2f", name, baseline, r.BaseSec, what, r.KissSec, runs, r.MedianRatio, target, r.Ratio)
 }
 
 // startKiss runs `kiss serve` with its log in a file (as nginx's access
