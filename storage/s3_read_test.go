@@ -147,22 +147,30 @@ func TestS3EscapedKeys(t *testing.T) {
 	}
 }
 
-// The read path on S3: every field of Object, the whole size for ranges,
-// an empty range, and one counted request per call.
-func TestS3ReadObject(t *testing.T) {
+// s3WithObject opens a fresh versitygw bucket (the store, and the same
+// store counting its requests) holding one 1000-byte object at key.
+func s3WithObject(t *testing.T, key string) (inner storage.Store, st *storage.Counting, body []byte, put storage.Object) {
+	t.Helper()
 	ctx := context.Background()
 	bk := testenv.VersitygwBucket(t)
 	inner, err := storage.Open(ctx, bk.URL)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer inner.Close()
-	st := storage.NewCounting(inner)
-	body := []byte(strings.Repeat("0123456789", 100))
-	put, err := st.Put(ctx, "nar/x.nar", bytes.NewReader(body), storage.PutOptions{})
-	if err != nil {
+	t.Cleanup(func() { inner.Close() })
+	st = storage.NewCounting(inner)
+	body = []byte(strings.Repeat("0123456789", 100))
+	if put, err = st.Put(ctx, key, bytes.NewReader(body), storage.PutOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	return inner, st, body, put
+}
+
+// The read path on S3: every field of Object, the whole size for ranges,
+// an empty range, and one counted request per call.
+func TestS3ReadObject(t *testing.T) {
+	ctx := context.Background()
+	_, st, body, put := s3WithObject(t, "nar/x.nar")
 	now, err := st.Now(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -262,17 +270,7 @@ func TestS3KeepsConcurrentConnections(t *testing.T) {
 // stops working once expired, and signs without a request to the server.
 func TestS3PresignGet(t *testing.T) {
 	ctx := context.Background()
-	bk := testenv.VersitygwBucket(t)
-	inner, err := storage.Open(ctx, bk.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer inner.Close()
-	st := storage.NewCounting(inner)
-	body := []byte(strings.Repeat("0123456789", 100))
-	if _, err := st.Put(ctx, "nar/p.nar", bytes.NewReader(body), storage.PutOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	inner, st, body, _ := s3WithObject(t, "nar/p.nar")
 	ps, ok := inner.(storage.Presigner)
 	if !ok {
 		t.Fatal("the s3 store is not a Presigner")

@@ -424,45 +424,31 @@ func benchS3(ctx context.Context, t *testing.T, b *bench, c *cache, dir string) 
 			t.Fatal(err)
 		}
 	}
+	// Each S3 pair: every narinfo sequentially, every NAR 16-way, from base
+	// over HTTP against versitygw read directly with the SDK.
+	pair := func(suffix, base string, target float64) {
+		b.compare("narinfo_all s3"+suffix, "versitygw", target, 3,
+			func() time.Duration { return run(ctx, t, s3Fetcher(cl, bk.Name), c.narinfos, c.sizes, 1) },
+			func() time.Duration {
+				return run(ctx, t, httpFetcher(base, httpClient(1, nil)), c.narinfos, c.sizes, 1)
+			})
+		b.compare("nar c16 s3"+suffix, "versitygw", target, 2,
+			func() time.Duration { return run(ctx, t, s3Fetcher(cl, bk.Name), c.nars, c.sizes, 16) },
+			func() time.Duration {
+				return run(ctx, t, httpFetcher(base, httpClient(16, nil)), c.nars, c.sizes, 16)
+			})
+	}
 	kissS3, kissS3Proc := startKiss(t, bk.URL, "http")
-	b.compare("narinfo_all s3", "versitygw", 1.3, 3,
-		func() time.Duration { return run(ctx, t, s3Fetcher(cl, bk.Name), c.narinfos, c.sizes, 1) },
-		func() time.Duration {
-			return run(ctx, t, httpFetcher(kissS3, httpClient(1, nil)), c.narinfos, c.sizes, 1)
-		})
-	b.compare("nar c16 s3", "versitygw", 1.3, 2,
-		func() time.Duration { return run(ctx, t, s3Fetcher(cl, bk.Name), c.nars, c.sizes, 16) },
-		func() time.Duration {
-			return run(ctx, t, httpFetcher(kissS3, httpClient(16, nil)), c.nars, c.sizes, 16)
-		})
+	pair("", kissS3, 1.3)
 	rss := peakRSS(t, kissS3Proc.PID)
 	t.Logf("kiss serve (s3) peak RSS %.1f MiB", float64(rss)/(1<<20))
 	// --redirect-reads all: the gateway answers with a presigned URL and
 	// the client (following the redirect) reads from versitygw itself
 	kissRedir, _ := startKiss(t, bk.URL, "http", "--redirect-reads", "all")
-	b.compare("narinfo_all s3 redirect", "versitygw", 1.3, 3,
-		func() time.Duration { return run(ctx, t, s3Fetcher(cl, bk.Name), c.narinfos, c.sizes, 1) },
-		func() time.Duration {
-			return run(ctx, t, httpFetcher(kissRedir, httpClient(1, nil)), c.narinfos, c.sizes, 1)
-		})
-	b.compare("nar c16 s3 redirect", "versitygw", 1.3, 2,
-		func() time.Duration { return run(ctx, t, s3Fetcher(cl, bk.Name), c.nars, c.sizes, 16) },
-		func() time.Duration {
-			return run(ctx, t, httpFetcher(kissRedir, httpClient(16, nil)), c.nars, c.sizes, 16)
-		})
+	pair(" redirect", kissRedir, 1.3)
 	// reference only: the Go floor over S3 (fasthttp, one SDK GetObject per
-	// request, nothing else) against versitygw direct
-	floor := startGoStatic(t, "-s3", bk.Server.Endpoint, "-bucket", bk.Name)
-	b.compare("narinfo_all s3 go-floor", "versitygw", 0, 3,
-		func() time.Duration { return run(ctx, t, s3Fetcher(cl, bk.Name), c.narinfos, c.sizes, 1) },
-		func() time.Duration {
-			return run(ctx, t, httpFetcher(floor, httpClient(1, nil)), c.narinfos, c.sizes, 1)
-		})
-	b.compare("nar c16 s3 go-floor", "versitygw", 0, 2,
-		func() time.Duration { return run(ctx, t, s3Fetcher(cl, bk.Name), c.nars, c.sizes, 16) },
-		func() time.Duration {
-			return run(ctx, t, httpFetcher(floor, httpClient(16, nil)), c.nars, c.sizes, 16)
-		})
+	// request, nothing else)
+	pair(" go-floor", startGoStatic(t, "-s3", bk.Server.Endpoint, "-bucket", bk.Name), 0)
 	return rss
 }
 
