@@ -86,10 +86,10 @@ type sentBody struct {
 	c io.Closer
 	// tcp is the connection when it is a plain TCP socket, which takes a
 	// file with sendfile(2); through TLS a file is copied like any stream.
-	tcp *net.TCPConn
-	n        int64
-	done     func(n int64, err error)
-	once     sync.Once
+	tcp  *net.TCPConn
+	n    int64
+	done func(n int64, err error)
+	once sync.Once
 }
 
 func (b *sentBody) Read(p []byte) (int, error) {
