@@ -417,3 +417,36 @@ func TestNarSyncDeferred(t *testing.T) {
 		t.Fatal("a narinfo whose NAR could not be synced was left in place")
 	}
 }
+
+// earlyAnswer is a store whose Put answers at once, refusing, while a
+// goroutine keeps reading the body, as net/http's transport does when the
+// server it writes to answers before the body is sent.
+type earlyAnswer struct {
+	storage.Store
+	reads chan error
+}
+
+func (e earlyAnswer) Put(_ context.Context, _ string, r io.Reader, _ storage.PutOptions) (storage.Object, error) {
+	go func() {
+		time.Sleep(50 * time.Millisecond) // until the handler has returned
+		_, err := io.Copy(io.Discard, r)
+		e.reads <- err
+	}()
+	return storage.Object{}, storage.ErrPreconditionFailed
+}
+
+// TestBodyReadAfterAnswer: a store that still reads a request body after
+// its Put returned gets an error, not fasthttp's released (and reused)
+// stream; the gateway goes on serving.
+func TestBodyReadAfterAnswer(t *testing.T) {
+	st := earlyAnswer{Store: storage.NewMem(nil), reads: make(chan error, 4)}
+	e := newEnv(t, st, gateway.Config{Auth: gateway.Open{}})
+	for i := 0; i < 3; i++ {
+		p := newPath(fmt.Sprint("early", i))
+		wantCode(t, "early refusal", e.do("PUT", "/"+p.narKey(), bytes.Repeat([]byte("x"), 1<<20)), 412)
+		if err := <-st.reads; err == nil {
+			t.Fatal("a read after the request ended succeeded")
+		}
+		wantCode(t, "next request", e.do("GET", "/nix-cache-info", nil), 200)
+	}
+}

@@ -10,10 +10,12 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
 	"github.com/nix-community/go-nix/pkg/narinfo/signature"
+	"github.com/valyala/fasthttp"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/kiss-cache/kiss/lockproto"
@@ -140,7 +142,13 @@ func (s *Server) put(x *exchange, key string) error {
 		}
 		body = bytes.NewReader(buf)
 	}
-	counted := &countingReader{r: body}
+	// A store may read the body from another goroutine and return before
+	// it is done (net/http's transport, to S3 or to another gateway, keeps
+	// writing a request body after the server has answered): the body is
+	// taken back before the handler returns, when fasthttp releases it.
+	guard := &guardedBody{r: body}
+	defer guard.release(x.rc)
+	counted := &countingReader{r: guard}
 	var synced chan error
 	if narKey != "" {
 		synced = make(chan error, 1)
@@ -223,6 +231,41 @@ func (d *rollingDeadline) Read(p []byte) (int, error) {
 		_ = d.set(time.Now().Add(d.grace))
 	}
 	return n, err
+}
+
+// errBodyReleased is what a store reading a request body gets after its
+// handler has ended.
+var errBodyReleased = errors.New("request body read after its request ended")
+
+// guardedBody hands a request body to a store and takes it back when the
+// handler ends (see put): reads after release fail instead of touching a
+// stream fasthttp has released and reused.
+type guardedBody struct {
+	mu   sync.Mutex
+	r    io.Reader
+	done bool
+}
+
+func (g *guardedBody) Read(p []byte) (int, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.done {
+		return 0, errBodyReleased
+	}
+	return g.r.Read(p)
+}
+
+// release ends the body's use. A read still waiting for the client is cut
+// short (its deadline moved to now), and the connection then closes, since
+// what the client sent next is no longer where fasthttp expects it.
+func (g *guardedBody) release(rc *fasthttp.RequestCtx) {
+	if !g.mu.TryLock() {
+		_ = rc.SetReadDeadline(time.Now())
+		rc.SetConnectionClose()
+		g.mu.Lock()
+	}
+	g.done = true
+	g.mu.Unlock()
 }
 
 // countingReader counts the body's bytes and remembers its read error.
