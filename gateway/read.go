@@ -56,11 +56,31 @@ func (s *Server) get(x *exchange, key string) error {
 		}
 		return s.send(x, k, key, obj, nil)
 	}
+	if s.small != nil && (k == kindNarinfo || k == kindListing) && !x.hasHeader("Range") {
+		obj, err := s.st.Stat(x.ctx, key)
+		if err != nil {
+			return s.miss(x, k, key, err)
+		}
+		if b, ok := s.small.get(key, obj.ETag); ok {
+			return s.sendCached(x, k, key, obj, b)
+		}
+	}
 	rd, err := s.st.Get(x.ctx, key)
 	if err != nil {
 		return s.miss(x, k, key, err)
 	}
 	return s.send(x, k, key, rd.Object(), rd)
+}
+
+// sendCached answers a GET from the small-object cache (conditions apply as
+// for any read).
+func (s *Server) sendCached(x *exchange, k kind, key string, obj storage.Object, b []byte) error {
+	if code := precondition(&x.rc.Request.Header, httpETag(obj.ETag), obj.ModTime); code != 0 {
+		return s.send(x, k, key, obj, nil) // answers 304/412 without a body
+	}
+	s.setObjectHeaders(x, k, key, obj)
+	x.body(b)
+	return nil
 }
 
 // send answers a read of obj: 304 or 412 by the request's conditions, 416
@@ -112,6 +132,9 @@ func (s *Server) send(x *exchange, k kind, key string, obj storage.Object, rd st
 		rd.Close()
 		if err != nil {
 			return err
+		}
+		if s.small != nil {
+			s.small.add(key, obj.ETag, b)
 		}
 		x.body(b)
 		return nil

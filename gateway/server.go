@@ -122,6 +122,8 @@ type Server struct {
 	authTLS bool
 	// presigner is the store's, when reads redirect (Config.Redirect).
 	presigner storage.Presigner
+	// small caches small objects of a local store (nil otherwise).
+	small *smallCache
 
 	mirrorMu       sync.Mutex
 	mirrorInFlight map[string]bool
@@ -184,6 +186,9 @@ func New(st storage.Store, cfg Config) (*Server, error) {
 		s.presigner = ps
 	}
 	s.metricsHandler = s.m.handler()
+	if st.Capabilities().Local {
+		s.small = newSmallCache()
+	}
 	s.authTLS = usesTLS(cfg.Auth)
 	if s.log == nil {
 		s.log = slog.Default()

@@ -450,3 +450,33 @@ func TestBodyReadAfterAnswer(t *testing.T) {
 		wantCode(t, "next request", e.do("GET", "/nix-cache-info", nil), 200)
 	}
 }
+
+// TestSmallObjectCache: narinfos read from a file:// store are served from
+// memory only while the file is the one that was read: a replaced narinfo
+// is read again, a deleted one is 404, conditions still apply.
+func TestSmallObjectCache(t *testing.T) {
+	st, err := storage.OpenFile(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t, st, gateway.Config{})
+	p := newPath("c")
+	e.put(p.narinfoKey(), p.narinfo())
+	for i := 0; i < 3; i++ {
+		r := e.do("GET", "/"+p.narinfoKey(), nil)
+		if r.code != 200 || r.body != string(p.narinfo()) {
+			t.Fatalf("read %d: %d %q", i, r.code, r.body)
+		}
+	}
+	etag := e.do("GET", "/"+p.narinfoKey(), nil).hdr.Get("ETag")
+	wantCode(t, "cached, If-None-Match", e.do("GET", "/"+p.narinfoKey(), nil, "If-None-Match", etag), 304)
+	other := p.narinfo(newPath("dep"))
+	e.put(p.narinfoKey(), other)
+	if r := e.do("GET", "/"+p.narinfoKey(), nil); r.body != string(other) || r.hdr.Get("ETag") == etag {
+		t.Fatalf("after a replace: %q (ETag %s, was %s)", r.body, r.hdr.Get("ETag"), etag)
+	}
+	if err := st.Delete(context.Background(), p.narinfoKey(), storage.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	wantCode(t, "after a delete", e.do("GET", "/"+p.narinfoKey(), nil), 404)
+}
