@@ -54,13 +54,8 @@ func benchGET(b *testing.B, st storage.Store, key string) {
 // started by testenv), beside its baseline: the object read directly with
 // the AWS SDK, as e2e/bench/serve.sh compares them.
 func BenchmarkNarinfoGETS3(b *testing.B) {
-	bk := testenv.VersitygwBucket(b)
+	st, bk := testenv.VersitygwStore(b)
 	ctx := context.Background()
-	st, err := storage.Open(ctx, bk.URL)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer st.Close()
 	p := newPath("bench")
 	if _, err := st.Put(ctx, p.narinfoKey(), bytesReader(p.narinfo()), storage.PutOptions{}); err != nil {
 		b.Fatal(err)

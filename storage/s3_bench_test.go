@@ -77,13 +77,8 @@ func loop(b *testing.B, op func()) {
 // process, so this is the client side's cost alone, which wall time (shared
 // with the server on a small machine) hides.
 func BenchmarkS3Read(b *testing.B) {
-	bk := testenv.VersitygwBucket(b)
+	st, bk := testenv.VersitygwStore(b)
 	ctx := context.Background()
-	st, err := storage.Open(ctx, bk.URL)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer st.Close()
 	small := make([]byte, 1024)
 	copy(small, "StorePath: /nix/store/0123456789abcdfghijklmnpqrsvwxyz-bench\nURL: nar/x.nar.zst\n")
 	large := make([]byte, benchLarge)

@@ -62,12 +62,7 @@ func sameVersion(a, b storage.Object) bool {
 
 func TestS3EscapedKeys(t *testing.T) {
 	ctx := context.Background()
-	bk := testenv.VersitygwBucket(t)
-	st, err := storage.Open(ctx, bk.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st, bk := testenv.VersitygwStore(t)
 	for key, name := range s3EscapedKeys {
 		body := []byte("body of " + key)
 		put, err := st.Put(ctx, key, bytes.NewReader(body), storage.PutOptions{})
@@ -117,6 +112,7 @@ func TestS3EscapedKeys(t *testing.T) {
 	var many []string
 	i := 0
 	for key := range s3EscapedKeys {
+		var err error
 		switch i % 3 {
 		case 0:
 			err = st.Delete(ctx, key, storage.DeleteOptions{})
@@ -152,14 +148,10 @@ func TestS3EscapedKeys(t *testing.T) {
 func s3WithObject(t *testing.T, key string) (inner storage.Store, st *storage.Counting, body []byte, put storage.Object) {
 	t.Helper()
 	ctx := context.Background()
-	bk := testenv.VersitygwBucket(t)
-	inner, err := storage.Open(ctx, bk.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { inner.Close() })
+	inner, _ = testenv.VersitygwStore(t)
 	st = storage.NewCounting(inner)
 	body = []byte(strings.Repeat("0123456789", 100))
+	var err error
 	if put, err = st.Put(ctx, key, bytes.NewReader(body), storage.PutOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -215,12 +207,7 @@ func TestS3ReadObject(t *testing.T) {
 func TestS3KeepsConcurrentConnections(t *testing.T) {
 	const conc = 32
 	ctx := context.Background()
-	bk := testenv.VersitygwBucket(t)
-	st, err := storage.Open(ctx, bk.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st, _ := testenv.VersitygwStore(t)
 	if _, err := st.Put(ctx, "nar/x.nar", strings.NewReader(strings.Repeat("x", 1<<16)), storage.PutOptions{}); err != nil {
 		t.Fatal(err)
 	}

@@ -20,6 +20,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/kiss-cache/kiss/storage"
 )
 
 // Credentials of the test S3 server. Fixed: they only ever guard a loopback
@@ -91,6 +93,19 @@ func VersitygwBucket(t testing.TB) S3Bucket {
 		URL:    "s3://" + name + "?" + q.Encode(),
 		Dir:    filepath.Join(srv.Dir, name),
 	}
+}
+
+// VersitygwStore opens a fresh versitygw bucket (VersitygwBucket) as a kiss
+// store, closed when the test ends.
+func VersitygwStore(t testing.TB) (storage.Store, S3Bucket) {
+	t.Helper()
+	bk := VersitygwBucket(t)
+	st, err := storage.Open(context.Background(), bk.URL)
+	if err != nil {
+		t.Fatalf("testenv: open %s: %v", bk.URL, err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st, bk
 }
 
 // Client returns a raw SDK client for the server (for setup and for tests
