@@ -56,7 +56,7 @@ func (s *Server) get(x *exchange, key string) error {
 		}
 		return s.send(x, k, key, obj, nil)
 	}
-	if s.small != nil && (k == kindNarinfo || k == kindListing) && !x.hasHeader("Range") {
+	if s.small != nil && cached(k) && !x.hasHeader("Range") {
 		obj, err := s.st.Stat(x.ctx, key)
 		if err != nil {
 			return s.miss(x, k, key, err)
@@ -133,7 +133,7 @@ func (s *Server) send(x *exchange, k kind, key string, obj storage.Object, rd st
 		if err != nil {
 			return err
 		}
-		if s.small != nil {
+		if s.small != nil && cached(k) {
 			s.small.add(key, obj.ETag, b)
 		}
 		x.body(b)

@@ -17,6 +17,9 @@ type smallCache struct {
 	lru *lru.Cache[string, cachedObject]
 }
 
+// cached reports whether objects of kind k go through the cache.
+func cached(k kind) bool { return k == kindNarinfo || k == kindListing }
+
 // Bounds of the cache: at most 32 MiB.
 const (
 	smallCacheEntries = 4096
