@@ -118,24 +118,10 @@ func (b *sentBody) WriteTo(w io.Writer) (int64, error) {
 	}
 	buf := copyBufs.Get().(*[]byte)
 	defer copyBufs.Put(buf)
-	var total int64
-	for {
-		nr, rerr := b.r.Read(*buf)
-		if nr > 0 {
-			nw, werr := w.Write((*buf)[:nr])
-			total += int64(nw)
-			b.n += int64(nw)
-			if werr != nil {
-				return total, werr
-			}
-		}
-		if rerr == io.EOF {
-			return total, nil
-		}
-		if rerr != nil {
-			return total, rerr
-		}
-	}
+	// Wrapped, neither side's ReadFrom/WriteTo can choose a smaller buffer.
+	n, err := io.CopyBuffer(struct{ io.Writer }{w}, struct{ io.Reader }{b.r}, *buf)
+	b.n += n
+	return n, err
 }
 
 // CloseWithError is how fasthttp ends the stream, with the error that ended

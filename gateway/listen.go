@@ -69,11 +69,21 @@ func Serve(ctx context.Context, ln net.Listener, s *Server, tc *tls.Config, grac
 // before the handler runs (the first 8 KiB of a body of known length) by
 // the same rate rule as the rest of it (see Server.deadline).
 func (s *Server) bodyTimeout(h *fasthttp.RequestHeader) fasthttp.RequestConfig {
-	n := h.ContentLength() // -1: chunked, -2: none
-	if n == 0 || n < -1 {
+	n := bodyLength(h)
+	if n == 0 {
 		return fasthttp.RequestConfig{} // no body (every read): nothing to bound
 	}
-	return fasthttp.RequestConfig{ReadTimeout: time.Until(s.deadline(int64(n)))}
+	return fasthttp.RequestConfig{ReadTimeout: time.Until(s.deadline(n))}
+}
+
+// bodyLength is a request body's length: -1 for a chunked body of unknown
+// length, 0 when there is none.
+func bodyLength(h *fasthttp.RequestHeader) int64 {
+	n := h.ContentLength() // fasthttp: -1 chunked, -2 neither length nor chunked
+	if n < -1 {
+		return 0
+	}
+	return int64(n)
 }
 
 // ServeMetrics serves only s's Prometheus metrics, at /metrics, on ln (the

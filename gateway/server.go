@@ -169,22 +169,21 @@ func New(st storage.Store, cfg Config) (*Server, error) {
 		}
 		cfg.Upstream = strings.TrimSuffix(cfg.Upstream, "/")
 	}
+	var presigner storage.Presigner
 	if cfg.Redirect != RedirectNone {
 		if cfg.Upstream != "" {
 			return nil, errors.New("gateway: redirected reads and an upstream exclude each other (a miss must be seen by the gateway)")
 		}
-		if cfg.RedirectTTL <= 0 {
-			cfg.RedirectTTL = 15 * time.Minute
-		}
-	}
-	s := &Server{st: st, cfg: cfg, log: cfg.Logger, m: newMetrics(), upc: cfg.UpstreamClient}
-	if cfg.Redirect != RedirectNone {
 		ps, ok := st.(storage.Presigner)
 		if !ok {
 			return nil, fmt.Errorf("gateway: %s cannot presign URLs, so reads cannot redirect to it", st.URL())
 		}
-		s.presigner = ps
+		presigner = ps
+		if cfg.RedirectTTL <= 0 {
+			cfg.RedirectTTL = 15 * time.Minute
+		}
 	}
+	s := &Server{st: st, cfg: cfg, log: cfg.Logger, m: newMetrics(), upc: cfg.UpstreamClient, presigner: presigner}
 	s.metricsHandler = s.m.handler()
 	if st.Capabilities().Local {
 		s.small = newSmallCache()
@@ -250,7 +249,7 @@ func refusedUnread(x *exchange) bool {
 	if x.method != fasthttp.MethodPut || x.rc.Response.StatusCode() == fasthttp.StatusRequestTimeout {
 		return false // no body, or a client too slow to wait for
 	}
-	n := x.rc.Request.Header.ContentLength()
+	n := bodyLength(&x.rc.Request.Header)
 	return n == -1 || n > 256<<10
 }
 

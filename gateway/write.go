@@ -84,10 +84,7 @@ func (s *Server) put(x *exchange, key string) error {
 	}
 	ctx := x.ctx
 	limit := s.limitFor(k)
-	length := int64(x.rc.Request.Header.ContentLength()) // -1: chunked
-	if length < -1 {
-		length = 0 // neither length nor chunked: no body
-	}
+	length := bodyLength(&x.rc.Request.Header) // -1: chunked
 	if limit > 0 && length > limit {
 		return fail(http.StatusRequestEntityTooLarge, "too_large", "body of %d bytes exceeds the limit of %d for %s", length, limit, key)
 	}
