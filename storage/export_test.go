@@ -13,5 +13,5 @@ var S3Key = s3Key
 // presign client (the fast path of PresignGet).
 func PresignsDirectly(st Store) bool {
 	s, ok := st.(*s3Store)
-	return ok && s.urls != nil
+	return ok && s.urls() != nil
 }

@@ -64,10 +64,12 @@ var nixStoreParams = map[string]bool{
 // per-request path of a gateway, see open) and for what gocloud does not
 // offer (batched and conditional deletes, the bucket's clock).
 type s3Store struct {
-	bucket     *blob.Bucket
-	client     *s3.Client
-	presign    *s3.PresignClient
-	urls       *urlSigner // nil: presign through the SDK's presign client
+	bucket  *blob.Bucket
+	client  *s3.Client
+	presign *s3.PresignClient
+	// urls is made on the first PresignGet (only a redirecting gateway
+	// presigns); nil: presign through the SDK's presign client.
+	urls       func() *urlSigner
 	name       string
 	displayURL string
 	caps       Capabilities
@@ -286,7 +288,9 @@ func openS3(ctx context.Context, u *url.URL) (Store, error) {
 			MaxBatchDelete:    s3MaxBatchDelete,
 		},
 	}
-	s.urls = newURLSigner(ctx, s.presign, client.Options(), c.bucket)
+	s.urls = sync.OnceValue(func() *urlSigner {
+		return newURLSigner(context.Background(), s.presign, client.Options(), c.bucket)
+	})
 	// One request up front: a missing bucket is a configuration error that
 	// must not surface later as "object not found" (which a pruner could
 	// read as "nothing there"). It also primes the clock offset.
@@ -460,8 +464,8 @@ func (s *s3Store) PresignGet(ctx context.Context, key string, ttl time.Duration)
 	if err := ValidateKey(key); err != nil {
 		return "", wrap("presign", key, err)
 	}
-	if s.urls != nil {
-		u, err := s.urls.presignGet(ctx, s3Key(key), ttl)
+	if us := s.urls(); us != nil {
+		u, err := us.presignGet(ctx, s3Key(key), ttl)
 		if err != nil {
 			return "", wrap("presign", key, err)
 		}
