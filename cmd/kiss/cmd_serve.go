@@ -128,11 +128,13 @@ func runServe(c *cli.Context) error {
 	// The access log (one line a request) goes through a buffer flushed
 	// every second, and at once for warnings and errors: a request then
 	// costs no write(2) of its own (internal/logbuf).
-	var lvl slog.Level
-	_ = lvl.UnmarshalText([]byte(c.String("log-level"))) // checked in Before
 	logw := logbuf.NewWriter(c.App.ErrWriter, 64<<10, time.Second)
 	defer logw.Close()
-	log := slog.New(logbuf.Handler(slog.NewTextHandler(logw, &slog.HandlerOptions{Level: lvl}), logw))
+	h, err := textHandler(logw, c)
+	if err != nil {
+		return err
+	}
+	log := slog.New(logbuf.Handler(h, logw))
 	writers := takeServeList(c, "writer")
 	readSubjects, writeSubjects := takeServeList(c, "oidc-read-subject"), takeServeList(c, "oidc-write-subject")
 	if c.NArg() != 0 {

@@ -61,17 +61,27 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			&cli.BoolFlag{Name: "json", Usage: "machine-readable output on stdout"},
 		},
 		Before: func(c *cli.Context) error {
-			var lvl slog.Level
-			if err := lvl.UnmarshalText([]byte(c.String("log-level"))); err != nil {
-				return usageError(fmt.Errorf("--log-level: %w", err))
+			h, err := textHandler(stderr, c)
+			if err != nil {
+				return err
 			}
-			slog.SetDefault(slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl})))
+			slog.SetDefault(slog.New(h))
 			return nil
 		},
 		Commands:              commands,
 		ExitErrHandler:        func(*cli.Context, error) {}, // main maps errors to exit codes
 		CustomAppHelpTemplate: cli.AppHelpTemplate + exitStatusHelp,
 	}
+}
+
+// textHandler is the log handler every command logs through: text lines to
+// w at the level --log-level names.
+func textHandler(w io.Writer, c *cli.Context) (slog.Handler, error) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(c.String("log-level"))); err != nil {
+		return nil, usageError(fmt.Errorf("--log-level: %w", err))
+	}
+	return slog.NewTextHandler(w, &slog.HandlerOptions{Level: lvl}), nil
 }
 
 func main() {
