@@ -120,8 +120,11 @@ func (c Credentials) present() bool {
 type ClientCerts struct {
 	// Writers are RFC 2253 subject DNs as nginx's $ssl_client_s_dn prints
 	// them ("CN=builder-01,O=Example"), matched exactly. An entry that is a
-	// single CN ("CN=builder-01") is a shorthand: it matches any certificate
-	// whose subject common name is exactly that.
+	// single CN attribute ("CN=builder-01") is a shorthand: it matches a
+	// certificate whose subject holds exactly one CN attribute, equal to it
+	// (so neither "CN=builder-01,CN=reader" nor the multi-valued RDN
+	// "CN=builder-01+CN=reader" does). The nginx backend's writer map
+	// (nixos/nginx-render.nix) implements the same rule.
 	Writers []string
 }
 
@@ -136,26 +139,97 @@ func (c ClientCerts) Authenticate(_ context.Context, cr Credentials) (Access, er
 }
 
 func (c ClientCerts) isWriter(cert *x509.Certificate, dn string) bool {
+	cn, hasOneCN := singleCN(cert)
 	for _, w := range c.Writers {
-		if w == dn {
-			return true
-		}
-		if cn, ok := strings.CutPrefix(w, "CN="); ok && !strings.Contains(cn, ",") && cn != "" && cert.Subject.CommonName == cn {
+		if w == dn || hasOneCN && isCNShorthand(w) && w == cn {
 			return true
 		}
 	}
 	return false
 }
 
+var oidCommonName = asn1.ObjectIdentifier{2, 5, 4, 3}
+
+// singleCN returns the subject's CN attribute printed as RFC 2253
+// ("CN=builder-01", value escaped as in SubjectDN) when the subject holds
+// exactly one CN attribute, counting every member of multi-valued RDNs.
+func singleCN(cert *x509.Certificate) (string, bool) {
+	var found []pkix.AttributeTypeAndValue
+	for _, rdn := range subjectRDNs(cert) {
+		for _, atv := range rdn {
+			if atv.Type.Equal(oidCommonName) {
+				found = append(found, atv)
+			}
+		}
+	}
+	if len(found) != 1 {
+		return "", false
+	}
+	return formatDN(pkix.RDNSequence{{found[0]}}), true
+}
+
+// isCNShorthand reports whether a writer entry is one CN attribute: "CN="
+// and a value without an unescaped "," or "+" (which would start another
+// attribute).
+func isCNShorthand(w string) bool {
+	v, ok := strings.CutPrefix(w, "CN=")
+	if !ok || v == "" {
+		return false
+	}
+	for i := 0; i < len(v); i++ {
+		switch v[i] {
+		case '\\':
+			i++ // the escaped character
+		case ',', '+':
+			return false
+		}
+	}
+	return true
+}
+
 // SubjectDN formats a certificate's subject as RFC 2253, from the raw
 // encoded subject so that attribute order and types are exactly the
-// certificate's (the same string nginx puts in $ssl_client_s_dn).
+// certificate's: the same string nginx (OpenSSL's XN_FLAG_RFC2253) puts in
+// $ssl_client_s_dn.
 func SubjectDN(cert *x509.Certificate) string {
-	var rdn pkix.RDNSequence
-	if rest, err := asn1.Unmarshal(cert.RawSubject, &rdn); err == nil && len(rest) == 0 {
-		return rdn.String()
+	if rdns := subjectRDNs(cert); rdns != nil {
+		return formatDN(rdns)
 	}
 	return cert.Subject.String()
+}
+
+func subjectRDNs(cert *x509.Certificate) pkix.RDNSequence {
+	var rdns pkix.RDNSequence
+	if rest, err := asn1.Unmarshal(cert.RawSubject, &rdns); err != nil || len(rest) != 0 {
+		return nil
+	}
+	return rdns
+}
+
+// formatDN prints an RDN sequence as OpenSSL does for nginx: RDNs most
+// specific first (RFC 2253), and, unlike pkix.RDNSequence.String, the
+// members of a multi-valued RDN in reverse encoding order too (OpenSSL
+// reverses its flat list of attributes), and bytes of non-ASCII UTF-8 as
+// "\XX" (OpenSSL's ESC_MSB: "bäcker" is "b\C3\A4cker").
+func formatDN(rdns pkix.RDNSequence) string {
+	rev := make(pkix.RDNSequence, len(rdns))
+	for i, rdn := range rdns {
+		r := make(pkix.RelativeDistinguishedNameSET, len(rdn))
+		for j, atv := range rdn {
+			r[len(rdn)-1-j] = atv
+		}
+		rev[i] = r
+	}
+	s := rev.String()
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c >= 0x80 {
+			fmt.Fprintf(&b, "\\%02X", c)
+		} else {
+			b.WriteByte(c)
+		}
+	}
+	return b.String()
 }
 
 // OIDCConfig configures bearer-token authentication (e.g. GitHub Actions).

@@ -12,6 +12,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/asn1"
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
@@ -340,5 +341,57 @@ func TestOIDC(t *testing.T) {
 	}
 	if _, err := c.Put(context.Background(), "gcroots/z", strings.NewReader(string(p.marker())), storage.PutOptions{IfNotExist: true}); err != nil {
 		t.Fatalf("client store with bearer: %v", err)
+	}
+}
+
+// TestClientCertsCNShorthandNeedsOneCN: the writer shorthand "CN=name"
+// matches only a subject with exactly one CN attribute, equal to it. Go's
+// Subject.CommonName takes the last CN, so "CN=builder-01,CN=reader" and
+// the multi-valued RDN "CN=builder-01+CN=reader" used to pass as the
+// writer. nixos/writer_match_test.go checks the same rule in nginx with the
+// same certificates.
+func TestClientCertsCNShorthandNeedsOneCN(t *testing.T) {
+	cn := asn1.ObjectIdentifier{2, 5, 4, 3}
+	o := asn1.ObjectIdentifier{2, 5, 4, 10}
+	atv := func(typ asn1.ObjectIdentifier, v string) pkix.AttributeTypeAndValue {
+		return pkix.AttributeTypeAndValue{Type: typ, Value: v}
+	}
+	one := func(a ...pkix.AttributeTypeAndValue) pkix.RelativeDistinguishedNameSET { return a }
+	for _, c := range []struct {
+		name    string
+		subject pkix.RDNSequence
+		dn      string
+		writer  bool
+	}{
+		{"one CN", pkix.RDNSequence{one(atv(cn, "builder-01"))}, "CN=builder-01", true},
+		{"one CN and O", pkix.RDNSequence{one(atv(cn, "builder-01")), one(atv(o, "Example"))}, "O=Example,CN=builder-01", true},
+		{"two CNs", pkix.RDNSequence{one(atv(cn, "reader")), one(atv(cn, "builder-01"))}, "CN=builder-01,CN=reader", false},
+		{"two CNs, other order", pkix.RDNSequence{one(atv(cn, "builder-01")), one(atv(cn, "reader"))}, "CN=reader,CN=builder-01", false},
+		{"multi-valued RDN", pkix.RDNSequence{one(atv(cn, "builder-01"), atv(cn, "reader"))}, "CN=builder-01+CN=reader", false}, // DER sorts the set; OpenSSL prints it reversed
+		{"multi-valued RDN with O", pkix.RDNSequence{one(atv(o, "x"), atv(cn, "builder-01"))}, "CN=builder-01+O=x", true},
+		{"comma in the CN", pkix.RDNSequence{one(atv(cn, "builder-01,O=x"))}, `CN=builder-01\,O=x`, false},
+		{"non-ASCII", pkix.RDNSequence{one(atv(cn, "bäcker"))}, `CN=b\C3\A4cker`, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			raw, err := asn1.Marshal(c.subject)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// As x509.ParseCertificate fills it: Subject from the encoding.
+			var parsed pkix.RDNSequence
+			if _, err := asn1.Unmarshal(raw, &parsed); err != nil {
+				t.Fatal(err)
+			}
+			cert := &x509.Certificate{RawSubject: raw}
+			cert.Subject.FillFromRDNSequence(&parsed)
+			cr := gateway.Credentials{TLS: &tls.ConnectionState{VerifiedChains: [][]*x509.Certificate{{cert}}}}
+			a, err := gateway.ClientCerts{Writers: []string{"CN=builder-01"}}.Authenticate(context.Background(), cr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if a.Subject != c.dn || a.Write != c.writer {
+				t.Errorf("subject %q write %v, want %q %v", a.Subject, a.Write, c.dn, c.writer)
+			}
+		})
 	}
 }

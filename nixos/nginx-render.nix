@@ -74,21 +74,31 @@ let
   writerVar = "$kiss_writer_${checkedName}";
   denyVar = "$kiss_deny_${checkedName}";
 
-  # Writers are matched like `kiss serve --writer`: an entry with several
-  # RDNs ("CN=hydra,O=Example") must equal $ssl_client_s_dn exactly; a lone
-  # "CN=name" matches any certificate whose first RDN (nginx prints RFC 2253,
-  # most specific first) is exactly that CN. The lone form is anchored at the
-  # start, where no escaped "\," can precede it, so "O=x\,CN=name" cannot
-  # pass. A DN starting with "~" would be a regex: refused.
+  # Writers are matched like `kiss serve --writer` (gateway.ClientCerts):
+  # an entry with several attributes ("CN=hydra,O=Example") must equal
+  # $ssl_client_s_dn exactly; an entry that is one CN attribute
+  # ("CN=builder-01") matches a DN holding exactly one CN attribute, equal
+  # to it, wherever it stands ("O=x,CN=builder-01" too), and never one with
+  # a second CN ("CN=builder-01,CN=reader", "CN=builder-01+CN=reader").
+  # nginx prints the DN as RFC 2253 with "\" escapes, so the regex walks it
+  # attribute by attribute: an attribute is (?:[^,+\\]|\\.)* and the
+  # separators are unescaped "," and "+". A DN starting with "~" would be
+  # a regex itself: refused.
   pcreEscape = s: builtins.concatStringsSep "" (map
     (c: if match "[A-Za-z0-9 _-]" c != null then c else "\\" + c)
     (builtins.genList (i: builtins.substring i 1 s) (builtins.stringLength s)));
-  singleCN = dn: match "CN=([^,+\\]+)" dn;
+  # One CN attribute: no unescaped "," or "+".
+  isCNShorthand = dn: match "CN=([^,+\\]|\\\\.)+" dn != null;
+  attr = "(?:[^,+\\\\]|\\\\.)*";
+  otherAttr = "(?!CN=)${attr}";
+  cnRegex = dn: "^(?:${otherAttr}[,+])*${pcreEscape dn}(?:[,+]${otherAttr})*$";
+  # A map key in double quotes: nginx turns \\ into \ and \" into ".
+  # (No variables are expanded in map keys, so "$" needs no escape.)
+  quoteKey = s: "\"" + replaceStrings [ "\\" "\"" ] [ "\\\\" "\\\"" ] s + "\"";
   writerLine = dn:
-    if dn == "" || builtins.substring 0 1 dn == "~" then throw "nginx-render: bad writer DN '${dn}'"
-    else if match ".*[\"$\n\r].*" dn != null && singleCN dn != null then throw "nginx-render: bad writer DN '${dn}'"
-    else if singleCN dn != null then "\"~^CN=${pcreEscape (elemAt (singleCN dn) 0)}(,|$)\" 1;"
-    else "${quote dn} 1;";
+    if dn == "" || builtins.substring 0 1 dn == "~" || match ".*[\n\r].*" dn != null then throw "nginx-render: bad writer DN '${dn}'"
+    else if isCNShorthand dn then "${quoteKey "~${cnRegex dn}"} 1;"
+    else "${quoteKey dn} 1;";
 
   nixCacheInfo = "StoreDir: /nix/store\nWantMassQuery: 1\nPriority: ${toString priority}\n";
 

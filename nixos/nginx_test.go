@@ -492,7 +492,7 @@ func TestNginxRenderRefusesInjection(t *testing.T) {
 		"server name with ;":   `{ serverName = "x; root /etc"; }`,
 		"cache dir with space": `{ cacheDir = "/srv/c d"; }`,
 		"regex writer":         `{ writers = [ "~.*" ]; }`,
-		"writer with $":        `{ writers = [ "CN=$host" ]; }`,
+		"writer with newline":  `{ writers = [ "CN=a\nb" ]; }`,
 		"bad name":             `{ name = "a-b"; }`,
 		"fallback not http":    `{ fallbackCache = "ftp://x"; }`,
 	} {
@@ -506,12 +506,14 @@ func TestNginxRenderRefusesInjection(t *testing.T) {
 			}
 		})
 	}
-	// The happy path renders, with a quoted DN that contains a quote.
-	out, err := renderNginx(t, nix, common+`{ writers = [ "CN=a\"b,O=x" "CN=w.1" ]; }`)
+	// The happy path renders, with a quoted DN that contains a quote, and a
+	// CN shorthand whose "." is no regex wildcard ("CN=w.1" must not match
+	// "CN=wx1"; TestWriterMatchGoAndNginxAgree runs the regex in nginx).
+	out, err := renderNginx(t, nix, common+`{ writers = [ "CN=a\\\"b,O=x" "CN=w.1" "CN=$host,O=x" ]; }`)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(out, `"CN=a\"b,O=x" 1;`) || !strings.Contains(out, `"~^CN=w\.1(,|$)" 1;`) {
+	if !strings.Contains(out, `"CN=a\\\"b,O=x" 1;`) || !strings.Contains(out, `CN\\=w\\.1(?:[,+]`) || !strings.Contains(out, `"CN=$host,O=x" 1;`) {
 		t.Errorf("DN not escaped:\n%s", out)
 	}
 }

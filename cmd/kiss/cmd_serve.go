@@ -31,7 +31,7 @@ Authentication (one per server):
   --client-ca CA.pem [--writer DN]...   TLS client certificates: every request needs a
                                         certificate from CA; writers by RFC 2253 subject DN
                                         ("CN=builder-01,O=Example", or "CN=builder-01" for
-                                        any certificate with that common name)
+                                        a certificate whose only CN is builder-01)
   --oidc-audience … --oidc-jwks-url …   bearer tokens (CI): read/write by subject glob
   --open-reads                          with either: anyone reads, credentials only to write
   --anonymous-writes                    anyone writes (loopback listeners only; tests, sidecars)

@@ -7,6 +7,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/asn1"
 	"encoding/pem"
 	"math/big"
 	"net"
@@ -95,6 +96,22 @@ func (p *PKIEnv) Client(cn string) Cert {
 	c := p.issue(p.CA, p.caKey, "client-"+cn, clientTemplate(cn, now.Add(-time.Hour), now.Add(24*time.Hour)))
 	p.clients[cn] = c
 	return c
+}
+
+// ClientSubject issues a valid client certificate whose subject is exactly
+// the given RDN sequence (most general first, as encoded), written to
+// <file>.crt/.key. It makes subjects pkix.Name cannot express: several CN
+// attributes, multi-valued RDNs ("CN=a+CN=b"). Not cached.
+func (p *PKIEnv) ClientSubject(file string, subject pkix.RDNSequence) Cert {
+	p.t.Helper()
+	raw, err := asn1.Marshal(subject)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	now := time.Now()
+	tmpl := clientTemplate("", now.Add(-time.Hour), now.Add(24*time.Hour))
+	tmpl.RawSubject = raw
+	return p.issue(p.CA, p.caKey, file, tmpl)
 }
 
 // Pool returns a CertPool holding the CA.
