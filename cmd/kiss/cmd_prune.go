@@ -19,6 +19,7 @@ import (
 
 	"github.com/kiss-cache/kiss/gc"
 	"github.com/kiss-cache/kiss/lockproto"
+	"github.com/kiss-cache/kiss/prune"
 	"github.com/kiss-cache/kiss/storage"
 )
 
@@ -127,78 +128,53 @@ func runPrune(c *cli.Context) error {
 		grace = -1 // gc: negative means none
 	}
 	ctx := c.Context
-	raw, err := openStore(ctx, c.Args().First())
+	st, err := openStore(ctx, c.Args().First())
 	if err != nil {
 		return err
 	}
-	defer raw.Close()
-	st := storage.NewCounting(raw)
-	dry := c.Bool("dry-run")
-	prog := newProgress(c.App.ErrWriter)
-	opts := gc.Options{
-		RootSources:     c.StringSlice("roots"),
-		Grace:           grace,
-		RootMaxAge:      maxAge,
-		Concurrency:     c.Int("concurrency"),
-		AllowEmptyRoots: c.Bool("allow-empty-roots"),
-		AllowDangling:   c.Bool("allow-dangling"),
-		NoMemo:          c.Bool("no-memo"),
-		Logger:          log,
-		Progress:        prog,
-	}
-	started := time.Now()
-
-	var lease *lockproto.Lease
-	work := ctx
-	if !dry {
-		lease, err = lockproto.AcquirePrune(ctx, raw, lockproto.Options{TTL: c.Duration("lock-ttl"), Wait: c.Duration("lock-wait"), Owner: "kiss prune", Logger: log})
-		if err != nil {
-			code := ExitStore
-			switch {
-			case lockproto.IsLocked(err):
-				code = ExitLocked
-			case ctx.Err() != nil:
-				code = ExitInterrupted
-			}
-			return finishPrune(c, nil, nil, st, started, code, fmt.Errorf("prune lease: %w", err))
-		}
-		defer func() {
-			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
-			defer cancel()
-			if err := lease.Release(rctx); err != nil {
-				log.Warn("releasing the prune lease", "err", err)
-			}
-		}()
-		work = lease.Context()
-	}
-
-	plan, err := gc.NewPlan(work, st, opts)
-	if err != nil {
-		return finishPrune(c, nil, nil, st, started, pruneExitCode(err, ctx, lease), err)
-	}
+	defer st.Close()
 	var dels []gc.Deletion
+	opts := prune.Options{
+		Options: gc.Options{
+			RootSources:     c.StringSlice("roots"),
+			Grace:           grace,
+			RootMaxAge:      maxAge,
+			Concurrency:     c.Int("concurrency"),
+			AllowEmptyRoots: c.Bool("allow-empty-roots"),
+			AllowDangling:   c.Bool("allow-dangling"),
+			NoMemo:          c.Bool("no-memo"),
+			Logger:          log,
+			Progress:        newProgress(c.App.ErrWriter),
+		},
+		DryRun:   c.Bool("dry-run"),
+		LockTTL:  c.Duration("lock-ttl"),
+		LockWait: c.Duration("lock-wait"),
+		Owner:    "kiss prune",
+	}
 	if c.Bool("list") {
-		for d := range plan.Deletions() {
-			dels = append(dels, d)
-		}
+		opts.OnDeletion = func(d gc.Deletion) { dels = append(dels, d) }
 	}
-	rep := plan.Report()
-	if !dry {
-		rep, err = plan.Execute(work, lease, prog)
-		if err != nil {
-			return finishPrune(c, rep, dels, st, started, pruneExitCode(err, ctx, lease), err)
-		}
+	rep, err := prune.Run(ctx, st, opts)
+	code := ExitOK
+	if err != nil {
+		code = pruneExitCode(err, ctx)
 	}
-	rep.DryRun = dry
-	return finishPrune(c, rep, dels, st, started, ExitOK, nil)
+	return finishPrune(c, rep, dels, code, err)
 }
 
-// pruneExitCode maps gc and lockproto errors to the documented exit codes.
-func pruneExitCode(err error, ctx context.Context, lease *lockproto.Lease) int {
+// pruneExitCode maps prune's, gc's and lockproto's errors to the documented
+// exit codes.
+func pruneExitCode(err error, ctx context.Context) int {
 	switch {
+	case errors.Is(err, prune.ErrLease):
+		switch {
+		case lockproto.IsLocked(err):
+			return ExitLocked
+		case ctx.Err() != nil:
+			return ExitInterrupted
+		}
+		return ExitStore
 	case errors.Is(err, gc.ErrFence), errors.Is(err, lockproto.ErrLeaseLost):
-		return ExitLeaseLost
-	case lease != nil && lease.Err() != nil && ctx.Err() == nil:
 		return ExitLeaseLost
 	case ctx.Err() != nil:
 		return ExitInterrupted
@@ -212,18 +188,7 @@ func pruneExitCode(err error, ctx context.Context, lease *lockproto.Lease) int {
 
 // finishPrune prints the report (human or JSON), writes the metrics file,
 // and returns the exit.
-func finishPrune(c *cli.Context, rep *gc.Report, dels []gc.Deletion, st *storage.Counting, started time.Time, code int, runErr error) error {
-	if rep == nil {
-		rep = &gc.Report{Store: st.URL(), DryRun: c.Bool("dry-run")}
-	}
-	rep.DryRun = c.Bool("dry-run")
-	rep.Requests = st.Counts()
-	if runErr != nil {
-		rep.Error = runErr.Error()
-	}
-	if rep.Elapsed == 0 {
-		rep.Elapsed = time.Since(started).Seconds()
-	}
+func finishPrune(c *cli.Context, rep *gc.Report, dels []gc.Deletion, code int, runErr error) error {
 	out := c.App.Writer
 	if jsonWanted(c) {
 		enc := json.NewEncoder(out)

@@ -1,0 +1,112 @@
+package prune
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/kiss-cache/kiss/gc"
+	"github.com/kiss-cache/kiss/lockproto"
+	"github.com/kiss-cache/kiss/storage"
+)
+
+// releaseTimeout bounds the release of the lease after the work, which runs
+// even when the caller's context has ended.
+const releaseTimeout = time.Minute
+
+// ErrLease wraps every failure to take the prune lease (another prune held
+// it past LockWait: lockproto.IsLocked; the store failed; the context ended).
+// Nothing was planned or deleted.
+var ErrLease = errors.New("prune lease")
+
+// Options are what one prune keeps, how it locks and what it reports.
+type Options struct {
+	gc.Options
+
+	// DryRun plans only: no lease is taken, nothing is deleted or written.
+	DryRun bool
+	// LockTTL and LockWait are the prune lease's TTL (refreshed every
+	// TTL/6) and how long to wait for it; 0 takes lockproto's defaults.
+	LockTTL, LockWait time.Duration
+	// Owner names the pruner in the lease body, for humans.
+	Owner string
+	// OnDeletion, if set, sees every deletion of the plan before anything
+	// is deleted (kiss prune --list).
+	OnDeletion func(gc.Deletion)
+}
+
+// Run prunes st: the prune lease (unless DryRun), the plan, the deletions,
+// the release. It always returns a report, with the store requests it cost
+// and, on failure, the error's text. The error wraps ErrLease when the lease
+// could not be taken, lockproto.ErrLeaseLost when it was lost while working,
+// and gc's sentinels.
+func Run(ctx context.Context, st storage.Store, o Options) (*gc.Report, error) {
+	log := o.Logger
+	if log == nil {
+		log = slog.Default()
+		o.Logger = log
+	}
+	counted := storage.NewCounting(st)
+	started := time.Now()
+	finish := func(rep *gc.Report, err error) (*gc.Report, error) {
+		if rep == nil {
+			rep = &gc.Report{Store: counted.URL()}
+		}
+		rep.DryRun = o.DryRun
+		rep.Requests = counted.Counts()
+		if rep.Elapsed == 0 {
+			rep.Elapsed = time.Since(started).Seconds()
+		}
+		if err != nil {
+			rep.Error = err.Error()
+		}
+		return rep, err
+	}
+
+	var lease *lockproto.Lease
+	work := ctx
+	if !o.DryRun {
+		var err error
+		// The lease is taken on st itself: its requests are the lock's,
+		// not the prune's, and are not counted.
+		lease, err = lockproto.AcquirePrune(ctx, st, lockproto.Options{TTL: o.LockTTL, Wait: o.LockWait, Owner: o.Owner, Logger: log})
+		if err != nil {
+			return finish(nil, fmt.Errorf("%w: %w", ErrLease, err))
+		}
+		defer func() {
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
+			defer cancel()
+			if err := lease.Release(rctx); err != nil {
+				log.Warn("releasing the prune lease", "err", err)
+			}
+		}()
+		work = lease.Context()
+	}
+	// leaseLost makes a failure that the lost lease caused say so.
+	leaseLost := func(err error) error {
+		if lease != nil && lease.Err() != nil && ctx.Err() == nil {
+			return fmt.Errorf("%w: %w", lockproto.ErrLeaseLost, err)
+		}
+		return err
+	}
+
+	plan, err := gc.NewPlan(work, counted, o.Options)
+	if err != nil {
+		return finish(nil, leaseLost(err))
+	}
+	if o.OnDeletion != nil {
+		for d := range plan.Deletions() {
+			o.OnDeletion(d)
+		}
+	}
+	rep := plan.Report()
+	if !o.DryRun {
+		rep, err = plan.Execute(work, lease, o.Progress)
+		if err != nil {
+			return finish(rep, leaseLost(err))
+		}
+	}
+	return finish(rep, nil)
+}

@@ -1,0 +1,115 @@
+package prune_test
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kiss-cache/kiss/gc"
+	"github.com/kiss-cache/kiss/lockproto"
+	"github.com/kiss-cache/kiss/nixcache"
+	"github.com/kiss-cache/kiss/prune"
+	"github.com/kiss-cache/kiss/storage"
+)
+
+// cache fills a fresh in-memory store whose clock runs three hours ahead of
+// the objects' writes: a rooted path with a dependency, and garbage.
+func cache(t *testing.T) (st storage.Store, rooted, dep, garbage string) {
+	t.Helper()
+	now := time.Now()
+	clock := func() time.Time { return now }
+	st = storage.NewMem(func() time.Time { return clock() })
+	ctx := context.Background()
+	put := func(key, body string) {
+		if _, err := st.Put(ctx, key, strings.NewReader(body), storage.PutOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mk := func(name string, refs ...string) string {
+		sum := sha256.Sum256([]byte(name))
+		var h nixcache.Hash
+		copy(h[:], sum[:])
+		base := h.String() + "-" + name
+		nar := "nar/" + h.String() + ".nar"
+		put(nar, "nar of "+name)
+		put(nixcache.NarInfoKey(h), fmt.Sprintf("StorePath: /nix/store/%s\nURL: %s\nCompression: none\nFileSize: %d\nNarSize: 1\nReferences: %s\n",
+			base, nar, len("nar of "+name), strings.Join(refs, " ")))
+		return nixcache.NarInfoKey(h)
+	}
+	dep = mk("dep")
+	depPath := strings.TrimSuffix(dep, ".narinfo") + "-dep"
+	rooted = mk("rooted", depPath)
+	garbage = mk("garbage", depPath)
+	put("nix-cache-info", "StoreDir: /nix/store\n")
+	put("gcroots/web", "/nix/store/"+strings.TrimSuffix(rooted, ".narinfo")+"-rooted\n")
+	later := now.Add(3 * time.Hour)
+	clock = func() time.Time { return later }
+	return st, rooted, dep, garbage
+}
+
+func exists(t *testing.T, st storage.Store, key string) bool {
+	t.Helper()
+	_, err := st.Stat(context.Background(), key)
+	if err != nil && !errors.Is(err, storage.ErrNotFound) {
+		t.Fatal(err)
+	}
+	return err == nil
+}
+
+func TestRunDeletesGarbageKeepsRooted(t *testing.T) {
+	st, rooted, dep, garbage := cache(t)
+	var planned []string
+	rep, err := prune.Run(context.Background(), st, prune.Options{
+		Owner:      "test",
+		OnDeletion: func(d gc.Deletion) { planned = append(planned, d.Key) },
+	})
+	if err != nil {
+		t.Fatalf("prune: %v (report %+v)", err, rep)
+	}
+	if exists(t, st, garbage) || !exists(t, st, rooted) || !exists(t, st, dep) {
+		t.Errorf("after prune: garbage %v rooted %v dep %v", exists(t, st, garbage), exists(t, st, rooted), exists(t, st, dep))
+	}
+	if rep.Deleted.Objects != 2 || rep.DryRun || rep.Requests["delete-many-keys"] != 2 || len(planned) != 2 {
+		t.Errorf("report: deleted %+v dry %v requests %v planned %q", rep.Deleted, rep.DryRun, rep.Requests, planned)
+	}
+	if exists(t, st, lockproto.PruneKey) {
+		t.Error("the prune lease was not released")
+	}
+}
+
+func TestRunDryRunDeletesNothing(t *testing.T) {
+	st, _, _, garbage := cache(t)
+	rep, err := prune.Run(context.Background(), st, prune.Options{DryRun: true})
+	if err != nil || !rep.DryRun || rep.DeleteTotal.Objects != 2 || !exists(t, st, garbage) {
+		t.Fatalf("dry run: err %v report %+v, garbage kept %v", err, rep, exists(t, st, garbage))
+	}
+}
+
+func TestRunLockedIsErrLease(t *testing.T) {
+	st, _, _, garbage := cache(t)
+	ctx := context.Background()
+	held, err := lockproto.AcquirePrune(ctx, st, lockproto.Options{Owner: "other"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Release(ctx)
+	rep, err := prune.Run(ctx, st, prune.Options{LockWait: 10 * time.Millisecond, LockTTL: 3 * time.Second})
+	if !errors.Is(err, prune.ErrLease) || !lockproto.IsLocked(err) || rep == nil || rep.Error == "" || !exists(t, st, garbage) {
+		t.Fatalf("while another prune holds the lease: err %v, report %+v", err, rep)
+	}
+}
+
+func TestRunRefusesWithoutRoots(t *testing.T) {
+	st, _, _, garbage := cache(t)
+	if err := st.Delete(context.Background(), "gcroots/web", storage.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := prune.Run(context.Background(), st, prune.Options{})
+	if !errors.Is(err, gc.ErrEmptyRoots) || !exists(t, st, garbage) {
+		t.Fatalf("no roots: %v", err)
+	}
+}
