@@ -24,6 +24,10 @@ const (
 	CheckWarn    CheckStatus = "warn"
 	CheckFail    CheckStatus = "fail"
 	CheckSkipped CheckStatus = "skipped"
+	// CheckUndecided: the probe could not tell, because the store kept
+	// answering with transient errors (5xx, resets, timeouts) even after
+	// retries. It says nothing about the guarantee itself.
+	CheckUndecided CheckStatus = "undecided"
 )
 
 // Names of the guarantees Check probes.
@@ -37,6 +41,10 @@ const (
 	GuaranteeClockSkew         = "clock-skew"
 	GuaranteeCleanup           = "cleanup"
 )
+
+// maxUndecided is how many probes Check lets end undecided (transient
+// errors through every retry) before it stops probing.
+const maxUndecided = 2
 
 // Clock-skew thresholds: kiss judges lease staleness and grace periods on
 // the store's clock, but a host far off that clock misreads its own leases.
@@ -74,13 +82,31 @@ func (r CheckReport) Failed() []string {
 	return out
 }
 
-// OK reports whether every required guarantee held.
-func (r CheckReport) OK() bool { return len(r.Failed()) == 0 }
+// Undecided names the required guarantees that could not be decided
+// because of transient errors.
+func (r CheckReport) Undecided() []string {
+	var out []string
+	for _, c := range r.Results {
+		if c.Required && c.Status == CheckUndecided {
+			out = append(out, c.Guarantee)
+		}
+	}
+	return out
+}
+
+// OK reports whether every required guarantee was shown to hold.
+func (r CheckReport) OK() bool { return len(r.Failed()) == 0 && len(r.Undecided()) == 0 }
 
 // CheckOptions tune Check.
 type CheckOptions struct {
 	// RaceWriters and RaceRounds size the concurrent create race (8 × 3).
 	RaceWriters, RaceRounds int
+	// Attempts bounds how often one store call is tried when it fails
+	// transiently (default 3; the driver's own retries come on top), and
+	// Backoff is the first pause between attempts, doubled each time
+	// (default 200ms).
+	Attempts int
+	Backoff  time.Duration
 	// Now is the local clock (time.Now when nil), for tests.
 	Now func() time.Time
 }
@@ -88,7 +114,10 @@ type CheckOptions struct {
 // Check probes st for the guarantees the lock protocol relies on, with
 // objects under .kiss/check/<random>/ that it always removes. It does not
 // trust Capabilities: a store that claims a guarantee is tested for it
-// (S3-compatible servers differ in what they really honour).
+// (S3-compatible servers differ in what they really honour). Store calls
+// that fail transiently are retried; a probe that still cannot complete is
+// CheckUndecided, never CheckFail: a flaky store has not shown that it
+// lacks a guarantee.
 func Check(ctx context.Context, st Store, o CheckOptions) (rep CheckReport) {
 	if o.RaceWriters <= 0 {
 		o.RaceWriters = 8
@@ -98,6 +127,12 @@ func Check(ctx context.Context, st Store, o CheckOptions) (rep CheckReport) {
 	}
 	if o.Now == nil {
 		o.Now = time.Now
+	}
+	if o.Attempts <= 0 {
+		o.Attempts = 3
+	}
+	if o.Backoff <= 0 {
+		o.Backoff = 200 * time.Millisecond
 	}
 	var nonce [8]byte
 	_, _ = rand.Read(nonce[:])
@@ -120,20 +155,37 @@ func Check(ctx context.Context, st Store, o CheckOptions) (rep CheckReport) {
 		}
 	}()
 
-	status, detail := c.readAfterWrite(ctx)
-	add(GuaranteeReadAfterWrite, true, status, "%s", detail)
-	status, detail = c.listAfterWrite(ctx)
-	add(GuaranteeListAfterWrite, true, status, "%s", detail)
-	status, detail = c.createIfAbsent(ctx)
-	add(GuaranteeCreateIfAbsent, true, status, "%s", detail)
-	status, detail = c.createRace(ctx)
-	add(GuaranteeCreateRace, true, status, "%s", detail)
-	status, detail = c.ifMatch(ctx)
-	add(GuaranteeIfMatch, true, status, "%s", detail)
-	status, detail, required := c.conditionalDelete(ctx)
-	add(GuaranteeConditionalDelete, required, status, "%s", detail)
-	status, detail, rep.Skew = c.clockSkew(ctx)
-	add(GuaranteeClockSkew, true, status, "%s", detail)
+	// A store that keeps failing transiently is not probed on and on: after
+	// maxUndecided probes were left undecided, the rest are too, unprobed.
+	undecided := 0
+	probe := func(g string, required bool, run func() (CheckStatus, string)) {
+		if undecided >= maxUndecided {
+			add(g, required, CheckUndecided, "not probed: the store kept failing transiently (above)")
+			return
+		}
+		status, detail := run()
+		if status == CheckUndecided {
+			undecided++
+		}
+		add(g, required, status, "%s", detail)
+	}
+	probe(GuaranteeReadAfterWrite, true, func() (CheckStatus, string) { return c.readAfterWrite(ctx) })
+	probe(GuaranteeListAfterWrite, true, func() (CheckStatus, string) { return c.listAfterWrite(ctx) })
+	probe(GuaranteeCreateIfAbsent, true, func() (CheckStatus, string) { return c.createIfAbsent(ctx) })
+	probe(GuaranteeCreateRace, true, func() (CheckStatus, string) { return c.createRace(ctx) })
+	probe(GuaranteeIfMatch, true, func() (CheckStatus, string) { return c.ifMatch(ctx) })
+	// Required only where the driver claims it.
+	required := c.st.Capabilities().ConditionalDelete
+	probe(GuaranteeConditionalDelete, required, func() (CheckStatus, string) {
+		status, detail, req := c.conditionalDelete(ctx)
+		required = req
+		return status, detail
+	})
+	rep.Results[len(rep.Results)-1].Required = required
+	probe(GuaranteeClockSkew, true, func() (status CheckStatus, detail string) {
+		status, detail, rep.Skew = c.clockSkew(ctx)
+		return status, detail
+	})
 	return rep
 }
 
@@ -161,18 +213,113 @@ func (c *checker) body(what string) []byte {
 	return []byte(fmt.Sprintf(`{"kiss-check":%q,"probe":%q,"nonce":"%x"}`+"\n", c.nonce, what, b))
 }
 
+// retry runs call until it succeeds, fails for good, or Attempts attempts
+// have failed transiently.
+func (c *checker) retry(ctx context.Context, call func() error) error {
+	var err error
+	for attempt := range c.o.Attempts {
+		if attempt > 0 {
+			t := time.NewTimer(c.o.Backoff << (attempt - 1))
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return err
+			case <-t.C:
+			}
+		}
+		if err = call(); !IsTransient(err) || ctx.Err() != nil {
+			return err
+		}
+	}
+	return err
+}
+
+// put writes body at key, retrying transient failures. A failed attempt
+// may still have landed, so a later conditional attempt's 412 (or 404 for
+// If-Match) is checked by reading the object back: if it holds our bytes
+// (every probe body is unique), the write was ours.
 func (c *checker) put(ctx context.Context, key string, body []byte, o PutOptions) (Object, error) {
-	return c.st.Put(ctx, key, bytes.NewReader(body), o)
+	var obj Object
+	ambiguous := false
+	err := c.retry(ctx, func() error {
+		var err error
+		obj, err = c.st.Put(ctx, key, bytes.NewReader(body), o)
+		if ambiguous && (errors.Is(err, ErrPreconditionFailed) || (o.IfMatch != "" && errors.Is(err, ErrNotFound))) {
+			if got, cur, rerr := c.read(ctx, key); rerr == nil && bytes.Equal(got, body) {
+				obj, err = cur, nil
+			}
+		}
+		ambiguous = ambiguous || IsTransient(err)
+		return err
+	})
+	return obj, err
 }
 
 func (c *checker) read(ctx context.Context, key string) ([]byte, Object, error) {
-	r, err := c.st.Get(ctx, key)
-	if err != nil {
-		return nil, Object{}, err
+	var (
+		b   []byte
+		obj Object
+	)
+	err := c.retry(ctx, func() error {
+		r, err := c.st.Get(ctx, key)
+		if err != nil {
+			return err
+		}
+		defer r.Close()
+		b, err = io.ReadAll(io.LimitReader(r, 1<<20))
+		obj = r.Object()
+		return err
+	})
+	return b, obj, err
+}
+
+func (c *checker) stat(ctx context.Context, key string) (Object, error) {
+	var obj Object
+	err := c.retry(ctx, func() (err error) {
+		obj, err = c.st.Stat(ctx, key)
+		return err
+	})
+	return obj, err
+}
+
+// delete removes key, retrying transient failures. With IfMatch, a 404
+// after a failed attempt means that attempt landed.
+func (c *checker) delete(ctx context.Context, key string, o DeleteOptions) error {
+	ambiguous := false
+	return c.retry(ctx, func() error {
+		err := c.st.Delete(ctx, key, o)
+		if ambiguous && errors.Is(err, ErrNotFound) {
+			return nil
+		}
+		ambiguous = ambiguous || IsTransient(err)
+		return err
+	})
+}
+
+// list returns every object under prefix, retrying the whole listing.
+func (c *checker) list(ctx context.Context, prefix string) ([]Object, error) {
+	var objs []Object
+	err := c.retry(ctx, func() error {
+		objs = objs[:0]
+		for obj, err := range c.st.List(ctx, prefix) {
+			if err != nil {
+				return err
+			}
+			objs = append(objs, obj)
+		}
+		return nil
+	})
+	return objs, err
+}
+
+// failed turns the error that stopped a probe into its status: a store
+// that still answers with transient errors leaves the guarantee undecided.
+func failed(err error, format string, a ...any) (CheckStatus, string) {
+	msg := fmt.Sprintf(format, a...)
+	if IsTransient(err) {
+		return CheckUndecided, "could not decide (transient errors): " + msg
 	}
-	defer r.Close()
-	b, err := io.ReadAll(io.LimitReader(r, 1<<20))
-	return b, r.Object(), err
+	return CheckFail, msg
 }
 
 func (c *checker) cleanup(ctx context.Context) (int, error) {
@@ -184,23 +331,22 @@ func (c *checker) cleanup(ctx context.Context) (int, error) {
 	for _, k := range keys {
 		seen[k] = true
 	}
-	for obj, err := range c.st.List(ctx, c.prefix) {
-		if err != nil {
-			break
-		}
+	listed, _ := c.list(ctx, c.prefix)
+	for _, obj := range listed {
 		if !seen[obj.Key] {
 			seen[obj.Key] = true
 			keys = append(keys, obj.Key)
 		}
 	}
-	if err := c.st.DeleteMany(ctx, keys); err != nil {
+	if err := c.retry(ctx, func() error { return c.st.DeleteMany(ctx, keys) }); err != nil {
 		return 0, err
 	}
-	for obj, err := range c.st.List(ctx, c.prefix) {
-		if err != nil {
-			return 0, err
-		}
-		return 0, fmt.Errorf("%s still present after delete", obj.Key)
+	left, err := c.list(ctx, c.prefix)
+	if err != nil {
+		return 0, err
+	}
+	if len(left) > 0 {
+		return 0, fmt.Errorf("%s still present after delete", left[0].Key)
 	}
 	return len(keys), nil
 }
@@ -209,24 +355,28 @@ func (c *checker) readAfterWrite(ctx context.Context) (CheckStatus, string) {
 	k := c.key("raw")
 	body := c.body("read-after-write")
 	if _, err := c.put(ctx, k, body, PutOptions{}); err != nil {
-		return CheckFail, fmt.Sprintf("put: %v", err)
+		return failed(err, "put: %v", err)
 	}
 	got, _, err := c.read(ctx, k)
 	if err != nil {
-		return CheckFail, fmt.Sprintf("get right after put: %v", err)
+		return failed(err, "get right after put: %v", err)
 	}
 	if !bytes.Equal(got, body) {
 		return CheckFail, fmt.Sprintf("get right after put returned %d bytes that differ from the %d written", len(got), len(body))
 	}
 	body2 := c.body("overwrite")
 	if _, err := c.put(ctx, k, body2, PutOptions{}); err != nil {
-		return CheckFail, fmt.Sprintf("overwrite: %v", err)
+		return failed(err, "overwrite: %v", err)
 	}
-	if got, _, err := c.read(ctx, k); err != nil || !bytes.Equal(got, body2) {
-		return CheckFail, fmt.Sprintf("get after overwrite returned the old object (err %v)", err)
+	got, _, err = c.read(ctx, k)
+	if err != nil {
+		return failed(err, "get after overwrite: %v", err)
 	}
-	if _, err := c.st.Stat(ctx, c.prefix+"absent"); !errors.Is(err, ErrNotFound) {
-		return CheckFail, fmt.Sprintf("stat of an absent key: got %v, want not found", err)
+	if !bytes.Equal(got, body2) {
+		return CheckFail, "get after overwrite returned the old object"
+	}
+	if _, err := c.stat(ctx, c.prefix+"absent"); !errors.Is(err, ErrNotFound) {
+		return failed(err, "stat of an absent key: got %v, want not found", err)
 	}
 	return CheckOK, "get returns what put wrote, at once (new and overwritten keys); absent keys are not found"
 }
@@ -237,15 +387,16 @@ func (c *checker) listAfterWrite(ctx context.Context) (CheckStatus, string) {
 		k := c.key(fmt.Sprintf("list/%d", i))
 		b := c.body(k)
 		if _, err := c.put(ctx, k, b, PutOptions{}); err != nil {
-			return CheckFail, fmt.Sprintf("put: %v", err)
+			return failed(err, "put: %v", err)
 		}
 		want[k] = int64(len(b))
 	}
+	listed, err := c.list(ctx, c.prefix+"list/")
+	if err != nil {
+		return failed(err, "list: %v", err)
+	}
 	got := map[string]int64{}
-	for obj, err := range c.st.List(ctx, c.prefix+"list/") {
-		if err != nil {
-			return CheckFail, fmt.Sprintf("list: %v", err)
-		}
+	for _, obj := range listed {
 		if _, dup := got[obj.Key]; dup {
 			return CheckFail, fmt.Sprintf("list returned %s twice", obj.Key)
 		}
@@ -260,11 +411,15 @@ func (c *checker) listAfterWrite(ctx context.Context) (CheckStatus, string) {
 		return CheckFail, fmt.Sprintf("list returned %d objects, want %d", len(got), len(want))
 	}
 	k := c.prefix + "list/0"
-	if err := c.st.Delete(ctx, k, DeleteOptions{}); err != nil {
-		return CheckFail, fmt.Sprintf("delete: %v", err)
+	if err := c.delete(ctx, k, DeleteOptions{}); err != nil {
+		return failed(err, "delete: %v", err)
 	}
-	for obj, err := range c.st.List(ctx, c.prefix+"list/") {
-		if err == nil && obj.Key == k {
+	listed, err = c.list(ctx, c.prefix+"list/")
+	if err != nil {
+		return failed(err, "list after delete: %v", err)
+	}
+	for _, obj := range listed {
+		if obj.Key == k {
 			return CheckFail, "list right after delete still shows the deleted object"
 		}
 	}
@@ -275,16 +430,20 @@ func (c *checker) createIfAbsent(ctx context.Context) (CheckStatus, string) {
 	k := c.key("create")
 	first := c.body("create-1")
 	if _, err := c.put(ctx, k, first, PutOptions{IfNotExist: true}); err != nil {
-		return CheckFail, fmt.Sprintf("create of a new key: %v", err)
+		return failed(err, "create of a new key: %v", err)
 	}
 	_, err := c.put(ctx, k, c.body("create-2"), PutOptions{IfNotExist: true})
 	if err == nil {
 		return CheckFail, "a second create-if-absent on an existing key succeeded (the store ignores If-None-Match: *)"
 	}
 	if !errors.Is(err, ErrPreconditionFailed) {
-		return CheckFail, fmt.Sprintf("second create-if-absent: got %v, want precondition failed (412)", err)
+		return failed(err, "second create-if-absent: got %v, want precondition failed (412)", err)
 	}
-	if got, _, err := c.read(ctx, k); err != nil || !bytes.Equal(got, first) {
+	got, _, err := c.read(ctx, k)
+	if err != nil {
+		return failed(err, "reading back: %v", err)
+	}
+	if !bytes.Equal(got, first) {
 		return CheckFail, "the refused create changed the existing object"
 	}
 	return CheckOK, "second create of the same key refused (412), first object intact"
@@ -307,14 +466,9 @@ func (c *checker) createRace(ctx context.Context) (CheckStatus, string) {
 			go func() {
 				defer wg.Done()
 				<-start
-				var err error
-				for try := 0; try < 5; try++ {
-					_, err = c.put(ctx, k, bodies[i], PutOptions{IfNotExist: true})
-					if !errors.Is(err, ErrConflict) {
-						break
-					}
-					time.Sleep(time.Duration(20*(try+1)) * time.Millisecond)
-				}
+				// c.put retries 409 (a concurrent conditional request) as
+				// it retries every transient error.
+				_, err := c.put(ctx, k, bodies[i], PutOptions{IfNotExist: true})
 				mu.Lock()
 				defer mu.Unlock()
 				switch {
@@ -329,14 +483,17 @@ func (c *checker) createRace(ctx context.Context) (CheckStatus, string) {
 		close(start)
 		wg.Wait()
 		if other != nil {
-			return CheckFail, fmt.Sprintf("round %d: %v", round+1, other)
+			return failed(other, "round %d: %v", round+1, other)
 		}
 		if len(winners) != 1 {
 			return CheckFail, fmt.Sprintf("round %d: %d of %d concurrent creates succeeded, want exactly 1", round+1, len(winners), c.o.RaceWriters)
 		}
 		got, _, err := c.read(ctx, k)
-		if err != nil || !bytes.Equal(got, bodies[winners[0]]) {
-			return CheckFail, fmt.Sprintf("round %d: the stored object is not the winner's (err %v)", round+1, err)
+		if err != nil {
+			return failed(err, "round %d: reading the winner's object: %v", round+1, err)
+		}
+		if !bytes.Equal(got, bodies[winners[0]]) {
+			return CheckFail, fmt.Sprintf("round %d: the stored object is not the winner's", round+1)
 		}
 	}
 	return CheckOK, fmt.Sprintf("%d rounds × %d concurrent creates: exactly one winner each, its bytes intact", c.o.RaceRounds, c.o.RaceWriters)
@@ -346,12 +503,12 @@ func (c *checker) ifMatch(ctx context.Context) (CheckStatus, string) {
 	k := c.key("cas")
 	o1, err := c.put(ctx, k, c.body("cas-1"), PutOptions{})
 	if err != nil {
-		return CheckFail, fmt.Sprintf("put: %v", err)
+		return failed(err, "put: %v", err)
 	}
 	b2 := c.body("cas-2")
 	o2, err := c.put(ctx, k, b2, PutOptions{IfMatch: o1.ETag})
 	if err != nil {
-		return CheckFail, fmt.Sprintf("replace with the current ETag: %v", err)
+		return failed(err, "replace with the current ETag: %v", err)
 	}
 	if o2.ETag == o1.ETag {
 		return CheckFail, fmt.Sprintf("ETag %s did not change when the content did", o1.ETag)
@@ -361,15 +518,22 @@ func (c *checker) ifMatch(ctx context.Context) (CheckStatus, string) {
 		return CheckFail, "replace with a stale ETag succeeded (the store ignores If-Match on PUT)"
 	}
 	if !errors.Is(err, ErrPreconditionFailed) {
-		return CheckFail, fmt.Sprintf("replace with a stale ETag: got %v, want precondition failed (412)", err)
+		return failed(err, "replace with a stale ETag: got %v, want precondition failed (412)", err)
 	}
-	if got, _, err := c.read(ctx, k); err != nil || !bytes.Equal(got, b2) {
+	got, _, err := c.read(ctx, k)
+	if err != nil {
+		return failed(err, "reading back: %v", err)
+	}
+	if !bytes.Equal(got, b2) {
 		return CheckFail, "the refused replace changed the object"
 	}
 	_, err = c.put(ctx, c.prefix+"cas-missing", c.body("cas-missing"), PutOptions{IfMatch: o2.ETag})
 	c.key("cas-missing")
 	if err == nil {
 		return CheckFail, "If-Match on a missing key created it"
+	}
+	if IsTransient(err) {
+		return failed(err, "If-Match on a missing key: %v", err)
 	}
 	if !errors.Is(err, ErrNotFound) {
 		return CheckWarn, fmt.Sprintf("stale ETag refused (412), current accepted; but If-Match on a missing key gave %v instead of not found", err)
@@ -382,28 +546,39 @@ func (c *checker) ifMatch(ctx context.Context) (CheckStatus, string) {
 func (c *checker) conditionalDelete(ctx context.Context) (CheckStatus, string, bool) {
 	claimed := c.st.Capabilities().ConditionalDelete
 	k := c.key("del")
+	undecided := func(err error, format string, a ...any) (CheckStatus, string, bool) {
+		st, d := failed(err, format, a...)
+		return st, d, claimed
+	}
 	o1, err := c.put(ctx, k, c.body("del-1"), PutOptions{})
 	if err != nil {
-		return CheckFail, fmt.Sprintf("put: %v", err), claimed
+		return undecided(err, "put: %v", err)
 	}
 	o2, err := c.put(ctx, k, c.body("del-2"), PutOptions{})
 	if err != nil {
-		return CheckFail, fmt.Sprintf("put: %v", err), claimed
+		return undecided(err, "put: %v", err)
 	}
 	if o1.ETag == o2.ETag {
 		return CheckFail, "ETag did not change on replace", claimed
 	}
-	var staleErr error
-	raw := false
-	if s3st, ok := unwrapS3(c.st); ok {
-		raw = true
-		_, staleErr = s3st.client.DeleteObject(ctx, &s3.DeleteObjectInput{
-			Bucket: aws.String(s3st.name), Key: aws.String(k), IfMatch: aws.String(o1.ETag)})
-		staleErr = mapS3Err(staleErr)
-	} else {
-		staleErr = c.st.Delete(ctx, k, DeleteOptions{IfMatch: o1.ETag})
+	s3st, raw := unwrapS3(c.st)
+	// Retrying a delete with a stale If-Match changes nothing a first
+	// attempt did not: whether it landed shows in the Stat below.
+	staleErr := c.retry(ctx, func() error {
+		if raw {
+			_, err := s3st.client.DeleteObject(ctx, &s3.DeleteObjectInput{
+				Bucket: aws.String(s3st.name), Key: aws.String(k), IfMatch: aws.String(o1.ETag)})
+			return mapS3Err(err)
+		}
+		return c.st.Delete(ctx, k, DeleteOptions{IfMatch: o1.ETag})
+	})
+	if IsTransient(staleErr) {
+		return undecided(staleErr, "delete with a stale If-Match: %v", staleErr)
 	}
-	_, statErr := c.st.Stat(ctx, k)
+	_, statErr := c.stat(ctx, k)
+	if IsTransient(statErr) {
+		return undecided(statErr, "stat after a delete with a stale If-Match: %v", statErr)
+	}
 	stillThere := statErr == nil
 	honoured := errors.Is(staleErr, ErrPreconditionFailed) && stillThere
 	if !honoured {
@@ -417,10 +592,13 @@ func (c *checker) conditionalDelete(ctx context.Context) (CheckStatus, string, b
 		}
 		return CheckFail, "the store ignores If-Match on DELETE: " + why + hint, true
 	}
-	if err := c.st.Delete(ctx, k, DeleteOptions{IfMatch: o2.ETag}); err != nil {
-		return CheckFail, fmt.Sprintf("delete with the current ETag: %v", err), claimed
+	if err := c.delete(ctx, k, DeleteOptions{IfMatch: o2.ETag}); err != nil {
+		return undecided(err, "delete with the current ETag: %v", err)
 	}
-	if _, err := c.st.Stat(ctx, k); !errors.Is(err, ErrNotFound) {
+	if _, err := c.stat(ctx, k); !errors.Is(err, ErrNotFound) {
+		if IsTransient(err) {
+			return undecided(err, "stat after delete: %v", err)
+		}
 		return CheckFail, "delete with the current ETag left the object", claimed
 	}
 	if !claimed {
@@ -450,11 +628,16 @@ func unwrapS3(st Store) (*s3Store, bool) {
 }
 
 func (c *checker) clockSkew(ctx context.Context) (CheckStatus, string, time.Duration) {
-	before := c.o.Now()
-	now, err := c.st.Now(ctx)
-	after := c.o.Now()
+	var before, after, now time.Time
+	err := c.retry(ctx, func() (err error) {
+		before = c.o.Now()
+		now, err = c.st.Now(ctx)
+		after = c.o.Now()
+		return err
+	})
 	if err != nil {
-		return CheckFail, fmt.Sprintf("store clock: %v", err), 0
+		st, d := failed(err, "store clock: %v", err)
+		return st, d, 0
 	}
 	local := before.Add(after.Sub(before) / 2)
 	nowSkew := now.Sub(local)
@@ -462,12 +645,14 @@ func (c *checker) clockSkew(ctx context.Context) (CheckStatus, string, time.Dura
 	k := c.key("clock")
 	before = c.o.Now()
 	if _, err := c.put(ctx, k, c.body("clock"), PutOptions{}); err != nil {
-		return CheckFail, fmt.Sprintf("put: %v", err), nowSkew
+		st, d := failed(err, "put: %v", err)
+		return st, d, nowSkew
 	}
 	after = c.o.Now()
-	obj, err := c.st.Stat(ctx, k)
+	obj, err := c.stat(ctx, k)
 	if err != nil {
-		return CheckFail, fmt.Sprintf("stat: %v", err), nowSkew
+		st, d := failed(err, "stat: %v", err)
+		return st, d, nowSkew
 	}
 	// ModTime may be truncated to the second: it is skewed only if it
 	// falls outside [before-1s, after].
@@ -507,13 +692,13 @@ func (r CheckReport) String() string {
 	for _, c := range r.Results {
 		w = max(w, len(c.Guarantee))
 	}
-	fmt.Fprintf(&b, "%-*s  %-7s  %s\n", w, "GUARANTEE", "RESULT", "DETAIL")
+	fmt.Fprintf(&b, "%-*s  %-9s  %s\n", w, "GUARANTEE", "RESULT", "DETAIL")
 	for _, c := range r.Results {
 		res := string(c.Status)
 		if c.Status == CheckFail && !c.Required {
 			res = "fail*"
 		}
-		fmt.Fprintf(&b, "%-*s  %-7s  %s\n", w, c.Guarantee, res, c.Detail)
+		fmt.Fprintf(&b, "%-*s  %-9s  %s\n", w, c.Guarantee, res, c.Detail)
 	}
 	return b.String()
 }

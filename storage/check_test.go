@@ -15,6 +15,7 @@ import (
 
 	"github.com/kiss-cache/kiss/internal/testenv"
 	"github.com/kiss-cache/kiss/storage"
+	"github.com/kiss-cache/kiss/storage/storagetest"
 )
 
 // checkClean runs Check and asserts it left no probe object behind.
@@ -126,5 +127,46 @@ func TestCheckNamesGofakes3IgnoringConditionalDelete(t *testing.T) {
 	rep = checkClean(t, gofakes3Store(t, "&conditional_delete=false"))
 	if !rep.OK() {
 		t.Fatalf("with conditional_delete=false: Failed() = %v", rep.Failed())
+	}
+}
+
+// Issue 11 item 8: a store that only fails transiently has not shown that
+// it lacks a guarantee: the probes are undecided, none failed, OK is false.
+func TestCheckTransientErrorsAreUndecided(t *testing.T) {
+	f := storagetest.NewFaulty(storage.NewMem(nil))
+	f.Inject(storagetest.Fault{Times: -1, Fail: true})
+	rep := storage.Check(context.Background(), f, storage.CheckOptions{Backoff: time.Millisecond})
+	t.Logf("\n%s", rep)
+	if len(rep.Failed()) != 0 {
+		t.Fatalf("transient errors reported as missing guarantees: %v", rep.Failed())
+	}
+	if rep.OK() || len(rep.Undecided()) != 7 {
+		t.Fatalf("OK=%v undecided=%v, want all 7 undecided", rep.OK(), rep.Undecided())
+	}
+	// Probing stops after two undecided probes: the dead store is not
+	// asked for every guarantee in turn.
+	if n := f.Calls(storagetest.OpAny); n > 40 {
+		t.Errorf("%d store calls on a dead store", n)
+	}
+}
+
+// Responses lost after the store applied the write (conditional creates,
+// compare-and-swaps, deletes) are retried and resolved by reading back:
+// every guarantee is decided and holds.
+func TestCheckResolvesLostResponses(t *testing.T) {
+	f := storagetest.NewFaulty(storage.NewMem(nil))
+	for _, cond := range []string{"create", "cas", "plain"} {
+		f.Inject(storagetest.Fault{Op: storagetest.OpPut, Cond: cond, Nth: 2, Times: 1, LoseResponse: true})
+	}
+	f.Inject(storagetest.Fault{Op: storagetest.OpDelete, LoseResponse: true, Times: 2})
+	f.Inject(storagetest.Fault{Op: storagetest.OpGet, Nth: 3, Fail: true})
+	f.Inject(storagetest.Fault{Op: storagetest.OpList, Fail: true})
+	rep := storage.Check(context.Background(), f, storage.CheckOptions{Backoff: time.Millisecond})
+	t.Logf("\n%s", rep)
+	if f.Fired() < 6 {
+		t.Fatalf("only %d faults fired", f.Fired())
+	}
+	if !rep.OK() {
+		t.Fatalf("failed %v, undecided %v", rep.Failed(), rep.Undecided())
 	}
 }

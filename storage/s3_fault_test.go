@@ -6,10 +6,8 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"net/http/httputil"
 	"net/url"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -17,55 +15,22 @@ import (
 
 	"github.com/kiss-cache/kiss/internal/testenv"
 	"github.com/kiss-cache/kiss/storage"
+	"github.com/kiss-cache/kiss/storage/storagetest"
 )
 
-// lossyProxy fronts versitygw and, for the keys in drop, forwards the first
-// PUT to the server but answers the client 500: the write landed, the
-// client does not know, and the SDK retries it.
-type lossyProxy struct {
-	proxy *httputil.ReverseProxy
-	mu    sync.Mutex
-	drop  map[string]bool // first PUT forwarded, answer replaced by 500
-	fail  map[string]bool // first PUT answered 500 without forwarding
-	puts  map[string]int
-}
-
-func (p *lossyProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	key := r.URL.Path[strings.Index(r.URL.Path[1:], "/")+2:]
-	p.mu.Lock()
-	drop, fail := false, false
-	if r.Method == http.MethodPut {
-		p.puts[key]++
-		drop = p.drop[key] && p.puts[key] == 1
-		fail = p.fail[key] && p.puts[key] == 1
-	}
-	p.mu.Unlock()
-	if fail {
-		http.Error(w, `<Error><Code>InternalError</Code></Error>`, http.StatusInternalServerError)
-		return
-	}
-	if !drop {
-		p.proxy.ServeHTTP(w, r)
-		return
-	}
-	rec := httptest.NewRecorder()
-	p.proxy.ServeHTTP(rec, r)
-	if rec.Code != http.StatusOK {
-		panic(fmt.Sprintf("first PUT of %s did not land: %d %s", key, rec.Code, rec.Body))
-	}
-	http.Error(w, `<Error><Code>InternalError</Code></Error>`, http.StatusInternalServerError)
-}
-
-func lossyStore(t *testing.T, drop ...string) (*storage.Counting, *lossyProxy) {
+// faultyS3 is a versitygw bucket behind a fault proxy, opened through the
+// real s3:// driver and counted.
+func faultyS3(t *testing.T) (*storage.Counting, *storagetest.FaultProxy) {
 	b := testenv.VersitygwBucket(t)
-	target, _ := url.Parse(b.Server.Endpoint)
-	p := &lossyProxy{proxy: httputil.NewSingleHostReverseProxy(target), drop: map[string]bool{}, fail: map[string]bool{}, puts: map[string]int{}}
-	for _, k := range drop {
-		p.drop[k] = true
+	p, err := storagetest.NewFaultProxy(t, b.Server.Endpoint, 1)
+	if err != nil {
+		t.Fatal(err)
 	}
-	srv := httptest.NewServer(p)
-	t.Cleanup(srv.Close)
-	st, err := storage.Open(context.Background(), "s3://"+b.Name+"?region=us-east-1&endpoint="+url.QueryEscape(srv.URL))
+	u, err := p.StoreURL(b.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := storage.Open(context.Background(), u)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,19 +38,26 @@ func lossyStore(t *testing.T, drop ...string) (*storage.Counting, *lossyProxy) {
 	return storage.NewCounting(st), p
 }
 
+// lossyPut: the next PUT of key reaches the server, which applies it, and
+// the client gets a 500 instead of the answer (the SDK retries it).
+func lossyPut(p *storagetest.FaultProxy, key string) {
+	p.Inject(storagetest.ProxyFault{Op: storagetest.S3PutObject, KeyPrefix: key, Applied: true, Status: http.StatusInternalServerError})
+}
+
 // A conditional create whose first attempt landed but whose answer was lost
 // comes back 412 from the retry; the driver reads the object back, finds
 // its own bytes, and reports success.
 func TestS3AmbiguousConditionalPutResolved(t *testing.T) {
 	ctx := context.Background()
-	st, p := lossyStore(t, "gcroots/.lock/prune", "lease")
+	st, p := faultyS3(t)
+	lossyPut(p, "gcroots/.lock/prune")
 	body := `{"owner":"prune","nonce":"4f1c2a"}`
 	obj, err := st.Put(ctx, "gcroots/.lock/prune", strings.NewReader(body), storage.PutOptions{IfNotExist: true})
 	if err != nil {
 		t.Fatalf("ambiguous create reported %v; the write was ours", err)
 	}
-	if p.puts["gcroots/.lock/prune"] != 2 || st.Counts()["http:PutObject"] != 2 {
-		t.Fatalf("want exactly one retried PUT, proxy saw %d, client counted %v", p.puts["gcroots/.lock/prune"], st.Counts())
+	if n := p.RequestsFor(storagetest.S3PutObject, "gcroots/.lock/prune"); n != 2 || st.Counts()["http:PutObject"] != 2 {
+		t.Fatalf("want exactly one retried PUT, proxy saw %d, client counted %v", n, st.Counts())
 	}
 	cur, err := st.Stat(ctx, "gcroots/.lock/prune")
 	if err != nil || cur.ETag != obj.ETag {
@@ -101,9 +73,7 @@ func TestS3AmbiguousConditionalPutResolved(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p.mu.Lock()
-	p.puts["lease"] = 0 // the next PUT of "lease" is the lossy one
-	p.mu.Unlock()
+	lossyPut(p, "lease") // the next PUT of "lease" is the lossy one
 	if _, err := st.Put(ctx, "lease", strings.NewReader("v2-mine"), storage.PutOptions{IfMatch: base.ETag}); err != nil {
 		t.Fatalf("ambiguous compare-and-swap reported %v; the write was ours", err)
 	}
@@ -113,19 +83,18 @@ func TestS3AmbiguousConditionalPutResolved(t *testing.T) {
 // else's bytes, so the 412 stands.
 func TestS3AmbiguousConditionalPutLoserStaysLoser(t *testing.T) {
 	ctx := context.Background()
-	st, p := lossyStore(t)
+	st, p := faultyS3(t)
 	if _, err := st.Put(ctx, "k", strings.NewReader("theirs"), storage.PutOptions{IfNotExist: true}); err != nil {
 		t.Fatal(err)
 	}
-	p.mu.Lock()
-	p.fail["k"], p.puts["k"] = true, 0
-	p.mu.Unlock()
+	// The next PUT of k is answered 500 without reaching the server.
+	p.Inject(storagetest.ProxyFault{Op: storagetest.S3PutObject, KeyPrefix: "k", Status: http.StatusInternalServerError})
 	_, err := st.Put(ctx, "k", strings.NewReader("mine"), storage.PutOptions{IfNotExist: true})
 	if !errors.Is(err, storage.ErrPreconditionFailed) {
 		t.Fatalf("retried create on someone else's key: %v, want precondition failed", err)
 	}
-	if p.puts["k"] != 2 {
-		t.Fatalf("proxy saw %d PUTs, want 2 (one failed, one retried)", p.puts["k"])
+	if n := p.RequestsFor(storagetest.S3PutObject, "k"); n != 3 {
+		t.Fatalf("proxy saw %d PUTs, want 3 (the first, one failed, one retried)", n)
 	}
 	if c := st.Counts(); c["get"] != 0 || c["http:GetObject"] != 1 {
 		t.Fatalf("want exactly one read-back GET, counts %v", c)
@@ -134,7 +103,7 @@ func TestS3AmbiguousConditionalPutLoserStaysLoser(t *testing.T) {
 
 func TestS3CountsRequests(t *testing.T) {
 	ctx := context.Background()
-	st, _ := lossyStore(t)
+	st, _ := faultyS3(t)
 	keys := make([]string, 2500)
 	for i := range keys {
 		keys[i] = fmt.Sprintf("nar/%04d.nar", i)

@@ -1,10 +1,12 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -26,10 +28,15 @@ removed again) to check: read-after-write, list-after-write, create-if-absent
 If-Match (stale 412, current ok), conditional delete, and the clock skew
 between this host and the store (warn above 1m, fail above 5m).
 
+Store calls that fail transiently (5xx, throttling, connection resets,
+timeouts) are retried. A guarantee the store still could not be probed for
+is "undecided": that is not a missing guarantee, and the check exits 7.
+
 EXIT STATUS
    0  every required guarantee holds
    2  bad arguments or store URL
-   3  the store cannot be reached, or lacks a required guarantee (named on stderr)`,
+   3  the store cannot be reached, or lacks a required guarantee (named on stderr)
+   7  could not decide: the store kept answering with transient errors (retry later)`,
 			Flags: []cli.Flag{
 				&cli.IntFlag{Name: "race-writers", Value: 8, Usage: "concurrent writers in the create race"},
 				&cli.IntFlag{Name: "race-rounds", Value: 3, Usage: "rounds of the create race"},
@@ -46,8 +53,11 @@ func runStorageCheck(c *cli.Context) error {
 	if c.Int("race-writers") < 2 || c.Int("race-rounds") < 1 {
 		return usageError(errors.New("storage check: --race-writers must be ≥ 2 and --race-rounds ≥ 1"))
 	}
-	st, err := openStore(c.Context, c.Args().First())
+	st, err := openStoreRetrying(c.Context, c.Args().First())
 	if err != nil {
+		if storage.IsTransient(err) {
+			return withExit(ExitTransient, fmt.Errorf("could not decide: transient errors opening the store: %w", err))
+		}
 		return err
 	}
 	defer st.Close()
@@ -61,9 +71,10 @@ func runStorageCheck(c *cli.Context) error {
 		enc.SetIndent("", "  ")
 		if err := enc.Encode(struct {
 			storage.CheckReport
-			OK     bool     `json:"ok"`
-			Failed []string `json:"failed"`
-		}{rep, rep.OK(), rep.Failed()}); err != nil {
+			OK        bool     `json:"ok"`
+			Failed    []string `json:"failed"`
+			Undecided []string `json:"undecided"`
+		}{rep, rep.OK(), rep.Failed(), rep.Undecided()}); err != nil {
 			return err
 		}
 	} else {
@@ -72,8 +83,33 @@ func runStorageCheck(c *cli.Context) error {
 	if c.Context.Err() != nil {
 		return withExit(ExitInterrupted, c.Context.Err())
 	}
+	// A guarantee shown missing outweighs others left undecided.
 	if failed := rep.Failed(); len(failed) > 0 {
 		return withExit(ExitStore, fmt.Errorf("store %s lacks required guarantees: %s", st.URL(), strings.Join(failed, ", ")))
 	}
+	if undecided := rep.Undecided(); len(undecided) > 0 {
+		return withExit(ExitTransient, fmt.Errorf("store %s: could not decide: transient errors (retry later) while probing %s", st.URL(), strings.Join(undecided, ", ")))
+	}
 	return nil
+}
+
+// openStoreRetrying opens a store like openStore, trying again (three
+// times in all, a second apart) when opening fails transiently: an S3
+// store's open is a HeadBucket, which a flaky endpoint may refuse.
+func openStoreRetrying(ctx context.Context, rawURL string) (storage.Store, error) {
+	var err error
+	for attempt := range 3 {
+		if attempt > 0 {
+			select {
+			case <-ctx.Done():
+				return nil, err
+			case <-time.After(time.Second):
+			}
+		}
+		var st storage.Store
+		if st, err = openStore(ctx, rawURL); err == nil || !storage.IsTransient(err) {
+			return st, err
+		}
+	}
+	return nil, err
 }

@@ -4,9 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"net/http/httptest"
+	"net/http"
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/johannesboyne/gofakes3"
 	"github.com/johannesboyne/gofakes3/backend/s3mem"
@@ -14,6 +16,7 @@ import (
 	"github.com/kiss-cache/kiss/gateway"
 	"github.com/kiss-cache/kiss/internal/testenv"
 	"github.com/kiss-cache/kiss/storage"
+	"github.com/kiss-cache/kiss/storage/storagetest"
 )
 
 func TestStorageCheckPasses(t *testing.T) {
@@ -97,5 +100,66 @@ func TestStorageCheckUsage(t *testing.T) {
 		if code, _, stderr := runKiss(t, args...); code != ExitUsage {
 			t.Errorf("%v: exit %d, want %d (%s)", args, code, ExitUsage, stderr)
 		}
+	}
+}
+
+// faultyVersitygw is a fresh versitygw bucket behind a fault proxy.
+func faultyVersitygw(t *testing.T, seed uint64) (*storagetest.FaultProxy, string) {
+	t.Helper()
+	b := testenv.VersitygwBucket(t)
+	p, err := storagetest.NewFaultProxy(t, b.Server.Endpoint, seed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, err := p.StoreURL(b.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p, u
+}
+
+// Issue 11 item 8: a store that only answers with transient errors (503s,
+// resets) has not shown that it lacks a guarantee. The check retries, then
+// says it could not decide, with its own exit status.
+func TestStorageCheckTransientErrorsUndecided(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts versitygw")
+	}
+	p, store := faultyVersitygw(t, 1)
+	// The open (HeadBucket) passes; from then on half the requests get a
+	// 503 and half a connection reset, none reaching the server.
+	p.Inject(storagetest.ProxyFault{Nth: 2, Times: -1, Prob: 0.5, Status: http.StatusServiceUnavailable})
+	p.Inject(storagetest.ProxyFault{Nth: 2, Times: -1, Reset: true})
+	code, out, stderr := runKiss(t, "storage", "check", "--race-rounds", "1", store)
+	t.Logf("faults %v\n%s%s", p.Faults(), out, stderr)
+	if code != ExitTransient {
+		t.Fatalf("exit %d, want %d (could not decide)", code, ExitTransient)
+	}
+	if !strings.Contains(stderr, "could not decide: transient errors") || strings.Contains(stderr, "lacks required guarantees") {
+		t.Errorf("stderr: %q", stderr)
+	}
+	if !strings.Contains(out, "undecided") || strings.Contains(out, " fail ") {
+		t.Errorf("table must show undecided rows and no failure:\n%s", out)
+	}
+}
+
+// A flaky store (some 503s, resets and delays) is retried through: every
+// guarantee is decided and holds.
+func TestStorageCheckFlakyStoreRetried(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts versitygw")
+	}
+	p, store := faultyVersitygw(t, 2)
+	p.Inject(storagetest.ProxyFault{Nth: 2, Times: -1, Prob: 0.2, Status: http.StatusServiceUnavailable})
+	p.Inject(storagetest.ProxyFault{Nth: 2, Times: -1, Prob: 0.1, Reset: true})
+	p.Inject(storagetest.ProxyFault{Nth: 2, Times: -1, Prob: 0.1, Delay: 50 * time.Millisecond})
+	code, out, stderr := runKiss(t, "storage", "check", store)
+	faults := p.Faults()
+	t.Logf("faults %v\n%s%s", faults, out, stderr)
+	if faults["status"] == 0 || faults["reset"] == 0 {
+		t.Fatalf("no fault fired: %v", faults)
+	}
+	if code != ExitOK {
+		t.Fatalf("exit %d through a flaky store, want 0", code)
 	}
 }

@@ -20,6 +20,7 @@ const (
 	ExitRefused     = 4 // fail-closed: kiss refused to delete (roots unreadable, malformed marker, empty roots, integrity)
 	ExitLocked      = 5 // another holder has the lock and --lock-wait ran out
 	ExitLeaseLost   = 6 // the lease was lost while working; work stopped
+	ExitTransient   = 7 // could not decide: the store answered with transient errors only (retry later)
 	ExitInterrupted = 130
 )
 
@@ -32,6 +33,7 @@ EXIT STATUS:
    4    refused, fail-closed (nothing was deleted)
    5    locked by another holder (--lock-wait ran out)
    6    lease lost while working (work stopped)
+   7    could not decide: the store kept answering with transient errors (storage check)
    130  interrupted
    kiss with-lock passes its COMMAND's exit status through.
 `
