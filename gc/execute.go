@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
+
+	"golang.org/x/sync/errgroup"
 
 	"github.com/kiss-cache/kiss/nixcache"
 	"github.com/kiss-cache/kiss/storage"
@@ -103,6 +106,7 @@ func (p *Plan) deleteMarkers(ctx context.Context, fence Fence) error {
 			p.warn("expired marker %s changed or vanished since the listing; kept", m.Source)
 			p.mu.Unlock()
 		case err != nil:
+			p.recheck(ctx, []string{m.Source}, []int64{m.Size}, err)
 			return fmt.Errorf("deleting expired marker %s: %w", m.Source, err)
 		default:
 			p.mu.Lock()
@@ -132,6 +136,7 @@ func (p *Plan) deletePhase(ctx context.Context, phase string, want func(Deletion
 	defer prog.Done(phase)
 	bs := p.batchSize()
 	keys := make([]string, 0, bs)
+	sizes := make([]int64, 0, bs)
 	var bytes int64
 	flush := func() error {
 		if len(keys) == 0 {
@@ -145,6 +150,8 @@ func (p *Plan) deletePhase(ctx context.Context, phase string, want func(Deletion
 			return fmt.Errorf("%w: %w", ErrFence, err)
 		}
 		if err := p.st.DeleteMany(ctx, keys); err != nil {
+			gone, goneBytes := p.recheck(ctx, keys, sizes, err)
+			prog.Advance(phase, gone, goneBytes)
 			return fmt.Errorf("%s: deleting a batch of %d (first %s): %w", phase, len(keys), keys[0], err)
 		}
 		p.mu.Lock()
@@ -153,7 +160,7 @@ func (p *Plan) deletePhase(ctx context.Context, phase string, want func(Deletion
 		p.report.Deleted.Bytes += bytes
 		p.mu.Unlock()
 		prog.Advance(phase, int64(len(keys)), bytes)
-		keys, bytes = keys[:0], 0
+		keys, sizes, bytes = keys[:0], sizes[:0], 0
 		return nil
 	}
 	for d := range p.Deletions() {
@@ -161,6 +168,7 @@ func (p *Plan) deletePhase(ctx context.Context, phase string, want func(Deletion
 			continue
 		}
 		keys = append(keys, d.Key)
+		sizes = append(sizes, d.Size)
 		bytes += d.Size
 		if len(keys) == bs {
 			if err := flush(); err != nil {
@@ -169,4 +177,56 @@ func (p *Plan) deletePhase(ctx context.Context, phase string, want func(Deletion
 		}
 	}
 	return flush()
+}
+
+// recheckTimeout bounds the re-check of a failed delete batch.
+const recheckTimeout = time.Minute
+
+// recheck finds out what a failed delete did. A failed batch may still
+// have landed, wholly or in part (S3 applied a DeleteObjects whose answer
+// was lost; a file:// batch stopped half way), and a report that counted
+// none of it would under-count silently. So every key of the batch is
+// stat'ed: what is gone counts as deleted (only the pruner, holding the
+// exclusive lease, deletes cache objects), what is there was not deleted,
+// and what cannot be stat'ed counts as uncertain, loudly. The stats are
+// reads, so they run even after the lease was lost or the run interrupted,
+// on a context of their own. Returns what was found deleted.
+func (p *Plan) recheck(ctx context.Context, keys []string, sizes []int64, cause error) (gone, goneBytes int64) {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recheckTimeout)
+	defer cancel()
+	var (
+		mu               sync.Mutex
+		present, unknown int64
+		unknownBytes     int64
+		g                errgroup.Group
+	)
+	g.SetLimit(16)
+	for i, k := range keys {
+		g.Go(func() error {
+			_, err := p.st.Stat(rctx, k)
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case errors.Is(err, storage.ErrNotFound):
+				gone++
+				goneBytes += max(sizes[i], 0)
+			case err == nil:
+				present++
+			default:
+				unknown++
+				unknownBytes += max(sizes[i], 0)
+			}
+			return nil
+		})
+	}
+	_ = g.Wait()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.report.Deleted.Objects += gone
+	p.report.Deleted.Bytes += goneBytes
+	p.report.DeletedUncertain.Objects += unknown
+	p.report.DeletedUncertain.Bytes += unknownBytes
+	p.warn("a delete of %d objects (first %s) failed (%v); re-checked: %d gone (counted as deleted), %d still present, %d could not be checked (counted as uncertain)",
+		len(keys), keys[0], cause, gone, present, unknown)
+	return gone, goneBytes
 }

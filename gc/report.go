@@ -50,7 +50,10 @@ type Report struct {
 	Delete      map[string]Count `json:"delete"` // planned
 	DeleteTotal Count            `json:"delete_total"`
 	Deleted     Count            `json:"deleted"` // done (0 in a dry run)
-	Batches     int              `json:"batches"`
+	// DeletedUncertain: objects of a failed delete that a re-check could
+	// not find out about; they may or may not be gone (see Plan.recheck).
+	DeletedUncertain Count `json:"deleted_uncertain"`
+	Batches          int   `json:"batches"`
 
 	Requests map[string]int64   `json:"requests,omitempty"` // storage requests by type (filled by the caller)
 	Phases   map[string]float64 `json:"phase_seconds"`

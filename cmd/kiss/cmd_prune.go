@@ -258,6 +258,9 @@ func writeSummary(w io.Writer, r *gc.Report) {
 		fmt.Fprintf(w, "  %-12s %8d objects %12s\n", k, d.Objects, humanBytes(d.Bytes))
 	}
 	fmt.Fprintf(w, "%s %d objects, %s in %.1fs\n", verb, n.Objects, humanBytes(n.Bytes), r.Elapsed)
+	if u := r.DeletedUncertain; u.Objects > 0 {
+		fmt.Fprintf(w, "uncertain: %d objects, %s: a delete failed and a re-check could not tell whether they are gone\n", u.Objects, humanBytes(u.Bytes))
+	}
 	for _, warn := range r.Warnings {
 		fmt.Fprintf(w, "warning: %s\n", warn)
 	}
@@ -296,6 +299,7 @@ func writePruneMetrics(file string, r *gc.Report, code int) error {
 	gauge("memo_hits", "narinfos served from the closure memo", float64(r.Memo.Hits))
 	gauge("deleted_objects", "objects deleted by the last prune", float64(r.Deleted.Objects))
 	gauge("deleted_bytes", "bytes deleted by the last prune", float64(r.Deleted.Bytes))
+	gauge("deleted_uncertain_objects", "objects of failed deletes whose fate a re-check could not learn", float64(r.DeletedUncertain.Objects))
 	vec("roots", "root markers by state", "state", map[string]float64{
 		"counted": float64(r.Roots.Markers), "expired": float64(r.Roots.Expired),
 		"missing_paths": float64(r.Roots.Missing), "young_narinfos": float64(r.Roots.Young),

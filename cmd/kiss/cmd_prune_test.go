@@ -14,6 +14,7 @@ import (
 	"github.com/kiss-cache/kiss/lockproto"
 	"github.com/kiss-cache/kiss/nixcache"
 	"github.com/kiss-cache/kiss/storage"
+	"github.com/kiss-cache/kiss/storage/storagetest"
 )
 
 // testCache writes a flat file cache: live → dep, and garbage; all objects
@@ -139,5 +140,82 @@ func TestPruneCLI(t *testing.T) {
 	}
 	if code, _, _ := runKiss(t, "roots", "rm", dir, "web1"); code != ExitOK || fileExists(filepath.Join(dir, "gcroots/web1")) {
 		t.Fatalf("roots rm: exit %d", code)
+	}
+}
+
+// Issue 11 item 9: an S3 DeleteObjects that the server applied but whose
+// answer was lost (every attempt: the connection is reset after the server
+// deleted) must not be reported as "deleted 0": kiss re-checks the batch.
+func TestPruneLostDeleteAnswerIsRechecked(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts versitygw")
+	}
+	dir, live, _ := testCache(t)
+	p, store := faultyVersitygw(t, 3)
+	ctx := context.Background()
+	st, err := storage.Open(ctx, store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	var keys []string
+	err = filepath.Walk(dir, func(path string, fi os.FileInfo, err error) error {
+		if err != nil || fi.IsDir() {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, path)
+		f, err := os.Open(path)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		keys = append(keys, filepath.ToSlash(rel))
+		_, err = st.Put(ctx, filepath.ToSlash(rel), f, storage.PutOptions{})
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, _, stderr := runKiss(t, "roots", "add", store, "web1", live); code != ExitOK {
+		t.Fatalf("roots add: exit %d %s", code, stderr)
+	}
+	// --grace 0s deletes only what the store's clock (1 s resolution) sees
+	// as older than now.
+	time.Sleep(2500 * time.Millisecond)
+
+	p.Inject(storagetest.ProxyFault{Op: storagetest.S3DeleteObjects, Applied: true, Reset: true, Times: -1})
+	metrics := filepath.Join(t.TempDir(), "kiss.prom")
+	code, out, stderr := runKiss(t, "prune", "--json", "--grace", "0s", "--no-memo", "--metrics-file", metrics, store)
+	t.Logf("faults %v\n%s\n%s", p.Faults(), out, stderr)
+	if p.Faults()["applied-reset"] == 0 {
+		t.Fatal("no DeleteObjects answer was dropped")
+	}
+	var rep struct {
+		ExitCode int `json:"exit_code"`
+		Deleted  struct {
+			Objects int `json:"objects"`
+		} `json:"deleted"`
+		Uncertain struct {
+			Objects int `json:"objects"`
+		} `json:"deleted_uncertain"`
+		Warnings []string `json:"warnings"`
+	}
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		t.Fatalf("--json: %v", err)
+	}
+	gone := 0
+	for _, k := range keys {
+		if _, err := st.Stat(ctx, k); err != nil {
+			gone++
+		}
+	}
+	if code != ExitStore || rep.ExitCode != ExitStore {
+		t.Errorf("exit %d (json %d), want %d: a batch failed", code, rep.ExitCode, ExitStore)
+	}
+	if gone == 0 || rep.Deleted.Objects != gone || rep.Uncertain.Objects != 0 {
+		t.Fatalf("%d objects gone, report says deleted %d, uncertain %d", gone, rep.Deleted.Objects, rep.Uncertain.Objects)
+	}
+	if m, _ := os.ReadFile(metrics); !strings.Contains(string(m), fmt.Sprintf("kiss_prune_deleted_objects %d", gone)) || !strings.Contains(string(m), "kiss_prune_deleted_uncertain_objects 0") {
+		t.Fatalf("metrics:\n%s", m)
 	}
 }
