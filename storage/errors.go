@@ -25,6 +25,11 @@ var (
 	ErrNotSupported = errors.New("not supported by this store")
 	// ErrInvalidURL: Open cannot make sense of the store URL.
 	ErrInvalidURL = errors.New("invalid store URL")
+	// ErrAccessDenied: the store refused this operation to the credentials
+	// (S3 403). Never a "not found": on S3 a missing key also answers 403
+	// when the caller may not list the bucket, so a denied read says nothing
+	// about whether the key exists. Permanent.
+	ErrAccessDenied = errors.New("access denied")
 )
 
 // Error carries the operation and key of a failed storage call.
@@ -68,7 +73,8 @@ func IsTransient(err error) bool {
 		errors.Is(err, ErrNotFound),
 		errors.Is(err, ErrPreconditionFailed),
 		errors.Is(err, ErrInvalidKey),
-		errors.Is(err, ErrNotSupported):
+		errors.Is(err, ErrNotSupported),
+		errors.Is(err, ErrAccessDenied):
 		return false
 	case errors.Is(err, context.DeadlineExceeded):
 		return true

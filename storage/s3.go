@@ -337,6 +337,8 @@ func mapS3Err(err error) error {
 		return fmt.Errorf("%w: %w", ErrPreconditionFailed, err)
 	case code == "ConditionalRequestConflict" || status == http.StatusConflict:
 		return fmt.Errorf("%w: %w", ErrConflict, err)
+	case code == "AccessDenied" || code == "Forbidden" || status == http.StatusForbidden:
+		return fmt.Errorf("%w: %w", ErrAccessDenied, err)
 	}
 	if status >= 500 || code == "SlowDown" || code == "RequestTimeout" || code == "InternalError" {
 		// The SDK already retried these; they may still pass later.
@@ -349,6 +351,16 @@ func mapS3Err(err error) error {
 		return fmt.Errorf("%w: %w", ErrPreconditionFailed, err)
 	}
 	return err
+}
+
+// deniedRead explains a 403 on a GET or HEAD, which S3 also gives for a
+// missing key when the credentials lack s3:ListBucket: the read fails with
+// ErrAccessDenied, never a silent "not found".
+func deniedRead(err error) error {
+	if !errors.Is(err, ErrAccessDenied) {
+		return err
+	}
+	return fmt.Errorf("%w (the credentials may not read this key, or it does not exist and they lack s3:ListBucket on the bucket, for which S3 answers 403 instead of 404)", err)
 }
 
 // s3TransientError marks server-side failures (5xx, throttling) that the
@@ -393,7 +405,7 @@ func (s *s3Store) open(ctx context.Context, op, key string, offset, length int64
 	}
 	out, err := s.client.GetObject(ctx, in)
 	if err != nil {
-		return nil, wrap(op, key, mapS3Err(err))
+		return nil, wrap(op, key, deniedRead(mapS3Err(err)))
 	}
 	obj := Object{
 		Key:     key,
@@ -447,7 +459,7 @@ func (s *s3Store) Stat(ctx context.Context, key string) (Object, error) {
 	}
 	out, err := s.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(s.name), Key: aws.String(s3Key(key))})
 	if err != nil {
-		return Object{}, wrap("stat", key, mapS3Err(err))
+		return Object{}, wrap("stat", key, deniedRead(mapS3Err(err)))
 	}
 	return Object{
 		Key:     key,

@@ -1,0 +1,47 @@
+package storage_test
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"testing"
+
+	"github.com/kiss-cache/kiss/storage"
+)
+
+// A HEAD or GET that S3 denies (as AWS does for a missing key when the
+// caller lacks s3:ListBucket) is ErrAccessDenied with an explanation, never
+// ErrNotFound: "missing" would let a writer or pruner act on a guess.
+func TestS3DeniedReadIsAccessDenied(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/xml")
+		w.WriteHeader(http.StatusForbidden)
+		if r.Method != http.MethodHead { // a HEAD's 403 has no body, hence no code
+			w.Write([]byte(`<?xml version="1.0" encoding="UTF-8"?><Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>`))
+		}
+	}))
+	t.Cleanup(srv.Close)
+	t.Setenv("AWS_ACCESS_KEY_ID", "denied")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "denied")
+	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
+	st, err := storage.Open(context.Background(), "s3://cache?region=us-east-1&endpoint="+url.QueryEscape(srv.URL))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	ctx := context.Background()
+	_, statErr := st.Stat(ctx, "gcroots/.lock/prune")
+	_, getErr := st.Get(ctx, "0000000000000000000000000000000a.narinfo")
+	_, rangeErr := st.GetRange(ctx, "nar/x.nar", 0, 0)
+	for name, err := range map[string]error{"stat": statErr, "get": getErr, "range": rangeErr} {
+		if !errors.Is(err, storage.ErrAccessDenied) || errors.Is(err, storage.ErrNotFound) || storage.IsTransient(err) {
+			t.Errorf("%s: %v: want ErrAccessDenied, permanent, not ErrNotFound", name, err)
+		}
+		if err != nil && !strings.Contains(err.Error(), "s3:ListBucket") {
+			t.Errorf("%s: %q does not explain the 403 of a missing key", name, err)
+		}
+	}
+}
