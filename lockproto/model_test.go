@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/kiss-cache/kiss/internal/testenv"
 )
 
 // TestModel checks the Promela model of the protocol (model/kiss.pml) with
@@ -19,6 +21,7 @@ import (
 // KISS_MODEL_FULL=1 adds a longer time bound (MAXT=5: 8.7 M states, about
 // 30 s). Two pruners (-DNP=2) exceed 64 M states and are not run here.
 func TestModel(t *testing.T) {
+	testenv.SkipShort(t, "the spin model check")
 	spin, err := exec.LookPath("spin")
 	if err == nil {
 		_, err = exec.LookPath("cc")

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/kiss-cache/kiss/storage"
+	"github.com/kiss-cache/kiss/internal/testenv"
 	"github.com/kiss-cache/kiss/storage/storagetest"
 )
 
@@ -28,6 +29,7 @@ func TestFileConformance(t *testing.T) {
 // regular file once, without attributes, skips symlinks and directories,
 // stops when the caller stops, and reports a cancelled context.
 func TestFileListKeys(t *testing.T) {
+	testenv.SkipShort(t, "6000 fsynced puts")
 	dir := t.TempDir()
 	st, err := storage.OpenFile(dir)
 	if err != nil {

@@ -48,6 +48,7 @@ func GoTool() string {
 // here, never a correctness decision.
 func KissBinary(t testing.TB) string {
 	t.Helper()
+	SkipShort(t, "a test of the built kiss binary")
 	if p := os.Getenv("KISS_BINARY"); p != "" {
 		return p
 	}

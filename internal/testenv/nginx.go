@@ -87,6 +87,7 @@ http {
 // `daemon off;` and should log to stderr or under the prefix.
 func NginxConf(t testing.TB, prefix, conf string) *NginxServer {
 	t.Helper()
+	SkipShort(t, "a test with a real nginx")
 	bin, err := exec.LookPath("nginx")
 	if err != nil {
 		if _, e := os.Stat("/usr/sbin/nginx"); e == nil {

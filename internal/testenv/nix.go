@@ -38,6 +38,7 @@ type NixEnv struct {
 // KISS_REQUIRE_NIX) when the nix client is missing.
 func Nix(t testing.TB) *NixEnv {
 	t.Helper()
+	SkipShort(t, "a test with the real Nix client")
 	if _, err := exec.LookPath("nix"); err != nil {
 		requireComponent(t, "nix", err, "KISS_REQUIRE_NIX")
 	}

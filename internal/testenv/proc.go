@@ -27,6 +27,18 @@ func requireComponent(t testing.TB, what string, err error, envs ...string) {
 	t.Skipf("testenv: SKIPPING: %s unavailable: %v (set CI=1 to make this fatal)", what, err)
 }
 
+// SkipShort skips t under `go test -short`: the inner loop runs no real
+// component (nix, nginx, versitygw, spin, a kiss binary build) and no long
+// run. The full suite (scripts/test.sh, CI) runs without -short, so nothing
+// is skipped there. Every component starter of this package calls it;
+// tests that are slow on their own call it with a reason.
+func SkipShort(t testing.TB, what string) {
+	t.Helper()
+	if testing.Short() {
+		t.Skipf("testenv: -short: skipping %s (the full suite runs it)", what)
+	}
+}
+
 // FreePort returns a TCP port on 127.0.0.1 that was free a moment ago. The
 // kernel hands out ports from an ephemeral range, so a collision with
 // another test between this call and the server's bind is unlikely but not
