@@ -10,8 +10,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/kiss-cache/kiss/storage"
 	"github.com/kiss-cache/kiss/internal/testenv"
+	"github.com/kiss-cache/kiss/storage"
 	"github.com/kiss-cache/kiss/storage/storagetest"
 )
 
