@@ -31,7 +31,7 @@ func readMarker(t testing.TB, st storage.Store, key string) (string, bool) {
 
 func requireNoLeases(t testing.TB, st storage.Store) {
 	t.Helper()
-	hs, err := lockproto.List(e2eCtx(t), st, 0)
+	hs, err := lockproto.List(e2eCtx(t), st, lockproto.Judging{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -160,7 +160,7 @@ func TestWithLockSignal(t *testing.T) {
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		if hs, _ := lockproto.List(e2eCtx(t), st, 0); len(hs) == 1 {
+		if hs, _ := lockproto.List(e2eCtx(t), st, lockproto.Judging{}); len(hs) == 1 {
 			break
 		}
 		if time.Now().After(deadline) {

@@ -63,6 +63,9 @@ type Config struct {
 	// a longer TTL declared in the lease wins). While it is fresh, new
 	// writer leases are refused with 503.
 	PruneLeaseTTL time.Duration
+	// MaxLeaseTTL bounds how far the TTL a prune lease declares lengthens
+	// it (default lockproto.DefaultMaxTTL; see lockproto.Judging).
+	MaxLeaseTTL time.Duration
 	// Prefix is a path prefix every request must carry ("/<secret>" for the
 	// ephemeral endpoint). Requests outside it get 404.
 	Prefix string

@@ -298,9 +298,10 @@ func (s *Server) bodyError(x *exchange, err error, limit int64) error {
 // refuseDuringPrune answers 503 while a fresh prune lease exists, so a
 // writer backs off instead of starting an upload the pruner would race.
 // Freshness is lockproto's, the same a writer taking a lease directly
-// applies: the longer of --prune-lease-ttl and the TTL the lease declares.
+// applies: the longer of --prune-lease-ttl and the TTL the lease declares,
+// at most --max-lock-ttl.
 func (s *Server) refuseDuringPrune(ctx context.Context) error {
-	h, err := lockproto.Prune(ctx, s.st, s.cfg.PruneLeaseTTL)
+	h, err := lockproto.Prune(ctx, s.st, lockproto.Judging{TTL: s.cfg.PruneLeaseTTL, MaxTTL: s.cfg.MaxLeaseTTL})
 	if errors.Is(err, storage.ErrNotFound) {
 		return nil
 	}

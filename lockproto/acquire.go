@@ -145,6 +145,9 @@ func AcquirePrune(ctx context.Context, st storage.Store, o Options) (*Lease, err
 	if err := checkStore(st); err != nil {
 		return nil, err
 	}
+	if err := o.checkTTL(); err != nil {
+		return nil, err
+	}
 	if o.Owner == "" {
 		o.Owner = "prune"
 	}
@@ -169,7 +172,7 @@ func AcquirePrune(ctx context.Context, st storage.Store, o Options) (*Lease, err
 			if nerr != nil {
 				return nil, nerr
 			}
-			judge(&h, now, o.TTL)
+			judge(&h, now, o.judging())
 			if h.Stale {
 				log.Warn("taking over a stale prune lease", "holder", h.String())
 				sent = wallNow()
@@ -182,7 +185,7 @@ func AcquirePrune(ctx context.Context, st storage.Store, o Options) (*Lease, err
 					return nil, terr
 				}
 				h = ee.h
-				judge(&h, now, o.TTL)
+				judge(&h, now, o.judging())
 			}
 			if !wallNow().Before(deadline) {
 				return nil, &LockedError{Want: KindPrune, Holders: []Holder{h}}
@@ -200,7 +203,7 @@ func AcquirePrune(ctx context.Context, st storage.Store, o Options) (*Lease, err
 
 	// Wait until every fresh writer lease is gone.
 	for {
-		writers, err := listHolders(lease.ctx, st, o.TTL, func(key string) bool { return key != PruneKey })
+		writers, err := listHolders(lease.ctx, st, o.judging(), func(key string) bool { return key != PruneKey })
 		if err == nil {
 			var fresh []Holder
 			for _, h := range writers {
@@ -302,6 +305,9 @@ func AcquireWriter(ctx context.Context, st storage.Store, job string, o Options)
 	if err := checkStore(st); err != nil {
 		return nil, err
 	}
+	if err := o.checkTTL(); err != nil {
+		return nil, err
+	}
 	if !jobRE.MatchString(job) {
 		return nil, fmt.Errorf("%w: %q (want [A-Za-z0-9][A-Za-z0-9_+@=,-]{0,99}; see SanitizeJob)", ErrInvalidJob, job)
 	}
@@ -355,7 +361,7 @@ func AcquireWriter(ctx context.Context, st storage.Store, job string, o Options)
 			_ = deleteOwn(context.WithoutCancel(ctx), st, key, obj.ETag, rec.Nonce, o)
 			return nil, nerr
 		}
-		judge(&h, now, o.TTL)
+		judge(&h, now, o.judging())
 		if h.Stale {
 			log.Warn("ignoring a stale prune lease", "holder", h.String())
 			lease := newLease(ctx, st, key, KindWriter, o, rec, body, obj, sent)

@@ -6,14 +6,13 @@ import (
 	"fmt"
 	"sort"
 	"strings"
-	"time"
 
 	"github.com/kiss-cache/kiss/storage"
 )
 
 // listHolders reads every lease under LockPrefix accepted by keep, judged
 // on the store's clock. Leases deleted while listing are skipped.
-func listHolders(ctx context.Context, st storage.Store, ttl time.Duration, keep func(key string) bool) ([]Holder, error) {
+func listHolders(ctx context.Context, st storage.Store, j Judging, keep func(key string) bool) ([]Holder, error) {
 	var keys []string
 	for obj, err := range st.List(ctx, LockPrefix) {
 		if err != nil {
@@ -39,7 +38,7 @@ func listHolders(ctx context.Context, st storage.Store, ttl time.Duration, keep 
 		if err != nil {
 			return nil, fmt.Errorf("read %s: %w", k, err)
 		}
-		judge(&h, now, ttl)
+		judge(&h, now, j)
 		out = append(out, h)
 	}
 	sort.Slice(out, func(i, j int) bool {
@@ -52,22 +51,15 @@ func listHolders(ctx context.Context, st storage.Store, ttl time.Duration, keep 
 }
 
 // List returns every lease in the store (prune first), with age and
-// staleness judged against ttl (DefaultTTL when 0) on the store's clock.
-func List(ctx context.Context, st storage.Store, ttl time.Duration) ([]Holder, error) {
-	if ttl <= 0 {
-		ttl = DefaultTTL
-	}
-	return listHolders(ctx, st, ttl, nil)
+// staleness judged by j on the store's clock.
+func List(ctx context.Context, st storage.Store, j Judging) ([]Holder, error) {
+	return listHolders(ctx, st, j.withDefaults(), nil)
 }
 
-// Prune reads the prune lease and judges it as a writer taking a lease
-// does: fresh while its age on the store's clock is within the longer of
-// ttl (DefaultTTL when 0) and the TTL its body declares. storage.ErrNotFound
-// if there is none. The gateway refuses writer leases with it.
-func Prune(ctx context.Context, st storage.Store, ttl time.Duration) (Holder, error) {
-	if ttl <= 0 {
-		ttl = DefaultTTL
-	}
+// Prune reads the prune lease and judges it by j as a writer taking a
+// lease does. storage.ErrNotFound if there is none. The gateway refuses
+// writer leases with it.
+func Prune(ctx context.Context, st storage.Store, j Judging) (Holder, error) {
 	h, err := readHolderRetry(ctx, st, PruneKey)
 	if err != nil {
 		return Holder{}, err
@@ -76,18 +68,16 @@ func Prune(ctx context.Context, st storage.Store, ttl time.Duration) (Holder, er
 	if err != nil {
 		return Holder{}, fmt.Errorf("store clock: %w", err)
 	}
-	judge(&h, now, ttl)
+	judge(&h, now, j)
 	return h, nil
 }
 
 // Break deletes one lease, named by its key or its name under LockPrefix
-// ("prune", "<job>.<nonce>"). Without force it refuses a fresh lease
-// (ErrNotStale). The delete is conditional on the ETag that was judged, so
-// a lease refreshed meanwhile survives (ErrNotStale). Returns what was broken.
-func Break(ctx context.Context, st storage.Store, name string, ttl time.Duration, force bool) (Holder, error) {
-	if ttl <= 0 {
-		ttl = DefaultTTL
-	}
+// ("prune", "<job>.<nonce>"). Without force it refuses a lease that j
+// judges fresh (ErrNotStale). The delete is conditional on the ETag that
+// was judged, so a lease refreshed meanwhile survives (ErrNotStale).
+// Returns what was broken.
+func Break(ctx context.Context, st storage.Store, name string, j Judging, force bool) (Holder, error) {
 	key := name
 	if !strings.HasPrefix(key, LockPrefix) {
 		key = LockPrefix + name
@@ -103,7 +93,7 @@ func Break(ctx context.Context, st storage.Store, name string, ttl time.Duration
 	if err != nil {
 		return Holder{}, err
 	}
-	judge(&h, now, ttl)
+	judge(&h, now, j)
 	if !h.Stale && !force {
 		return h, fmt.Errorf("%w: %s (use --force to break it anyway)", ErrNotStale, h)
 	}

@@ -40,6 +40,10 @@ const (
 	DefaultReleaseGrace = 30 * time.Second
 	// MinTTL keeps the derived intervals meaningful.
 	MinTTL = 600 * time.Millisecond
+	// DefaultMaxTTL bounds the TTL a lease may declare (Options.MaxTTL,
+	// Judging.MaxTTL): a holder killed with SIGKILL blocks others for at
+	// most this long, whatever it declared.
+	DefaultMaxTTL = 6 * time.Hour
 )
 
 // Kind is what a lease is for.
@@ -64,6 +68,8 @@ var (
 	ErrNotStale = errors.New("lease is not stale")
 	// ErrInvalidJob: a writer job name that cannot be part of a key.
 	ErrInvalidJob = errors.New("invalid job name")
+	// ErrTTLTooLong: a lease was to be taken with a TTL over MaxTTL.
+	ErrTTLTooLong = errors.New("lease TTL exceeds the maximum lease TTL")
 )
 
 // Options configure acquisition. The zero value is usable.
@@ -71,6 +77,11 @@ type Options struct {
 	// TTL: staleness threshold (default 30 min). Refresh every TTL/6; the
 	// holder cancels its own work if it could not refresh for TTL/2.
 	TTL time.Duration
+	// MaxTTL bounds TTL (acquiring with more is refused, ErrTTLTooLong)
+	// and how far a lease's declared TTL lengthens this holder's judgement
+	// of others' leases (default DefaultMaxTTL). Every host should use the
+	// same bound (see Judging).
+	MaxTTL time.Duration
 	// Wait: how long to keep trying while someone else holds the lock;
 	// 0 means exactly one attempt.
 	Wait time.Duration
@@ -96,6 +107,9 @@ func (o Options) withDefaults() Options {
 	if o.TTL < MinTTL {
 		o.TTL = MinTTL
 	}
+	if o.MaxTTL <= 0 {
+		o.MaxTTL = DefaultMaxTTL
+	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
@@ -112,6 +126,41 @@ func (o Options) withDefaults() Options {
 		o.Wait = 0
 	}
 	return o
+}
+
+// judging is how this holder judges others' leases.
+func (o Options) judging() Judging { return Judging{TTL: o.TTL, MaxTTL: o.MaxTTL} }
+
+// checkTTL refuses a TTL over the bound: a holder that declared more than
+// others' MaxTTL would be judged stale while it still refreshes on its own
+// longer schedule (the spin model's late_abort variant).
+func (o Options) checkTTL() error {
+	if o.TTL > o.MaxTTL {
+		return fmt.Errorf("%w: %v > %v (raise the bound on every host, or use a shorter TTL)", ErrTTLTooLong, o.TTL, o.MaxTTL)
+	}
+	return nil
+}
+
+// Judging is how leases found in the store are judged: a lease is stale
+// once its age on the store's clock exceeds TTL, or the TTL it declares in
+// its body if that is longer, but never more than MaxTTL (which also caps
+// TTL itself). A lease that
+// declares more than MaxTTL is judged as if it declared MaxTTL (and is
+// flagged, Holder.TTLCapped), so a holder killed with SIGKILL after
+// declaring a year blocks others for MaxTTL, not a year. Zero fields take
+// DefaultTTL and DefaultMaxTTL.
+type Judging struct {
+	TTL, MaxTTL time.Duration
+}
+
+func (j Judging) withDefaults() Judging {
+	if j.TTL <= 0 {
+		j.TTL = DefaultTTL
+	}
+	if j.MaxTTL <= 0 {
+		j.MaxTTL = DefaultMaxTTL
+	}
+	return j
 }
 
 // RefreshInterval is how often a held lease is refreshed: TTL/6.
@@ -179,6 +228,9 @@ type Holder struct {
 	Age   time.Duration `json:"age_ns"`
 	Stale bool          `json:"stale"`
 	ETag  string        `json:"etag"`
+	// TTLCapped: the lease declares a TTL over the judge's MaxTTL and was
+	// judged with MaxTTL instead (Judging).
+	TTLCapped bool `json:"ttl_capped,omitempty"`
 	// BodyError explains a nil Record.
 	BodyError string `json:"body_error,omitempty"`
 }
@@ -200,6 +252,9 @@ func (h Holder) String() string {
 		fmt.Fprintf(&b, " (unreadable body: %s)", h.BodyError)
 	}
 	fmt.Fprintf(&b, ", refreshed %s ago (store clock)", h.Age.Round(time.Second))
+	if h.TTLCapped {
+		fmt.Fprintf(&b, ", declares %s, judged with the maximum", h.Record.TTL)
+	}
 	if h.Stale {
 		b.WriteString(", stale")
 	}
@@ -567,16 +622,20 @@ func kindOfKey(key string) Kind {
 	return KindWriter
 }
 
-// judge fills Age and Stale from the store's clock. A lease is judged with
-// the longer of the judge's TTL and the TTL its holder declared in its body:
-// a holder refreshes on its own schedule, so a shorter TTL of the judge
-// must never make it look stale early.
-func judge(h *Holder, now time.Time, ttl time.Duration) {
+// judge fills Age and Stale from the store's clock, with j's rule: the
+// longer of the judge's TTL and the TTL the holder declared in its body (a
+// holder refreshes on its own schedule, so a shorter TTL of the judge must
+// never make it look stale early), but never more than MaxTTL.
+func judge(h *Holder, now time.Time, j Judging) {
+	j = j.withDefaults()
+	ttl := j.TTL
 	if h.Record != nil {
-		if d, err := time.ParseDuration(h.Record.TTL); err == nil && d > ttl {
-			ttl = d
+		if d, err := time.ParseDuration(h.Record.TTL); err == nil {
+			ttl = max(ttl, d)
+			h.TTLCapped = d > j.MaxTTL
 		}
 	}
+	ttl = min(ttl, j.MaxTTL)
 	h.Age = max(now.Sub(h.ModTime), 0)
 	h.Stale = h.Age > ttl
 }

@@ -50,7 +50,7 @@ func mustWriter(t *testing.T, st storage.Store, job string, o Options) *Lease {
 
 func leaseKeys(t *testing.T, st storage.Store) []string {
 	t.Helper()
-	hs, err := List(context.Background(), st, ttl)
+	hs, err := List(context.Background(), st, Judging{TTL: ttl})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -492,7 +492,7 @@ func TestC1_ClockSkew(t *testing.T) {
 				if _, err := AcquirePrune(t.Context(), st, opts()); !IsLocked(err) {
 					t.Fatalf("fresh lease stolen under skew %v: %v", skew, err)
 				}
-				hs, err := List(t.Context(), st, ttl)
+				hs, err := List(t.Context(), st, Judging{TTL: ttl})
 				if err != nil || len(hs) != 1 || hs[0].Stale || hs[0].Age > RefreshInterval(ttl) {
 					t.Fatalf("List = %+v, %v", hs, err)
 				}
@@ -551,17 +551,17 @@ func TestB1_Break(t *testing.T) {
 		st := storagetest.NewFaulty(base)
 		w := mustWriter(t, st, "w", opts())
 		name := strings.TrimPrefix(w.Key(), LockPrefix)
-		if _, err := Break(t.Context(), base, name, ttl, false); !errors.Is(err, ErrNotStale) {
+		if _, err := Break(t.Context(), base, name, Judging{TTL: ttl}, false); !errors.Is(err, ErrNotStale) {
 			t.Fatalf("Break fresh = %v, want ErrNotStale", err)
 		}
 		st.Inject(storagetest.Fault{Op: storagetest.OpPut, Cond: "cas", Times: -1, Fail: true})
 		time.Sleep(ttl + time.Second)
-		h, err := Break(t.Context(), base, name, ttl, false)
+		h, err := Break(t.Context(), base, name, Judging{TTL: ttl}, false)
 		if err != nil || !h.Stale || h.Record == nil || h.Record.Job != "w" {
 			t.Fatalf("Break stale = %+v, %v", h, err)
 		}
 		p := mustPrune(t, base, opts())
-		if _, err := Break(t.Context(), base, "prune", ttl, true); err != nil {
+		if _, err := Break(t.Context(), base, "prune", Judging{TTL: ttl}, true); err != nil {
 			t.Fatalf("Break --force: %v", err)
 		}
 		if err := p.Confirm(t.Context()); !errors.Is(err, ErrLeaseLost) {

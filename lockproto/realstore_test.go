@@ -96,7 +96,7 @@ func TestP1_FileStoreRace(t *testing.T) {
 					}
 				}
 			}
-			hs, err := List(t.Context(), st, 0)
+			hs, err := List(t.Context(), st, Judging{})
 			if err != nil || len(hs) != 0 {
 				t.Fatalf("leases left: %v %v", hs, err)
 			}

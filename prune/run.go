@@ -30,6 +30,9 @@ type Options struct {
 	// LockTTL and LockWait are the prune lease's TTL (refreshed every
 	// TTL/6) and how long to wait for it; 0 takes lockproto's defaults.
 	LockTTL, LockWait time.Duration
+	// MaxLockTTL bounds LockTTL and how far a writer lease's declared TTL
+	// lengthens it (0: lockproto.DefaultMaxTTL; see lockproto.Judging).
+	MaxLockTTL time.Duration
 	// Owner names the pruner in the lease body, for humans.
 	Owner string
 	// OnDeletion, if set, sees every deletion of the plan before anything
@@ -71,7 +74,7 @@ func Run(ctx context.Context, st storage.Store, o Options) (*gc.Report, error) {
 		var err error
 		// The lease is taken on st itself: its requests are the lock's,
 		// not the prune's, and are not counted.
-		lease, err = lockproto.AcquirePrune(ctx, st, lockproto.Options{TTL: o.LockTTL, Wait: o.LockWait, Owner: o.Owner, Logger: log})
+		lease, err = lockproto.AcquirePrune(ctx, st, lockproto.Options{TTL: o.LockTTL, MaxTTL: o.MaxLockTTL, Wait: o.LockWait, Owner: o.Owner, Logger: log})
 		if err != nil {
 			return finish(nil, fmt.Errorf("%w: %w", ErrLease, err))
 		}

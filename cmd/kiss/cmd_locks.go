@@ -14,7 +14,7 @@ import (
 )
 
 func init() {
-	ttlFlag := &cli.DurationFlag{Name: "lock-ttl", Value: lockproto.DefaultTTL, Usage: "judge staleness with this TTL (a lease's own declared TTL wins if longer)"}
+	ttlFlag := &cli.DurationFlag{Name: "lock-ttl", Value: lockproto.DefaultTTL, Usage: "judge staleness with this TTL (a lease's own declared TTL wins if longer, up to --max-lock-ttl)"}
 	register(&cli.Command{
 		Name:  "locks",
 		Usage: "inspect or break the leases under gcroots/.lock/",
@@ -23,7 +23,7 @@ func init() {
 				Name:      "list",
 				Usage:     "who holds which lease, since when, refreshed how long ago (store clock)",
 				ArgsUsage: "STORE",
-				Flags:     []cli.Flag{ttlFlag, &cli.BoolFlag{Name: "json", Usage: "JSON output (same as the global --json)"}},
+				Flags:     []cli.Flag{ttlFlag, maxLockTTLFlag(), &cli.BoolFlag{Name: "json", Usage: "JSON output (same as the global --json)"}},
 				Action:    runLocksList,
 			},
 			{
@@ -38,7 +38,7 @@ is unprotected: use it only for a holder you know is dead.
 EXIT STATUS:
    0  done   1  a named lease is fresh (use --force) or changed meanwhile
    2  usage  3  store unreachable`,
-				Flags:  []cli.Flag{ttlFlag, &cli.BoolFlag{Name: "force", Usage: "break the named leases even if fresh"}},
+				Flags:  []cli.Flag{ttlFlag, maxLockTTLFlag(), &cli.BoolFlag{Name: "force", Usage: "break the named leases even if fresh"}},
 				Action: runLocksBreak,
 			},
 		},
@@ -61,7 +61,7 @@ func runLocksList(c *cli.Context) error {
 		return err
 	}
 	defer st.Close()
-	hs, err := lockproto.List(c.Context, st, c.Duration("lock-ttl"))
+	hs, err := lockproto.List(c.Context, st, judging(c))
 	if err != nil {
 		return withExit(ExitStore, err)
 	}
@@ -90,6 +90,9 @@ func runLocksList(c *cli.Context) error {
 		if h.Stale {
 			state = "stale"
 		}
+		if h.TTLCapped {
+			state += " (ttl " + h.Record.TTL + " capped)"
+		}
 		owner, host, pid, created := "?", "?", "?", "?"
 		if r := h.Record; r != nil {
 			owner, host, pid, created = r.Owner, r.Host, fmt.Sprint(r.PID), r.Created.UTC().Format(time.RFC3339)
@@ -106,14 +109,14 @@ func runLocksBreak(c *cli.Context) error {
 		return err
 	}
 	defer st.Close()
-	ctx, ttl, force := c.Context, c.Duration("lock-ttl"), c.Bool("force")
+	ctx, j, force := c.Context, judging(c), c.Bool("force")
 	names := c.Args().Tail()
 	if force && len(names) == 0 {
 		return usageError(errors.New("locks break: --force needs the NAMEs of the leases to break"))
 	}
 	w := c.App.Writer
 	if len(names) == 0 {
-		hs, err := lockproto.List(ctx, st, ttl)
+		hs, err := lockproto.List(ctx, st, j)
 		if err != nil {
 			return withExit(ExitStore, err)
 		}
@@ -122,7 +125,7 @@ func runLocksBreak(c *cli.Context) error {
 			if !h.Stale {
 				continue
 			}
-			if _, err := lockproto.Break(ctx, st, h.Key, ttl, false); err != nil {
+			if _, err := lockproto.Break(ctx, st, h.Key, j, false); err != nil {
 				fmt.Fprintf(w, "kept %s: %v\n", h.Key, err)
 				continue
 			}
@@ -134,7 +137,7 @@ func runLocksBreak(c *cli.Context) error {
 	}
 	var failed error
 	for _, name := range names {
-		h, err := lockproto.Break(ctx, st, name, ttl, force)
+		h, err := lockproto.Break(ctx, st, name, j, force)
 		switch {
 		case err == nil:
 			fmt.Fprintf(w, "broke %s\n", h)
@@ -147,4 +150,17 @@ func runLocksBreak(c *cli.Context) error {
 		}
 	}
 	return failed
+}
+
+// maxLockTTLFlag is --max-lock-ttl, for every command that judges leases.
+func maxLockTTLFlag() *cli.DurationFlag {
+	return &cli.DurationFlag{
+		Name: "max-lock-ttl", Value: lockproto.DefaultMaxTTL, EnvVars: []string{"KISS_MAX_LOCK_TTL"},
+		Usage: "the longest TTL a lease may declare: a lease declaring more is judged as if it declared this, and --lock-ttl may not exceed it (use one value on every host)",
+	}
+}
+
+// judging is how a locks command judges leases: --lock-ttl, --max-lock-ttl.
+func judging(c *cli.Context) lockproto.Judging {
+	return lockproto.Judging{TTL: c.Duration("lock-ttl"), MaxTTL: c.Duration("max-lock-ttl")}
 }

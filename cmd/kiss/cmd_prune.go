@@ -54,6 +54,7 @@ EXIT STATUS
 			&cli.StringFlag{Name: "root-max-age", Usage: "markers under gcroots/ older than this (e.g. 30d, 12h) stop counting and are deleted"},
 			&cli.DurationFlag{Name: "lock-wait", Value: 10 * time.Minute, Usage: "how long to wait for the prune lease"},
 			&cli.DurationFlag{Name: "lock-ttl", Value: 30 * time.Minute, Usage: "lease TTL (refreshed every TTL/6)"},
+			maxLockTTLFlag(),
 			&cli.BoolFlag{Name: "allow-empty-roots", Usage: "allow a prune with no root at all (deletes everything older than --grace)"},
 			&cli.BoolFlag{Name: "allow-dangling", Usage: "prune even if reachable paths name missing references or NARs"},
 			&cli.IntFlag{Name: "concurrency", Usage: "parallel narinfo reads (default: 8 on a local store, 64 otherwise)"},
@@ -110,6 +111,9 @@ func runPrune(c *cli.Context) error {
 	if grace < 0 {
 		return usageError(errors.New("--grace must not be negative"))
 	}
+	if c.Duration("lock-ttl") > c.Duration("max-lock-ttl") {
+		return usageError(fmt.Errorf("--lock-ttl %v exceeds --max-lock-ttl %v (a lease may not declare more)", c.Duration("lock-ttl"), c.Duration("max-lock-ttl")))
+	}
 	if c.Int("concurrency") < 0 {
 		return usageError(errors.New("--concurrency must not be negative"))
 	}
@@ -147,8 +151,9 @@ func runPrune(c *cli.Context) error {
 			Progress:        newProgress(c.App.ErrWriter),
 		},
 		DryRun:   c.Bool("dry-run"),
-		LockTTL:  c.Duration("lock-ttl"),
-		LockWait: c.Duration("lock-wait"),
+		LockTTL:    c.Duration("lock-ttl"),
+		MaxLockTTL: c.Duration("max-lock-ttl"),
+		LockWait:   c.Duration("lock-wait"),
 		Owner:    "kiss prune",
 	}
 	if c.Bool("list") {

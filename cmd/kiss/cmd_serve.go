@@ -72,7 +72,8 @@ EXIT STATUS
 			&cli.DurationFlag{Name: "redirect-ttl", Value: 15 * time.Minute, Usage: "how long a presigned redirect URL stays valid"},
 			&cli.IntFlag{Name: "priority", Value: 30, Usage: "Priority in nix-cache-info"},
 			&cli.StringFlag{Name: "store-dir", Value: "/nix/store", Usage: "StoreDir in nix-cache-info"},
-			&cli.DurationFlag{Name: "prune-lease-ttl", Value: 30 * time.Minute, Usage: "a prune lease refreshed within this (or within the longer TTL its body declares) refuses new writer leases"},
+			&cli.DurationFlag{Name: "prune-lease-ttl", Value: 30 * time.Minute, Usage: "a prune lease refreshed within this (or within the longer TTL its body declares, at most --max-lock-ttl) refuses new writer leases"},
+			maxLockTTLFlag(),
 			&cli.StringFlag{Name: "metrics-listen", Usage: "extra plain-HTTP address for /metrics only (e.g. 127.0.0.1:9101)"},
 			&cli.DurationFlag{Name: "shutdown-grace", Value: 30 * time.Second, Usage: "how long requests in flight may finish on SIGTERM"},
 		},
@@ -254,7 +255,7 @@ func runServe(c *cli.Context) error {
 		Auth: auth, ReadOnly: c.Bool("read-only"), StoreDir: c.String("store-dir"), Priority: c.Int("priority"),
 		MaxUploadSize: maxUp, TrustedKeys: keys, Upstream: c.String("upstream"),
 		Redirect: redirect, RedirectTTL: c.Duration("redirect-ttl"),
-		PruneLeaseTTL: c.Duration("prune-lease-ttl"), Logger: log,
+		PruneLeaseTTL: c.Duration("prune-lease-ttl"), MaxLeaseTTL: c.Duration("max-lock-ttl"), Logger: log,
 	})
 	if err != nil {
 		closeAll()

@@ -45,6 +45,9 @@ ephemeral loopback endpoint served by kiss that writes to the cache:
 Flags (before or after MARKER and STORE-PATH, always before --):
    --lock-wait D   how long to wait while a prune holds the lock (default 10m)
    --lock-ttl D    lease TTL; refreshed every TTL/6 (default 30m)
+   --max-lock-ttl D   the longest TTL a lease may declare (default 6h, or
+                   $KISS_MAX_LOCK_TTL): --lock-ttl may not exceed it, and a
+                   prune lease declaring more is judged as if it declared this
    --cert F --key F   client certificate for an mTLS gateway
    --cacert F      CA bundle for the gateway's server certificate
    --bearer TOKEN  bearer token (OIDC) for a gateway (or $KISS_BEARER)
@@ -72,7 +75,7 @@ func init() {
 type withLockArgs struct {
 	marker, storePath         string
 	command                   []string
-	wait, ttl                 time.Duration
+	wait, ttl, maxTTL         time.Duration
 	cert, key, cacert, bearer string
 	storeURL, markerKey, kind string // kind: file, s3, http
 	fileRoot                  string // for kind file
@@ -84,6 +87,15 @@ func parseWithLockArgs(args []string) (*withLockArgs, error) {
 	fs.SetOutput(io.Discard)
 	fs.DurationVar(&a.wait, "lock-wait", 10*time.Minute, "")
 	fs.DurationVar(&a.ttl, "lock-ttl", lockproto.DefaultTTL, "")
+	maxTTL := lockproto.DefaultMaxTTL
+	if v := os.Getenv("KISS_MAX_LOCK_TTL"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			return nil, fmt.Errorf("$KISS_MAX_LOCK_TTL=%q is not a positive duration", v)
+		}
+		maxTTL = d
+	}
+	fs.DurationVar(&a.maxTTL, "max-lock-ttl", maxTTL, "")
 	fs.StringVar(&a.cert, "cert", "", "")
 	fs.StringVar(&a.key, "key", "", "")
 	fs.StringVar(&a.cacert, "cacert", "", "")
@@ -119,8 +131,11 @@ func parseWithLockArgs(args []string) (*withLockArgs, error) {
 	if len(a.command) == 0 {
 		return nil, errors.New("no COMMAND given (put it after --)")
 	}
-	if a.wait < 0 || a.ttl < 0 {
-		return nil, errors.New("--lock-wait and --lock-ttl must not be negative")
+	if a.wait < 0 || a.ttl < 0 || a.maxTTL < 0 {
+		return nil, errors.New("--lock-wait, --lock-ttl and --max-lock-ttl must not be negative")
+	}
+	if a.ttl > a.maxTTL && a.maxTTL > 0 {
+		return nil, fmt.Errorf("--lock-ttl %v exceeds --max-lock-ttl %v (a lease may not declare more; raise the bound on every host, or use a shorter TTL)", a.ttl, a.maxTTL)
 	}
 	if (a.cert == "") != (a.key == "") {
 		return nil, errors.New("--cert and --key go together")
@@ -242,7 +257,7 @@ func runWithLock(c *cli.Context) error {
 
 	job := lockproto.SanitizeJob(strings.ReplaceAll(strings.TrimPrefix(a.markerKey, "gcroots/"), "/", "-"))
 	lease, err := lockproto.AcquireWriter(ctx, st, job, lockproto.Options{
-		TTL: a.ttl, Wait: a.wait, Owner: "kiss with-lock " + a.markerKey, Logger: log,
+		TTL: a.ttl, MaxTTL: a.maxTTL, Wait: a.wait, Owner: "kiss with-lock " + a.markerKey, Logger: log,
 	})
 	if err != nil {
 		switch {

@@ -1,0 +1,58 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Issue 11 item 10: a SIGKILLed writer that declared a year-long TTL must
+// not block every prune, nor resist `kiss locks break`; and no kiss command
+// takes a lease declaring more than --max-lock-ttl.
+func TestLeaseTTLBounded(t *testing.T) {
+	dir, live, _ := testCache(t)
+	if code, _, stderr := runKiss(t, "roots", "add", dir, "web1", live); code != ExitOK {
+		t.Fatalf("roots add: exit %d %s", code, stderr)
+	}
+	plant := func(name string) string {
+		key := "gcroots/.lock/" + name + ".0123456789abcdef"
+		write(t, dir, key, `{"version":1,"kind":"writer","nonce":"0123456789abcdef0123456789abcdef","owner":"crashed","host":"h","pid":1,"created":"2026-01-01T00:00:00Z","ttl":"8760h0m0s"}`)
+		old := time.Now().Add(-3 * time.Second)
+		if err := os.Chtimes(filepath.Join(dir, key), old, old); err != nil {
+			t.Fatal(err)
+		}
+		return key
+	}
+	key := plant("year")
+
+	code, out, stderr := runKiss(t, "locks", "list", "--max-lock-ttl", "2s", dir)
+	if code != ExitOK || !strings.Contains(out, "stale (ttl 8760h0m0s capped)") {
+		t.Fatalf("locks list: exit %d\n%s%s", code, out, stderr)
+	}
+	code, out, stderr = runKiss(t, "locks", "break", "--max-lock-ttl", "2s", dir)
+	if code != ExitOK || !strings.Contains(out, "1 stale lease(s) broken") || fileExists(filepath.Join(dir, key)) {
+		t.Fatalf("locks break without --force: exit %d\n%s%s", code, out, stderr)
+	}
+
+	// The bound comes from the environment too, as one setting per host.
+	plant("year2")
+	t.Setenv("KISS_MAX_LOCK_TTL", "2s")
+	code, out, stderr = runKiss(t, "prune", "--lock-wait", "1s", "--lock-ttl", "1s", dir)
+	if code != ExitOK {
+		t.Fatalf("prune blocked by a year-long lease 3 s old with a 2 s bound: exit %d\n%s%s", code, out, stderr)
+	}
+
+	// Nobody declares more than the bound.
+	t.Setenv("KISS_MAX_LOCK_TTL", "")
+	if code, _, stderr := runKiss(t, "with-lock", "--lock-ttl", "8760h", filepath.Join(dir, "gcroots/w"), live, "--", "true"); code != ExitUsage || !strings.Contains(stderr, "exceeds --max-lock-ttl") {
+		t.Fatalf("with-lock --lock-ttl 8760h: exit %d %s", code, stderr)
+	}
+	if code, _, stderr := runKiss(t, "prune", "--lock-ttl", "8760h", dir); code != ExitUsage || !strings.Contains(stderr, "exceeds --max-lock-ttl") {
+		t.Fatalf("prune --lock-ttl 8760h: exit %d %s", code, stderr)
+	}
+	if code, _, stderr := runKiss(t, "with-lock", "--lock-ttl", "8760h", "--max-lock-ttl", "9000h", filepath.Join(dir, "gcroots/w"), live, "--", "true"); code != ExitOK {
+		t.Fatalf("with-lock with a raised bound: exit %d %s", code, stderr)
+	}
+}
