@@ -150,11 +150,11 @@ func runPrune(c *cli.Context) error {
 			Logger:          log,
 			Progress:        newProgress(c.App.ErrWriter),
 		},
-		DryRun:   c.Bool("dry-run"),
+		DryRun:     c.Bool("dry-run"),
 		LockTTL:    c.Duration("lock-ttl"),
 		MaxLockTTL: c.Duration("max-lock-ttl"),
 		LockWait:   c.Duration("lock-wait"),
-		Owner:    "kiss prune",
+		Owner:      "kiss prune",
 	}
 	if c.Bool("list") {
 		opts.OnDeletion = func(d gc.Deletion) { dels = append(dels, d) }
