@@ -8,12 +8,16 @@ import (
 	"encoding/asn1"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"strings"
 	"time"
 
+	"github.com/MicahParks/jwkset"
 	"github.com/coreos/go-oidc/v3/oidc"
+	"github.com/go-jose/go-jose/v4"
 	"github.com/valyala/fasthttp"
+	"golang.org/x/time/rate"
 )
 
 // Access is what one request may do, decided by an Authenticator.
@@ -238,9 +242,16 @@ type OIDCConfig struct {
 	Issuer string
 	// Audience must be among the token's aud. Required.
 	Audience string
-	// JWKSURL is where the signing keys are fetched. They are cached and
-	// fetched again when a token names an unknown kid (key rotation).
+	// JWKSURL is where the signing keys are fetched: when the gateway
+	// starts, every hour, and when a token names an unknown kid (key
+	// rotation) — but then at most once per MinJWKSRefresh, so forged
+	// tokens cannot make the gateway hammer the issuer. A bad signature
+	// under a known kid never causes a fetch.
 	JWKSURL string
+	// MinJWKSRefresh is the shortest interval between two fetches caused by
+	// unknown kids (default 1 minute). A token naming an unknown kid while
+	// a fetch is not allowed waits up to 5 s for one, then is refused.
+	MinJWKSRefresh time.Duration
 	// ReadSubjects and WriteSubjects are globs over the token's sub, where
 	// "*" matches any run of characters ("repo:org/*:ref:refs/heads/main").
 	// Empty lists grant nothing.
@@ -260,8 +271,21 @@ type OIDC struct {
 	verifier *oidc.IDTokenVerifier
 }
 
-// NewOIDC checks the configuration and sets up the key set. No network
-// request is made until the first token arrives.
+// oidcAlgs are the signature algorithms accepted: asymmetric only.
+var oidcAlgs = []string{oidc.RS256, oidc.RS384, oidc.RS512, oidc.ES256, oidc.ES384, oidc.ES512, oidc.PS256, oidc.PS384, oidc.PS512, oidc.EdDSA}
+
+// JWKS refresh timing (see OIDCConfig.JWKSURL).
+const (
+	jwksPeriodic     = time.Hour
+	jwksMinRefresh   = time.Minute
+	jwksRefreshWait  = 5 * time.Second
+	jwksFetchTimeout = 10 * time.Second
+)
+
+// NewOIDC checks the configuration and sets up the key set: a JWKS cache
+// (github.com/MicahParks/jwkset) that fetches the keys now (a failure is
+// logged, not fatal: the issuer may come up later), every hour, and on an
+// unknown kid at most once per MinJWKSRefresh. go-oidc checks the claims.
 func NewOIDC(cfg OIDCConfig) (*OIDC, error) {
 	if cfg.Audience == "" {
 		return nil, errors.New("oidc: an audience is required")
@@ -274,17 +298,77 @@ func NewOIDC(cfg OIDCConfig) (*OIDC, error) {
 	}
 	hc := cfg.HTTPClient
 	if hc == nil {
-		hc = &http.Client{Timeout: 10 * time.Second}
+		hc = &http.Client{Timeout: jwksFetchTimeout}
 	}
-	ctx := oidc.ClientContext(context.Background(), hc)
-	ks := oidc.NewRemoteKeySet(ctx, cfg.JWKSURL)
-	v := oidc.NewVerifier(cfg.Issuer, ks, &oidc.Config{
+	if cfg.MinJWKSRefresh <= 0 {
+		cfg.MinJWKSRefresh = jwksMinRefresh
+	}
+	logFetch := func(ctx context.Context, err error) {
+		slog.Default().WarnContext(ctx, "oidc: fetching the JWKS failed; keeping the keys fetched before", "url", cfg.JWKSURL, "err", err)
+	}
+	remote, err := jwkset.NewStorageFromHTTP(cfg.JWKSURL, jwkset.HTTPClientStorageOptions{
+		Client:                    hc,
+		HTTPTimeout:               jwksFetchTimeout,
+		NoErrorReturnFirstHTTPReq: true,
+		RefreshErrorHandler:       logFetch,
+		RefreshInterval:           jwksPeriodic,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("oidc: JWKS URL %q: %w", cfg.JWKSURL, err)
+	}
+	keys, err := jwkset.NewHTTPClient(jwkset.HTTPClientOptions{
+		HTTPURLs:          map[string]jwkset.Storage{cfg.JWKSURL: remote},
+		RateLimitWaitMax:  jwksRefreshWait,
+		RefreshUnknownKID: rate.NewLimiter(rate.Every(cfg.MinJWKSRefresh), 1),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("oidc: %w", err)
+	}
+	v := oidc.NewVerifier(cfg.Issuer, jwksKeySet{keys}, &oidc.Config{
 		ClientID:             cfg.Audience,
 		SkipIssuerCheck:      cfg.Issuer == "",
-		SupportedSigningAlgs: []string{oidc.RS256, oidc.RS384, oidc.RS512, oidc.ES256, oidc.ES384, oidc.ES512, oidc.PS256, oidc.PS384, oidc.PS512, oidc.EdDSA},
+		SupportedSigningAlgs: oidcAlgs,
 		Now:                  cfg.Now,
 	})
 	return &OIDC{cfg: cfg, verifier: v}, nil
+}
+
+// jwksKeySet is go-oidc's KeySet over a jwkset cache: the key named by the
+// token's kid (fetched again, rate-limited, if unknown) or, for a token
+// without a kid, any cached key.
+type jwksKeySet struct{ keys jwkset.Storage }
+
+func (k jwksKeySet) VerifySignature(ctx context.Context, raw string) ([]byte, error) {
+	algs := make([]jose.SignatureAlgorithm, len(oidcAlgs))
+	for i, a := range oidcAlgs {
+		algs[i] = jose.SignatureAlgorithm(a)
+	}
+	jws, err := jose.ParseSigned(raw, algs)
+	if err != nil {
+		return nil, fmt.Errorf("malformed jwt: %w", err)
+	}
+	if len(jws.Signatures) != 1 {
+		return nil, errors.New("jwt must have exactly one signature")
+	}
+	kid := jws.Signatures[0].Header.KeyID
+	var candidates []jwkset.JWK
+	if kid == "" {
+		if candidates, err = k.keys.KeyReadAll(ctx); err != nil {
+			return nil, err
+		}
+	} else {
+		key, err := k.keys.KeyRead(ctx, kid)
+		if err != nil {
+			return nil, fmt.Errorf("signing key %q: %w", kid, err)
+		}
+		candidates = []jwkset.JWK{key}
+	}
+	for _, c := range candidates {
+		if payload, err := jws.Verify(c.Key()); err == nil {
+			return payload, nil
+		}
+	}
+	return nil, errors.New("failed to verify the signature")
 }
 
 // Authenticate verifies the bearer token and matches its subject.

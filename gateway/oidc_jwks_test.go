@@ -1,0 +1,74 @@
+package gateway_test
+
+import (
+	"crypto"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"encoding/json"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/kiss-cache/kiss/gateway"
+)
+
+// forge signs claims with a key the issuer never published, under kid.
+func forge(t *testing.T, key *rsa.PrivateKey, kid string, claims map[string]any) string {
+	t.Helper()
+	hdr, _ := json.Marshal(map[string]string{"alg": "RS256", "kid": kid, "typ": "JWT"})
+	pl, _ := json.Marshal(claims)
+	signing := b64(hdr) + "." + b64(pl)
+	h := sha256.Sum256([]byte(signing))
+	sig, err := rsa.SignPKCS1v15(rand.Reader, key, crypto.SHA256, h[:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return signing + "." + b64(sig)
+}
+
+// Issue 11 item 5: forged tokens — an unknown kid, or a known kid with a
+// bad signature — must not each cost a JWKS fetch (30 forged requests made
+// 30 fetches). Fetches for unknown kids are rate-limited; a bad signature
+// under a known kid never refetches (a kid's key does not change).
+func TestOIDCForgedTokensDoNotFloodJWKS(t *testing.T) {
+	is := newIssuer(t)
+	is.addKey("k1")
+	const iss, aud = "https://token.example", "kiss-cache"
+	auth, err := gateway.NewOIDC(gateway.OIDCConfig{
+		Issuer: iss, Audience: aud, JWKSURL: is.url,
+		WriteSubjects: []string{"repo:org/*"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t, nil, gateway.Config{Auth: auth})
+	claims := map[string]any{"iss": iss, "aud": aud, "sub": "repo:org/app", "iat": time.Now().Unix(), "exp": time.Now().Add(5 * time.Minute).Unix()}
+	good := is.token("k1", "RS256", claims)
+	wantCode(t, "genuine token", e.do("GET", "/nix-cache-info", nil, "Authorization", "Bearer "+good), 200)
+	is.mu.Lock()
+	before := is.hits
+	is.mu.Unlock()
+
+	attacker, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 30 {
+		kid := "k1" // a known kid, a signature by another key
+		if i%2 == 0 {
+			kid = fmt.Sprintf("forged-%d", i) // a kid the issuer never had
+		}
+		r := e.do("GET", "/nix-cache-info", nil, "Authorization", "Bearer "+forge(t, attacker, kid, claims))
+		wantCode(t, "forged token "+kid, r, 401)
+	}
+	is.mu.Lock()
+	fetches := is.hits - before
+	is.mu.Unlock()
+	t.Logf("JWKS fetches caused by 30 forged tokens: %d", fetches)
+	if fetches > 1 {
+		t.Fatalf("30 forged tokens caused %d JWKS fetches, want at most 1 (rate-limited)", fetches)
+	}
+	// The genuine token still passes, from the cached keys.
+	wantCode(t, "genuine token after the forgeries", e.do("GET", "/nix-cache-info", nil, "Authorization", "Bearer "+good), 200)
+}
