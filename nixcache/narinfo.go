@@ -61,11 +61,13 @@ func ParseNarInfo(data []byte, storeDir string) (*NarInfo, error) {
 // On error *ni is undefined.
 func ParseNarInfoInto(ni *NarInfo, data []byte, storeDir string) error {
 	*ni = NarInfo{References: ni.References[:0]}
-	_, err := parseNarInfo(ni, data, storeDir)
+	_, err := parseNarInfo(ni, data, storeDir, nil)
 	return err
 }
 
-func parseNarInfo(ni *NarInfo, data []byte, storeDir string) (*NarInfo, error) {
+// parseNarInfo fills ni and, when trust is not nil, what checking the
+// narinfo's hashes and signatures needs (kiss verify --deep).
+func parseNarInfo(ni *NarInfo, data []byte, storeDir string, trust *NarInfoTrust) (*NarInfo, error) {
 	if len(data) > MaxNarInfoSize {
 		return nil, fmt.Errorf("%w: %d bytes is more than %d", ErrInvalidNarInfo, len(data), MaxNarInfoSize)
 	}
@@ -143,6 +145,9 @@ func parseNarInfo(ni *NarInfo, data []byte, storeDir string) (*NarInfo, error) {
 					return nil, fmt.Errorf("%w: References: %q is not <hash>-<name>", ErrInvalidNarInfo, f)
 				}
 				ni.References = append(ni.References, h)
+				if trust != nil {
+					trust.References = append(trust.References, string(f))
+				}
 			}
 		case "Deriver":
 			s := string(val)
@@ -154,6 +159,10 @@ func parseNarInfo(ni *NarInfo, data []byte, storeDir string) (*NarInfo, error) {
 				return nil, fmt.Errorf("%w: Deriver: %v", ErrInvalidNarInfo, err)
 			}
 			ni.Deriver, ni.HasDeriver, ni.DeriverName = h, true, s
+		case "FileHash", "NarHash", "Sig":
+			if trust != nil {
+				trust.add(string(key), string(val))
+			}
 		}
 	}
 	if !seenPath {

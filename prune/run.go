@@ -9,6 +9,8 @@ import (
 
 	"github.com/kiss-cache/kiss/gc"
 	"github.com/kiss-cache/kiss/lockproto"
+	"github.com/kiss-cache/kiss/nixcache"
+	"github.com/kiss-cache/kiss/reports"
 	"github.com/kiss-cache/kiss/storage"
 )
 
@@ -38,7 +40,14 @@ type Options struct {
 	// OnDeletion, if set, sees every deletion of the plan before anything
 	// is deleted (kiss prune --list).
 	OnDeletion func(gc.Deletion)
+	// NoReport: do not keep the run's report in the cache. Otherwise every
+	// run that is not a dry run saves it to .kiss/reports/<time>.json (the
+	// newest KeepReports are kept), for kiss report.
+	NoReport bool
 }
+
+// KeepReports is how many prune reports the cache keeps.
+const KeepReports = 1000
 
 // Run prunes st: the prune lease (unless DryRun), the plan, the deletions,
 // the release. It always returns a report, with the store requests it cost
@@ -46,6 +55,45 @@ type Options struct {
 // could not be taken, lockproto.ErrLeaseLost when it was lost while working,
 // and gc's sentinels.
 func Run(ctx context.Context, st storage.Store, o Options) (*gc.Report, error) {
+	rep, err := underLease(ctx, st, o, func(work context.Context, counted storage.Store) (*gc.Plan, error) {
+		plan, err := gc.NewPlan(work, counted, o.Options)
+		if err == nil && o.OnDeletion != nil {
+			for d := range plan.Deletions() {
+				o.OnDeletion(d)
+			}
+		}
+		return plan, err
+	})
+	if !o.DryRun && !o.NoReport && ctx.Err() == nil {
+		saveReport(ctx, st, rep)
+	}
+	return rep, err
+}
+
+// saveReport keeps rep in the cache; a failure is only a warning in it.
+func saveReport(ctx context.Context, st storage.Store, rep *gc.Report) {
+	at := rep.Now
+	if at.IsZero() { // the run failed before it read the store's clock
+		now, err := st.Now(ctx)
+		if err != nil {
+			rep.Warnings = append(rep.Warnings, "report not saved: store clock: "+err.Error())
+			return
+		}
+		at = now
+	}
+	if _, err := reports.Save(ctx, st, nixcache.ReportsPrefix, at, rep); err != nil {
+		rep.Warnings = append(rep.Warnings, "report not saved: "+err.Error())
+		return
+	}
+	if _, err := reports.Trim(ctx, st, nixcache.ReportsPrefix, KeepReports); err != nil {
+		rep.Warnings = append(rep.Warnings, "old reports not trimmed: "+err.Error())
+	}
+}
+
+// underLease is one run of a plan: the prune lease (unless o.DryRun), the
+// plan that makePlan makes under it (with the store requests counted), its
+// execution, the release. kiss prune and kiss rm differ only in makePlan.
+func underLease(ctx context.Context, st storage.Store, o Options, makePlan func(context.Context, storage.Store) (*gc.Plan, error)) (*gc.Report, error) {
 	log := o.Logger
 	if log == nil {
 		log = slog.Default()
@@ -95,14 +143,9 @@ func Run(ctx context.Context, st storage.Store, o Options) (*gc.Report, error) {
 		return err
 	}
 
-	plan, err := gc.NewPlan(work, counted, o.Options)
+	plan, err := makePlan(work, counted)
 	if err != nil {
 		return finish(nil, leaseLost(err))
-	}
-	if o.OnDeletion != nil {
-		for d := range plan.Deletions() {
-			o.OnDeletion(d)
-		}
 	}
 	rep := plan.Report()
 	if !o.DryRun {
