@@ -76,7 +76,7 @@ func TestUsageAndWhy(t *testing.T) {
 	c.put("gcroots/web", "/nix/store/"+base("web")+"\n")
 	c.put("gcroots/db", "/nix/store/"+base("db")+"\n/nix/store/"+base("absent")+"\n")
 	c.now = c.now.Add(3 * time.Hour) // everything is old…
-	c.add("young", 5, "tool")         // …but this upload in flight.
+	c.add("young", 5, "tool")        // …but this upload in flight.
 
 	u := explain.Usage(c.view(gc.Options{}))
 	byRoot := map[string]explain.RootUsage{}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 
 	"golang.org/x/sync/errgroup"
@@ -28,10 +29,16 @@ type RootedError struct {
 	Chain Chain
 	// Root names the root: the marker's source, or "a young narinfo".
 	Root string
+	// Path is the chain by hash, from the path the root names to Hash.
+	Path []nixcache.Hash
 }
 
 func (e *RootedError) Error() string {
-	return fmt.Sprintf("%s is %v: %s keeps it through %d paths (kiss why says how)", e.Hash, ErrRooted, e.Root, len(e.Chain.Steps))
+	hs := make([]string, len(e.Path))
+	for i, h := range e.Path {
+		hs[i] = h.String()
+	}
+	return fmt.Sprintf("%s is %v: %s keeps it: %s", e.Hash, ErrRooted, e.Root, strings.Join(hs, " → "))
 }
 
 func (e *RootedError) Unwrap() error { return ErrRooted }
@@ -74,7 +81,11 @@ func (v *View) Removal(ctx context.Context, targets []nixcache.Hash) (*Plan, err
 	skip := func(id PathID) bool { return isTarget[id] }
 	for id := range isTarget {
 		if c, ok := v.ShortestChain(id, skip); ok {
-			errs = append(errs, &RootedError{Hash: v.Hash(id), Chain: c, Root: v.RootName(c)})
+			re := &RootedError{Hash: v.Hash(id), Chain: c, Root: v.RootName(c)}
+			for _, s := range c.Steps {
+				re.Path = append(re.Path, v.Hash(s.ID))
+			}
+			errs = append(errs, re)
 		}
 	}
 	if err := errors.Join(errs...); err != nil {

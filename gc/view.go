@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"iter"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/kiss-cache/kiss/nixcache"
@@ -207,22 +208,33 @@ type Chain struct {
 	Steps  []Step
 }
 
-// ShortestChain finds the shortest chain from a root to target by a
-// breadth-first search from every root at once. ok is false when nothing
-// keeps target. Paths for which skip is true are left out, except target
-// itself when a marker names it (kiss rm asks whether anything but the paths
-// it deletes keeps one: a young target roots only itself).
+// ShortestChain finds the shortest chain from a root to target: from a
+// marker if any marker keeps target, else from a young narinfo (a root only
+// while it is younger than the grace period). ok is false when nothing keeps
+// target. Paths for which skip is true are left out, except target itself
+// when a marker names it (kiss rm asks whether anything but the paths it
+// deletes keeps one: a young target roots only itself).
 func (v *View) ShortestChain(target PathID, skip func(PathID) bool) (Chain, bool) {
 	if !v.Reachable(target) {
 		return Chain{}, false
 	}
+	if c, ok := v.chain(target, skip, false); ok {
+		return c, true
+	}
+	return v.chain(target, skip, true)
+}
+
+// chain is a breadth-first search from every marker root (and, with young,
+// every young narinfo) at once.
+func (v *View) chain(target PathID, skip func(PathID) bool, young bool) (Chain, bool) {
 	parent := make(map[PathID]int32) // -1: a root; else the PathID it came from
 	via := make(map[PathID]Edge)
 	rootOf := make(map[PathID]int)
 	var queue []PathID
 	for mi, id := range v.RootPaths() {
-		// The target itself stays a root when a marker names it; a young
-		// target is a root only of itself, which is no reason to keep it.
+		if mi < 0 && !young {
+			break // young narinfos come last
+		}
 		if skip != nil && skip(id) && (mi < 0 || id != target) {
 			continue
 		}
@@ -245,9 +257,7 @@ func (v *View) ShortestChain(target PathID, skip func(PathID) bool) (Chain, bool
 				}
 				cur = PathID(p)
 			}
-			for i, j := 0, len(steps)-1; i < j; i, j = i+1, j-1 {
-				steps[i], steps[j] = steps[j], steps[i]
-			}
+			slices.Reverse(steps)
 			return Chain{Marker: rootOf[steps[0].ID], Steps: steps}, true
 		}
 		for to, e := range v.Edges(id) {

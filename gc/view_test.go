@@ -155,7 +155,6 @@ func TestRemoval(t *testing.T) {
 	})
 }
 
-
 func sameSet(a, b []string) bool {
 	a, b = slices.Clone(a), slices.Clone(b)
 	slices.Sort(a)
