@@ -11,6 +11,17 @@ type Duration time.Duration
 func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
 func (d Duration) String() string               { return time.Duration(d).String() }
 
+// UnmarshalJSON reads what MarshalJSON wrote (saved reports are read back).
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return err
+	}
+	v, err := time.ParseDuration(s)
+	*d = Duration(v)
+	return err
+}
+
 // Report is what a prune saw and did, for humans (summary), machines (--json)
 // and Prometheus (metrics file). Counts are by object kind (nixcache.Kind).
 type Report struct {
