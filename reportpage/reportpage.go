@@ -70,7 +70,7 @@ type Data struct {
 	Unreadable int
 	// MoreProblems counts the verify problems not listed (MaxProblems are).
 	MoreProblems int
-	Chart     template.HTML
+	Chart        template.HTML
 }
 
 // Collect reads what the page shows from st.
