@@ -45,9 +45,29 @@ func newMetrics() *metrics {
 			Name: "kiss_gateway_upstream_fetches_total", Help: "Local misses fetched from the upstream cache, by result.",
 		}, []string{"result"}),
 	}
-	m.reg.MustRegister(m.requests, m.bytesOut, m.bytesIn, m.latency, m.rejected, m.upstream,
-		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+	m.reg.MustRegister(m.collectors()...)
 	return m
+}
+
+func (m *metrics) collectors() []prometheus.Collector {
+	return []prometheus.Collector{m.requests, m.bytesOut, m.bytesIn, m.latency, m.rejected, m.upstream,
+		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{})}
+}
+
+// DescribeMetrics calls f with the description of every metric kiss serve
+// exports on --metrics-listen (docs/grafana-dashboard.json is checked
+// against them).
+func DescribeMetrics(f func(*prometheus.Desc)) {
+	ch := make(chan *prometheus.Desc)
+	go func() {
+		for _, c := range newMetrics().collectors() {
+			c.Describe(ch)
+		}
+		close(ch)
+	}()
+	for d := range ch {
+		f(d)
+	}
 }
 
 // handler is the Prometheus exposition (promhttp, with its content

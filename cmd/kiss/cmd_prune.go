@@ -275,6 +275,14 @@ func writeSummary(w io.Writer, r *gc.Report) {
 // (prometheus.WriteToTextfile writes a temp file and renames it).
 func writePruneMetrics(file string, r *gc.Report, code int) error {
 	reg := prometheus.NewRegistry()
+	registerPruneMetrics(reg, r, code)
+	return prometheus.WriteToTextfile(file, reg)
+}
+
+// registerPruneMetrics registers the report's metrics with reg: every
+// metric kiss prune exports (docs/grafana-dashboard.json is checked against
+// them).
+func registerPruneMetrics(reg prometheus.Registerer, r *gc.Report, code int) {
 	gauge := func(name, help string, v float64) {
 		g := prometheus.NewGauge(prometheus.GaugeOpts{Name: "kiss_prune_" + name, Help: help})
 		g.Set(v)
@@ -332,5 +340,4 @@ func writePruneMetrics(file string, r *gc.Report, code int) error {
 		req[k] = float64(v)
 	}
 	vec("storage_requests", "storage requests by type", "type", req)
-	return prometheus.WriteToTextfile(file, reg)
 }
