@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/kiss-cache/kiss/internal/testenv"
+	"github.com/kiss-cache/kiss/nixcache"
 	"github.com/kiss-cache/kiss/storage"
 )
 
@@ -165,7 +166,7 @@ func copyStore(t testing.TB, src, dst storage.Store) int {
 		if err != nil {
 			t.Fatalf("get %s: %v", obj.Key, err)
 		}
-		_, err = dst.Put(ctx, obj.Key, r, storage.PutOptions{IfNotExist: true, ContentType: contentType(obj.Key)})
+		_, err = dst.Put(ctx, obj.Key, r, storage.PutOptions{IfNotExist: true, ContentType: nixcache.ContentType(obj.Key)})
 		r.Close()
 		if err != nil {
 			t.Fatalf("put %s into %s: %v", obj.Key, dst.URL(), err)
@@ -173,19 +174,6 @@ func copyStore(t testing.TB, src, dst storage.Store) int {
 		n++
 	}
 	return n
-}
-
-func contentType(key string) string {
-	switch {
-	case strings.HasSuffix(key, ".narinfo"):
-		return "text/x-nix-narinfo"
-	case strings.HasPrefix(key, "nar/"):
-		return "application/x-nix-nar"
-	case strings.HasSuffix(key, ".ls"):
-		return "application/json"
-	default:
-		return "text/plain"
-	}
 }
 
 // nixCache is a binary cache written by the real `nix copy --to file://`.

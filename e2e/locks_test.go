@@ -21,6 +21,7 @@ import (
 
 	"github.com/kiss-cache/kiss/internal/testenv"
 	"github.com/kiss-cache/kiss/lockproto"
+	"github.com/kiss-cache/kiss/nixcache"
 	"github.com/kiss-cache/kiss/storage"
 )
 
@@ -67,7 +68,7 @@ func putSynth(t testing.TB, st storage.Store, p *synthPath) {
 	if _, err := st.Put(ctx, p.NarKey, bytes.NewReader(p.Nar), storage.PutOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := st.Put(ctx, p.InfoKey, bytes.NewReader(p.Info), storage.PutOptions{ContentType: "text/x-nix-narinfo"}); err != nil {
+	if _, err := st.Put(ctx, p.InfoKey, bytes.NewReader(p.Info), storage.PutOptions{ContentType: nixcache.ContentType(p.InfoKey)}); err != nil {
 		t.Fatal(err)
 	}
 }

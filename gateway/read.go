@@ -9,6 +9,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
+	"github.com/kiss-cache/kiss/nixcache"
 	"github.com/kiss-cache/kiss/storage"
 )
 
@@ -26,12 +27,13 @@ func (s *Server) get(x *exchange, key string) error {
 		// memo, …) do not exist as far as HTTP is concerned.
 		return fail(fasthttp.StatusNotFound, "", "not found")
 	}
-	if writersOnly(k) && !x.access.Write {
+	r := k.Rules()
+	if r.Read == nixcache.Writers && !x.access.Write {
 		return fail(fasthttp.StatusForbidden, "", "forbidden")
 	}
-	if k == kindCacheInfo {
-		x.rc.Response.Header.SetContentType(contentType(k, key))
-		x.set("Cache-Control", "public, max-age=300")
+	if k == nixcache.KindCacheInfo {
+		x.rc.Response.Header.SetContentType(r.ContentType)
+		x.set("Cache-Control", r.CacheControl)
 		x.body(s.info)
 		return nil
 	}
@@ -74,11 +76,11 @@ func (s *Server) get(x *exchange, key string) error {
 
 // sendCached answers a GET from the small-object cache (conditions apply as
 // for any read).
-func (s *Server) sendCached(x *exchange, k kind, key string, obj storage.Object, b []byte) error {
+func (s *Server) sendCached(x *exchange, k nixcache.Kind, key string, obj storage.Object, b []byte) error {
 	if code := precondition(&x.rc.Request.Header, httpETag(obj.ETag), obj.ModTime); code != 0 {
 		return s.send(x, k, key, obj, nil) // answers 304/412 without a body
 	}
-	s.setObjectHeaders(x, k, key, obj)
+	s.setObjectHeaders(x, k, obj)
 	x.body(b)
 	return nil
 }
@@ -86,7 +88,7 @@ func (s *Server) sendCached(x *exchange, k kind, key string, obj storage.Object,
 // send answers a read of obj: 304 or 412 by the request's conditions, 416
 // or 206 by its Range, or the whole object. rd is the whole object, open
 // (nil: open what is needed); send always closes it.
-func (s *Server) send(x *exchange, k kind, key string, obj storage.Object, rd storage.Reader) error {
+func (s *Server) send(x *exchange, k nixcache.Kind, key string, obj storage.Object, rd storage.Reader) error {
 	closeRd := func() {
 		if rd != nil {
 			rd.Close()
@@ -99,7 +101,7 @@ func (s *Server) send(x *exchange, k kind, key string, obj storage.Object, rd st
 		if code == fasthttp.StatusPreconditionFailed {
 			return fail(code, "", "precondition failed")
 		}
-		s.setObjectHeaders(x, k, key, obj)
+		s.setObjectHeaders(x, k, obj)
 		x.rc.Response.Header.Del("Content-Type")
 		x.status(code)
 		return nil
@@ -110,7 +112,7 @@ func (s *Server) send(x *exchange, k kind, key string, obj storage.Object, rd st
 		x.set("Content-Range", "bytes */"+strconv.FormatInt(obj.Size, 10))
 		return fail(fasthttp.StatusRequestedRangeNotSatisfiable, "", "range not satisfiable")
 	}
-	s.setObjectHeaders(x, k, key, obj)
+	s.setObjectHeaders(x, k, obj)
 	off, size := int64(0), obj.Size
 	if ranged {
 		off, size = br.start, br.length
@@ -167,15 +169,15 @@ func (s *Server) send(x *exchange, k kind, key string, obj storage.Object, rd st
 // (Config.Redirect): a reader's GET of content. HEAD is answered here (a
 // presigned GET does not sign a HEAD), and writers see the store through
 // the gateway.
-func (s *Server) redirects(x *exchange, k kind) bool {
+func (s *Server) redirects(x *exchange, k nixcache.Kind) bool {
 	if x.method != fasthttp.MethodGet || x.access.Write {
 		return false
 	}
 	switch s.cfg.Redirect {
 	case RedirectNARs:
-		return k == kindNar
+		return k == nixcache.KindNAR
 	case RedirectAll:
-		return upstreamable(k)
+		return k.Rules().Upstream
 	}
 	return false
 }
@@ -188,8 +190,8 @@ var smallBufs = sync.Pool{New: func() any { b := make([]byte, smallObject); retu
 
 // miss handles a read of an absent key: the upstream cache if one is
 // configured and the key is cache content, 404 otherwise.
-func (s *Server) miss(x *exchange, k kind, key string, err error) error {
-	if errors.Is(err, storage.ErrNotFound) && s.cfg.Upstream != "" && upstreamable(k) && !x.access.Write {
+func (s *Server) miss(x *exchange, k nixcache.Kind, key string, err error) error {
+	if errors.Is(err, storage.ErrNotFound) && s.cfg.Upstream != "" && k.Rules().Upstream && !x.access.Write {
 		return s.fromUpstream(x, k, key)
 	}
 	return err

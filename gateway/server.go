@@ -21,6 +21,7 @@ import (
 	"github.com/nix-community/go-nix/pkg/narinfo/signature"
 	"github.com/valyala/fasthttp"
 
+	"github.com/kiss-cache/kiss/nixcache"
 	"github.com/kiss-cache/kiss/storage"
 )
 
@@ -102,14 +103,6 @@ func ParseRedirectMode(s string) (RedirectMode, error) {
 	}
 	return RedirectNone, fmt.Errorf("redirect mode %q: want none, nar or all", s)
 }
-
-// Limits on bodies the gateway parses in memory.
-const (
-	maxNarinfoSize = 1 << 20
-	maxMarkerSize  = 4 << 10
-	maxLeaseSize   = 64 << 10 // lockproto/PROTOCOL.md: a lease body is at most 64 KiB
-	maxInfoSize    = 4 << 10
-)
 
 // Server is the gateway: hand it to Serve (or Ephemeral) to listen.
 type Server struct {
@@ -316,6 +309,8 @@ func (s *Server) writeError(x *exchange, err error) {
 		he = fail(http.StatusNotFound, "", "not found")
 	case errors.Is(err, storage.ErrInvalidKey):
 		he = fail(http.StatusBadRequest, "invalid_key", "%v", err)
+	case errors.Is(err, nixcache.ErrInvalidMarker):
+		he = fail(http.StatusBadRequest, "malformed", "%v", err)
 	case errors.Is(err, storage.ErrPreconditionFailed):
 		he = fail(http.StatusPreconditionFailed, "precondition_failed", "precondition failed")
 	case errors.Is(err, storage.ErrConflict):
@@ -490,16 +485,16 @@ func (s *Server) list(x *exchange, prefix string) error {
 	// the cache is enumerable by writers only.
 	var keep func(string) bool
 	switch {
-	case strings.HasPrefix(prefix, lockPrefix), strings.HasPrefix(prefix, ".kiss/"):
+	case strings.HasPrefix(prefix, nixcache.LockPrefix), strings.HasPrefix(prefix, nixcache.KissPrefix):
 		if !a.Write {
 			return fail(http.StatusForbidden, "", "forbidden")
 		}
-	case strings.HasPrefix(prefix, gcrootsPrefix) || prefix == "gcroots":
+	case strings.HasPrefix(prefix, nixcache.RootsPrefix) || prefix+"/" == nixcache.RootsPrefix:
 		if !a.Read {
 			return fail(http.StatusForbidden, "", "forbidden")
 		}
 		if !a.Write {
-			keep = func(k string) bool { return !strings.HasPrefix(k, lockPrefix) }
+			keep = func(k string) bool { return !strings.HasPrefix(k, nixcache.LockPrefix) }
 		}
 	default:
 		if !a.Write {
@@ -591,10 +586,11 @@ func (s *Server) storageETag(ctx context.Context, key, tag string) (string, erro
 	return "", nil
 }
 
-func (s *Server) setObjectHeaders(x *exchange, k kind, key string, obj storage.Object) {
+func (s *Server) setObjectHeaders(x *exchange, k nixcache.Kind, obj storage.Object) {
 	h := &x.rc.Response.Header
-	h.SetContentType(contentType(k, key))
-	h.Set("Cache-Control", cacheControl(k))
+	r := k.Rules()
+	h.SetContentType(r.ContentType)
+	h.Set("Cache-Control", r.CacheControl)
 	if obj.ETag != "" {
 		h.Set("ETag", httpETag(obj.ETag))
 	}

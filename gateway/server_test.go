@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/kiss-cache/kiss/gateway"
+	"github.com/kiss-cache/kiss/nixcache"
 	"github.com/kiss-cache/kiss/storage"
 )
 
@@ -167,7 +168,10 @@ func TestWriteValidation(t *testing.T) {
 	// markers
 	wantCode(t, "empty marker", e.do("PUT", "/gcroots/web1", []byte("\n")), 400)
 	wantCode(t, "garbage marker", e.do("PUT", "/gcroots/web1", []byte(top.abs()+"\nrm -rf /\n")), 400)
-	wantCode(t, "huge marker", e.do("PUT", "/gcroots/web1", bytes.Repeat(top.marker(), 100)), 413)
+	// One byte over nixcache.MaxMarkerSize, the one marker limit (this
+	// gateway refused more than 4 KiB before; the pruner read 64 MiB).
+	huge := bytes.Repeat(top.marker(), nixcache.MaxMarkerSize/len(top.marker())+1)
+	wantCode(t, "huge marker", e.do("PUT", "/gcroots/web1", huge), 413)
 	wantCode(t, "marker", e.do("PUT", "/gcroots/web1", []byte("# web1\n"+top.abs()+"\n")), 201)
 	wantCode(t, "nested marker", e.do("PUT", "/gcroots/ci/main/1", top.marker()), 201)
 	wantCode(t, "marker delete", e.do("DELETE", "/gcroots/web1", nil), 204)

@@ -2,6 +2,8 @@ package gateway
 
 import (
 	lru "github.com/hashicorp/golang-lru/v2"
+
+	"github.com/kiss-cache/kiss/nixcache"
 )
 
 // smallCache keeps the bytes of narinfos and .ls listings read from a local
@@ -18,7 +20,7 @@ type smallCache struct {
 }
 
 // cached reports whether objects of kind k go through the cache.
-func cached(k kind) bool { return k == kindNarinfo || k == kindListing }
+func cached(k nixcache.Kind) bool { return k == nixcache.KindNarInfo || k == nixcache.KindListing }
 
 // Bounds of the cache: at most 32 MiB.
 const (

@@ -13,16 +13,6 @@ import (
 	"github.com/kiss-cache/kiss/storage"
 )
 
-// upstreamable: content-addressed cache objects may come from the upstream
-// cache; roots, leases and nix-cache-info never do.
-func upstreamable(k kind) bool {
-	switch k {
-	case kindNarinfo, kindNar, kindListing, kindLog, kindRealisation, kindDebuginfo:
-		return true
-	}
-	return false
-}
-
 // fromUpstream serves a local miss from the upstream cache and keeps a copy.
 // Only readers get here (writers must see the store as it is, or Nix would
 // skip uploads the narinfo validation then needs).
@@ -32,7 +22,7 @@ func upstreamable(k kind) bool {
 // the store (fetched in the background), so the store never holds a narinfo
 // without its NAR (invariant I2). Copies are unrooted: the pruner removes
 // them unless a root reaches them.
-func (s *Server) fromUpstream(x *exchange, k kind, key string) error {
+func (s *Server) fromUpstream(x *exchange, k nixcache.Kind, key string) error {
 	method := http.MethodGet
 	if x.method == http.MethodHead {
 		method = http.MethodHead // Nix asks with HEAD whether a narinfo exists
@@ -54,8 +44,9 @@ func (s *Server) fromUpstream(x *exchange, k kind, key string) error {
 		return fail(http.StatusBadGateway, "", "upstream answered %s", resp.Status)
 	}
 	s.m.upstream.WithLabelValues("hit").Inc()
-	x.rc.Response.Header.SetContentType(contentType(k, key))
-	x.set("Cache-Control", cacheControl(k))
+	r := k.Rules()
+	x.rc.Response.Header.SetContentType(r.ContentType)
+	x.set("Cache-Control", r.CacheControl)
 	x.set("X-Content-Type-Options", "nosniff")
 	if method == http.MethodHead {
 		resp.Body.Close()
@@ -64,10 +55,10 @@ func (s *Server) fromUpstream(x *exchange, k kind, key string) error {
 		}
 		return nil
 	}
-	if k == kindNarinfo {
-		buf, err := io.ReadAll(io.LimitReader(resp.Body, maxNarinfoSize+1))
+	if k == nixcache.KindNarInfo {
+		buf, err := io.ReadAll(io.LimitReader(resp.Body, r.MaxBody+1))
 		resp.Body.Close()
-		if err != nil || len(buf) > maxNarinfoSize {
+		if err != nil || int64(len(buf)) > r.MaxBody {
 			return fail(http.StatusBadGateway, "", "upstream narinfo unreadable or too large")
 		}
 		x.body(buf)
@@ -100,11 +91,11 @@ type teeBody struct {
 	srcErr  error
 }
 
-func (s *Server) tee(ctx context.Context, k kind, key string, src io.Reader, body io.Closer) *teeBody {
+func (s *Server) tee(ctx context.Context, k nixcache.Kind, key string, src io.Reader, body io.Closer) *teeBody {
 	pr, pw := io.Pipe()
 	t := &teeBody{s: s, key: key, src: src, body: body, pw: pw, stored: make(chan error, 1)}
 	go func() {
-		_, err := s.st.Put(context.WithoutCancel(ctx), key, pr, storage.PutOptions{ContentType: contentType(k, key)})
+		_, err := s.st.Put(context.WithoutCancel(ctx), key, pr, storage.PutOptions{ContentType: k.Rules().ContentType})
 		pr.CloseWithError(err)
 		t.stored <- err
 	}()
@@ -216,7 +207,7 @@ func (s *Server) mirror(ctx context.Context, key string, buf []byte) error {
 		return fmt.Errorf("upstream narinfo for %s served as %s", ni.StorePath, key)
 	}
 	narKey, ok := ni.NarKey()
-	if k, err := classify(narKey); !ok || err != nil || k != kindNar {
+	if k, err := classify(narKey); !ok || err != nil || k != nixcache.KindNAR {
 		return fmt.Errorf("narinfo URL %q is not a nar/ key", ni.URL)
 	}
 	if _, err := s.st.Stat(ctx, narKey); errors.Is(err, storage.ErrNotFound) {
@@ -228,13 +219,13 @@ func (s *Server) mirror(ctx context.Context, key string, buf []byte) error {
 		if resp.StatusCode != http.StatusOK {
 			return fmt.Errorf("upstream %s: %s", narKey, resp.Status)
 		}
-		if _, err := s.st.Put(ctx, narKey, &exactReader{r: resp.Body, want: resp.ContentLength}, storage.PutOptions{ContentType: contentType(kindNar, narKey)}); err != nil {
+		if _, err := s.st.Put(ctx, narKey, &exactReader{r: resp.Body, want: resp.ContentLength}, storage.PutOptions{ContentType: nixcache.KindNAR.Rules().ContentType}); err != nil {
 			return err
 		}
 	} else if err != nil {
 		return err
 	}
-	_, err = s.st.Put(ctx, key, bytes.NewReader(buf), storage.PutOptions{IfNotExist: true, ContentType: contentType(kindNarinfo, key)})
+	_, err = s.st.Put(ctx, key, bytes.NewReader(buf), storage.PutOptions{IfNotExist: true, ContentType: nixcache.KindNarInfo.Rules().ContentType})
 	if errors.Is(err, storage.ErrPreconditionFailed) {
 		return nil
 	}

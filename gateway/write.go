@@ -14,26 +14,29 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/nix-community/go-nix/pkg/narinfo/signature"
 	"github.com/valyala/fasthttp"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/kiss-cache/kiss/lockproto"
 	"github.com/kiss-cache/kiss/nixcache"
+	"github.com/kiss-cache/kiss/roots"
 	"github.com/kiss-cache/kiss/storage"
 )
 
 // writeKind checks that the request may write key and returns its kind.
-func (s *Server) writeKind(x *exchange, key string) (kind, error) {
+func (s *Server) writeKind(x *exchange, key string) (nixcache.Kind, error) {
 	if s.cfg.ReadOnly {
-		return kindInvalid, fail(http.StatusForbidden, "read_only", "this gateway is read-only")
+		return nixcache.KindOther, fail(http.StatusForbidden, "read_only", "this gateway is read-only")
 	}
 	if !x.access.Write {
-		return kindInvalid, fail(http.StatusForbidden, "forbidden", "forbidden: %s may not write", x.access.Subject)
+		return nixcache.KindOther, fail(http.StatusForbidden, "forbidden", "forbidden: %s may not write", x.access.Subject)
 	}
 	k, err := classify(key)
+	if err == nil && k.Rules().Write == nixcache.Nobody {
+		err = fmt.Errorf("%w: %q cannot be written", storage.ErrInvalidKey, key)
+	}
 	if err != nil {
-		return kindInvalid, fail(http.StatusBadRequest, "invalid_key", "%v", err)
+		return nixcache.KindOther, fail(http.StatusBadRequest, "invalid_key", "%v", err)
 	}
 	return k, nil
 }
@@ -63,16 +66,11 @@ func (s *Server) conditions(x *exchange, key string) (ifNotExist bool, ifMatch s
 	return false, "", nil
 }
 
-func (s *Server) limitFor(k kind) int64 {
-	switch k {
-	case kindNarinfo:
-		return maxNarinfoSize
-	case kindMarker:
-		return maxMarkerSize
-	case kindLease, kindProbe:
-		return maxLeaseSize
-	case kindCacheInfo:
-		return maxInfoSize
+// limitFor is the largest body accepted for a kind: its own limit for
+// the small objects read whole, the configured upload limit otherwise.
+func (s *Server) limitFor(k nixcache.Kind) int64 {
+	if n := k.Rules().MaxBody; n > 0 {
+		return n
 	}
 	return s.cfg.MaxUploadSize
 }
@@ -92,7 +90,7 @@ func (s *Server) put(x *exchange, key string) error {
 	if err != nil {
 		return err
 	}
-	if k == kindLease && key != pruneLeaseKey && ifMatch == "" {
+	if k == nixcache.KindLease && key != nixcache.PruneLeaseKey && ifMatch == "" {
 		if err := s.refuseDuringPrune(ctx); err != nil {
 			return err
 		}
@@ -110,26 +108,31 @@ func (s *Server) put(x *exchange, key string) error {
 		// minute's worth of bytes at MinRate
 		body = &rollingDeadline{r: body, set: x.rc.SetReadDeadline, grace: s.cfg.TransferGrace, step: int64(float64(s.cfg.MinRate) * s.cfg.TransferGrace.Seconds())}
 	}
-	opts := storage.PutOptions{IfNotExist: ifNotExist, IfMatch: ifMatch, ContentType: contentType(k, key)}
+	opts := storage.PutOptions{IfNotExist: ifNotExist, IfMatch: ifMatch, ContentType: k.Rules().ContentType}
 	// A NAR need not be durable until a narinfo refers to it (a NAR alone
 	// is garbage to the pruner, and Nix uploads it again if its narinfo is
 	// missing): its sync is deferred to the narinfo's PUT, where it runs
 	// beside the narinfo's own, so a path costs one sync wait, not two.
-	opts.Unsynced = k == kindNar
+	opts.Unsynced = k == nixcache.KindNAR
 	var narKey string // the narinfo's NAR, synced beside the narinfo
+	store := s.st.Put
 
 	switch k {
-	case kindNarinfo, kindMarker, kindLease, kindCacheInfo:
+	case nixcache.KindNarInfo, nixcache.KindRoot, nixcache.KindLease, nixcache.KindCacheInfo:
 		buf, err := io.ReadAll(body)
 		if err != nil {
 			return s.bodyError(x, err, limit)
 		}
 		switch k {
-		case kindNarinfo:
+		case nixcache.KindNarInfo:
 			narKey, err = s.validateNarinfo(ctx, key, buf)
-		case kindMarker:
-			err = validateMarker(s.cfg.StoreDir, buf)
-		case kindLease:
+		case nixcache.KindRoot:
+			// The root registry validates and writes markers, for
+			// every writer (an invalid one is a 400, see writeError).
+			store = func(ctx context.Context, key string, _ io.Reader, opts storage.PutOptions) (storage.Object, error) {
+				return roots.Put(ctx, s.st, key, buf, s.cfg.StoreDir, opts)
+			}
+		case nixcache.KindLease:
 			if len(buf) == 0 {
 				err = fail(http.StatusBadRequest, "malformed", "empty lease body")
 			}
@@ -151,7 +154,7 @@ func (s *Server) put(x *exchange, key string) error {
 		synced = make(chan error, 1)
 		go func() { synced <- storage.Sync(ctx, s.st, narKey) }()
 	}
-	obj, err := s.st.Put(ctx, key, counted, opts)
+	obj, err := store(ctx, key, counted, opts)
 	if synced != nil {
 		if serr := <-synced; serr != nil && err == nil {
 			// The narinfo must not stay without a durable NAR.
@@ -334,15 +337,15 @@ func (s *Server) validateNarinfo(ctx context.Context, key string, buf []byte) (n
 		return "", fail(http.StatusBadRequest, "key_mismatch", "narinfo for %s uploaded as %s", ni.StorePath, key)
 	}
 	narKey, ok := ni.NarKey()
-	if k, err := classify(narKey); !ok || err != nil || k != kindNar {
+	if k, err := classify(narKey); !ok || err != nil || k != nixcache.KindNAR {
 		return "", fail(http.StatusBadRequest, "malformed", "narinfo URL %q is not a nar/ key in this cache", ni.URL)
 	}
 	if len(s.cfg.TrustedKeys) > 0 {
-		fp, sigs, err := fingerprint(buf, s.cfg.StoreDir)
+		signed, err := nixcache.VerifyNarInfo(buf, s.cfg.StoreDir, s.cfg.TrustedKeys)
 		if err != nil {
 			return "", fail(http.StatusBadRequest, "malformed", "narinfo: %v", err)
 		}
-		if !signature.VerifyFirst(fp, sigs, s.cfg.TrustedKeys) {
+		if !signed {
 			return "", fail(http.StatusForbidden, "unsigned", "narinfo for %s has no valid signature by a trusted key", ni.StorePath)
 		}
 	}
@@ -376,85 +379,12 @@ func (s *Server) validateNarinfo(ctx context.Context, key string, buf []byte) (n
 	return narKey, g.Wait()
 }
 
-// fingerprint computes what a narinfo signature signs,
-// "1;<store path>;<nar hash>;<nar size>;<ref paths, comma-separated>", from
-// the raw lines (go-nix's parser refuses keys it does not know, which a
-// newer Nix may write), and returns the signatures.
-func fingerprint(buf []byte, storeDir string) (string, []signature.Signature, error) {
-	var path, narHash, narSize string
-	var refs []string
-	var sigs []signature.Signature
-	for _, line := range strings.Split(string(buf), "\n") {
-		k, v, ok := strings.Cut(strings.TrimSuffix(line, "\r"), ":")
-		if !ok {
-			continue
-		}
-		v = strings.TrimSpace(v)
-		switch k {
-		case "StorePath":
-			path = v
-		case "NarHash":
-			narHash = v
-		case "NarSize":
-			narSize = v
-		case "References":
-			for _, r := range strings.Fields(v) {
-				refs = append(refs, strings.TrimSuffix(storeDir, "/")+"/"+r)
-			}
-		case "Sig":
-			sig, err := signature.ParseSignature(v)
-			if err != nil {
-				return "", nil, fmt.Errorf("bad Sig: %w", err)
-			}
-			sigs = append(sigs, sig)
-		}
-	}
-	if narHash == "" || narSize == "" {
-		return "", nil, errors.New("no NarHash or NarSize to verify a signature over")
-	}
-	if !strings.HasPrefix(narHash, "sha256:") {
-		return "", nil, fmt.Errorf("NarHash %q is not sha256", narHash)
-	}
-	return "1;" + path + ";" + narHash + ";" + narSize + ";" + strings.Join(refs, ","), sigs, nil
-}
-
-// validateMarker accepts a GC-root marker: UTF-8, at least one store path,
-// one per line; blank lines and "#" comments are allowed, anything else is a
-// mistake the pruner would ignore, so it is refused here.
-func validateMarker(storeDir string, buf []byte) error {
-	if !utf8.Valid(buf) {
-		return fail(http.StatusBadRequest, "malformed", "marker is not UTF-8")
-	}
-	paths := 0
-	for i, line := range strings.Split(string(buf), "\n") {
-		line = strings.TrimSpace(line)
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		if _, _, err := nixcache.ParseStorePath(line, storeDir); err != nil {
-			return fail(http.StatusBadRequest, "malformed", "marker line %d is not a store path under %s: %q", i+1, storeDir, truncate(line, 120))
-		}
-		paths++
-	}
-	if paths == 0 {
-		return fail(http.StatusBadRequest, "malformed", "marker names no store path")
-	}
-	return nil
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "…"
-}
-
 func (s *Server) delete(x *exchange, key string) error {
 	k, err := s.writeKind(x, key)
 	if err != nil {
 		return err
 	}
-	if !mutable(k) {
+	if !k.Rules().Delete {
 		x.set("Allow", "GET, HEAD, PUT")
 		return fail(http.StatusMethodNotAllowed, "delete_refused", "%s cannot be deleted over HTTP (only gcroots/ markers and leases; the pruner removes cache content)", key)
 	}

@@ -3,14 +3,21 @@ package gc
 import (
 	"context"
 	"errors"
+
+	"github.com/kiss-cache/kiss/roots"
 )
 
 // Typed errors. cmd/kiss maps each to an exit code; all of them mean
 // "nothing was deleted" when Plan returns them.
 var (
 	// ErrRootsUnavailable: the store could not be listed, a marker could not
-	// be read, or a root source does not exist.
-	ErrRootsUnavailable = errors.New("gc roots unavailable")
+	// be read, an entry under gcroots/ is not a root, or a root source does
+	// not exist (roots.ErrUnavailable).
+	ErrRootsUnavailable = roots.ErrUnavailable
+	// ErrEmptyMarker: a marker names no store path (it is empty, or not
+	// text: what a write cut short leaves), and Options.AllowEmptyMarkers
+	// is false. Whatever it was meant to root would be deleted.
+	ErrEmptyMarker = errors.New("a marker names no store path (refusing to delete what it may have rooted; use --allow-empty-markers)")
 	// ErrEmptyRoots: no root counts, and Options.AllowEmptyRoots is false.
 	ErrEmptyRoots = errors.New("no gc roots (refusing to delete everything; use --allow-empty-roots)")
 	// ErrIntegrity: a reachable narinfo cannot be read or parsed, does not

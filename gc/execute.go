@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/kiss-cache/kiss/nixcache"
+	"github.com/kiss-cache/kiss/roots"
 	"github.com/kiss-cache/kiss/storage"
 )
 
@@ -99,7 +100,7 @@ func (p *Plan) deleteMarkers(ctx context.Context, fence Fence) error {
 				return fmt.Errorf("%w: %w", ErrFence, err)
 			}
 		}
-		err := p.st.Delete(ctx, m.Source, storage.DeleteOptions{IfMatch: m.etag})
+		err := roots.Expire(ctx, p.st, m)
 		switch {
 		case errors.Is(err, storage.ErrPreconditionFailed), errors.Is(err, storage.ErrNotFound):
 			p.mu.Lock()

@@ -14,6 +14,7 @@ import (
 	"github.com/kiss-cache/kiss/gc"
 	"github.com/kiss-cache/kiss/lockproto"
 	"github.com/kiss-cache/kiss/nixcache"
+	"github.com/kiss-cache/kiss/roots"
 	"github.com/kiss-cache/kiss/storage"
 )
 
@@ -648,24 +649,24 @@ func TestRootsRegistry(t *testing.T) { memVariants(t, testRootsRegistry) }
 
 func testRootsRegistry(t *testing.T, newMemCache func(testing.TB) *cache) {
 	w := newWorld(newMemCache(t))
-	if _, err := gc.AddRoot(ctx, w.st, "ci/main", []string{w.garbage.abs()}, ""); err != nil {
+	if _, err := roots.Add(ctx, w.st, "ci/main", []string{w.garbage.abs()}, ""); err != nil {
 		t.Fatal(err)
 	}
 	for _, bad := range []string{"", ".lock/x", "a/../b", "x/.y"} {
-		if _, err := gc.AddRoot(ctx, w.st, bad, []string{w.garbage.abs()}, ""); err == nil {
+		if _, err := roots.Add(ctx, w.st, bad, []string{w.garbage.abs()}, ""); err == nil {
 			t.Errorf("AddRoot(%q) accepted", bad)
 		}
 	}
-	if _, err := gc.AddRoot(ctx, w.st, "bad", []string{"not-a-store-path"}, ""); err == nil {
+	if _, err := roots.Add(ctx, w.st, "bad", []string{"not-a-store-path"}, ""); err == nil {
 		t.Error("AddRoot accepted a non store path")
 	}
 	w.age(time.Hour)
-	roots, err := gc.ListRoots(ctx, w.st, gc.Options{})
+	infos, err := gc.ListRoots(ctx, w.st, gc.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	got := map[string]gc.RootInfo{}
-	for _, r := range roots {
+	for _, r := range infos {
 		got[r.Source] = r
 	}
 	if r := got["gcroots/web1"]; r.ClosurePaths != 3 || r.ClosureBytes != uint64(len("NAR of app1")+len("NAR of lib")+len("NAR of libc")) || time.Duration(r.Age) != time.Hour {
@@ -676,10 +677,10 @@ func testRootsRegistry(t *testing.T, newMemCache func(testing.TB) *cache) {
 	}
 	w.prune(gc.Options{Grace: -1})
 	w.present(w.garbage, true)
-	if err := gc.RemoveRoot(ctx, w.st, "ci/main"); err != nil {
+	if err := roots.Remove(ctx, w.st, "ci/main"); err != nil {
 		t.Fatal(err)
 	}
-	if err := gc.RemoveRoot(ctx, w.st, "ci/main"); !errors.Is(err, storage.ErrNotFound) {
+	if err := roots.Remove(ctx, w.st, "ci/main"); !errors.Is(err, storage.ErrNotFound) {
 		t.Errorf("second rm: %v", err)
 	}
 	w.prune(gc.Options{Grace: -1})

@@ -8,7 +8,6 @@ import (
 	"math"
 	"slices"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/kiss-cache/kiss/nixcache"
@@ -200,17 +199,6 @@ func fingerprint(o storage.Object) uint64 {
 	return fnvAdd(h, strconv.AppendInt(buf[:0], o.Size, 10))
 }
 
-// isDotPath reports whether any segment of rel starts with a dot (.lock/,
-// .job.tmp, editor temp files): such objects are never markers.
-func isDotPath(rel string) bool {
-	for _, seg := range strings.Split(rel, "/") {
-		if strings.HasPrefix(seg, ".") {
-			return true
-		}
-	}
-	return false
-}
-
 // list reads the whole store once, without per-object attributes where
 // the store can list keys alone (storage.KeyLister): the plan stats only
 // the objects whose age it needs.
@@ -246,16 +234,16 @@ func list(ctx context.Context, st storage.Store, prog Progress) (*index, error) 
 			kind = nixcache.KindOther
 		}
 		ix.counts[kind].add(size)
-		switch kind {
-		case nixcache.KindNarInfo:
+		if kind == nixcache.KindNarInfo {
 			e := niEntry{h: h, mtime: mtime, size: narinfoSize(size)}
 			if o.HasAttrs() {
 				e.fp = fingerprint(o)
 			}
 			narinfos.add(e)
 			continue
-		case nixcache.KindRoot, nixcache.KindCacheInfo, nixcache.KindKiss, nixcache.KindOther:
-			continue
+		}
+		if !kind.Rules().Prunable {
+			continue // never deleted: no need to remember it
 		}
 		var kh uint64
 		if kind == nixcache.KindNAR {
@@ -358,24 +346,3 @@ func hasU64(sorted []uint64, v uint64) bool {
 }
 
 func young(mtime int64, cutoff time.Time) bool { return mtime > cutoff.UnixNano() }
-
-// listMarkers lists the marker objects: everything under gcroots/ and the
-// extra prefixes, except dot-names (.lock/, temp files) at any depth.
-func listMarkers(ctx context.Context, st storage.Store, prefixes []string) ([]storage.Object, error) {
-	var out []storage.Object
-	seen := map[string]bool{}
-	for _, p := range append([]string{nixcache.RootsPrefix}, prefixes...) {
-		for o, err := range st.List(ctx, p) {
-			if err != nil {
-				return nil, fmt.Errorf("%w: listing %s: %w", ErrRootsUnavailable, p, err)
-			}
-			rel := strings.TrimPrefix(o.Key, p)
-			if rel == "" || isDotPath(rel) || seen[o.Key] {
-				continue
-			}
-			seen[o.Key] = true
-			out = append(out, o)
-		}
-	}
-	return out, nil
-}

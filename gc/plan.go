@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/kiss-cache/kiss/nixcache"
+	"github.com/kiss-cache/kiss/roots"
 	"github.com/kiss-cache/kiss/storage"
 )
 
@@ -28,7 +29,7 @@ const DefaultGrace = 2 * time.Hour
 type Options struct {
 	// RootSources are extra root sources besides gcroots/: store prefixes
 	// ("releases/") or local directories ("/var/lib/roots", "./roots",
-	// "file:///x"); see IsLocalRootSource.
+	// "file:///x"); see roots.IsLocalSource.
 	RootSources []string
 	// Grace: nothing younger is deleted, and younger narinfos count as roots.
 	// 0 means DefaultGrace; a negative value means no grace at all (tests).
@@ -40,6 +41,9 @@ type Options struct {
 	Concurrency int
 	// AllowEmptyRoots lets a plan with no root delete everything old.
 	AllowEmptyRoots bool
+	// AllowEmptyMarkers lets a plan proceed when a marker names no store
+	// path (it then roots nothing); by default that is ErrEmptyMarker.
+	AllowEmptyMarkers bool
 	// AllowDangling lets a plan proceed when reachable narinfos name
 	// references or NARs that are not in the cache (damage that pruning
 	// cannot make worse); by default that is ErrIntegrity.
@@ -85,7 +89,7 @@ type Plan struct {
 	delNarInfo []int32 // listing indices
 	delObjs    []int32 // non-NAR objects (ls, log, realisations, ..., temp)
 	delNAR     []int32
-	delMarkers []Marker // expired
+	delMarkers []roots.Marker // expired
 
 	report   Report
 	executed bool
@@ -161,7 +165,8 @@ func NewPlan(ctx context.Context, st storage.Store, opts Options) (*Plan, error)
 	if err != nil {
 		return nil, err
 	}
-	var roots []nixcache.Hash
+	var rootPaths []nixcache.Hash
+	var empty []string
 	for i := range markers {
 		m := &markers[i]
 		if m.Expired {
@@ -170,15 +175,19 @@ func NewPlan(ctx context.Context, st storage.Store, opts Options) (*Plan, error)
 			continue
 		}
 		p.report.Roots.Markers++
-		if len(m.Paths) == 0 {
-			p.warn("marker %s names no store path", m.Source)
+		if m.Problem != "" {
+			p.warn("marker %s %s", m.Source, m.Problem)
+			empty = append(empty, m.Source)
 		}
-		roots = append(roots, m.Paths...)
+		rootPaths = append(rootPaths, m.Paths...)
 	}
-	p.report.Roots.Paths = len(roots)
+	p.report.Roots.Paths = len(rootPaths)
 	p.report.Roots.List = markers
 	phase(PhaseRoots, t0)
-	if len(roots) == 0 && !opts.AllowEmptyRoots {
+	if len(empty) > 0 && !opts.AllowEmptyMarkers {
+		return nil, fmt.Errorf("%w: %s; nothing deleted", ErrEmptyMarker, strings.Join(firstN(empty, 10), ", "))
+	}
+	if len(rootPaths) == 0 && !opts.AllowEmptyRoots {
 		return nil, fmt.Errorf("%w (%d markers, %d expired)", ErrEmptyRoots, p.report.Roots.Markers, p.report.Roots.Expired)
 	}
 
@@ -197,7 +206,7 @@ func NewPlan(ctx context.Context, st storage.Store, opts Options) (*Plan, error)
 	}
 	// Newborns live: young narinfos are roots, so an upload in flight keeps
 	// its whole closure even when its writer skipped the lock.
-	ex, err := explore(ctx, st, roots, m, storeDir, conc, true, cutoff, opts.Progress)
+	ex, err := explore(ctx, st, rootPaths, m, storeDir, conc, true, cutoff, opts.Progress)
 	if err != nil {
 		return nil, err
 	}
@@ -238,6 +247,19 @@ func NewPlan(ctx context.Context, st storage.Store, opts Options) (*Plan, error)
 	phase(PhaseMeta, t0)
 	p.report.Elapsed = time.Since(start).Seconds()
 	return p, nil
+}
+
+// loadMarkers reads the roots (roots.Load) for a plan or a root listing.
+func loadMarkers(ctx context.Context, st storage.Store, opts Options, now time.Time, conc int) (string, []roots.Marker, error) {
+	return roots.Load(ctx, st, roots.LoadOptions{Sources: opts.RootSources, MaxAge: opts.RootMaxAge, Now: now, Concurrency: conc, Progress: opts.Progress})
+}
+
+// firstN is s, cut to n entries with a count of the rest.
+func firstN(s []string, n int) []string {
+	if len(s) <= n {
+		return s
+	}
+	return append(s[:n:n], fmt.Sprintf("and %d more", len(s)-n))
 }
 
 func first(s []string) string {
@@ -447,7 +469,7 @@ func (p *Plan) decide(ctx context.Context, cutoff time.Time, storeDir string, co
 
 // markersNaming lists the live markers that name h, so a warning about an
 // absent root says which marker to fix.
-func markersNaming(markers []Marker, h nixcache.Hash) string {
+func markersNaming(markers []roots.Marker, h nixcache.Hash) string {
 	var srcs []string
 	for _, m := range markers {
 		if !m.Expired && slices.Contains(m.Paths, h) {

@@ -3,6 +3,8 @@ package gc
 import (
 	"encoding/json"
 	"time"
+
+	"github.com/kiss-cache/kiss/roots"
 )
 
 // Duration marshals as a Go duration string ("2h0m0s").
@@ -33,12 +35,12 @@ type Report struct {
 	Concurrency int       `json:"concurrency"`
 
 	Roots struct {
-		Markers int      `json:"markers"`
-		Expired int      `json:"expired"`
-		Paths   int      `json:"paths"`
-		Missing int      `json:"missing"`
-		Young   int      `json:"young_narinfos"`
-		List    []Marker `json:"list,omitempty"`
+		Markers int            `json:"markers"`
+		Expired int            `json:"expired"`
+		Paths   int            `json:"paths"`
+		Missing int            `json:"missing"`
+		Young   int            `json:"young_narinfos"`
+		List    []roots.Marker `json:"list,omitempty"`
 	} `json:"roots"`
 
 	Listed map[string]Count `json:"listed"`

@@ -7,12 +7,13 @@ import (
 	"time"
 
 	"github.com/kiss-cache/kiss/nixcache"
+	"github.com/kiss-cache/kiss/roots"
 	"github.com/kiss-cache/kiss/storage"
 )
 
 // RootInfo is one marker with its age and the size of what it keeps alive.
 type RootInfo struct {
-	Marker
+	roots.Marker
 	Age Duration `json:"age"`
 	// ClosurePaths and ClosureBytes (sum of NAR FileSize) count the paths in
 	// the cache reachable from this marker alone.
@@ -43,9 +44,9 @@ func ListRoots(ctx context.Context, st storage.Store, opts Options) ([]RootInfo,
 	if err != nil {
 		return nil, err
 	}
-	var roots []nixcache.Hash
+	var rootPaths []nixcache.Hash
 	for _, m := range markers {
-		roots = append(roots, m.Paths...)
+		rootPaths = append(rootPaths, m.Paths...)
 	}
 	var mm *memo
 	if !opts.NoMemo {
@@ -54,7 +55,7 @@ func ListRoots(ctx context.Context, st storage.Store, opts Options) ([]RootInfo,
 			mm = nil
 		}
 	}
-	ex, err := explore(ctx, st, roots, mm, storeDir, conc, false, now, opts.Progress)
+	ex, err := explore(ctx, st, rootPaths, mm, storeDir, conc, false, now, opts.Progress)
 	if err != nil {
 		return nil, err
 	}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/kiss-cache/kiss/nixcache"
+	"github.com/kiss-cache/kiss/roots"
 	"github.com/kiss-cache/kiss/storage"
 )
 
@@ -29,7 +30,7 @@ type View struct {
 	now      time.Time
 	grace    time.Duration
 	storeDir string
-	markers  []Marker
+	markers  []roots.Marker
 	conc     int
 }
 
@@ -109,7 +110,7 @@ func (v *View) Grace() time.Duration { return v.grace }
 func (v *View) StoreDir() string { return v.storeDir }
 
 // Markers are every marker read, expired ones flagged (they root nothing).
-func (v *View) Markers() []Marker { return v.markers }
+func (v *View) Markers() []roots.Marker { return v.markers }
 
 // Len is the number of listed narinfos; PathIDs are 0..Len()-1.
 func (v *View) Len() int { return len(v.ix.narinfos) }

@@ -105,7 +105,7 @@ func (e *existsError) Error() string { return "exists: " + e.h.String() }
 // holds key.
 func create(ctx context.Context, st storage.Store, key string, body []byte, nonce string) (storage.Object, error) {
 	for attempt := 0; ; attempt++ {
-		obj, err := st.Put(ctx, key, bytes.NewReader(body), storage.PutOptions{IfNotExist: true, ContentType: "application/json"})
+		obj, err := st.Put(ctx, key, bytes.NewReader(body), storage.PutOptions{IfNotExist: true, ContentType: leaseContentType})
 		if err == nil {
 			return obj, nil
 		}
@@ -251,7 +251,7 @@ func AcquirePrune(ctx context.Context, st storage.Store, o Options) (*Lease, err
 // reading the nonce back (ours after an ambiguous retry, else theirs).
 func takeOver(ctx context.Context, st storage.Store, stale Holder, body []byte, nonce string) (storage.Object, error) {
 	for attempt := 0; ; attempt++ {
-		obj, err := st.Put(ctx, stale.Key, bytes.NewReader(body), storage.PutOptions{IfMatch: stale.ETag, ContentType: "application/json"})
+		obj, err := st.Put(ctx, stale.Key, bytes.NewReader(body), storage.PutOptions{IfMatch: stale.ETag, ContentType: leaseContentType})
 		if err == nil {
 			return obj, nil
 		}

@@ -14,21 +14,26 @@ import (
 	"strings"
 	"time"
 
+	"github.com/kiss-cache/kiss/nixcache"
 	"github.com/kiss-cache/kiss/storage"
 )
 
 // Keys. Everything the protocol writes lives under LockPrefix, inside the
-// cache, so it works wherever the cache itself is writable.
+// cache, so it works wherever the cache itself is writable. The layout is
+// nixcache's (the one owner of key rules).
 const (
 	// LockPrefix is the directory of all leases.
-	LockPrefix = "gcroots/.lock/"
+	LockPrefix = nixcache.LockPrefix
 	// PruneKey is the single exclusive lease.
-	PruneKey = LockPrefix + "prune"
+	PruneKey = nixcache.PruneLeaseKey
 	// RecordVersion is the body's schema version.
 	RecordVersion = 1
 	// maxBody bounds how much of a lease body is read back.
-	maxBody = 64 << 10
+	maxBody = nixcache.MaxLeaseSize
 )
+
+// leaseContentType is what leases are stored as.
+var leaseContentType = nixcache.KindLease.Rules().ContentType
 
 // Timing defaults; every other duration derives from the TTL.
 const (
@@ -448,7 +453,7 @@ func (l *Lease) refresh(ctx context.Context) error {
 	sent := wallNow()
 	ambiguous := false
 	for attempt := 0; ; attempt++ {
-		obj, err := l.st.Put(ctx, l.key, bytes.NewReader(l.body), storage.PutOptions{IfMatch: l.etag, ContentType: "application/json"})
+		obj, err := l.st.Put(ctx, l.key, bytes.NewReader(l.body), storage.PutOptions{IfMatch: l.etag, ContentType: leaseContentType})
 		if err == nil {
 			return l.accept(obj, sent)
 		}

@@ -13,10 +13,6 @@ import (
 // refuses to delete anything when a reachable one is invalid.
 var ErrInvalidNarInfo = errors.New("invalid narinfo")
 
-// MaxNarInfoSize bounds what the pruner reads of one narinfo (the largest
-// real ones, with thousands of references, are a few hundred KiB).
-const MaxNarInfoSize = 16 << 20
-
 // NarInfo is what the pruner needs from a narinfo. Fields the pruner does not
 // use (hashes, signatures, CA, System) are not kept; unknown keys are ignored,
 // as Nix ignores them.

@@ -148,7 +148,9 @@ func TestClassify(t *testing.T) {
 	cases := map[string]nixcache.Kind{
 		"nix-cache-info":      nixcache.KindCacheInfo,
 		"gcroots/web1":        nixcache.KindRoot,
-		"gcroots/.lock/prune": nixcache.KindRoot,
+		"gcroots/.lock/prune": nixcache.KindLease, // was KindRoot: leases have their own rules now
+		"gcroots/team/.x":     nixcache.KindOther, // never read as a marker
+		".kiss/check/run/raw": nixcache.KindProbe,
 		"gcroots/x.tmp":       nixcache.KindRoot,
 		".kiss/memo/v1":       nixcache.KindKiss,
 		".kiss/tmp/abc":       nixcache.KindTemp,
@@ -165,6 +167,19 @@ func TestClassify(t *testing.T) {
 		"build-trace-v2/4cfd372bq5xxc1qxqzbpa2n1flhkr898-feas-b.drv/out.doi": nixcache.KindBuildTrace,
 		"debuginfo/0123abcd": nixcache.KindDebugInfo,
 		"index.html":         nixcache.KindOther,
+		// Strict shapes (the gateway's, now the only ones): what Nix never
+		// writes is KindOther, which the pruner never deletes.
+		"nar/sub/x.nar":           nixcache.KindOther,
+		"nar/README":              nixcache.KindOther,
+		"nar/.x.nar":              nixcache.KindOther,
+		"log/.hidden":             nixcache.KindOther,
+		"realisations/x.json":     nixcache.KindOther,
+		"build-trace-v2/a/.b.doi": nixcache.KindOther,
+		"debuginfo/a/b":           nixcache.KindOther,
+		"gcroots/.lock/a/b":       nixcache.KindOther,
+		"gcroots/ci/main/42":      nixcache.KindRoot,
+		".kiss/check/run":         nixcache.KindKiss,
+		"x.tmp":                   nixcache.KindTemp,
 	}
 	for key, want := range cases {
 		if got, _ := nixcache.Classify(key); got != want {
@@ -231,5 +246,56 @@ func TestParseCacheInfo(t *testing.T) {
 	}
 	if d := nixcache.ParseCacheInfo([]byte("WantMassQuery: 1\n")); d != "" {
 		t.Fatal(d)
+	}
+}
+
+// TestRules: the rules every part of kiss reads from the classification.
+func TestRules(t *testing.T) {
+	prunable := map[nixcache.Kind]bool{nixcache.KindNarInfo: true, nixcache.KindListing: true, nixcache.KindNAR: true, nixcache.KindLog: true,
+		nixcache.KindRealisation: true, nixcache.KindBuildTrace: true, nixcache.KindDebugInfo: true, nixcache.KindTemp: true}
+	for k := nixcache.Kind(0); k < nixcache.NumKinds; k++ {
+		r := k.Rules()
+		if r.Prunable != prunable[k] {
+			t.Errorf("%v: prunable %v", k, r.Prunable)
+		}
+		if r.Upstream && (!r.Prunable || r.Read != nixcache.Readers) {
+			t.Errorf("%v: fillable from upstream but not readable cache content", k)
+		}
+		if r.Delete && r.Prunable {
+			t.Errorf("%v: cache content deletable over HTTP", k)
+		}
+		if (r.Read == nixcache.Nobody) != (r.Write == nixcache.Nobody) {
+			t.Errorf("%v: read %v, write %v", k, r.Read, r.Write)
+		}
+		if r.ContentType == "" || r.CacheControl == "" || k.String() == "unknown" {
+			t.Errorf("%v: %+v", k, r)
+		}
+	}
+	for kind, want := range map[nixcache.Kind]string{nixcache.KindNarInfo: "text/x-nix-narinfo", nixcache.KindNAR: "application/x-nix-nar", nixcache.KindCacheInfo: "text/x-nix-cache-info"} {
+		if got := kind.Rules().ContentType; got != want {
+			t.Errorf("%v: content type %q, want %q", kind, got, want)
+		}
+	}
+	if nixcache.KindLease.Rules().Read != nixcache.Writers || nixcache.KindRoot.Rules().Read != nixcache.Readers {
+		t.Error("leases are for writers only; markers are readable")
+	}
+	if nixcache.KindRoot.Rules().MaxBody != nixcache.MaxMarkerSize {
+		t.Error("one marker limit")
+	}
+}
+
+func TestMarkerNames(t *testing.T) {
+	for name, want := range map[string]string{"web1": "gcroots/web1", "gcroots/ci/main": "gcroots/ci/main", "a.b/c-d": "gcroots/a.b/c-d"} {
+		if got, err := nixcache.MarkerKey(name); err != nil || got != want || !nixcache.IsMarkerKey(got) {
+			t.Errorf("MarkerKey(%q) = %q, %v", name, got, err)
+		}
+	}
+	for _, name := range []string{"", "gcroots/", ".x", "team/.x", ".lock/prune", "a//b", "a/"} {
+		if got, err := nixcache.MarkerKey(name); !errors.Is(err, nixcache.ErrInvalidMarkerName) {
+			t.Errorf("MarkerKey(%q) = %q, %v", name, got, err)
+		}
+		if k, _ := nixcache.Classify("gcroots/" + name); k == nixcache.KindRoot {
+			t.Errorf("Classify(gcroots/%s) = a marker, which no writer may write", name)
+		}
 	}
 }

@@ -528,25 +528,6 @@ func looksEscaped(s string) bool {
 	return err == nil
 }
 
-// contentTypeFor names the types a Nix binary cache serves, so objects on
-// S3 come back with the headers nix-serve and nginx would send.
-func contentTypeFor(key string) string {
-	base := key[strings.LastIndexByte(key, '/')+1:]
-	switch {
-	case base == "nix-cache-info":
-		return "text/x-nix-cache-info"
-	case strings.HasSuffix(base, ".narinfo"):
-		return "text/x-nix-narinfo"
-	case strings.Contains(base, ".nar"):
-		return "application/x-nix-nar"
-	case strings.HasSuffix(base, ".ls"), strings.HasSuffix(base, ".json"), strings.HasSuffix(base, ".doi"):
-		return "application/json"
-	case strings.HasPrefix(key, "log/"):
-		return "text/plain; charset=utf-8"
-	}
-	return "application/octet-stream"
-}
-
 func (s *s3Store) Put(ctx context.Context, key string, r io.Reader, opts PutOptions) (Object, error) {
 	if err := ValidateKey(key); err != nil {
 		return Object{}, wrap("put", key, err)
@@ -554,9 +535,11 @@ func (s *s3Store) Put(ctx context.Context, key string, r io.Reader, opts PutOpti
 	if opts.IfNotExist && opts.IfMatch != "" {
 		return Object{}, wrap("put", key, errors.New("IfNotExist and IfMatch are exclusive"))
 	}
+	// The caller names the content type (nixcache.ContentType for cache
+	// objects); the driver guesses none.
 	ct := opts.ContentType
 	if ct == "" {
-		ct = contentTypeFor(key)
+		ct = "application/octet-stream"
 	}
 	ifMatch := opts.IfMatch
 	wo := &blob.WriterOptions{ContentType: ct, BeforeWrite: func(as func(any) bool) error {

@@ -4,9 +4,9 @@ import (
 	"context"
 	"fmt"
 
-	"github.com/kiss-cache/kiss/gc"
 	"github.com/kiss-cache/kiss/nixcache"
 	"github.com/kiss-cache/kiss/reports"
+	"github.com/kiss-cache/kiss/roots"
 	"github.com/kiss-cache/kiss/storage"
 )
 
@@ -43,7 +43,7 @@ func Run(ctx context.Context, st storage.Store, o RunOptions) (*Report, error) {
 			}
 		}
 		if len(missing) > 0 {
-			storeDir, err := gc.StoreDir(ctx, counted)
+			storeDir, err := roots.StoreDir(ctx, counted)
 			if err != nil {
 				return rep, err
 			}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/kiss-cache/kiss/gc"
 	"github.com/kiss-cache/kiss/nixcache"
+	"github.com/kiss-cache/kiss/roots"
 	"github.com/kiss-cache/kiss/storage"
 )
 
@@ -127,7 +128,7 @@ func Check(ctx context.Context, st storage.Store, o Options) (*Report, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store clock: %w", err)
 	}
-	storeDir, err := gc.StoreDir(ctx, st)
+	storeDir, err := roots.StoreDir(ctx, st)
 	if err != nil {
 		return nil, err
 	}

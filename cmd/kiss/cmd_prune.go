@@ -41,8 +41,10 @@ EXIT STATUS
    0  success (or a dry run)
    2  bad arguments or store URL
    3  the store cannot be reached or lacks what the lock needs; a delete failed
-   4  refused, fail-closed: roots unreadable, a reachable narinfo unreadable or
-      broken, missing references/NARs, or no roots; nothing was deleted
+   4  refused, fail-closed: roots unreadable (an entry under gcroots/ that is
+      not a root), a marker naming no store path, a reachable narinfo
+      unreadable or broken, missing references/NARs, or no roots; nothing
+      was deleted
    5  another prune holds the lease and --lock-wait ran out
    6  the lease was lost while working; deletion stopped
  130  interrupted`,
@@ -57,6 +59,7 @@ EXIT STATUS
 			maxLockTTLFlag(),
 			&cli.BoolFlag{Name: "allow-empty-roots", Usage: "allow a prune with no root at all (deletes everything older than --grace)"},
 			&cli.BoolFlag{Name: "allow-dangling", Usage: "prune even if reachable paths name missing references or NARs"},
+			&cli.BoolFlag{Name: "allow-empty-markers", Usage: "prune even if a marker names no store path (it then roots nothing)"},
 			&cli.IntFlag{Name: "concurrency", Usage: "parallel narinfo reads (default: 8 on a local store, 64 otherwise)"},
 			&cli.StringFlag{Name: "metrics-file", Usage: "write Prometheus metrics to this file (atomically; node_exporter textfile collector)"},
 			&cli.BoolFlag{Name: "json", Usage: "print the report as JSON on stdout (same as the global --json)"},
@@ -140,15 +143,16 @@ func runPrune(c *cli.Context) error {
 	var dels []gc.Deletion
 	opts := prune.Options{
 		Options: gc.Options{
-			RootSources:     c.StringSlice("roots"),
-			Grace:           grace,
-			RootMaxAge:      maxAge,
-			Concurrency:     c.Int("concurrency"),
-			AllowEmptyRoots: c.Bool("allow-empty-roots"),
-			AllowDangling:   c.Bool("allow-dangling"),
-			NoMemo:          c.Bool("no-memo"),
-			Logger:          log,
-			Progress:        newProgress(c.App.ErrWriter),
+			RootSources:       c.StringSlice("roots"),
+			Grace:             grace,
+			RootMaxAge:        maxAge,
+			Concurrency:       c.Int("concurrency"),
+			AllowEmptyRoots:   c.Bool("allow-empty-roots"),
+			AllowDangling:     c.Bool("allow-dangling"),
+			AllowEmptyMarkers: c.Bool("allow-empty-markers"),
+			NoMemo:            c.Bool("no-memo"),
+			Logger:            log,
+			Progress:          newProgress(c.App.ErrWriter),
 		},
 		DryRun:     c.Bool("dry-run"),
 		LockTTL:    c.Duration("lock-ttl"),
@@ -183,7 +187,7 @@ func pruneExitCode(err error, ctx context.Context) int {
 		return ExitLeaseLost
 	case ctx.Err() != nil:
 		return ExitInterrupted
-	case errors.Is(err, gc.ErrRootsUnavailable), errors.Is(err, gc.ErrIntegrity), errors.Is(err, gc.ErrEmptyRoots):
+	case errors.Is(err, gc.ErrRootsUnavailable), errors.Is(err, gc.ErrIntegrity), errors.Is(err, gc.ErrEmptyRoots), errors.Is(err, gc.ErrEmptyMarker):
 		return ExitRefused
 	case errors.Is(err, storage.ErrInvalidKey):
 		return ExitUsage

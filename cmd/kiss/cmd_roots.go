@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 	"github.com/kiss-cache/kiss/gc"
 	"github.com/kiss-cache/kiss/lockproto"
 	"github.com/kiss-cache/kiss/nixcache"
+	"github.com/kiss-cache/kiss/roots"
 	"github.com/kiss-cache/kiss/storage"
 )
 
@@ -60,7 +62,7 @@ func runRootsAdd(c *cli.Context) error {
 		return usageError(errors.New("roots add: want STORE NAME STORE-PATH..."))
 	}
 	name, paths := c.Args().Get(1), c.Args().Slice()[2:]
-	if _, err := gc.RootName(name); err != nil {
+	if _, err := roots.Key(name); err != nil {
 		return usageError(err)
 	}
 	st, err := openStore(c.Context, c.Args().First())
@@ -69,7 +71,7 @@ func runRootsAdd(c *cli.Context) error {
 	}
 	defer st.Close()
 	ctx := c.Context
-	storeDir, err := gc.StoreDir(ctx, st)
+	storeDir, err := roots.StoreDir(ctx, st)
 	if err != nil {
 		return withExit(ExitStore, err)
 	}
@@ -94,7 +96,7 @@ func runRootsAdd(c *cli.Context) error {
 		defer cancel()
 		_ = lease.Release(rctx)
 	}()
-	o, err := gc.AddRoot(lease.Context(), st, name, paths, storeDir)
+	o, err := roots.Add(lease.Context(), st, name, paths, storeDir)
 	if err != nil {
 		if lease.Err() != nil {
 			return withExit(ExitLeaseLost, err)
@@ -121,7 +123,7 @@ func runRootsList(c *cli.Context) error {
 		return err
 	}
 	defer st.Close()
-	roots, err := gc.ListRoots(c.Context, st, gc.Options{RootSources: c.StringSlice("roots"), RootMaxAge: maxAge, Logger: slog.Default(), Progress: newProgress(c.App.ErrWriter)})
+	infos, err := gc.ListRoots(c.Context, st, gc.Options{RootSources: c.StringSlice("roots"), RootMaxAge: maxAge, Logger: slog.Default(), Progress: newProgress(c.App.ErrWriter)})
 	if err != nil {
 		if errors.Is(err, gc.ErrRootsUnavailable) || errors.Is(err, gc.ErrIntegrity) {
 			return withExit(ExitRefused, err)
@@ -133,8 +135,8 @@ func runRootsList(c *cli.Context) error {
 			gc.RootInfo
 			Paths []string `json:"paths"`
 		}
-		rows := make([]row, len(roots))
-		for i, r := range roots {
+		rows := make([]row, len(infos))
+		for i, r := range infos {
 			rows[i] = row{RootInfo: r, Paths: hashes(r.Paths)}
 		}
 		enc := json.NewEncoder(c.App.Writer)
@@ -143,14 +145,21 @@ func runRootsList(c *cli.Context) error {
 	}
 	tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "MARKER\tAGE\tPATHS\tCLOSURE\tSIZE\tNOTE")
-	for _, r := range roots {
-		note := ""
+	for _, r := range infos {
+		var notes []string
 		if r.Expired {
-			note = "expired"
+			notes = append(notes, "expired")
+		}
+		if r.Problem != "" {
+			notes = append(notes, r.Problem+" (prune refuses to run)")
+		}
+		if r.Link != "" {
+			notes = append(notes, "-> "+r.Link)
 		}
 		if r.Missing > 0 {
-			note += fmt.Sprintf(" %d missing", r.Missing)
+			notes = append(notes, fmt.Sprintf("%d missing", r.Missing))
 		}
+		note := strings.Join(notes, "; ")
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%s\n", r.Source, shortAge(time.Duration(r.Age)), len(r.Paths), r.ClosurePaths, humanBytes(int64(r.ClosureBytes)), note)
 	}
 	return tw.Flush()
@@ -181,7 +190,7 @@ func runRootsRm(c *cli.Context) error {
 		return usageError(errors.New("roots rm: want STORE NAME..."))
 	}
 	for _, n := range c.Args().Slice()[1:] {
-		if _, err := gc.RootName(n); err != nil {
+		if _, err := roots.Key(n); err != nil {
 			return usageError(err)
 		}
 	}
@@ -192,7 +201,7 @@ func runRootsRm(c *cli.Context) error {
 	defer st.Close()
 	var errs []error
 	for _, n := range c.Args().Slice()[1:] {
-		if err := gc.RemoveRoot(c.Context, st, n); err != nil {
+		if err := roots.Remove(c.Context, st, n); err != nil {
 			errs = append(errs, err)
 			continue
 		}

@@ -12,6 +12,7 @@ import (
 	"github.com/kiss-cache/kiss/explain"
 	"github.com/kiss-cache/kiss/gc"
 	"github.com/kiss-cache/kiss/nixcache"
+	"github.com/kiss-cache/kiss/roots"
 	"github.com/kiss-cache/kiss/storage"
 )
 
@@ -52,7 +53,7 @@ func rootOptions(c *cli.Context) (gc.Options, error) {
 // pathHashes maps store paths, base names or hashes to hashes, in the
 // cache's store directory.
 func pathHashes(ctx context.Context, st storage.Store, args []string) ([]nixcache.Hash, error) {
-	storeDir, err := gc.StoreDir(ctx, st)
+	storeDir, err := roots.StoreDir(ctx, st)
 	if err != nil {
 		return nil, withExit(ExitStore, err)
 	}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -21,6 +20,7 @@ import (
 	"github.com/kiss-cache/kiss/gateway"
 	"github.com/kiss-cache/kiss/lockproto"
 	"github.com/kiss-cache/kiss/nixcache"
+	"github.com/kiss-cache/kiss/roots"
 	"github.com/kiss-cache/kiss/storage"
 )
 
@@ -161,10 +161,7 @@ func (a *withLockArgs) splitMarker() error {
 			return "", "", bad("must be …/gcroots/NAME")
 		}
 		root, name = p[:i], p[i+len("/gcroots/"):]
-		if name == "" || strings.HasPrefix(name, ".lock") || strings.HasSuffix(name, "/") {
-			return "", "", bad("NAME must be a marker name (not empty, not under .lock/)")
-		}
-		if err := storage.ValidateKey("gcroots/" + name); err != nil {
+		if _, err := roots.Key(name); err != nil {
 			return "", "", bad(err.Error())
 		}
 		return root, name, nil
@@ -250,7 +247,10 @@ func runWithLock(c *cli.Context) error {
 
 	// STORE-PATH must be a store path of this cache's store directory, so
 	// the marker roots something (a marker that roots nothing is refused).
-	storeDir := withLockStoreDir(ctx, st)
+	storeDir, err := roots.StoreDir(ctx, st)
+	if err != nil {
+		return withExit(ExitStore, fmt.Errorf("with-lock: %w", err))
+	}
 	if _, _, err := nixcache.ParseStorePath(a.storePath, storeDir); err != nil {
 		return usageError(fmt.Errorf("with-lock: STORE-PATH %q: %w", a.storePath, err))
 	}
@@ -304,8 +304,7 @@ func runWithLock(c *cli.Context) error {
 	if err := lease.Confirm(ctx); err != nil {
 		return withExit(ExitLeaseLost, fmt.Errorf("with-lock: no marker written: %w", err))
 	}
-	body := nixcache.FormatMarker([]string{a.storePath})
-	if _, err := st.Put(lctx, a.markerKey, bytes.NewReader(body), storage.PutOptions{ContentType: "text/plain"}); err != nil {
+	if _, err := roots.Add(lctx, st, a.markerKey, []string{a.storePath}, storeDir); err != nil {
 		if lease.Err() != nil {
 			return withExit(ExitLeaseLost, fmt.Errorf("with-lock: marker not written: %w", err))
 		}
@@ -316,20 +315,6 @@ func runWithLock(c *cli.Context) error {
 		log.Warn("releasing the writer lease failed; it goes stale by itself", "err", err)
 	}
 	return nil
-}
-
-// withLockStoreDir reads StoreDir from the cache's nix-cache-info.
-func withLockStoreDir(ctx context.Context, st storage.Store) string {
-	r, err := st.Get(ctx, "nix-cache-info")
-	if err != nil {
-		return nixcache.DefaultStoreDir
-	}
-	defer r.Close()
-	data, _ := io.ReadAll(io.LimitReader(r, 64<<10))
-	if d := nixcache.ParseCacheInfo(data); d != "" {
-		return d
-	}
-	return nixcache.DefaultStoreDir
 }
 
 // runLocked runs the command with KISS_STORE set and returns its exit
