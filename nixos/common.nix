@@ -1,5 +1,5 @@
 # Options shared by every kiss module: the package, and the system user the
-# long-running parts (kiss serve, the file:// cache directory) run as.
+# long-running parts (kiss serve, a file:// cache directory it owns) run as.
 { config, lib, pkgs, ... }:
 let
   cfg = config.services.kiss;
@@ -9,25 +9,29 @@ in
     package = lib.mkOption {
       type = lib.types.package;
       default = pkgs.callPackage ../package.nix { };
-      defaultText = lib.literalExpression "pkgs.callPackage \"\${kiss}/package.nix\" { }";
-      description = "The kiss package (the flake's packages.<system>.kiss).";
+      defaultText = lib.literalExpression "pkgs.callPackage \"\${kiss}/package.nix\" { } (the flake's modules: packages.\${system}.kiss)";
+      description = "The kiss package.";
     };
     user = lib.mkOption {
       type = lib.types.str;
       default = "kiss";
-      description = "System user owning a file:// cache directory and running kiss serve.";
+      description = "System user owning a file:// cache directory and running kiss serve (unless nginx serves the directory: then nginx's user).";
     };
     group = lib.mkOption {
       type = lib.types.str;
       default = "kiss";
       description = "Group of services.kiss.user.";
     };
+    userNeededBy = lib.mkOption {
+      type = lib.types.listOf lib.types.str;
+      default = [ ];
+      internal = true;
+      visible = false;
+      description = "The modules that run something as services.kiss.user (it is created when this is not empty).";
+    };
   };
 
-  # Each module can be imported alone (flake nixosModules.prune, …), so the
-  # others' options may be missing here.
-  config = lib.mkIf ((cfg.serve.enable or false) && (cfg.serve.backend or "") == "kiss"
-    || (cfg.prune.enable or false) && (cfg.prune.user or "") == cfg.user) {
+  config = lib.mkIf (cfg.userNeededBy != [ ]) {
     users.users.${cfg.user} = {
       isSystemUser = true;
       group = cfg.group;

@@ -1,4 +1,5 @@
-# All kiss NixOS modules: services.kiss.{prune,serve,publish,update}.
+# All kiss NixOS modules: services.kiss.{prune,serve,publish,update}, Tor
+# included, plus the original kiss-cache's option names (./kiss-cache-compat.nix).
 # Non-flake use: imports = [ "${kiss}/nixos" ];
 {
   imports = [
@@ -7,5 +8,6 @@
     ./serve.nix
     ./publish.nix
     ./update.nix
+    ./kiss-cache-compat.nix
   ];
 }

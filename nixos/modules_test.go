@@ -20,19 +20,26 @@ type evalResult struct {
 	FailedAssertions []string          `json:"failedAssertions"`
 	Warnings         []string          `json:"warnings"`
 	Scripts          map[string]string `json:"scripts"`
-	OptionNames      map[string]any    `json:"optionNames"`
 }
 
-// evalModules evaluates every kiss module against the stub lib with the
-// given services.kiss settings and host config (Nix expressions).
-func evalModules(t *testing.T, nix *testenv.NixEnv, settings, host string) (*evalResult, error) {
+// evalConfig evaluates kiss's NixOS modules (nixos/default.nix, or the
+// given module files) with the real module system (nixpkgs' lib, see
+// testenv.NixpkgsLib) for a host configuration (a Nix expression, as in
+// configuration.nix). An error carries the module system's message.
+func evalConfig(t *testing.T, nix *testenv.NixEnv, configuration string, modules ...string) (*evalResult, error) {
 	t.Helper()
-	if host == "" {
-		host = `{ networking.hostName = "host1"; }`
-	}
-	out, err := nix.Run("nix-instantiate", "--eval", "--strict", "--json",
+	lib := testenv.NixpkgsLib(t)
+	args := []string{"--eval", "--strict", "--json",
 		filepath.Join(testenv.ModuleRoot(), "nixos", "tests", "eval.nix"),
-		"--arg", "settings", settings, "--arg", "host", host)
+		"--arg", "lib", "import " + lib, "--arg", "configuration", configuration}
+	if len(modules) > 0 {
+		var ms []string
+		for _, m := range modules {
+			ms = append(ms, filepath.Join(testenv.ModuleRoot(), "nixos", m))
+		}
+		args = append(args, "--arg", "modules", "[ "+strings.Join(ms, " ")+" ]")
+	}
+	out, err := nix.Run("nix-instantiate", args...)
 	if err != nil {
 		return nil, err
 	}
@@ -43,9 +50,21 @@ func evalModules(t *testing.T, nix *testenv.NixEnv, settings, host string) (*eva
 	return &r, nil
 }
 
+// evalModules evaluates the modules for a host whose services.kiss is
+// settings (a Nix attribute set).
+func evalModules(t *testing.T, nix *testenv.NixEnv, settings string) (*evalResult, error) {
+	t.Helper()
+	return evalConfig(t, nix, "{ services.kiss = "+settings+"; }")
+}
+
 func mustEval(t *testing.T, nix *testenv.NixEnv, settings string) *evalResult {
 	t.Helper()
-	r, err := evalModules(t, nix, settings, "")
+	return mustEvalConfig(t, nix, "{ services.kiss = "+settings+"; }")
+}
+
+func mustEvalConfig(t *testing.T, nix *testenv.NixEnv, configuration string, modules ...string) *evalResult {
+	t.Helper()
+	r, err := evalConfig(t, nix, configuration, modules...)
 	if err != nil {
 		t.Fatalf("eval: %v", err)
 	}
@@ -149,17 +168,25 @@ func TestNixFilesParse(t *testing.T) {
 func TestModulesDisabledGenerateNothing(t *testing.T) {
 	nix := testenv.Nix(t)
 	r := mustEval(t, nix, `{ }`)
-	if len(r.Config) != 0 {
-		t.Fatalf("all modules disabled, yet config = %v", r.Config)
+	for _, path := range [][]string{
+		{"systemd", "services"}, {"systemd", "sockets"}, {"systemd", "timers"}, {"systemd", "tmpfiles"},
+		{"unitFiles"}, {"users"}, {"groups"}, {"firewall"}, {"systemPackages"},
+	} {
+		if !empty(r.Config, path...) {
+			t.Errorf("all modules disabled, yet %s = %v", strings.Join(path, "."), get(t, r.Config, path...))
+		}
+	}
+	if get(t, r.Config, "nginx", "enable") != false || get(t, r.Config, "tor", "enable") != false {
+		t.Error("nginx or tor enabled with every module disabled")
 	}
 	want := map[string][]string{
 		"prune":   {"cacheDir", "dryRun", "enable", "environmentFile", "extraArgs", "grace", "lockWait", "metricsFile", "persistent", "randomizedDelaySec", "rootMaxAge", "roots", "schedule", "store", "user"},
-		"update":  {"cacheUrl", "enable", "interval", "kexec", "marker", "onBootChange", "priority", "tlsCACertificate", "tlsCertificate", "tlsPrivateKey"},
-		"serve":   {"backend", "cacheDir", "clientCA", "enable", "environmentFile", "extraArgs", "fallbackCache", "gcrootsProxy", "hostName", "leaseGateway", "listen", "nginxExtraConfig", "oidc", "openFirewall", "priority", "redirectReads", "resolvers", "socketActivation", "sslCertificate", "sslCertificateKey", "store", "writers"},
-		"publish": {"bearerTokenFile", "cacheDir", "compression", "enable", "environmentFile", "package", "schedule", "secretKeyFile", "store", "systems", "tlsCACertificate", "tlsCertificate", "tlsPrivateKey"},
+		"update":  {"cacheUrl", "enable", "interval", "kexec", "marker", "onBootChange", "priority", "tlsCACertificate", "tlsCertificate", "tlsPrivateKey", "tor"},
+		"serve":   {"backend", "cacheDir", "clientCA", "enable", "environmentFile", "extraArgs", "fallbackCache", "gcrootsProxy", "hostName", "leaseGateway", "listen", "nginxExtraConfig", "oidc", "openFirewall", "priority", "redirectReads", "resolvers", "socketActivation", "sslCertificate", "sslCertificateKey", "store", "tor", "virtualHosts", "writers"},
+		"publish": {"bearerTokenFile", "cacheDir", "compression", "enable", "environmentFile", "package", "schedule", "secretKeyFile", "store", "systems", "tlsCACertificate", "tlsCertificate", "tlsPrivateKey", "tor"},
 	}
 	for mod, w := range want {
-		if got := strs(t, r.OptionNames[mod]); !reflect.DeepEqual(got, w) {
+		if got := keys(get(t, r.Config, "kiss", mod).(map[string]any)); !reflect.DeepEqual(got, w) {
 			t.Errorf("services.kiss.%s options:\n got %q\nwant %q", mod, got, w)
 		}
 	}
@@ -198,8 +225,23 @@ func TestPruneModuleFile(t *testing.T) {
 	if got := strs(t, get(t, r.Config, "systemd", "timers", "kiss-prune", "wantedBy")); !reflect.DeepEqual(got, []string{"timers.target"}) {
 		t.Errorf("timer wantedBy %q", got)
 	}
-	if has(r.Config, "users") {
-		t.Error("a root pruner created the kiss user")
+	if !empty(r.Config, "users") {
+		t.Errorf("a root pruner created users %v", get(t, r.Config, "users"))
+	}
+	if got := strs(t, get(t, r.Config, "systemd", "services", "kiss-prune", "aliases")); !reflect.DeepEqual(got, []string{"kiss-cache.service"}) {
+		t.Errorf("kiss-prune aliases %q, want the original's unit name", got)
+	}
+	if got := strs(t, get(t, r.Config, "systemd", "timers", "kiss-prune", "aliases")); !reflect.DeepEqual(got, []string{"kiss-cache.timer"}) {
+		t.Errorf("kiss-prune.timer aliases %q", got)
+	}
+	// The unit file as NixOS writes it (tests/render.nix).
+	unit := get(t, r.Config, "unitFiles", "kiss-prune.service", "text").(string)
+	for _, line := range []string{"[Unit]", "After=network-online.target nix-gc.service", "[Service]", "X-RestartIfChanged=false",
+		"ExecStart=" + wantExec, "ProtectSystem=strict", "ReadWritePaths=/var/lib/nix-cache",
+		"ReadWritePaths=/var/lib/prometheus-node-exporter-text", "RestrictAddressFamilies=AF_INET6", "Type=oneshot"} {
+		if !strings.Contains("\n"+unit, "\n"+line+"\n") {
+			t.Errorf("kiss-prune.service lacks the line %q:\n%s", line, unit)
+		}
 	}
 }
 
@@ -210,8 +252,8 @@ func TestPruneModuleS3DryRun(t *testing.T) {
 		lockWait = "0s"; environmentFile = "/run/secrets/kiss.env"; extraArgs = [ "--json" ];
 	}; }`)
 	svc := get(t, r.Config, "systemd", "services", "kiss-prune", "serviceConfig")
-	// The URL has a '?', so it is shell-quoted for systemd's parser.
-	wantExec := kissExe + " prune --dry-run --lock-wait 0s --json 's3://nix-cache?region=eu-central-1'"
+	// The URL has a '?', so it is quoted for systemd's parser.
+	wantExec := kissExe + ` prune --dry-run --lock-wait 0s --json "s3://nix-cache?region=eu-central-1"`
 	if got := get(t, svc, "ExecStart"); got != wantExec {
 		t.Errorf("ExecStart\n got %q\nwant %q", got, wantExec)
 	}
@@ -225,26 +267,42 @@ func TestPruneModuleS3DryRun(t *testing.T) {
 
 func TestModuleAssertions(t *testing.T) {
 	nix := testenv.Nix(t)
+	const tls = `sslCertificate = "/a"; sslCertificateKey = "/b";`
 	for name, c := range map[string]struct{ settings, want string }{
 		"prune without store": {`{ prune.enable = true; }`, "set exactly one of store and cacheDir"},
 		"prune with both":     {`{ prune = { enable = true; store = "s3://b"; cacheDir = "/c"; }; }`, "set exactly one of store and cacheDir"},
-		"nginx with oidc": {`{ serve = { enable = true; backend = "nginx"; cacheDir = "/c"; hostName = "h";
-			sslCertificate = "/a"; sslCertificateKey = "/b"; clientCA = "/ca";
-			oidc = { audience = "x"; readSubjects = [ "r" ]; writeSubjects = [ "w" ]; }; }; }`, "oidc needs backend"},
-		"nginx on s3": {`{ serve = { enable = true; backend = "nginx"; store = "s3://b"; hostName = "h";
-			sslCertificate = "/a"; sslCertificateKey = "/b"; clientCA = "/ca"; }; }`, "the nginx backend serves a directory"},
-		"writers without CA": {`{ serve = { enable = true; store = "s3://b"; hostName = "h";
-			sslCertificate = "/a"; sslCertificateKey = "/b"; writers = [ "CN=w" ]; }; }`, "writers are certificate DNs"},
-		"redirects on file": {`{ serve = { enable = true; cacheDir = "/c"; hostName = "h"; redirectReads = "all"; }; }`, "redirectReads needs backend"},
-		"redirects with upstream": {`{ serve = { enable = true; store = "s3://b"; hostName = "h"; redirectReads = "all";
+		"mtls and oidc": {`{ serve = { enable = true; backend = "nginx"; cacheDir = "/c"; hostName = "h"; ` + tls + ` clientCA = "/ca";
+			oidc = { audience = "x"; readSubjects = [ "r" ]; writeSubjects = [ "w" ]; }; }; }`, "choose clientCA (mTLS) or oidc, not both"},
+		"nginx mtls on s3": {`{ serve = { enable = true; backend = "nginx"; store = "s3://b"; hostName = "h"; ` + tls + ` clientCA = "/ca"; }; }`,
+			"the nginx backend with mTLS serves a directory"},
+		"nginx without auth": {`{ serve = { enable = true; backend = "nginx"; cacheDir = "/c"; hostName = "h"; ` + tls + ` }; }`,
+			"the nginx backend needs clientCA (mTLS) or oidc"},
+		"nginx without hostName": {`{ serve = { enable = true; backend = "nginx"; cacheDir = "/c"; ` + tls + ` clientCA = "/ca"; }; }`,
+			"the nginx backend needs hostName"},
+		"writers without CA": {`{ serve = { enable = true; store = "s3://b"; ` + tls + ` writers = [ "CN=w" ]; }; }`, "writers are certificate DNs"},
+		"plain http in public": {`{ serve = { enable = true; cacheDir = "/c"; }; }`, "without sslCertificate kiss serve only listens on loopback"},
+		"redirects on file": {`{ serve = { enable = true; cacheDir = "/c"; listen = [ "127.0.0.1:8080" ]; redirectReads = "all"; }; }`, "redirectReads needs backend"},
+		"redirects with upstream": {`{ serve = { enable = true; store = "s3://b"; ` + tls + ` redirectReads = "all";
 			fallbackCache = "https://cache.nixos.org"; }; }`, "redirectReads and fallbackCache exclude each other"},
-		"publish no systems": {`{ publish = { enable = true; store = "https://c"; }; }`, "systems is empty"},
+		"two kiss vhosts on one port": {`{ serve = { enable = true; cacheDir = "/c"; ` + tls + `
+			virtualHosts.ci = { cacheDir = "/c"; ` + tls + ` listen = [ "0.0.0.0:443" ]; }; }; }`, "both listen on port 443"},
+		"kiss and nginx on one port": {`{ serve = { enable = true; backend = "nginx"; cacheDir = "/c"; hostName = "h"; ` + tls + ` clientCA = "/ca";
+			virtualHosts.ci = { cacheDir = "/c"; ` + tls + ` }; }; }`, "only nginx virtual hosts can share a port"},
+		"two nginx vhosts, one name": {`{ serve = { enable = true; backend = "nginx"; cacheDir = "/c"; hostName = "h"; ` + tls + ` clientCA = "/ca";
+			virtualHosts.ci = { backend = "nginx"; cacheDir = "/c"; hostName = "h"; ` + tls + ` clientCA = "/ca"; }; }; }`, "have the same hostName"},
+		"bad vhost name": {`{ serve.virtualHosts."CI_1" = { cacheDir = "/c"; listen = [ "127.0.0.1:8080" ]; }; }`, "a virtual host's name must match"},
+		"tor key format": {`{ serve = { enable = true; cacheDir = "/c"; listen = [ "127.0.0.1:8080" ];
+			tor = { enable = true; writeClients = [ "x25519:AAAA" ]; }; }; }`, "is not descriptor:x25519:<52 base32 characters>"},
+		"tor without a store": {`{ serve.tor.enable = true; serve.tor.cacheDir = "/c"; serve.tor.store = "s3://b"; }`, "set at most one of store and cacheDir"},
+		"publish no systems":  {`{ publish = { enable = true; store = "https://c"; }; }`, "systems is empty"},
 		"publish tls in local mode": {`{ publish = { enable = true; cacheDir = "/c"; tlsCACertificate = "/ca";
 			systems = [ { flakeRef = "path:/x#y"; marker = "m"; } ]; }; }`, "make no sense in local mode"},
-		"update file url": {`{ update = { enable = true; cacheUrl = "file:///c"; }; }`, "cacheUrl must be http(s)"},
+		"publish one marker twice": {`{ publish = { enable = true; cacheDir = "/c";
+			systems = [ { flakeRef = "path:/x#y"; marker = "m"; } { flakeRef = "path:/x#z"; marker = "m"; } ]; }; }`, "two systems publish to the same marker"},
+		"update onion": {`{ update = { enable = true; tor = { enable = true; onion = "cache.example.org"; }; }; }`, "is not a v3 onion address"},
 	} {
 		t.Run(name, func(t *testing.T) {
-			r, err := evalModules(t, nix, c.settings, "")
+			r, err := evalModules(t, nix, c.settings)
 			if err != nil {
 				t.Fatalf("eval failed instead of reporting an assertion: %v", err)
 			}
@@ -253,14 +311,110 @@ func TestModuleAssertions(t *testing.T) {
 			}
 		})
 	}
-	// A misspelt option is an error, not silently ignored.
-	if _, err := evalModules(t, nix, `{ prune = { enable = true; cacheDir = "/c"; rootMaxAgee = "1d"; }; }`, ""); err == nil ||
-		!strings.Contains(err.Error(), "services.kiss.prune.rootMaxAgee does not exist") {
-		t.Errorf("unknown option: %v", err)
+}
+
+// TestModuleTypeErrors: what kiss would refuse at run time (or NixOS at
+// build time) is refused at evaluation time by the option types, with the
+// module system's message naming the option, the expected type and the
+// definition.
+func TestModuleTypeErrors(t *testing.T) {
+	nix := testenv.Nix(t)
+	for name, c := range map[string]struct{ settings, want string }{
+		// kiss prune --lock-wait 600 is a parse error: a duration needs a unit.
+		"lockWait in seconds": {`{ prune = { enable = true; cacheDir = "/c"; lockWait = 600; }; }`,
+			"services.kiss.prune.lockWait' is not of type `Go duration"},
+		"lockWait without unit": {`{ prune = { enable = true; cacheDir = "/c"; lockWait = "600"; }; }`,
+			"services.kiss.prune.lockWait' is not of type `Go duration"},
+		"grace in days": {`{ prune = { enable = true; cacheDir = "/c"; grace = "2d"; }; }`,
+			"services.kiss.prune.grace' is not of type `null or Go duration"},
+		"rootMaxAge zero": {`{ prune = { enable = true; cacheDir = "/c"; rootMaxAge = "0d"; }; }`,
+			"services.kiss.prune.rootMaxAge' is not of type `null or age"},
+		"negative priority": {`{ serve = { enable = true; cacheDir = "/c"; listen = [ "127.0.0.1:8080" ]; priority = -1; }; }`,
+			"services.kiss.serve.priority' is not of type `unsigned integer"},
+		"relative cacheDir": {`{ serve = { enable = true; cacheDir = "var/rel"; listen = [ "127.0.0.1:8080" ]; }; }`,
+			"services.kiss.serve.cacheDir' is not of type `null or absolute path'"},
+		"relative prune cacheDir": {`{ prune = { enable = true; cacheDir = "var/rel"; }; }`,
+			"services.kiss.prune.cacheDir' is not of type `null or absolute path'"},
+		"store without scheme": {`{ prune = { enable = true; store = "/var/lib/nix-cache"; }; }`,
+			"services.kiss.prune.store' is not of type `null or store URL"},
+		// A path literal would copy the key into the world-readable store.
+		"key as a path literal": {`{ serve = { enable = true; cacheDir = "/c"; sslCertificate = "/c.pem"; sslCertificateKey = /etc/hostname; }; }`,
+			"services.kiss.serve.sslCertificateKey' is not of type `null or absolute path outside the Nix store"},
+		"signing key in the store": {`{ publish = { enable = true; cacheDir = "/c"; secretKeyFile = "/nix/store/00000000000000000000000000000000-key";
+			systems = [ { flakeRef = "path:/x#y"; marker = "m"; } ]; }; }`,
+			"services.kiss.publish.secretKeyFile' is not of type `null or absolute path outside the Nix store"},
+		"update from a file": {`{ update = { enable = true; cacheUrl = "file:///c"; }; }`,
+			"services.kiss.update.cacheUrl' is not of type `string matching the pattern https?://"},
+		"backend caddy": {`{ serve = { enable = true; backend = "caddy"; cacheDir = "/c"; }; }`,
+			"services.kiss.serve.backend' is not of type `one of \"kiss\", \"nginx\"'"},
+		"vhost priority": {`{ serve.virtualHosts.ci = { cacheDir = "/c"; listen = [ "127.0.0.1:8080" ]; priority = "high"; }; }`,
+			"services.kiss.serve.virtualHosts.ci.priority' is not of type `unsigned integer"},
+		"misspelt option": {`{ prune = { enable = true; cacheDir = "/c"; rootMaxAgee = "1d"; }; }`,
+			"The option `services.kiss.prune.rootMaxAgee' does not exist"},
+		"socks port": {`{ update = { enable = true; tor = { enable = true; socksPort = 70000;
+			onion = "2gzyxa5ihm7nsggfxnu52rck2vv4rvmdlkiu3zzui5du4xyclen53wid.onion"; }; }; }`,
+			"services.kiss.update.tor.socksPort' is not of type `16 bit unsigned integer"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			r, err := evalModules(t, nix, c.settings)
+			if err == nil {
+				t.Fatalf("evaluated (assertions %q), want a type error containing %q", r.FailedAssertions, c.want)
+			}
+			if !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("error does not contain %q:\n%v", c.want, err)
+			}
+		})
 	}
-	if _, err := evalModules(t, nix, `{ serve = { enable = true; backend = "caddy"; cacheDir = "/c"; hostName = "h"; }; }`, ""); err == nil ||
-		!strings.Contains(err.Error(), "is not one of") {
-		t.Errorf("bad enum: %v", err)
+	// A unit option NixOS's systemd module checks.
+	_, err := evalConfig(t, nix, `{ services.kiss.prune = { enable = true; cacheDir = "/c"; };
+		systemd.services.kiss-prune.serviceConfig.Restart = "sometimes"; }`)
+	if err == nil || !strings.Contains(err.Error(), "systemd.services.kiss-prune.serviceConfig") {
+		t.Errorf("Restart = \"sometimes\" accepted: %v", err)
+	}
+}
+
+// TestModuleOverridesWin: the hardening is mkDefault, so a host's plain
+// setting wins over it without mkForce; lists the module sets at normal
+// priority (ReadWritePaths) are extended, as NixOS's unit options merge.
+// A conflicting plain definition of what the module sets at normal
+// priority is an error, as in NixOS.
+func TestModuleOverridesWin(t *testing.T) {
+	nix := testenv.Nix(t)
+	r := mustEvalConfig(t, nix, `{
+		services.kiss.prune = { enable = true; cacheDir = "/var/lib/nix-cache"; };
+		systemd.services.kiss-prune.serviceConfig = {
+			ProtectSystem = "full";
+			RestrictAddressFamilies = [ "AF_UNIX" ];
+			ReadWritePaths = [ "/srv/extra" ];
+			MemoryMax = "2G";
+		};
+		services.kiss.serve = { enable = true; cacheDir = "/var/lib/nix-cache"; listen = [ "127.0.0.1:8080" ]; };
+		systemd.services.kiss-serve.serviceConfig.PrivateDevices = false;
+	}`)
+	sc := get(t, r.Config, "systemd", "services", "kiss-prune", "serviceConfig")
+	if got := get(t, sc, "ProtectSystem"); got != "full" {
+		t.Errorf("ProtectSystem = %v, want the host's \"full\"", got)
+	}
+	if got := strs(t, get(t, sc, "RestrictAddressFamilies")); !reflect.DeepEqual(got, []string{"AF_UNIX"}) {
+		t.Errorf("RestrictAddressFamilies %q, want the host's list alone", got)
+	}
+	if got := strs(t, get(t, sc, "ReadWritePaths")); !reflect.DeepEqual(got, []string{"/var/lib/nix-cache", "/srv/extra"}) && !reflect.DeepEqual(got, []string{"/srv/extra", "/var/lib/nix-cache"}) {
+		t.Errorf("ReadWritePaths %q, want the module's and the host's", got)
+	}
+	if get(t, sc, "MemoryMax") != "2G" || get(t, r.Config, "systemd", "services", "kiss-serve", "serviceConfig", "PrivateDevices") != false {
+		t.Error("host's own settings missing")
+	}
+	if unit := get(t, r.Config, "unitFiles", "kiss-prune.service", "text").(string); !strings.Contains(unit, "\nProtectSystem=full\n") || strings.Contains(unit, "ProtectSystem=strict") {
+		t.Errorf("rendered unit:\n%s", unit)
+	}
+	_, err := evalConfig(t, nix, `{ services.kiss.prune = { enable = true; cacheDir = "/c"; };
+		systemd.services.kiss-prune.serviceConfig.User = "someone"; }`)
+	if err == nil || !strings.Contains(err.Error(), "The option `systemd.services.kiss-prune.serviceConfig.User' has conflicting definition values") {
+		t.Errorf("a conflicting User was accepted: %v", err)
+	}
+	r = mustEvalConfig(t, nix, `{ services.kiss.prune = { enable = true; cacheDir = "/c"; user = "someone"; }; }`)
+	if get(t, r.Config, "systemd", "services", "kiss-prune", "serviceConfig", "User") != "someone" || !empty(r.Config, "users") {
+		t.Error("prune.user is the way to change the user")
 	}
 }
 
@@ -294,13 +448,13 @@ func TestServeModuleKiss(t *testing.T) {
 	if got := strs(t, get(t, sock, "listenStreams")); !reflect.DeepEqual(got, []string{"0.0.0.0:443", "[::]:443"}) {
 		t.Errorf("listenStreams %q", got)
 	}
-	if got := strs(t, get(t, r.Config, "networking", "firewall", "allowedTCPPorts")); !reflect.DeepEqual(got, []string{"443", "443"}) {
+	if got := strs(t, get(t, r.Config, "firewall")); !reflect.DeepEqual(got, []string{"443"}) {
 		t.Errorf("firewall %q", got)
 	}
-	if got := get(t, r.Config, "users", "users", "kiss", "isSystemUser"); got != true {
+	if got := get(t, r.Config, "users", "kiss", "isSystemUser"); got != true {
 		t.Errorf("kiss user not created: %v", got)
 	}
-	if has(r.Config, "services", "nginx") {
+	if get(t, r.Config, "nginx", "enable") != false {
 		t.Error("kiss backend enabled nginx")
 	}
 }
@@ -317,17 +471,17 @@ func TestServeModuleKissOIDCOnS3(t *testing.T) {
 		redirectReads = "nar";
 	}; }`)
 	sc := get(t, r.Config, "systemd", "services", "kiss-serve", "serviceConfig")
-	wantExec := kissExe + " serve --store 's3://nix-cache?region=eu-central-1' --listen '[::]:8443' --tls-cert %d/tls-cert --tls-key %d/tls-key" +
+	wantExec := kissExe + ` serve --store "s3://nix-cache?region=eu-central-1" --listen "[::]:8443" --tls-cert %d/tls-cert --tls-key %d/tls-key` +
 		" --oidc-issuer https://token.actions.githubusercontent.com --oidc-audience https://cache.example.org" +
 		" --oidc-jwks-url https://token.actions.githubusercontent.com/.well-known/jwks" +
-		" --oidc-read-subject 'repo:example/*' --oidc-write-subject repo:example/infra:ref:refs/heads/main --redirect-reads nar --priority 30"
+		` --oidc-read-subject "repo:example/*" --oidc-write-subject repo:example/infra:ref:refs/heads/main --redirect-reads nar --priority 30`
 	if got := get(t, sc, "ExecStart"); got != wantExec {
 		t.Errorf("ExecStart\n got %q\nwant %q", got, wantExec)
 	}
 	if get(t, sc, "AmbientCapabilities") != "CAP_NET_BIND_SERVICE" || get(t, sc, "EnvironmentFile") != "/run/secrets/s3.env" {
 		t.Errorf("capabilities/env: %v %v", get(t, sc, "AmbientCapabilities"), get(t, sc, "EnvironmentFile"))
 	}
-	if !empty(r.Config, "systemd", "sockets", "kiss-serve") || !empty(r.Config, "systemd", "tmpfiles", "rules") {
+	if !empty(r.Config, "systemd", "sockets", "kiss-serve") || !empty(r.Config, "systemd", "tmpfiles") {
 		t.Error("socket unit or tmpfiles without socket activation / directory")
 	}
 }
@@ -341,11 +495,11 @@ func TestServeModuleNginxUsesRenderer(t *testing.T) {
 		sslCertificate = "/c.pem"; sslCertificateKey = "/k.pem"; clientCA = "/ca.pem";
 		writers = [ "CN=builder-01" ]; priority = 40; fallbackCache = "https://cache.nixos.org";
 	}; }`)
-	got := get(t, r.Config, "services", "nginx", "appendHttpConfig")
-	want, err := renderNginx(t, nix, `{ name = "kiss"; listen = [ "[::]:443" ]; serverName = "cache.example.org";
+	got := get(t, r.Config, "nginx", "appendHttpConfig")
+	want, err := renderNginx(t, nix, `{ name = "kiss"; listen = [ "0.0.0.0:443" "[::]:443" ]; serverName = "cache.example.org";
 		cacheDir = "/var/lib/nix-cache"; sslCertificate = "/c.pem"; sslCertificateKey = "/k.pem"; clientCA = "/ca.pem";
 		writers = [ "CN=builder-01" ]; priority = 40; fallbackCache = "https://cache.nixos.org"; resolvers = [ ];
-		gcrootsProxy = "http://unix:/run/kiss/leases.sock:"; }`)
+		gcrootsProxy = "http://unix:/run/kiss/leases.sock:"; extraConfig = ""; }`)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -358,7 +512,7 @@ func TestServeModuleNginxUsesRenderer(t *testing.T) {
 	if got := strs(t, get(t, r.Config, "systemd", "services", "nginx", "serviceConfig", "ReadWritePaths")); !reflect.DeepEqual(got, []string{"/var/lib/nix-cache"}) {
 		t.Errorf("nginx ReadWritePaths %q", got)
 	}
-	if got := strs(t, get(t, r.Config, "systemd", "tmpfiles", "rules")); !reflect.DeepEqual(got, []string{
+	if got := strs(t, get(t, r.Config, "systemd", "tmpfiles")); !reflect.DeepEqual(got, []string{
 		"d /var/lib/nix-cache 0755 nginx nginx -", "d /var/lib/nix-cache/.tmp 0700 nginx nginx -", "d /var/lib/nix-cache/gcroots 0755 nginx nginx -"}) {
 		t.Errorf("tmpfiles %q", got)
 	}
@@ -387,7 +541,7 @@ func TestServeModuleNginxUsesRenderer(t *testing.T) {
 	if !empty(r.Config, "systemd", "services", "kiss-leases") || !empty(r.Config, "systemd", "sockets", "kiss-leases") {
 		t.Error("read-only nginx cache got a lease gateway")
 	}
-	if cfg := get(t, r.Config, "services", "nginx", "appendHttpConfig").(string); strings.Contains(cfg, "proxy_pass") || strings.Contains(cfg, "dav_methods") {
+	if cfg := get(t, r.Config, "nginx", "appendHttpConfig").(string); strings.Contains(cfg, "proxy_pass") || strings.Contains(cfg, "dav_methods") {
 		t.Errorf("read-only config proxies or accepts writes:\n%s", cfg)
 	}
 }

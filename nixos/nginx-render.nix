@@ -7,6 +7,11 @@
 # and runs the real nginx on the result. What is tested is therefore exactly
 # the text a NixOS host gets (no nixpkgs needed to produce it).
 #
+# A second form, with proxyTo set, terminates TLS (no client certificate)
+# and proxies every request to a kiss serve that authenticates by itself,
+# e.g. with OIDC bearer tokens: several such and mTLS servers can share
+# port 443 through SNI.
+#
 # The result is an attribute set:
 #   httpConfig    maps + one server block, for the http{} context
 #                 (services.nginx.appendHttpConfig on NixOS)
@@ -20,11 +25,14 @@
   listen ? [ "443" "[::]:443" ]
 , serverName ? "_"
 , # The flat cache directory (what `kiss prune file://…` prunes).
-  cacheDir
+  cacheDir ? null
 , sslCertificate
 , sslCertificateKey
 , # CA that signs client certificates. Every request needs one (400 without).
-  clientCA
+  clientCA ? null
+, # Proxy everything to this kiss serve (e.g. "http://unix:/run/kiss/serve-ci.sock:")
+  # instead of serving cacheDir: the proxy form above.
+  proxyTo ? null
 , ssl_verify_depth ? 2
 , # Exact RFC 2253 subject DNs as nginx prints $ssl_client_s_dn, e.g.
   # "CN=builder-01" or "CN=hydra,O=Example". Empty: the cache is read-only.
@@ -46,7 +54,7 @@
 , # Where nginx writes request bodies before renaming them into place. It
   # must be on the cache's filesystem (atomic rename). The pruner ignores
   # dot-directories.
-  tmpDir ? "${cacheDir}/.tmp"
+  tmpDir ? "${toString cacheDir}/.tmp"
 , # Maximum NAR upload; "0" = unlimited.
   maxBodySize ? "0"
 , extraConfig ? ""
@@ -185,7 +193,38 @@ let
       ++ block "location ^~ /gcroots/.lock/" [ "return 403;" ]
   );
 
+  tlsLines = map (l: "listen ${bare "listen" l} ssl;") listen ++ [
+    "server_name ${bare "serverName" serverName};"
+    "ssl_certificate ${bare "sslCertificate" sslCertificate};"
+    "ssl_certificate_key ${bare "sslCertificateKey" sslCertificateKey};"
+    "ssl_protocols TLSv1.2 TLSv1.3;"
+  ];
+
+  # The proxy form: TLS here, authentication in kiss serve. Bodies stream
+  # both ways (no buffering: NARs can be large, and kiss validates uploads
+  # itself); the Authorization header passes unchanged.
+  proxyLines =
+    [ "# kiss cache \"${checkedName}\" behind kiss serve (rendered by nixos/nginx-render.nix)" ]
+    ++ block "server" (tlsLines ++ [
+      "client_max_body_size 0;"
+    ]
+    ++ block "location /" [
+      "proxy_pass ${bare "proxyTo" proxyTo};"
+      "proxy_http_version 1.1;"
+      "proxy_set_header Host $host;"
+      "proxy_set_header X-Forwarded-Proto $scheme;"
+      "proxy_set_header X-Forwarded-For $remote_addr;"
+      "proxy_request_buffering off;"
+      "proxy_buffering off;"
+      "proxy_read_timeout 1h;"
+      "proxy_send_timeout 1h;"
+    ]
+    ++ when (extraConfig != "") ([ "" ] ++ extraLines));
+
   lines =
+    if proxyTo != null then proxyLines
+    else if cacheDir == null || clientCA == null then throw "nginx-render: cacheDir and clientCA are required (or proxyTo)"
+    else
     [ "# kiss cache \"${checkedName}\" (rendered by nixos/nginx-render.nix)" ]
     ++ block "map $ssl_client_s_dn ${writerVar}" ([ "default 0;" ] ++ map writerLine writers)
     ++ block "map \"$request_method:${writerVar}\" ${denyVar}" [
@@ -194,15 +233,11 @@ let
       "\"~:1$\" 0;"
     ]
     ++ block "server" (
-      map (l: "listen ${bare "listen" l} ssl;") listen
+      tlsLines
       ++ [
-        "server_name ${bare "serverName" serverName};"
-        "ssl_certificate ${bare "sslCertificate" sslCertificate};"
-        "ssl_certificate_key ${bare "sslCertificateKey" sslCertificateKey};"
         "ssl_client_certificate ${bare "clientCA" clientCA};"
         "ssl_verify_client on;"
         "ssl_verify_depth ${toString ssl_verify_depth};"
-        "ssl_protocols TLSv1.2 TLSv1.3;"
         "root ${bare "cacheDir" cacheDir};"
         "client_body_temp_path ${bare "tmpDir" tmpDir};"
       ]

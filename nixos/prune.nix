@@ -7,12 +7,11 @@
 let
   cfg = config.services.kiss.prune;
   kiss = config.services.kiss;
+  kissLib = import ./lib.nix { inherit lib; };
   inherit (lib) mkOption types;
 
-  store =
-    if cfg.store != null then cfg.store
-    else if cfg.cacheDir != null then "file://${cfg.cacheDir}"
-    else throw "services.kiss.prune: set store or cacheDir";
+  store = kissLib.storeOf "services.kiss.prune" cfg;
+  dir = kissLib.dirOf' cfg;
 
   metricsDir = if cfg.metricsFile == null then null else dirOf cfg.metricsFile;
 
@@ -32,7 +31,7 @@ in
   options.services.kiss.prune = {
     enable = lib.mkEnableOption "the kiss binary cache pruner (kiss-prune.service and .timer)";
     store = mkOption {
-      type = types.nullOr types.str;
+      type = types.nullOr kissLib.types.storeUrl;
       default = null;
       example = "s3://nix-cache?region=eu-central-1";
       description = ''
@@ -58,6 +57,7 @@ in
     };
     randomizedDelaySec = mkOption {
       type = types.str;
+      example = "30min";
       default = "1h";
       description = "systemd RandomizedDelaySec for the timer.";
     };
@@ -72,18 +72,19 @@ in
       description = "Only report what would be deleted (--dry-run).";
     };
     lockWait = mkOption {
-      type = types.str;
+      type = kissLib.types.duration;
       default = "10m";
-      description = "How long to wait for in-flight uploads (--lock-wait, a Go duration).";
+      example = "30m";
+      description = "How long to wait for in-flight uploads (--lock-wait). The original's lockWait was seconds: 600 is \"600s\" or \"10m\".";
     };
     grace = mkOption {
-      type = types.nullOr types.str;
+      type = types.nullOr kissLib.types.duration;
       default = null;
       example = "2h";
       description = "Keep objects younger than this on the store's clock (--grace); null: kiss's default.";
     };
     rootMaxAge = mkOption {
-      type = types.nullOr types.str;
+      type = types.nullOr kissLib.types.age;
       default = null;
       example = "30d";
       description = ''
@@ -93,7 +94,7 @@ in
       '';
     };
     metricsFile = mkOption {
-      type = types.nullOr types.str;
+      type = types.nullOr types.path;
       default = null;
       example = "/var/lib/prometheus-node-exporter-text/kiss_prune.prom";
       description = ''
@@ -103,7 +104,7 @@ in
       '';
     };
     environmentFile = mkOption {
-      type = types.nullOr types.path;
+      type = types.nullOr kissLib.types.secretPath;
       default = null;
       example = "/run/secrets/kiss-prune.env";
       description = "systemd EnvironmentFile, e.g. AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY for s3://.";
@@ -134,26 +135,28 @@ in
 
     systemd.services.kiss-prune = {
       description = "Prune the kiss Nix binary cache";
-      documentation = [ "https://github.com/kiss-cache/kiss/blob/main/docs/nixos.md" ];
+      documentation = [ kissLib.docUrl ];
+      # The original kiss-cache's unit name keeps working (systemctl start kiss-cache).
+      aliases = [ "kiss-cache.service" ];
       after = [ "network-online.target" "nix-gc.service" ];
       wants = [ "network-online.target" ];
       # Not restarted by a switch: a prune in progress finishes.
       restartIfChanged = false;
-      serviceConfig = {
+      serviceConfig = kissLib.hardening // {
         Type = "oneshot";
-        ExecStart = lib.escapeShellArgs ([ (lib.getExe kiss.package) ] ++ args);
+        ExecStart = kissLib.execLine ([ (lib.getExe kiss.package) ] ++ args);
         User = cfg.user;
         TimeoutStartSec = "infinity";
-        ReadWritePaths = lib.optional (cfg.cacheDir != null) cfg.cacheDir
-          ++ lib.optional (cfg.cacheDir == null && lib.hasPrefix "file://" store) (lib.removePrefix "file://" store)
+        ReadWritePaths = lib.optional (dir != null) dir
           ++ lib.optional (metricsDir != null) metricsDir;
-      } // import ./hardening.nix // lib.optionalAttrs (cfg.environmentFile != null) {
+      } // lib.optionalAttrs (cfg.environmentFile != null) {
         EnvironmentFile = cfg.environmentFile;
       };
     };
 
     systemd.timers.kiss-prune = {
       description = "Prune the kiss Nix binary cache periodically";
+      aliases = [ "kiss-cache.timer" ];
       wantedBy = [ "timers.target" ];
       timerConfig = {
         OnCalendar = cfg.schedule;
@@ -163,5 +166,7 @@ in
     };
 
     systemd.tmpfiles.rules = lib.optional (metricsDir != null) "d ${metricsDir} 0755 root root -";
+
+    services.kiss.userNeededBy = lib.optional (cfg.user == kiss.user) "services.kiss.prune";
   };
 }

@@ -7,12 +7,11 @@
 let
   cfg = config.services.kiss.publish;
   kiss = config.services.kiss;
+  kissLib = import ./lib.nix { inherit lib; };
+  torLib = import ./tor-client.nix { inherit lib; };
   inherit (lib) mkOption types;
 
-  store =
-    if cfg.store != null then cfg.store
-    else if cfg.cacheDir != null then "file://${cfg.cacheDir}"
-    else throw "services.kiss.publish: set store or cacheDir";
+  store = kissLib.storeOf "services.kiss.publish" cfg;
 
   # Arguments `kiss with-lock` gets for authentication (remote stores only).
   authArgs =
@@ -104,12 +103,12 @@ in
       readOnly = true;
     };
     store = mkOption {
-      type = types.nullOr types.str;
+      type = types.nullOr kissLib.types.storeUrl;
       default = null;
       example = "https://cache.example.org";
       description = ''
-        Where to publish: a kiss serve (https://…), an s3:// bucket, or a
-        file:// directory. The original's cacheUrl.
+        Where to publish: a kiss serve or the nginx backend (https://…), an s3://
+        bucket, or a file:// directory. The original's cacheUrl.
       '';
     };
     cacheDir = mkOption {
@@ -134,61 +133,77 @@ in
       description = "NAR compression (zstd decompresses an order of magnitude faster than xz).";
     };
     secretKeyFile = mkOption {
-      type = types.nullOr types.path;
+      type = types.nullOr kissLib.types.secretPath;
       default = null;
       description = "Nix signing key (nix-store --generate-binary-cache-key).";
     };
     tlsCertificate = mkOption { type = types.nullOr types.path; default = null; description = "Writer client certificate (mTLS)."; };
-    tlsPrivateKey = mkOption { type = types.nullOr types.path; default = null; description = "Writer client key (mTLS)."; };
+    tlsPrivateKey = mkOption { type = types.nullOr kissLib.types.secretPath; default = null; description = "Writer client key (mTLS)."; };
     tlsCACertificate = mkOption { type = types.nullOr types.path; default = null; description = "CA of the cache's server certificate."; };
     bearerTokenFile = mkOption {
-      type = types.nullOr types.path;
+      type = types.nullOr kissLib.types.secretPath;
       default = null;
       description = "File holding a bearer token for an OIDC kiss serve.";
     };
     environmentFile = mkOption {
-      type = types.nullOr types.path;
+      type = types.nullOr kissLib.types.secretPath;
       default = null;
       description = "systemd EnvironmentFile (S3 credentials for s3:// stores).";
     };
     schedule = mkOption {
       type = types.str;
       default = "hourly";
+      example = "*-*-* 02:00:00";
       description = "systemd OnCalendar expression.";
     };
+    tor = torLib.options "publish to a kiss cache's write onion";
   };
 
-  config = lib.mkIf cfg.enable {
-    assertions = [
-      { assertion = (cfg.store == null) != (cfg.cacheDir == null); message = "services.kiss.publish: set exactly one of store and cacheDir."; }
-      { assertion = (cfg.tlsCertificate == null) == (cfg.tlsPrivateKey == null); message = "services.kiss.publish: tlsCertificate and tlsPrivateKey go together."; }
-      { assertion = cfg.systems != [ ]; message = "services.kiss.publish: systems is empty."; }
-      { assertion = cfg.cacheDir == null || (cfg.tlsCertificate == null && cfg.tlsCACertificate == null && cfg.bearerTokenFile == null); message = "services.kiss.publish: TLS and bearer options make no sense in local mode."; }
-    ];
-    environment.systemPackages = [ script ];
-    systemd.services.kiss-publish = {
-      description = "Build and publish systems to the kiss cache";
-      after = [ "network-online.target" ];
-      wants = [ "network-online.target" ];
-      before = lib.optional (cfg.cacheDir != null) "kiss-prune.service";
-      restartIfChanged = false;
-      path = [ pkgs.git ];
-      serviceConfig = {
-        Type = "oneshot";
-        ExecStart = lib.getExe script;
-        TimeoutStartSec = "infinity";
-        Restart = "no";
-      } // lib.optionalAttrs (cfg.environmentFile != null) {
-        EnvironmentFile = cfg.environmentFile;
+  config = lib.mkIf cfg.enable (lib.mkMerge [
+    {
+      assertions = [
+        { assertion = (cfg.store == null) != (cfg.cacheDir == null); message = "services.kiss.publish: set exactly one of store and cacheDir."; }
+        { assertion = (cfg.tlsCertificate == null) == (cfg.tlsPrivateKey == null); message = "services.kiss.publish: tlsCertificate and tlsPrivateKey go together."; }
+        { assertion = cfg.systems != [ ]; message = "services.kiss.publish: systems is empty."; }
+        { assertion = cfg.cacheDir == null || (cfg.tlsCertificate == null && cfg.tlsCACertificate == null && cfg.bearerTokenFile == null); message = "services.kiss.publish: TLS and bearer options make no sense in local mode."; }
+        { assertion = lib.length (map (s: s.marker) cfg.systems) == lib.length (lib.unique (map (s: s.marker) cfg.systems)); message = "services.kiss.publish: two systems publish to the same marker."; }
+      ];
+      environment.systemPackages = [ script ];
+      systemd.services.kiss-publish = {
+        description = "Build and publish systems to the kiss cache";
+        documentation = [ kissLib.docUrl ];
+        # The original's unit name keeps working (systemctl start kiss-cache-publish).
+        aliases = [ "kiss-cache-publish.service" ];
+        after = [ "network-online.target" ];
+        wants = [ "network-online.target" ];
+        before = lib.optional (cfg.cacheDir != null) "kiss-prune.service";
+        restartIfChanged = false;
+        path = [ pkgs.git ];
+        serviceConfig = {
+          Type = "oneshot";
+          ExecStart = lib.getExe script;
+          TimeoutStartSec = "infinity";
+          Restart = "no";
+        } // lib.optionalAttrs (cfg.environmentFile != null) {
+          EnvironmentFile = cfg.environmentFile;
+        };
       };
-    };
-    systemd.timers.kiss-publish = {
-      wantedBy = [ "timers.target" ];
-      timerConfig = {
-        OnCalendar = cfg.schedule;
-        Persistent = true;
-        RandomizedDelaySec = "5m";
+      systemd.timers.kiss-publish = {
+        description = "Build and publish systems to the kiss cache periodically";
+        aliases = [ "kiss-cache-publish.timer" ];
+        wantedBy = [ "timers.target" ];
+        timerConfig = {
+          OnCalendar = cfg.schedule;
+          Persistent = true;
+          RandomizedDelaySec = "5m";
+        };
       };
-    };
-  };
+    }
+    (lib.mkIf cfg.tor.enable (torLib.config {
+      what = "services.kiss.publish";
+      tor = cfg.tor;
+      unit = "kiss-publish";
+      setUrl = url: { services.kiss.publish.store = lib.mkDefault url; };
+    }))
+  ]);
 }

@@ -3,7 +3,6 @@ package nixos_test
 import (
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -11,22 +10,6 @@ import (
 
 	"github.com/kiss-cache/kiss/internal/testenv"
 )
-
-// execStart turns a unit's ExecStart into a command running the real kiss
-// binary: the stub package path is replaced, and "%d" (systemd's
-// credentials directory) points at credDir. The line is parsed by bash,
-// whose quoting agrees with systemd's for what escapeShellArgs produces.
-func execStart(t *testing.T, line, kiss, credDir string) *exec.Cmd {
-	t.Helper()
-	if !strings.HasPrefix(line, kissExe+" ") {
-		t.Fatalf("ExecStart does not start with the kiss package: %q", line)
-	}
-	line = kiss + strings.TrimPrefix(line, kissExe)
-	if credDir != "" {
-		line = strings.ReplaceAll(line, "%d", credDir)
-	}
-	return exec.Command("bash", "-c", "exec "+line)
-}
 
 // TestPruneUnitRunsRealKiss runs the ExecStart the prune module generates
 // with the real kiss binary on a real cache written by Nix: the flags must

@@ -6,6 +6,8 @@
 { config, lib, pkgs, ... }:
 let
   cfg = config.services.kiss.update;
+  kissLib = import ./lib.nix { inherit lib; };
+  torLib = import ./tor-client.nix { inherit lib; };
   inherit (lib) mkOption types;
 
   curlTls =
@@ -13,7 +15,8 @@ let
     ++ lib.optionals (cfg.tlsCACertificate != null) [ "--cacert" cfg.tlsCACertificate ];
 
   # Nix >= 2.34 understands tls-certificate/tls-private-key store settings;
-  # older Nix needs a local mTLS sidecar (see docs/nixos.md).
+  # older Nix needs a local mTLS sidecar (docs/quickstart.md, "Nix older
+  # than 2.34: a local mTLS sidecar").
   substituter = "${cfg.cacheUrl}?priority=${toString cfg.priority}"
     + lib.optionalString (cfg.tlsCertificate != null)
       "&tls-certificate=${cfg.tlsCertificate}&tls-private-key=${cfg.tlsPrivateKey}";
@@ -84,7 +87,7 @@ in
   options.services.kiss.update = {
     enable = lib.mkEnableOption "pull-based deployment from a kiss cache marker (kiss-update.service and .timer)";
     cacheUrl = mkOption {
-      type = types.str;
+      type = types.strMatching "https?://[^[:space:]]+";
       example = "https://cache.example.org";
       description = "HTTP(S) base URL of the cache (also used as the substituter).";
     };
@@ -95,7 +98,7 @@ in
       description = "Marker name under gcroots/ that names this host's system.";
     };
     tlsCertificate = mkOption { type = types.nullOr types.path; default = null; description = "Reader client certificate (mTLS)."; };
-    tlsPrivateKey = mkOption { type = types.nullOr types.path; default = null; description = "Reader client key (mTLS)."; };
+    tlsPrivateKey = mkOption { type = types.nullOr kissLib.types.secretPath; default = null; description = "Reader client key (mTLS)."; };
     tlsCACertificate = mkOption { type = types.nullOr types.path; default = null; description = "CA of the cache's server certificate."; };
     priority = mkOption {
       type = types.ints.unsigned;
@@ -117,36 +120,48 @@ in
       default = false;
       description = "With onBootChange = \"reboot\": load the new kernel with kexec (not in VMs).";
     };
+    tor = torLib.options "follow a marker through a kiss cache's read onion";
   };
 
-  config = lib.mkIf cfg.enable {
-    assertions = [
-      { assertion = (cfg.tlsCertificate == null) == (cfg.tlsPrivateKey == null); message = "services.kiss.update: tlsCertificate and tlsPrivateKey go together."; }
-      { assertion = lib.hasPrefix "http://" cfg.cacheUrl || lib.hasPrefix "https://" cfg.cacheUrl; message = "services.kiss.update: cacheUrl must be http(s)://."; }
-    ];
-    warnings = lib.optional (!(config.nix.settings.require-sigs or true))
-      "services.kiss.update: nix.settings.require-sigs is false: a compromised cache could take over this host.";
-    environment.systemPackages = [ script ];
-    systemd.services.kiss-update = {
-      description = "Switch to the system published in the kiss cache";
-      after = [ "network-online.target" ];
-      wants = [ "network-online.target" ];
-      # Switching rewrites this very unit: never restart or stop it mid-run.
-      restartIfChanged = false;
-      unitConfig.X-StopOnRemoval = false;
-      serviceConfig = {
-        Type = "oneshot";
-        ExecStart = "${lib.getExe script} ${cfg.onBootChange}";
-        Restart = "on-failure";
-        RestartSec = "30s";
+  config = lib.mkIf cfg.enable (lib.mkMerge [
+    {
+      assertions = [
+        { assertion = (cfg.tlsCertificate == null) == (cfg.tlsPrivateKey == null); message = "services.kiss.update: tlsCertificate and tlsPrivateKey go together."; }
+      ];
+      warnings = lib.optional (!(config.nix.settings.require-sigs or true))
+        "services.kiss.update: nix.settings.require-sigs is false: a compromised cache could take over this host.";
+      environment.systemPackages = [ script ];
+      systemd.services.kiss-update = {
+        description = "Switch to the system published in the kiss cache";
+        documentation = [ kissLib.docUrl ];
+        aliases = [ "kiss-cache-update.service" ];
+        after = [ "network-online.target" ];
+        wants = [ "network-online.target" ];
+        # Switching rewrites this very unit: never restart or stop it mid-run.
+        restartIfChanged = false;
+        unitConfig.X-StopOnRemoval = false;
+        serviceConfig = {
+          Type = "oneshot";
+          ExecStart = "${lib.getExe script} ${cfg.onBootChange}";
+          Restart = "on-failure";
+          RestartSec = "30s";
+        };
       };
-    };
-    systemd.timers.kiss-update = {
-      wantedBy = [ "timers.target" ];
-      timerConfig = {
-        OnBootSec = cfg.interval;
-        OnUnitInactiveSec = cfg.interval;
+      systemd.timers.kiss-update = {
+        description = "Poll the kiss cache for a newly published system";
+        aliases = [ "kiss-cache-update.timer" ];
+        wantedBy = [ "timers.target" ];
+        timerConfig = {
+          OnBootSec = cfg.interval;
+          OnUnitInactiveSec = cfg.interval;
+        };
       };
-    };
-  };
+    }
+    (lib.mkIf cfg.tor.enable (torLib.config {
+      what = "services.kiss.update";
+      tor = cfg.tor;
+      unit = "kiss-update";
+      setUrl = url: { services.kiss.update.cacheUrl = lib.mkDefault url; };
+    }))
+  ]);
 }

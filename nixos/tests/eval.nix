@@ -1,94 +1,75 @@
-# Evaluates kiss's NixOS modules without nixpkgs: a reduced module system over
-# ./stub-lib.nix. `settings` are the services.kiss values a host sets, `host`
-# the rest of its configuration the modules read (networking.hostName,
-# nix.settings). Option defaults fill services.kiss; each module's config is
-# then resolved (mkIf/mkMerge/mkDefault) and merged. Cross-module writes into
-# services.kiss.* are not supported here, and kiss's modules make none.
-# Run: nix-instantiate --eval --strict --json eval.nix --arg settings '{…}'
-{ settings ? { }
-, host ? { networking.hostName = "host1"; }
-, modules ? [ ../common.nix ../prune.nix ../serve.nix ../publish.nix ../update.nix ]
+# Evaluates kiss's NixOS modules with the real module system: nixpkgs'
+# lib.evalModules, the NixOS option declarations of ./nixos-options.nix and
+# the stand-in packages of ./stub-pkgs.nix. `configuration` is a host's
+# configuration module (an attribute set or a function, as in
+# configuration.nix); `modules` the kiss modules to import.
+#
+#   nix-instantiate --eval --strict --json nixos/tests/eval.nix \
+#     --arg lib 'import ../shared/nixpkgs-lib/lib' --arg configuration '{ services.kiss.prune = { … }; }'
+#
+# As in NixOS, failed assertions are reported instead of the system (whose
+# evaluation may fail for the same misconfiguration); an option type error,
+# an unknown option or conflicting definitions make evaluation fail, with
+# the module system's own message.
+{ lib
+, configuration ? { }
+, modules ? [ ../default.nix ]
+, hostName ? "host1"
 }:
 let
-  lib = import ./stub-lib.nix;
-  pkgs = import ./stub-pkgs.nix;
-  inherit (builtins) isAttrs isList attrNames foldl' listToAttrs concatMap elem;
+  pkgs = import ./stub-pkgs.nix { inherit lib; };
+  render = import ./render.nix { inherit lib; };
 
-  isOption = v: isAttrs v && (v._type or null) == "option";
-  isDrvLike = v: isAttrs v && v ? outPath;
+  eval = lib.evalModules {
+    modules = [
+      ./nixos-options.nix
+      { _module.args.pkgs = pkgs; networking.hostName = lib.mkDefault hostName; }
+      { _file = "configuration.nix"; imports = [ configuration ]; }
+    ] ++ modules;
+  };
+  cfg = eval.config;
 
-  # Fill option declarations with a value tree: given values, else defaults;
-  # an option without either throws only when it is read (like NixOS).
-  fill = path: opts: vals:
-    listToAttrs (map
-      (n:
-        let
-          o = opts.${n};
-          p = "${path}.${n}";
-        in
-        {
-          name = n;
-          value =
-            if isOption o then fillValue p o.type (if vals ? ${n} then vals.${n} else if o ? default then o.default else throw "option ${p} is used but not defined")
-            else fill p o (vals.${n} or { });
-        })
-      (attrNames opts))
-    // checkUnknown path opts vals;
+  failedAssertions = map (a: a.message) (lib.filter (a: !a.assertion) cfg.assertions);
+  ok = failedAssertions == [ ];
 
-  # Setting an option that no module declares is an error, as in NixOS.
-  checkUnknown = path: opts: vals:
-    foldl' (acc: n: if opts ? ${n} then acc else throw "the option ${path}.${n} does not exist") { } (attrNames vals);
+  # kiss's own option values: "<unset>" for an option without a value,
+  # a package's name for a package.
+  values = opts: lib.mapAttrs
+    (_: o:
+      if lib.isOption o then
+        (if !o.isDefined then "<unset>" else if lib.isDerivation o.value then "<package ${o.value.name}>" else o.value)
+      else values o)
+    (builtins.removeAttrs opts [ "_module" ]);
+  kissValues = values eval.options.services.kiss;
 
-  fillValue = p: t: v:
-    if v == null then null
-    else if t.name == "submodule" then fill p t.options v
-    else if t.name == "nullOr" then fillValue p t.elemType v
-    else if t.name == "listOf" then map (fillValue p t.elemType) v
-    else if t.name == "enum" then (if elem v t.values then v else throw "${p}: ${builtins.toJSON v} is not one of ${builtins.toJSON t.values}")
-    else v;
-
-  # Declared options of all modules, merged (they are disjoint for kiss).
-  declared = foldl' (a: m: lib.recursiveUpdateOpts a (m.options or { })) { } evaluated;
-
-  kissCfg = fill "services.kiss" declared.services.kiss (settings);
-  config = host // { services = (host.services or { }) // { kiss = kissCfg; }; };
-
-  evaluated = map (m: let f = import m; in if builtins.isFunction f then f { inherit config lib pkgs; } else f) modules;
-
-  resolve = v:
-    if isAttrs v && (v._type or null) == "if" then (if v.condition then resolve v.content else { })
-    else if isAttrs v && (v._type or null) == "merge" then mergeAll (map resolve v.contents)
-    else if isAttrs v && (v._type or null) == "override" then resolve v.content
-    else if isAttrs v && !(isDrvLike v) then builtins.mapAttrs (_: resolve) v
-    else v;
-
-  merge2 = path: a: b:
-    if isAttrs a && isAttrs b && !(isDrvLike a) && !(isDrvLike b) then
-      listToAttrs (map
-        (n: {
-          name = n;
-          value =
-            if a ? ${n} && b ? ${n} then merge2 "${path}.${n}" a.${n} b.${n}
-            else if a ? ${n} then a.${n} else b.${n};
-        })
-        (lib.unique (attrNames a ++ attrNames b)))
-    else if isList a && isList b then a ++ b
-    else if a == b then a
-    else throw "conflicting definitions for ${path}";
-  mergeAll = foldl' (merge2 "config") { };
-
-  result = mergeAll (map (m: resolve (m.config or { })) evaluated);
-  failedAssertions = map (a: a.message) (builtins.filter (a: !a.assertion) (result.assertions or [ ]));
+  unitFields = [ "description" "documentation" "requires" "wants" "after" "before" "wantedBy" "aliases" "unitConfig" "restartIfChanged" "environment" "serviceConfig" "listenStreams" "socketConfig" "timerConfig" ];
+  units = lib.mapAttrs (_: u: lib.filterAttrs (n: _: lib.elem n unitFields) u);
 in
 {
-  # As in NixOS, failed assertions are reported instead of the system (whose
-  # evaluation may throw for the same misconfiguration).
-  config = if failedAssertions != [ ] then null else builtins.removeAttrs result [ "assertions" ];
   inherit failedAssertions;
-  warnings = if failedAssertions != [ ] then [ ] else result.warnings or [ ];
-  # Scripts the modules install (stub writeShellApplication keeps the text).
-  scripts = if failedAssertions != [ ] then { } else listToAttrs (map (p: { name = p.name; value = p.script; })
-    (builtins.filter (p: p ? script) (result.environment.systemPackages or [ ])));
-  options = builtins.attrNames declared.services.kiss;
-  optionNames = builtins.mapAttrs (_: o: if isOption o then "option" else builtins.attrNames o) declared.services.kiss;
+  warnings = if ok then cfg.warnings else [ ];
+  config = if !ok then null else {
+    kiss = kissValues;
+    systemd = {
+      services = units cfg.systemd.services;
+      sockets = units cfg.systemd.sockets;
+      timers = units cfg.systemd.timers;
+      tmpfiles = cfg.systemd.tmpfiles.rules;
+    };
+    # Unit files as NixOS writes them (render.nix).
+    unitFiles = render.units cfg.systemd;
+    nginx = { inherit (cfg.services.nginx) enable appendHttpConfig; };
+    tor = {
+      inherit (cfg.services.tor) enable;
+      client = { inherit (cfg.services.tor.client) enable onionServices; };
+      onionServices = cfg.services.tor.relay.onionServices;
+    } // lib.optionalAttrs cfg.services.tor.enable (render.tor cfg.services.tor);
+    users = lib.mapAttrs (_: u: { inherit (u) isSystemUser group description; }) cfg.users.users;
+    groups = builtins.attrNames cfg.users.groups;
+    firewall = cfg.networking.firewall.allowedTCPPorts;
+    systemPackages = map (p: p.name) cfg.environment.systemPackages;
+  };
+  # Scripts the modules install (the stub writeShellApplication keeps the text).
+  scripts = if !ok then { } else lib.listToAttrs (map (p: { name = p.name; value = p.script; })
+    (lib.filter (p: p ? script) cfg.environment.systemPackages));
 }

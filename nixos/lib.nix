@@ -1,0 +1,84 @@
+# Helpers shared by kiss's NixOS modules: option types that reject at
+# evaluation time what kiss would refuse at run time, the systemd hardening
+# (as mkDefault, so a host's own setting wins), and store URL handling.
+# Usage: kissLib = import ./lib.nix { inherit lib; };
+{ lib }:
+let
+  inherit (lib) types mkOptionType;
+  inherit (builtins) isString match substring;
+
+  # Go's time.ParseDuration units; "0" alone is a duration too.
+  goDurationRe = "0|([0-9]+([.][0-9]*)?|[.][0-9]+)(ns|us|µs|ms|s|m|h)(([0-9]+([.][0-9]*)?|[.][0-9]+)(ns|us|µs|ms|s|m|h))*";
+in
+rec {
+  types = {
+    # A Go duration as kiss's flags take it ("10m", "1h30m", "0s").
+    duration = mkOptionType {
+      name = "duration";
+      description = "Go duration (a string such as \"10m\", \"1h30m\" or \"0s\"; plain numbers have no unit and are refused)";
+      descriptionClass = "noun";
+      check = x: isString x && match goDurationRe x != null;
+      merge = lib.mergeEqualOption;
+    };
+
+    # An age for --root-max-age: a positive Go duration, or days/weeks.
+    age = mkOptionType {
+      name = "age";
+      description = "age (a string such as \"30d\", \"2w\" or \"36h\")";
+      descriptionClass = "noun";
+      check = x: isString x && (match "[0-9]+([.][0-9]+)?[dw]" x != null || match goDurationRe x != null)
+        && match ".*[1-9].*" x != null; # positive
+      merge = lib.mergeEqualOption;
+    };
+
+    # A file that holds a secret: an absolute path outside the Nix store,
+    # as a string. A path literal (./key.pem) would be copied into the
+    # world-readable store, so it is refused.
+    secretPath = mkOptionType {
+      name = "secretPath";
+      description = "absolute path outside the Nix store, as a string (secrets must not be path literals: those are copied into the world-readable store)";
+      descriptionClass = "noun";
+      check = x: isString x && substring 0 1 x == "/" && !(lib.hasPrefix builtins.storeDir x);
+      merge = lib.mergeEqualOption;
+    };
+
+    # A store URL kiss opens (file:///dir, s3://bucket?…, https://gateway).
+    storeUrl = lib.types.strMatching "(file://|s3://|https?://|mem://)[^[:space:]]+" // {
+      description = "store URL (file:///dir, s3://bucket?…, or https:// for a kiss serve)";
+    };
+  };
+
+  # systemd sandboxing shared by kiss's units (a static Go binary: no JIT,
+  # no devices, no kernel tuning), every value mkDefault so a host can
+  # loosen or tighten one (ProtectSystem = "full") without mkForce. Units add
+  # ReadWritePaths for what they write.
+  hardening = lib.mapAttrs (_: lib.mkDefault) (import ./hardening.nix);
+
+  # The store URL a module works on: store, or file://cacheDir.
+  storeOf = what: cfg:
+    if cfg.store != null then cfg.store
+    else if cfg.cacheDir != null then "file://${cfg.cacheDir}"
+    else throw "${what}: set store or cacheDir";
+
+  # The local directory behind a store, or null (S3, gateways).
+  dirOf' = cfg:
+    if cfg.cacheDir != null then cfg.cacheDir
+    else if cfg.store != null && lib.hasPrefix "file://" cfg.store then lib.removePrefix "file://" (lib.head (lib.splitString "?" cfg.store))
+    else null;
+
+  # An ExecStart= line from a list of arguments, quoted for systemd (as
+  # NixOS's utils.escapeSystemdExecArgs): JSON double quotes (systemd undoes
+  # C escapes, so a "\" in a DN survives), "%" and "$" doubled (systemd
+  # would expand specifiers and variables). An argument { spec = "%d/x"; }
+  # keeps its specifier (credentials: %d is the unit's credential directory).
+  execLine = args: lib.concatMapStringsSep " " execArg args;
+  execArg = arg:
+    if builtins.isAttrs arg && arg ? spec then arg.spec
+    else
+      let s = toString arg; in
+      if match "[[:alnum:],./:=@_+-]+" s != null then s
+      else builtins.replaceStrings [ "%" "$" ] [ "%%" "$$" ] (builtins.toJSON s);
+  credential = name: { spec = "%d/${name}"; };
+
+  docUrl = "https://github.com/kiss-cache/kiss/blob/main/docs/nixos.md";
+}
