@@ -2,14 +2,33 @@
   description = "kiss: a self-hosted Nix binary cache toolkit (pruner, GC-root registry, lease locks, gateway) over file:// or s3://";
 
   # flake.lock is not committed: it cannot be created offline where kiss is
-  # developed. Run `nix flake lock` once on a machine with network access
-  # (docs/nixos.md).
+  # developed. The first `nix build`/`nix flake check` (or `nix flake lock`)
+  # on a machine with network access resolves nixpkgs to the current commit
+  # of nixos-unstable and writes flake.lock (docs/nixos.md).
   inputs.nixpkgs.url = "github:NixOS/nixpkgs/nixos-unstable";
 
   outputs = { self, nixpkgs }:
     let
+      inherit (nixpkgs) lib;
       systems = [ "x86_64-linux" "aarch64-linux" "x86_64-darwin" "aarch64-darwin" ];
-      forAllSystems = f: nixpkgs.lib.genAttrs systems (system: f nixpkgs.legacyPackages.${system});
+      forAllSystems = f: lib.genAttrs systems (system: f nixpkgs.legacyPackages.${system});
+
+      # A module that makes the flake's package the default.
+      withPackage = module: { pkgs, lib, ... }: {
+        imports = [ module ];
+        services.kiss.package = lib.mkDefault self.packages.${pkgs.stdenv.hostPlatform.system}.kiss;
+      };
+
+      # NixOS VM tests (Linux only); each file is a runNixOSTest module.
+      vmTests = pkgs: lib.mapAttrs'
+        (name: file: lib.nameValuePair "vm-${name}" (pkgs.testers.runNixOSTest (import file { inherit self pkgs; })))
+        {
+          prune = ./nixos/tests/vm/prune.nix;
+          nginx-mtls = ./nixos/tests/vm/nginx-mtls.nix;
+          gateway = ./nixos/tests/vm/gateway.nix;
+          publish-update = ./nixos/tests/vm/publish-update.nix;
+          tor = ./nixos/tests/vm/tor.nix;
+        };
     in
     {
       packages = forAllSystems (pkgs: rec {
@@ -17,29 +36,27 @@
         default = kiss;
       });
 
-      # nixosModules.default imports all of them; each one can be used alone.
+      # nix run .# -- with-lock MARKER STORE-PATH -- nix copy --to "$KISS_STORE" STORE-PATH
+      apps = forAllSystems (pkgs: {
+        default = {
+          type = "app";
+          program = "${self.packages.${pkgs.stdenv.hostPlatform.system}.kiss}/bin/kiss";
+          meta.description = "kiss: prune, roots, with-lock, serve, storage check";
+        };
+      });
+
+      # pkgs.kiss for a host's own nixpkgs.
+      overlays.default = final: _prev: { kiss = final.callPackage ./package.nix { }; };
+
+      # nixosModules.default has everything, the original kiss-cache's option
+      # names included; each other module can be used alone.
       nixosModules = {
-        default = { pkgs, lib, ... }: {
-          imports = [ ./nixos/default.nix ];
-          services.kiss.package = lib.mkDefault self.packages.${pkgs.stdenv.hostPlatform.system}.kiss;
-        };
+        default = withPackage ./nixos/default.nix;
         kiss = self.nixosModules.default;
-        prune = { pkgs, lib, ... }: {
-          imports = [ ./nixos/common.nix ./nixos/prune.nix ];
-          services.kiss.package = lib.mkDefault self.packages.${pkgs.stdenv.hostPlatform.system}.kiss;
-        };
-        serve = { pkgs, lib, ... }: {
-          imports = [ ./nixos/common.nix ./nixos/serve.nix ];
-          services.kiss.package = lib.mkDefault self.packages.${pkgs.stdenv.hostPlatform.system}.kiss;
-        };
-        publish = { pkgs, lib, ... }: {
-          imports = [ ./nixos/common.nix ./nixos/publish.nix ];
-          services.kiss.package = lib.mkDefault self.packages.${pkgs.stdenv.hostPlatform.system}.kiss;
-        };
-        update = { pkgs, lib, ... }: {
-          imports = [ ./nixos/common.nix ./nixos/update.nix ];
-          services.kiss.package = lib.mkDefault self.packages.${pkgs.stdenv.hostPlatform.system}.kiss;
-        };
+        prune = withPackage { imports = [ ./nixos/common.nix ./nixos/prune.nix ]; };
+        serve = withPackage { imports = [ ./nixos/common.nix ./nixos/serve.nix ]; };
+        publish = withPackage { imports = [ ./nixos/common.nix ./nixos/publish.nix ]; };
+        update = withPackage { imports = [ ./nixos/common.nix ./nixos/update.nix ]; };
       };
 
       # Pure-builtins nginx config renderer (the "nginx" serve backend), for
@@ -56,6 +73,7 @@
             openssl
             curl
             spin
+            tor
             tflint
             opentofu
           ];
@@ -65,26 +83,25 @@
         };
       });
 
-      checks = forAllSystems (pkgs:
-        {
-          # Builds the binary (fails until package.nix has the real vendorHash).
-          kiss = self.packages.${pkgs.stdenv.hostPlatform.system}.kiss;
+      formatter = forAllSystems (pkgs: pkgs.nixfmt);
 
-          # The stub-lib evaluation the Go tests assert on, run by Nix itself:
-          # a typical host's configuration must evaluate without failed assertions.
-          nixos-stub-eval =
+      checks = forAllSystems (pkgs:
+        let system = pkgs.stdenv.hostPlatform.system; in
+        {
+          # Builds the binary: fails when vendorHash is stale.
+          kiss = self.packages.${system}.kiss;
+
+          # The module harness the Go tests use, run by Nix itself with
+          # nixpkgs' lib: a typical host evaluates without failed assertions.
+          nixos-modules-eval =
             let
               r = import ./nixos/tests/eval.nix {
-                settings = {
-                  prune = { enable = true; cacheDir = "/var/lib/nix-cache"; rootMaxAge = "30d"; };
-                  serve = { enable = true; backend = "nginx"; cacheDir = "/var/lib/nix-cache"; hostName = "cache"; sslCertificate = "/c"; sslCertificateKey = "/k"; clientCA = "/ca"; writers = [ "CN=w" ]; };
-                };
+                inherit lib;
+                configuration = import ./nixos/tests/hosts/cache.nix;
               };
             in
             if r.failedAssertions != [ ] then throw "kiss modules: ${builtins.toJSON r.failedAssertions}"
-            else pkgs.runCommand "kiss-nixos-stub-eval" { } ''
-              cp ${builtins.toFile "kiss-config.json" (builtins.toJSON r.config)} $out
-            '';
+            else pkgs.writeText "kiss-nixos-modules-eval.json" (builtins.toJSON r.config);
 
           # The rendered nginx config passes `nginx -t` with nixpkgs' nginx.
           nginx-config = pkgs.runCommand "kiss-nginx-config-check" { nativeBuildInputs = [ pkgs.nginx pkgs.openssl ]; } ''
@@ -114,6 +131,6 @@
             nginx -t -p "$PWD" -c "$PWD/nginx.conf" -e stderr
             touch $out
           '';
-        });
+        } // lib.optionalAttrs pkgs.stdenv.hostPlatform.isLinux (vmTests pkgs));
     };
 }

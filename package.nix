@@ -1,24 +1,28 @@
 # The kiss binary. Non-flake use: pkgs.callPackage "${kiss}/package.nix" { }.
 #
-# vendorHash: the hash of the Go module download for go.mod/go.sum (proxyVendor,
-# so it covers the module cache, not a vendor/ directory). It cannot be
-# computed on the machine this repository is developed on (no nixpkgs there),
-# so it is a placeholder until the first build on a machine with nixpkgs:
-#   nix build .#kiss        # fails with "hash mismatch … got: sha256-…"
-#   put the "got:" value below, build again. It changes whenever go.sum does.
-# See docs/nixos.md ("Building the package").
+# vendorHash is the hash of the Go module download for go.mod/go.sum, made as
+# nixpkgs makes it with proxyVendor = true: `go mod download` into a fresh
+# GOPATH, cache/download/sumdb removed, the NAR hash of cache/download.
+# proxyVendor because the hash then covers the module zips exactly as the
+# proxy serves them (the same for every platform and Go version), while
+# `go mod vendor` output depends on build tags and on what the toolchain
+# prunes. The test suite recomputes it (nixos/vendorhash_test.go,
+# TestVendorHash) and, when go.sum changed, fails printing the line to put
+# here.
 { lib
 , buildGoModule
 , go_1_26 ? null
-, vendorHash ? lib.fakeHash
 }:
 let
   # go.mod says go 1.26.x; use nixpkgs' 1.26 toolchain when the default is older.
   builder = if go_1_26 != null then buildGoModule.override { go = go_1_26; } else buildGoModule;
+
+  # The one place the version is written; stamped into the binary below.
+  version = lib.fileContents ./VERSION;
 in
 builder {
   pname = "kiss";
-  version = "0.1.0-dev";
+  inherit version;
 
   # Only what the Go build reads: a change to docs, NixOS modules or
   # Terraform does not rebuild the binary.
@@ -31,15 +35,19 @@ builder {
           || lib.hasInfix "/testdata/" ("/" + rel));
   };
 
-  inherit vendorHash;
+  vendorHash = "sha256-JA4hRae0Ixo8G9GTlP2XSdCpcN1zUZz1zq+qC7ShLm8=";
   proxyVendor = true;
   subPackages = [ "cmd/kiss" ];
   env.CGO_ENABLED = 0;
-  ldflags = [ "-s" "-w" ];
+  ldflags = [ "-s" "-w" "-X main.version=${version}" ];
 
   # The test suite starts real nix, nginx and versitygw processes; it runs in
   # CI (scripts/test.sh), not in the Nix sandbox.
   doCheck = false;
+
+  # Shell completions and a man page go here once kiss can generate them
+  # (nativeBuildInputs = [ installShellFiles ]; postInstall running
+  # `$out/bin/kiss completion …` guarded by stdenv.buildPlatform.canExecute).
 
   meta = {
     description = "Self-hosted Nix binary cache toolkit: pruner, GC-root registry, lease locks and gateway over file:// or s3://";

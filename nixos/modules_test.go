@@ -801,26 +801,83 @@ func TestUpdateScript(t *testing.T) {
 	}
 }
 
-// TestFlakeOutputs evaluates flake.nix against a fake nixpkgs and runs its
-// nginx-config check script (nginx -t on the rendered config) here, with
-// the real nginx and openssl.
+// TestFlakeOutputs evaluates flake.nix with nixpkgs' lib and stand-in
+// package sets (nixos/tests/flake-eval.nix): the outputs a Nix user
+// expects, the package's version stamp and vendorHash, the app, the
+// overlay, every module alone, the root default.nix, and each NixOS VM
+// test — its nodes evaluated with the real module system (no failed
+// assertions, the flake's package) and its Python test script parsed. The
+// nginx-config check's script runs here with the real nginx and openssl.
+// Building and running all this needs nixpkgs: `nix flake check`.
 func TestFlakeOutputs(t *testing.T) {
 	nix := testenv.Nix(t)
+	lib := testenv.NixpkgsLib(t)
 	out := nix.MustRun("nix-instantiate", "--eval", "--strict", "--json",
-		filepath.Join(testenv.ModuleRoot(), "nixos", "tests", "flake-eval.nix"))
+		filepath.Join(testenv.ModuleRoot(), "nixos", "tests", "flake-eval.nix"), "--arg", "lib", "import "+lib)
 	var r struct {
-		Packages, Modules, Checks []string
-		NginxScript               string
-		StubEval                  string
+		Packages, Modules, Checks, DarwinChecks, DevShell []string
+		Package                                          struct{ Pname, Version, VendorHash string }
+		App                                              struct{ Type, Program string }
+		Overlay, Formatter, NginxScript                  string
+		ModuleAlone                                      map[string][]string
+		NonFlake                                         struct {
+			Attrs            []string
+			Kiss             string
+			ModuleAssertions []string
+			ModulePackage    string
+		}
+		VMTests map[string]struct {
+			Name, TestScript string
+			Nodes            map[string]struct {
+				FailedAssertions, Units []string
+				Package                 string
+			}
+		}
 	}
 	if err := json.Unmarshal([]byte(out), &r); err != nil {
 		t.Fatal(err)
 	}
+	vms := []string{"vm-gateway", "vm-nginx-mtls", "vm-prune", "vm-publish-update", "vm-tor"}
 	if !reflect.DeepEqual(r.Packages, []string{"default", "kiss"}) ||
 		!reflect.DeepEqual(r.Modules, []string{"default", "kiss", "prune", "publish", "serve", "update"}) ||
-		!reflect.DeepEqual(r.Checks, []string{"kiss", "nginx-config", "nixos-stub-eval"}) {
-		t.Errorf("flake outputs: packages %q modules %q checks %q", r.Packages, r.Modules, r.Checks)
+		!reflect.DeepEqual(r.Checks, append([]string{"kiss", "nginx-config", "nixos-modules-eval"}, vms...)) ||
+		!reflect.DeepEqual(r.DarwinChecks, []string{"kiss", "nginx-config", "nixos-modules-eval"}) {
+		t.Errorf("flake outputs: packages %q modules %q checks %q (darwin %q)", r.Packages, r.Modules, r.Checks, r.DarwinChecks)
 	}
+	version := "kiss-" + r.Package.Version
+	if r.Package.Pname != "kiss" || r.Package.VendorHash != packageVendorHash(t) ||
+		r.App.Type != "app" || r.App.Program != "/nix/store/00000000000000000000000000000000-"+version+"/bin/kiss" ||
+		r.Overlay != version || r.Formatter != "nixfmt" || !strings.Contains(strings.Join(r.DevShell, " "), "go_1_26") {
+		t.Errorf("package %+v app %+v overlay %q formatter %q devShell %q", r.Package, r.App, r.Overlay, r.Formatter, r.DevShell)
+	}
+	for m, failed := range r.ModuleAlone {
+		if len(failed) > 0 {
+			t.Errorf("nixosModules.%s alone: failed assertions %q", m, failed)
+		}
+	}
+	if !reflect.DeepEqual(r.NonFlake.Attrs, []string{"kiss", "nixosModule", "overlay"}) || r.NonFlake.Kiss != version ||
+		len(r.NonFlake.ModuleAssertions) != 0 || r.NonFlake.ModulePackage != "<package "+version+">" {
+		t.Errorf("default.nix: %+v", r.NonFlake)
+	}
+	if len(r.VMTests) != len(vms) {
+		t.Errorf("VM tests: %d, want %d", len(r.VMTests), len(vms))
+	}
+	for name, vm := range r.VMTests {
+		if len(vm.Nodes) == 0 || !strings.HasPrefix(vm.Name, "kiss-") {
+			t.Errorf("%s: name %q, nodes %v", name, vm.Name, vm.Nodes)
+		}
+		for node, n := range vm.Nodes {
+			if len(n.FailedAssertions) > 0 || n.Package != "<package "+version+">" {
+				t.Errorf("%s node %s: failed assertions %q, package %q", name, node, n.FailedAssertions, n.Package)
+			}
+		}
+		py := exec.Command("python3", "-c", "import ast, sys; ast.parse(sys.stdin.read(), 'testScript')")
+		py.Stdin = strings.NewReader(vm.TestScript)
+		if b, err := py.CombinedOutput(); err != nil {
+			t.Errorf("%s: testScript is not valid Python: %v\n%s", name, err, b)
+		}
+	}
+
 	if _, err := exec.LookPath("openssl"); err != nil {
 		t.Fatalf("openssl: %v", err)
 	}

@@ -1,22 +1,80 @@
-# Evaluates flake.nix's outputs against a fake nixpkgs (no nixpkgs here):
-# checks the output names and extracts the check scripts so the Go tests
-# can run them with the real nginx and openssl.
+# Evaluates flake.nix's outputs without nixpkgs: `nixpkgs` is nixpkgs' real
+# lib plus stand-in package sets (./stub-pkgs.nix and the few builders the
+# flake calls), so what is checked is the flake's own logic — output names,
+# the app's program, the overlay, the modules with the flake's package, the
+# checks' scripts, the NixOS VM tests' node configurations (through the real
+# module system, ./eval.nix) and test scripts — not nixpkgs. Building the
+# package and running the VM tests need nixpkgs (`nix flake check`).
+#   nix-instantiate --eval --strict --json flake-eval.nix --arg lib 'import …/lib'
+{ lib }:
 let
   flake = import ../../flake.nix;
-  lib = import ./stub-lib.nix // { genAttrs = names: f: builtins.listToAttrs (map (n: { name = n; value = f n; }) names); licenses.mit = "mit"; platforms.unix = [ ]; };
-  fakePkgs = system: {
-    inherit lib;
-    callPackage = f: args: { type = "derivation"; name = "kiss"; outPath = "/nix/store/x-kiss"; };
-    stdenv.hostPlatform = { inherit system; isLinux = true; };
-    mkShell = a: { type = "derivation"; name = "shell"; };
-    runCommand = n: _: s: { type = "derivation"; name = n; script = s; };
-  } // builtins.listToAttrs (map (n: { name = n; value = "/nix/store/x-${n}"; }) [ "go_1_26" "gopls" "nix" "nginx" "openssl" "curl" "spin" "tflint" "opentofu" ]);
-  nixpkgs = { lib = lib; legacyPackages = lib.genAttrs [ "x86_64-linux" "aarch64-linux" "x86_64-darwin" "aarch64-darwin" ] fakePkgs; };
+  systems = [ "x86_64-linux" "aarch64-linux" "x86_64-darwin" "aarch64-darwin" ];
+
+  fakePkgs = system:
+    let
+      stub = import ./stub-pkgs.nix { inherit lib; };
+      drv = name: extra: {
+        type = "derivation";
+        inherit name;
+        outPath = "/nix/store/00000000000000000000000000000000-${name}";
+        drvPath = "/nix/store/00000000000000000000000000000000-${name}.drv";
+      } // extra;
+      self = stub // {
+        inherit lib;
+        stdenv.hostPlatform = { inherit system; isLinux = lib.hasSuffix "-linux" system; };
+        # callPackage the real package.nix with a buildGoModule that keeps its arguments.
+        callPackage = fn: args:
+          let f = if builtins.isPath fn then import fn else fn; in
+          f ({ inherit lib; buildGoModule = a: drv "${a.pname}-${a.version}" { args = a; meta = a.meta; }; } // args);
+        mkShell = a: drv "shell" { packages = map (p: p.name) a.packages; };
+        runCommand = name: _env: script: drv name { inherit script; };
+        writeText = name: text: drv name { inherit text; };
+        writeTextDir = path: text: drv (baseNameOf path) { inherit text; };
+        testers.runNixOSTest = test: drv "vm-test-${test.name}" { inherit test; };
+      } // lib.genAttrs [ "go_1_26" "gopls" "nix" "nginx" "openssl" "curl" "spin" "tor" "tflint" "opentofu" "nixfmt" "busybox" ] (n: drv n { });
+    in
+    self;
+
+  nixpkgs = { inherit lib; legacyPackages = lib.genAttrs systems fakePkgs; };
   self = flake.outputs { inherit self nixpkgs; };
-in {
-  packages = builtins.attrNames self.packages.x86_64-linux;
+
+  linux = "x86_64-linux";
+  vm = lib.filterAttrs (n: _: lib.hasPrefix "vm-" n) self.checks.${linux};
+
+  # A VM test node's configuration, evaluated with the harness: the node
+  # module imports self.nixosModules.default itself.
+  evalNode = node: import ./eval.nix { inherit lib; configuration = node; modules = [ ]; };
+in
+{
+  packages = builtins.attrNames self.packages.${linux};
+  package = { inherit (self.packages.${linux}.kiss.args) pname version vendorHash ldflags; };
+  app = self.apps.${linux}.default;
+  overlay = (self.overlays.default (fakePkgs linux) { }).kiss.name;
   modules = builtins.attrNames self.nixosModules;
-  checks = builtins.attrNames self.checks.x86_64-linux;
-  nginxScript = self.checks.x86_64-linux.nginx-config.script;
-  stubEval = self.checks.x86_64-linux.nixos-stub-eval.script;
+  devShell = self.devShells.${linux}.default.packages;
+  formatter = self.formatter.${linux}.name;
+  checks = builtins.attrNames self.checks.${linux};
+  darwinChecks = builtins.attrNames self.checks.x86_64-darwin;
+  nginxScript = self.checks.${linux}.nginx-config.script;
+  modulesEval = self.checks.${linux}.nixos-modules-eval.name;
+  # Each module of nixosModules, imported alone with the flake's package.
+  moduleAlone = lib.mapAttrs (_: m: (evalNode m).failedAssertions) self.nixosModules;
+  # The root default.nix, for users without flakes.
+  nonFlake = let d = import ../../default.nix { pkgs = fakePkgs linux; }; in {
+    attrs = builtins.attrNames d;
+    kiss = d.kiss.name;
+    moduleAssertions = (evalNode d.nixosModule).failedAssertions;
+    modulePackage = (evalNode d.nixosModule).config.kiss.package;
+  };
+  vmTests = lib.mapAttrs
+    (_: c: {
+      inherit (c.test) name testScript;
+      nodes = lib.mapAttrs (_: n: let r = evalNode n; in {
+        inherit (r) failedAssertions warnings;
+        units = builtins.attrNames r.config.unitFiles;
+        package = r.config.kiss.package;
+      }) c.test.nodes;
+    })
+    vm;
 }

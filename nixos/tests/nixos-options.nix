@@ -131,6 +131,20 @@ in
     };
 
     environment.systemPackages = mkOption { type = types.listOf types.package; default = [ ]; };
+    environment.etc = mkOption {
+      default = { };
+      type = types.attrsOf (types.submodule {
+        options = {
+          source = mkOption { type = types.path; };
+          text = mkOption { type = types.nullOr types.lines; default = null; };
+          mode = mkOption { type = types.str; default = "symlink"; };
+          user = mkOption { type = types.str; default = "+0"; };
+          group = mkOption { type = types.str; default = "+0"; };
+        };
+      });
+    };
+    security.pki.certificateFiles = mkOption { type = types.listOf types.path; default = [ ]; };
+    system.extraDependencies = mkOption { type = types.listOf types.pathInStore; default = [ ]; };
 
     users.users = mkOption {
       default = { };
