@@ -35,7 +35,7 @@ builder {
           || lib.hasInfix "/testdata/" ("/" + rel));
   };
 
-  vendorHash = "sha256-JA4hRae0Ixo8G9GTlP2XSdCpcN1zUZz1zq+qC7ShLm8=";
+  vendorHash = "sha256-MKF17PE1IgWNOv3/5wuPjsqoKvLR/04bAzCveNjHyLI=";
   proxyVendor = true;
   subPackages = [ "cmd/kiss" ];
   env.CGO_ENABLED = 0;

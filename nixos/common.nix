@@ -6,18 +6,18 @@ let
 in
 {
   options.services.kiss = {
-    package = lib.mkOption {
+    package = lib.mkOption { example = lib.literalExpression "inputs.kiss.packages.\${pkgs.stdenv.hostPlatform.system}.kiss";
       type = lib.types.package;
       default = pkgs.callPackage ../package.nix { };
       defaultText = lib.literalExpression "pkgs.callPackage \"\${kiss}/package.nix\" { } (the flake's modules: packages.\${system}.kiss)";
       description = "The kiss package.";
     };
-    user = lib.mkOption {
+    user = lib.mkOption { example = "nix-cache";
       type = lib.types.str;
       default = "kiss";
       description = "System user owning a file:// cache directory and running kiss serve (unless nginx serves the directory: then nginx's user).";
     };
-    group = lib.mkOption {
+    group = lib.mkOption { example = "nix-cache";
       type = lib.types.str;
       default = "kiss";
       description = "Group of services.kiss.user.";

@@ -1,12 +1,14 @@
 // Package nixos holds no Go code: it is the home of kiss's NixOS modules
-// (services.kiss.{prune,serve,publish,update}) and of their tests.
+// (services.kiss.{prune,serve,publish,update}, Tor, the original
+// kiss-cache's option names) and of their tests.
 //
-// nixpkgs is not available where the test suite runs, so the tests check
-// what can be checked honestly without it: every .nix file parses; each
-// module evaluates against a small stub of nixpkgs' lib and the generated
-// systemd units, ExecStart lines and scripts are asserted; and the nginx
-// configuration of the "nginx" serve backend, rendered by the pure-builtins
-// nginx-render.nix exactly as the module renders it, is run in a real nginx
-// and probed over mutual TLS. Real NixOS evaluation and VM tests run only on
-// a machine with nixpkgs (see docs/nixos.md).
+// nixpkgs itself is not available where the test suite runs, but nixpkgs'
+// lib/ is (testenv.NixpkgsLib), so the modules are evaluated with the real
+// module system against the NixOS options they touch, declared with
+// NixOS's types in tests/nixos-options.nix; the units they produce are
+// rendered as NixOS writes them and checked by systemd-analyze verify, run
+// with the real kiss, and the nginx and Tor configurations are run in the
+// real nginx and tor. The flake's outputs are evaluated with stand-in
+// package sets. Building the package and the NixOS VM tests need nixpkgs
+// (`nix flake check`); docs/nixos.md says what ran where.
 package nixos

@@ -42,7 +42,7 @@ in
         (config: "${toString config.services.kiss-cache.lockWait}s"))
       (mkChangedOptionModule [ "services" "kiss-cache" "gcRoots" ] [ "services" "kiss" "prune" "roots" ]
         # kiss always reads the store's own gcroots/: only other directories stay.
-        (config: lib.filter (r: toString r != "${toString (config.services.kiss-cache.cacheDir or "")}/gcroots") config.services.kiss-cache.gcRoots))
+        (config: lib.filter (r: toString r != "${toString config.services.kiss.prune.cacheDir}/gcroots") config.services.kiss-cache.gcRoots))
       (mkRemovedOptionModule [ "services" "kiss-cache" "package" ]
         "kiss replaces the kiss-cache binary: leave services.kiss.package unset (the flake's kiss package) or set it to a kiss package.")
     ]
@@ -99,7 +99,7 @@ in
       warnings = [
         ("services.kiss-cache.serve-oidc is now the virtual host services.kiss.serve.virtualHosts.oidc "
           + "(backend \"nginx\", oidc = { … }): nginx terminates TLS and kiss serve checks the tokens.")
-      ] ++ lib.optional (options.services.kiss-cache.serve-oidc.resolvers.isDefined)
+      ] ++ lib.optional (options.services.kiss-cache.serve-oidc.resolvers.highestPrio < 1500)
         "services.kiss-cache.serve-oidc.resolvers has no effect: kiss fetches the JWKS with the system resolver; remove it.";
       services.kiss.serve.virtualHosts.oidc = {
         backend = "nginx";

@@ -279,9 +279,9 @@ func TestModuleAssertions(t *testing.T) {
 			"the nginx backend needs clientCA (mTLS) or oidc"},
 		"nginx without hostName": {`{ serve = { enable = true; backend = "nginx"; cacheDir = "/c"; ` + tls + ` clientCA = "/ca"; }; }`,
 			"the nginx backend needs hostName"},
-		"writers without CA": {`{ serve = { enable = true; store = "s3://b"; ` + tls + ` writers = [ "CN=w" ]; }; }`, "writers are certificate DNs"},
+		"writers without CA":   {`{ serve = { enable = true; store = "s3://b"; ` + tls + ` writers = [ "CN=w" ]; }; }`, "writers are certificate DNs"},
 		"plain http in public": {`{ serve = { enable = true; cacheDir = "/c"; }; }`, "without sslCertificate kiss serve only listens on loopback"},
-		"redirects on file": {`{ serve = { enable = true; cacheDir = "/c"; listen = [ "127.0.0.1:8080" ]; redirectReads = "all"; }; }`, "redirectReads needs backend"},
+		"redirects on file":    {`{ serve = { enable = true; cacheDir = "/c"; listen = [ "127.0.0.1:8080" ]; redirectReads = "all"; }; }`, "redirectReads needs backend"},
 		"redirects with upstream": {`{ serve = { enable = true; store = "s3://b"; ` + tls + ` redirectReads = "all";
 			fallbackCache = "https://cache.nixos.org"; }; }`, "redirectReads and fallbackCache exclude each other"},
 		"two kiss vhosts on one port": {`{ serve = { enable = true; cacheDir = "/c"; ` + tls + `
@@ -816,11 +816,11 @@ func TestFlakeOutputs(t *testing.T) {
 		filepath.Join(testenv.ModuleRoot(), "nixos", "tests", "flake-eval.nix"), "--arg", "lib", "import "+lib)
 	var r struct {
 		Packages, Modules, Checks, DarwinChecks, DevShell []string
-		Package                                          struct{ Pname, Version, VendorHash string }
-		App                                              struct{ Type, Program string }
-		Overlay, Formatter, NginxScript                  string
-		ModuleAlone                                      map[string][]string
-		NonFlake                                         struct {
+		Package                                           struct{ Pname, Version, VendorHash string }
+		App                                               struct{ Type, Program string }
+		Overlay, Formatter, NginxScript                   string
+		ModuleAlone                                       map[string][]string
+		NonFlake                                          struct {
 			Attrs            []string
 			Kiss             string
 			ModuleAssertions []string

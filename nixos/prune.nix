@@ -45,12 +45,12 @@ in
       example = "/var/lib/nix-cache";
       description = "Shorthand for store = \"file://<cacheDir>\" (the original kiss-cache option).";
     };
-    roots = mkOption {
+    roots = mkOption { example = [ "releases/" "/var/lib/nix-cache-roots" ];
       type = types.listOf types.str;
       default = [ ];
       description = "Extra --roots (key prefixes or directories of markers); kiss always reads the store's gcroots/.";
     };
-    schedule = mkOption {
+    schedule = mkOption { example = "daily";
       type = types.str;
       default = "weekly";
       description = "systemd OnCalendar expression.";
@@ -61,12 +61,12 @@ in
       default = "1h";
       description = "systemd RandomizedDelaySec for the timer.";
     };
-    persistent = mkOption {
+    persistent = mkOption { example = false;
       type = types.bool;
       default = true;
       description = "Run a missed prune at boot (systemd Persistent=).";
     };
-    dryRun = mkOption {
+    dryRun = mkOption { example = true;
       type = types.bool;
       default = false;
       description = "Only report what would be deleted (--dry-run).";
@@ -109,7 +109,7 @@ in
       example = "/run/secrets/kiss-prune.env";
       description = "systemd EnvironmentFile, e.g. AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY for s3://.";
     };
-    user = mkOption {
+    user = mkOption { example = "kiss";
       type = types.str;
       default = "root";
       description = ''
@@ -118,7 +118,7 @@ in
         owns the directory.
       '';
     };
-    extraArgs = mkOption {
+    extraArgs = mkOption { example = [ "--json" "--concurrency" "16" ];
       type = types.listOf types.str;
       default = [ ];
       description = "Further arguments to kiss prune.";

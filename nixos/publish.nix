@@ -111,7 +111,7 @@ in
         bucket, or a file:// directory. The original's cacheUrl.
       '';
     };
-    cacheDir = mkOption {
+    cacheDir = mkOption { example = "/var/lib/nix-cache";
       type = types.nullOr types.path;
       default = null;
       description = "Local mode: publish into this directory (store = file://<cacheDir>).";
@@ -122,30 +122,30 @@ in
       example = [{ flakeRef = "github:example/infra#nixosConfigurations.web1.config.system.build.toplevel"; marker = "web1"; }];
       type = types.listOf (types.submodule {
         options = {
-          flakeRef = mkOption { type = types.str; description = "Flake output to build (one output)."; };
-          marker = mkOption { type = types.str; description = "Marker name under gcroots/ (the target host's services.kiss.update.marker)."; };
+          flakeRef = mkOption { example = "github:example/infra#nixosConfigurations.web1.config.system.build.toplevel"; type = types.str; description = "Flake output to build (one output)."; };
+          marker = mkOption { example = "web1"; type = types.str; description = "Marker name under gcroots/ (the target host's services.kiss.update.marker)."; };
         };
       });
     };
-    compression = mkOption {
+    compression = mkOption { example = "xz";
       type = types.enum [ "zstd" "xz" "none" ];
       default = "zstd";
       description = "NAR compression (zstd decompresses an order of magnitude faster than xz).";
     };
-    secretKeyFile = mkOption {
+    secretKeyFile = mkOption { example = "/run/keys/cache-key";
       type = types.nullOr kissLib.types.secretPath;
       default = null;
       description = "Nix signing key (nix-store --generate-binary-cache-key).";
     };
-    tlsCertificate = mkOption { type = types.nullOr types.path; default = null; description = "Writer client certificate (mTLS)."; };
-    tlsPrivateKey = mkOption { type = types.nullOr kissLib.types.secretPath; default = null; description = "Writer client key (mTLS)."; };
-    tlsCACertificate = mkOption { type = types.nullOr types.path; default = null; description = "CA of the cache's server certificate."; };
-    bearerTokenFile = mkOption {
+    tlsCertificate = mkOption { example = "/etc/ssl/builder-01.pem"; type = types.nullOr types.path; default = null; description = "Writer client certificate (mTLS)."; };
+    tlsPrivateKey = mkOption { example = "/run/keys/builder-01.key"; type = types.nullOr kissLib.types.secretPath; default = null; description = "Writer client key (mTLS)."; };
+    tlsCACertificate = mkOption { example = "/etc/nix-cache/ca.pem"; type = types.nullOr types.path; default = null; description = "CA of the cache's server certificate."; };
+    bearerTokenFile = mkOption { example = "/run/secrets/cache-token";
       type = types.nullOr kissLib.types.secretPath;
       default = null;
       description = "File holding a bearer token for an OIDC kiss serve.";
     };
-    environmentFile = mkOption {
+    environmentFile = mkOption { example = "/run/secrets/kiss-s3.env";
       type = types.nullOr kissLib.types.secretPath;
       default = null;
       description = "systemd EnvironmentFile (S3 credentials for s3:// stores).";

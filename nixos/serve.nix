@@ -36,7 +36,7 @@ let
   # The options of one virtual host. `cfg` is that host's own config (for
   # defaults that depend on other options of the same host).
   vhostOptions = cfg: {
-    backend = mkOption {
+    backend = mkOption { example = "nginx";
       type = types.enum [ "kiss" "nginx" ];
       default = "kiss";
       description = ''
@@ -71,12 +71,12 @@ let
       example = [ "0.0.0.0:8443" "[::]:8443" ];
       description = "Addresses to listen on (systemd ListenStream= for kiss; nginx listen … ssl).";
     };
-    socketActivation = mkOption {
+    socketActivation = mkOption { example = false;
       type = types.bool;
       default = true;
       description = "kiss backend: listen through a systemd socket unit (no privileges needed for port 443).";
     };
-    sslCertificate = mkOption {
+    sslCertificate = mkOption { example = "/var/lib/acme/cache.example.org/cert.pem";
       type = types.nullOr types.path;
       default = null;
       description = "Server certificate (PEM). null only for a plain-HTTP kiss serve on loopback.";
@@ -87,7 +87,7 @@ let
       example = "/run/keys/cache.key";
       description = "Server key (PEM); may be readable by root only (the kiss backend gets it through LoadCredential).";
     };
-    clientCA = mkOption {
+    clientCA = mkOption { example = "/etc/nix-cache/ca.pem";
       type = types.nullOr types.path;
       default = null;
       description = "CA for client certificates: every request needs one (mTLS). null: no mTLS (use oidc).";
@@ -101,7 +101,7 @@ let
         "CN=name" matches a certificate whose only CN is name. Empty: read-only.
       '';
     };
-    priority = mkOption {
+    priority = mkOption { example = 40;
       type = types.ints.unsigned;
       default = 30;
       description = "Priority announced in nix-cache-info.";
@@ -112,7 +112,7 @@ let
       example = "https://cache.nixos.org";
       description = "Upstream cache for misses; hits are stored unrooted (the next prune reclaims them).";
     };
-    redirectReads = mkOption {
+    redirectReads = mkOption { example = "nar";
       type = types.enum [ "none" "nar" "all" ];
       default = "none";
       description = ''
@@ -131,7 +131,7 @@ let
         nginx resolves it once at startup (and fails to start while DNS is down).
       '';
     };
-    leaseGateway = mkOption {
+    leaseGateway = mkOption { example = false;
       type = types.bool;
       default = cfg.backend == "nginx" && cfg.clientCA != null && cfg.writers != [ ];
       defaultText = lib.literalExpression ''backend == "nginx" && clientCA != null && writers != [ ]'';
@@ -158,30 +158,30 @@ let
       example = "ssl_crl /etc/cache/crl.pem;";
       description = "nginx backend: extra directives at the end of the server block (e.g. ssl_crl for revocation).";
     };
-    oidc = mkOption {
+    oidc = mkOption { example = lib.literalExpression ''{ audience = "https://cache.example.org"; readSubjects = [ "repo:example/*" ]; writeSubjects = [ "repo:example/infra:ref:refs/heads/main" ]; }'';
       default = null;
       description = "Bearer-token (OIDC, e.g. GitHub Actions) authentication instead of mTLS.";
       type = types.nullOr (types.submodule {
         options = {
-          issuer = mkOption { type = types.str; default = "https://token.actions.githubusercontent.com"; description = "Required iss."; };
-          jwksUrl = mkOption { type = types.str; default = "https://token.actions.githubusercontent.com/.well-known/jwks"; description = "JWKS URL."; };
+          issuer = mkOption { example = "https://gitlab.example.org"; type = types.str; default = "https://token.actions.githubusercontent.com"; description = "Required iss."; };
+          jwksUrl = mkOption { example = "https://gitlab.example.org/oauth/discovery/keys"; type = types.str; default = "https://token.actions.githubusercontent.com/.well-known/jwks"; description = "JWKS URL."; };
           audience = mkOption { type = types.str; example = "https://cache.example.org"; description = "Required aud (the cache's URL, so a token minted for another service is refused)."; };
           readSubjects = mkOption { type = types.listOf types.str; example = [ "repo:example/*" ]; description = "sub globs that may read ('*' matches anything)."; };
           writeSubjects = mkOption { type = types.listOf types.str; example = [ "repo:example/infra:ref:refs/heads/main" ]; description = "sub globs that may write (and read)."; };
         };
       });
     };
-    environmentFile = mkOption {
+    environmentFile = mkOption { example = "/run/secrets/kiss-s3.env";
       type = types.nullOr kissLib.types.secretPath;
       default = null;
       description = "systemd EnvironmentFile of the kiss serve (S3 credentials).";
     };
-    openFirewall = mkOption {
+    openFirewall = mkOption { example = true;
       type = types.bool;
       default = false;
       description = "Open the listen ports in the firewall.";
     };
-    extraArgs = mkOption {
+    extraArgs = mkOption { example = [ "--max-upload-size" "4G" ];
       type = types.listOf types.str;
       default = [ ];
       description = "Further arguments to kiss serve.";
@@ -193,14 +193,16 @@ let
     store = mkOption {
       type = types.nullOr kissLib.types.storeUrl;
       default = null;
+      example = "s3://nix-cache?region=eu-central-1";
       description = "Store to serve over Tor; null: services.kiss.serve's own store.";
     };
     cacheDir = mkOption {
       type = types.nullOr types.path;
       default = null;
+      example = "/var/lib/nix-cache";
       description = "Shorthand for store = \"file://<cacheDir>\".";
     };
-    priority = mkOption {
+    priority = mkOption { example = 40;
       type = types.ints.unsigned;
       default = 30;
       description = "Priority announced in nix-cache-info.";
@@ -208,14 +210,14 @@ let
     readClients = mkOption {
       type = types.listOf types.str;
       default = [ ];
-      example = [ "descriptor:x25519:F2OBOV5U2ZV6CVEE6NKHLYFN3UV5XNGRXFVQ6JP5AUIUCF6NB5QA" ];
+      example = [ "descriptor:x25519:7L42AX3VANN4US7ZTCLDZRJP2ZRK2WETF5LCB3VFFMPDO4TJPEMQ" ];
       description = ''
         Public keys ("descriptor:x25519:<base32>") of the clients that may read (resolve
         the read onion). Empty: the read onion is public to anyone who knows its address.
         A writer reads too: list it here as well.
       '';
     };
-    writeClients = mkOption {
+    writeClients = mkOption { example = [ "descriptor:x25519:SXQHSDSBDVOBQJGZ4TQMQWDA4KQAINPT7KHSYBNIHQGGUFAKBBEQ" ];
       type = types.listOf types.str;
       default = [ ];
       description = ''
@@ -487,7 +489,7 @@ in
       '';
       type = types.attrsOf (types.submodule ({ config, ... }: {
         options = vhostOptions config // {
-          enable = mkOption { type = types.bool; default = true; description = "Whether to serve this virtual host."; };
+          enable = mkOption { type = types.bool; default = true; example = false; description = "Whether to serve this virtual host."; };
         };
       }));
     };

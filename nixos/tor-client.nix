@@ -23,7 +23,7 @@ in
         for an onion service with client authorization. null: a public onion.
       '';
     };
-    socksPort = mkOption {
+    socksPort = mkOption { example = 9150;
       type = types.port;
       default = 9050;
       description = "Port of the local tor client's SOCKS listener (NixOS's default is 9050).";

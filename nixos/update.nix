@@ -91,31 +91,31 @@ in
       example = "https://cache.example.org";
       description = "HTTP(S) base URL of the cache (also used as the substituter).";
     };
-    marker = mkOption {
+    marker = mkOption { example = "web1-canary";
       type = types.str;
       default = config.networking.hostName;
       defaultText = lib.literalExpression "config.networking.hostName";
       description = "Marker name under gcroots/ that names this host's system.";
     };
-    tlsCertificate = mkOption { type = types.nullOr types.path; default = null; description = "Reader client certificate (mTLS)."; };
-    tlsPrivateKey = mkOption { type = types.nullOr kissLib.types.secretPath; default = null; description = "Reader client key (mTLS)."; };
-    tlsCACertificate = mkOption { type = types.nullOr types.path; default = null; description = "CA of the cache's server certificate."; };
-    priority = mkOption {
+    tlsCertificate = mkOption { example = "/etc/ssl/reader.pem"; type = types.nullOr types.path; default = null; description = "Reader client certificate (mTLS)."; };
+    tlsPrivateKey = mkOption { example = "/run/keys/reader.key"; type = types.nullOr kissLib.types.secretPath; default = null; description = "Reader client key (mTLS)."; };
+    tlsCACertificate = mkOption { example = "/etc/nix-cache/ca.pem"; type = types.nullOr types.path; default = null; description = "CA of the cache's server certificate."; };
+    priority = mkOption { example = 20;
       type = types.ints.unsigned;
       default = 10;
       description = "Substituter priority for the realise step.";
     };
-    interval = mkOption {
+    interval = mkOption { example = "15m";
       type = types.str;
       default = "5m";
       description = "Polling interval (OnBootSec and OnUnitInactiveSec).";
     };
-    onBootChange = mkOption {
+    onBootChange = mkOption { example = "reboot";
       type = types.enum [ "switch" "reboot" ];
       default = "switch";
       description = "What to do when kernel, initrd or kernel parameters change.";
     };
-    kexec = mkOption {
+    kexec = mkOption { example = true;
       type = types.bool;
       default = false;
       description = "With onBootChange = \"reboot\": load the new kernel with kexec (not in VMs).";

@@ -2,7 +2,10 @@
 # Installs everything kiss's demo and test suite need on a fresh Debian 12 machine.
 # Idempotent: a second run only checks. Run as root.
 #   apt:  nix-bin (2.8), nginx (+dav-ext), spin, openssl, curl, time, findutils,
-#         chromium + a font (kiss report's page, tested headless)
+#         chromium + a font (kiss report's page, tested headless),
+#         tor (tor --verify-config and an offline tor for the NixOS Tor setup),
+#         systemd (systemd-analyze verify for the NixOS modules' units), python3
+#         (parses the NixOS VM test scripts)
 #   go:   versitygw v1.8.0 (S3 server with conditional writes), pinned
 set -euo pipefail
 
@@ -11,7 +14,7 @@ GOBIN=${GOBIN:-$(go env GOPATH)/bin}
 export GOBIN
 
 need_apt=()
-for pkg in nix-bin nginx libnginx-mod-http-dav-ext spin openssl curl time chromium fonts-dejavu-core; do
+for pkg in nix-bin nginx libnginx-mod-http-dav-ext spin openssl curl time chromium fonts-dejavu-core tor systemd python3; do
 	dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$pkg")
 done
 if ((${#need_apt[@]})); then

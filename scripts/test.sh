@@ -10,6 +10,10 @@ cd "$(dirname "$0")/.."
 export CI=${CI:-}
 # In CI and here alike: a missing S3 server or spin is a failure, not a skip.
 export KISS_REQUIRE_S3=1 KISS_REQUIRE_SPIN=1 KISS_REQUIRE_NIX=1
+# The NixOS modules are evaluated with nixpkgs' real lib (the module system):
+# ../shared/nixpkgs-lib/lib next to the repository, or $KISS_NIXPKGS_LIB.
+# Missing, it is a failure here, not a skip (a user's clone may lack it).
+export KISS_REQUIRE_NIXPKGS_LIB=1
 export AWS_EC2_METADATA_DISABLED=true
 export GOFLAGS=${GOFLAGS:--mod=mod}
 
