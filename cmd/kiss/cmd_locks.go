@@ -14,7 +14,7 @@ import (
 )
 
 func init() {
-	ttlFlag := &cli.DurationFlag{Name: "lock-ttl", Value: lockproto.DefaultTTL, Usage: "judge staleness with this TTL (a lease's own declared TTL wins if longer, up to --max-lock-ttl)"}
+	ttlFlag := durFlag(cli.DurationFlag{Name: "lock-ttl", Value: lockproto.DefaultTTL, Usage: "judge staleness with this TTL (a lease's own declared TTL wins if longer, up to --max-lock-ttl)"})
 	register(&cli.Command{
 		Name:  "locks",
 		Usage: "inspect or break the leases under gcroots/.lock/",
@@ -153,11 +153,11 @@ func runLocksBreak(c *cli.Context) error {
 }
 
 // maxLockTTLFlag is --max-lock-ttl, for every command that judges leases.
-func maxLockTTLFlag() *cli.DurationFlag {
-	return &cli.DurationFlag{
+func maxLockTTLFlag() *durationFlag {
+	return durFlag(cli.DurationFlag{
 		Name: "max-lock-ttl", Value: lockproto.DefaultMaxTTL, EnvVars: []string{"KISS_MAX_LOCK_TTL"},
 		Usage: "the longest TTL a lease may declare: a lease declaring more is judged as if it declared this, and --lock-ttl may not exceed it (use one value on every host)",
-	}
+	})
 }
 
 // judging is how a locks command judges leases: --lock-ttl, --max-lock-ttl.

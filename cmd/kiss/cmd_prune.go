@@ -10,8 +10,6 @@ import (
 	"os"
 	"runtime/debug"
 	"sort"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -52,10 +50,10 @@ EXIT STATUS
 			&cli.StringSliceFlag{Name: "roots", Usage: "extra root source: a store prefix (releases/) or a local directory (/path, ./path, file://)"},
 			&cli.BoolFlag{Name: "dry-run", Aliases: []string{"n"}, Usage: "plan only: take no lease, delete nothing, write nothing"},
 			&cli.BoolFlag{Name: "list", Usage: "print every key that is (or in a dry run would be) deleted"},
-			&cli.DurationFlag{Name: "grace", Value: gc.DefaultGrace, Usage: "keep everything younger than this on the store's clock"},
-			&cli.StringFlag{Name: "root-max-age", Usage: "markers under gcroots/ older than this (e.g. 30d, 12h) stop counting and are deleted"},
-			&cli.DurationFlag{Name: "lock-wait", Value: 10 * time.Minute, Usage: "how long to wait for the prune lease"},
-			&cli.DurationFlag{Name: "lock-ttl", Value: 30 * time.Minute, Usage: "lease TTL (refreshed every TTL/6)"},
+			durFlag(cli.DurationFlag{Name: "grace", Value: gc.DefaultGrace, Usage: "keep everything younger than this on the store's clock"}),
+			durFlag(cli.DurationFlag{Name: "root-max-age", Usage: "markers under gcroots/ older than this (e.g. 30d, 12h) stop counting and are deleted"}),
+			durFlag(cli.DurationFlag{Name: "lock-wait", Value: 10 * time.Minute, Usage: "how long to wait for the prune lease"}),
+			durFlag(cli.DurationFlag{Name: "lock-ttl", Value: 30 * time.Minute, Usage: "lease TTL (refreshed every TTL/6)"}),
 			maxLockTTLFlag(),
 			&cli.BoolFlag{Name: "allow-empty-roots", Usage: "allow a prune with no root at all (deletes everything older than --grace)"},
 			&cli.BoolFlag{Name: "allow-dangling", Usage: "prune even if reachable paths name missing references or NARs"},
@@ -67,27 +65,6 @@ EXIT STATUS
 		},
 		Action: runPrune,
 	})
-}
-
-// parseAge accepts Go durations plus d (days) and w (weeks): 30d, 2w, 36h.
-func parseAge(s string) (time.Duration, error) {
-	if s == "" {
-		return 0, nil
-	}
-	for suffix, unit := range map[string]time.Duration{"d": 24 * time.Hour, "w": 7 * 24 * time.Hour} {
-		if num, ok := strings.CutSuffix(s, suffix); ok {
-			n, err := strconv.ParseFloat(num, 64)
-			if err != nil || n <= 0 {
-				return 0, fmt.Errorf("invalid age %q", s)
-			}
-			return time.Duration(n * float64(unit)), nil
-		}
-	}
-	d, err := time.ParseDuration(s)
-	if err != nil || d <= 0 {
-		return 0, fmt.Errorf("invalid age %q (want e.g. 30d, 2w, 36h)", s)
-	}
-	return d, nil
 }
 
 // pruneGCPercent is kiss prune's default GOGC (the environment overrides it).
@@ -106,9 +83,9 @@ func runPrune(c *cli.Context) error {
 	if c.NArg() != 1 {
 		return usageError(errors.New("prune: want exactly one STORE argument"))
 	}
-	maxAge, err := parseAge(c.String("root-max-age"))
-	if err != nil {
-		return usageError(fmt.Errorf("--root-max-age: %w", err))
+	maxAge := c.Duration("root-max-age")
+	if maxAge < 0 {
+		return usageError(errors.New("--root-max-age must not be negative"))
 	}
 	grace := c.Duration("grace")
 	if grace < 0 {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -32,7 +33,7 @@ func init() {
 marker in one atomic put, releases the lease. Paths not in the cache are
 written anyway, with a warning.`,
 				Flags: []cli.Flag{
-					&cli.DurationFlag{Name: "lock-wait", Value: 10 * time.Minute, Usage: "how long to wait while a prune holds the lease"},
+					durFlag(cli.DurationFlag{Name: "lock-wait", Value: 10 * time.Minute, Usage: "how long to wait while a prune holds the lease"}),
 				},
 				Action: runRootsAdd,
 			},
@@ -43,7 +44,7 @@ written anyway, with a warning.`,
 				Flags: []cli.Flag{
 					&cli.StringSliceFlag{Name: "roots", Usage: "extra root source, as for prune"},
 					&cli.BoolFlag{Name: "json", Usage: "JSON output (same as the global --json)"},
-					&cli.StringFlag{Name: "root-max-age", Usage: "flag markers older than this as expired (as prune would)"},
+					durFlag(cli.DurationFlag{Name: "root-max-age", Usage: "flag markers older than this as expired (as prune would)"}),
 				},
 				Action: runRootsList,
 			},
@@ -114,9 +115,9 @@ func runRootsList(c *cli.Context) error {
 	if c.NArg() != 1 {
 		return usageError(errors.New("roots list: want exactly one STORE argument"))
 	}
-	maxAge, err := parseAge(c.String("root-max-age"))
-	if err != nil {
-		return usageError(fmt.Errorf("--root-max-age: %w", err))
+	maxAge := c.Duration("root-max-age")
+	if maxAge < 0 {
+		return usageError(errors.New("--root-max-age must not be negative"))
 	}
 	st, err := openStore(c.Context, c.Args().First())
 	if err != nil {
@@ -130,6 +131,9 @@ func runRootsList(c *cli.Context) error {
 		}
 		return withExit(ExitStore, err)
 	}
+	// A listing comes in no particular order (S3 pages, parallel reads):
+	// sort, so two runs print alike.
+	slices.SortStableFunc(infos, func(a, b gc.RootInfo) int { return strings.Compare(a.Source, b.Source) })
 	if jsonWanted(c) {
 		type row struct {
 			gc.RootInfo

@@ -44,7 +44,7 @@ EXIT STATUS
 			&cli.StringSliceFlag{Name: "trusted-key", Usage: "public key name:base64 (as in trusted-public-keys); with --deep, unsigned narinfos are problems"},
 			&cli.BoolFlag{Name: "quarantine", Usage: "move narinfos whose NAR is missing to .kiss/quarantine/ (reversible: --restore)"},
 			&cli.BoolFlag{Name: "restore", Usage: "put quarantined narinfos back (all, or the store paths given after STORE)"},
-			&cli.DurationFlag{Name: "lock-wait", Value: defaultLockWait, Usage: "how long to wait while a prune holds the lease (--quarantine, --restore)"},
+			durFlag(cli.DurationFlag{Name: "lock-wait", Value: defaultLockWait, Usage: "how long to wait while a prune holds the lease (--quarantine, --restore)"}),
 			&cli.IntFlag{Name: "concurrency", Usage: "parallel reads (default: as prune)"},
 			&cli.BoolFlag{Name: "no-save", Usage: "do not keep the report in the cache"},
 			&cli.BoolFlag{Name: "json", Usage: "print the report as JSON (same as the global --json)"},
@@ -52,9 +52,6 @@ EXIT STATUS
 		Action: runVerify,
 	})
 }
-
-// ExitProblems: kiss verify found something wrong with the cache.
-const ExitProblems = 8
 
 func runVerify(c *cli.Context) error {
 	if c.NArg() < 1 || (c.NArg() > 1 && !c.Bool("restore")) {

@@ -21,17 +21,17 @@ import (
 func rootFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringSliceFlag{Name: "roots", Usage: "extra root source, as for prune"},
-		&cli.StringFlag{Name: "root-max-age", Usage: "markers older than this root nothing, as for prune (e.g. 30d)"},
-		&cli.DurationFlag{Name: "grace", Value: gc.DefaultGrace, Usage: "narinfos younger than this are roots, as for prune"},
+		durFlag(cli.DurationFlag{Name: "root-max-age", Usage: "markers older than this root nothing, as for prune (e.g. 30d)"}),
+		durFlag(cli.DurationFlag{Name: "grace", Value: gc.DefaultGrace, Usage: "narinfos younger than this are roots, as for prune"}),
 		&cli.IntFlag{Name: "concurrency", Usage: "parallel narinfo reads (default: as prune)"},
 	}
 }
 
 // rootOptions reads rootFlags into gc.Options.
 func rootOptions(c *cli.Context) (gc.Options, error) {
-	maxAge, err := parseAge(c.String("root-max-age"))
-	if err != nil {
-		return gc.Options{}, usageError(fmt.Errorf("--root-max-age: %w", err))
+	maxAge := c.Duration("root-max-age")
+	if maxAge < 0 {
+		return gc.Options{}, usageError(errors.New("--root-max-age must not be negative"))
 	}
 	grace := c.Duration("grace")
 	if grace < 0 {

@@ -85,17 +85,17 @@ func parseWithLockArgs(args []string) (*withLockArgs, error) {
 	a := &withLockArgs{}
 	fs := flag.NewFlagSet("with-lock", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	fs.DurationVar(&a.wait, "lock-wait", 10*time.Minute, "")
-	fs.DurationVar(&a.ttl, "lock-ttl", lockproto.DefaultTTL, "")
-	maxTTL := lockproto.DefaultMaxTTL
+	a.wait, a.ttl, a.maxTTL = defaultLockWait, lockproto.DefaultTTL, lockproto.DefaultMaxTTL
+	fs.Var((*durationVar)(&a.wait), "lock-wait", "")
+	fs.Var((*durationVar)(&a.ttl), "lock-ttl", "")
 	if v := os.Getenv("KISS_MAX_LOCK_TTL"); v != "" {
-		d, err := time.ParseDuration(v)
+		d, err := parseDuration(v)
 		if err != nil || d <= 0 {
-			return nil, fmt.Errorf("$KISS_MAX_LOCK_TTL=%q is not a positive duration", v)
+			return nil, fmt.Errorf("$KISS_MAX_LOCK_TTL=%q is not a positive duration: %w", v, errDurationSyntax)
 		}
-		maxTTL = d
+		a.maxTTL = d
 	}
-	fs.DurationVar(&a.maxTTL, "max-lock-ttl", maxTTL, "")
+	fs.Var((*durationVar)(&a.maxTTL), "max-lock-ttl", "")
 	fs.StringVar(&a.cert, "cert", "", "")
 	fs.StringVar(&a.key, "key", "", "")
 	fs.StringVar(&a.cacert, "cacert", "", "")

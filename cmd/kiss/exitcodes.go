@@ -21,6 +21,7 @@ const (
 	ExitLocked      = 5 // another holder has the lock and --lock-wait ran out
 	ExitLeaseLost   = 6 // the lease was lost while working; work stopped
 	ExitTransient   = 7 // could not decide: the store answered with transient errors only (retry later)
+	ExitProblems    = 8 // kiss verify found something wrong with the cache
 	ExitInterrupted = 130
 )
 
@@ -34,6 +35,7 @@ EXIT STATUS:
    5    locked by another holder (--lock-wait ran out)
    6    lease lost while working (work stopped)
    7    could not decide: the store kept answering with transient errors (storage check)
+   8    problems found (kiss verify)
    130  interrupted
    kiss with-lock passes its COMMAND's exit status through.
 `

@@ -13,6 +13,7 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"sort"
+	"strings"
 	"syscall"
 
 	"github.com/urfave/cli/v2"
@@ -49,6 +50,12 @@ func register(c *cli.Command) { commands = append(commands, c) }
 
 func newApp(stdout, stderr io.Writer) *cli.App {
 	sort.Slice(commands, func(i, j int) bool { return commands[i].Name < commands[j].Name })
+	for _, c := range commands {
+		quietUsage(c)
+	}
+	// -V, as the original kiss-cache (urfave's default is -v).
+	cli.VersionFlag = &cli.BoolFlag{Name: "version", Aliases: []string{"V"}, Usage: "print the version"}
+	cli.VersionPrinter = func(c *cli.Context) { fmt.Fprintf(c.App.Writer, "kiss %s\n", c.App.Version) }
 	return &cli.App{
 		Name:                 "kiss",
 		Usage:                "a self-hosted Nix binary cache toolkit: prune, roots, locks, serve",
@@ -69,6 +76,8 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			return nil
 		},
 		Commands:              commands,
+		Action:                unknownCommand,
+		OnUsageError:          onUsageError,
 		ExitErrHandler:        func(*cli.Context, error) {}, // main maps errors to exit codes
 		CustomAppHelpTemplate: cli.AppHelpTemplate + exitStatusHelp,
 	}
@@ -104,8 +113,57 @@ func run(args []string, stdout, stderr io.Writer) int {
 	var silent *silentExit
 	if !errors.As(err, &silent) {
 		fmt.Fprintf(stderr, "kiss: %v\n", err)
+		if code == ExitUsage {
+			fmt.Fprintf(stderr, "Run '%s --help' for usage.\n", commandPath(app, args))
+		}
 	}
 	return code
+}
+
+// unknownCommand is the action of kiss itself and of commands that only
+// group subcommands: with no command named, or an unknown one, it is a
+// usage error (exit 2), not the whole help on stdout.
+func unknownCommand(c *cli.Context) error {
+	if c.NArg() == 0 {
+		return usageError(errors.New("no command given"))
+	}
+	return usageError(fmt.Errorf("unknown command %q", c.Args().First()))
+}
+
+// onUsageError makes a flag parse error a usage error (exit 2, one line and
+// a hint on stderr) instead of urfave's "Incorrect Usage" and the whole help
+// on stdout (where --json consumers read).
+func onUsageError(_ *cli.Context, err error, _ bool) error { return usageError(err) }
+
+// quietUsage installs onUsageError (and, for a command grouping
+// subcommands, unknownCommand) on c and its subcommands.
+func quietUsage(c *cli.Command) {
+	c.OnUsageError = onUsageError
+	if len(c.Subcommands) > 0 && c.Action == nil {
+		c.Action = unknownCommand
+	}
+	for _, s := range c.Subcommands {
+		quietUsage(s)
+	}
+}
+
+// commandPath is "kiss" and the commands named in args ("kiss roots add"),
+// for the usage hint.
+func commandPath(app *cli.App, args []string) string {
+	path := []string{"kiss"}
+	cmds := app.Commands
+	for _, a := range args[1:] {
+		if isFlag(a) {
+			continue
+		}
+		c := findCommand(cmds, a)
+		if c == nil {
+			break
+		}
+		path = append(path, c.Name)
+		cmds = c.Subcommands
+	}
+	return strings.Join(path, " ")
 }
 
 // jsonWanted is true for the global --json and for a command's own --json
