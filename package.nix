@@ -35,7 +35,7 @@ builder {
           || lib.hasInfix "/testdata/" ("/" + rel));
   };
 
-  vendorHash = "sha256-MKF17PE1IgWNOv3/5wuPjsqoKvLR/04bAzCveNjHyLI=";
+  vendorHash = "sha256-sS9df1tFWaE1WDYyoWCTKPIY2hqheZd/pYUPF9fK1RM=";
   proxyVendor = true;
   subPackages = [ "cmd/kiss" ];
   env.CGO_ENABLED = 0;
