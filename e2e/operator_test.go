@@ -301,3 +301,47 @@ func narKeyOf(t *testing.T, st storage.Store, key string) string {
 	k, _ := ni.NarKey()
 	return k
 }
+
+// TestPinHistory: kiss with-lock --keep 2 pushes with the real nix copy to
+// one marker three times, on file:// and S3 (through the ephemeral
+// endpoint); the marker's previous value is kept as a generation that
+// roots list shows and prune keeps, and the value before that is pruned.
+func TestPinHistory(t *testing.T) {
+	n := testenv.Nix(t)
+	out := n.BuildAttrs(operatorExpr)
+	for _, backend := range backends {
+		t.Run(backend, func(t *testing.T) {
+			url := backendStore(t, backend)
+			st := openStore(t, url)
+			for _, p := range []string{out["tool"], out["mid2"], out["garbage"]} {
+				cmd := kissCmd(e2eCtx(t), t, n.Env, "with-lock", "--keep", "2", markerURL(url, "chan"), p,
+					"--", "sh", "-c", `nix copy --to "$KISS_STORE" "$1"`, "sh", p)
+				cmd.Dir = n.Dir
+				if b, err := cmd.CombinedOutput(); err != nil {
+					t.Fatalf("with-lock --keep 2 %s: %v\n%s", p, err, b)
+				}
+			}
+			var list []struct {
+				Source       string `json:"source"`
+				GenerationOf string `json:"generation_of"`
+				Generation   int    `json:"generation"`
+			}
+			kissJSON(t, &list, 0, "roots", "list", "--json", url)
+			if len(list) != 2 || list[0].Source != "gcroots/chan" || list[1].GenerationOf != "gcroots/chan" || list[1].Generation != 2 {
+				t.Fatalf("roots list: %+v, want gcroots/chan then its generation 2", list)
+			}
+			if backend == "s3" {
+				waitStoreClockPast(t, st)
+			}
+			kissJSON(t, nil, 0, "prune", "--grace", "0s", url)
+			present := func(p string) bool {
+				_, err := st.Stat(e2eCtx(t), testenv.StoreHash(p)+".narinfo")
+				return err == nil
+			}
+			if !present(out["garbage"]) || !present(out["mid2"]) || !present(out["lib"]) || present(out["tool"]) {
+				t.Errorf("after prune: garbage %v, mid2 (generation) %v, lib %v, tool (trimmed) %v; want the last two values and their closure kept, the first gone",
+					present(out["garbage"]), present(out["mid2"]), present(out["lib"]), present(out["tool"]))
+			}
+		})
+	}
+}

@@ -1,6 +1,7 @@
 package nixcache
 
 import (
+	"strconv"
 	"strings"
 	"time"
 )
@@ -56,4 +57,39 @@ func ReportTime(prefix, key string) (time.Time, bool) {
 	}
 	t, err := time.Parse(reportTimeLayout, name)
 	return t, err == nil
+}
+
+// GenerationSep separates a marker's name from a generation number:
+// gcroots/web1~3 is the third generation of gcroots/web1, a previous value
+// kept by kiss roots add --keep / kiss with-lock --keep. A generation is a
+// marker like any other (the pruner keeps what it names); its age is its
+// current marker's (a generation of a live marker never expires by itself).
+const GenerationSep = "~"
+
+// GenerationKey is the key of generation n of the marker at key.
+func GenerationKey(key string, n int) string {
+	return key + GenerationSep + strconv.Itoa(n)
+}
+
+// ParseGenerationKey splits a generation's key into its marker's key and
+// its number; ok is false for a key that is not a generation.
+func ParseGenerationKey(key string) (marker string, n int, ok bool) {
+	i := strings.LastIndex(key, GenerationSep)
+	if i <= 0 || i == len(key)-1 || strings.HasSuffix(key[:i], "/") {
+		return "", 0, false
+	}
+	digits := key[i+1:]
+	if digits[0] == '0' {
+		return "", 0, false
+	}
+	for _, c := range digits {
+		if c < '0' || c > '9' {
+			return "", 0, false
+		}
+	}
+	n, err := strconv.Atoi(digits)
+	if err != nil {
+		return "", 0, false
+	}
+	return key[:i], n, true
 }

@@ -199,13 +199,17 @@ func read(ctx context.Context, st storage.Store, objs []storage.Object, opts Loa
 		conc = 8
 	}
 	markers := make([]Marker, len(objs))
+	current := map[string]time.Time{} // mtimes of listed markers, for their generations' age
+	for _, o := range objs {
+		current[o.Key] = o.ModTime
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(min(conc, 32))
 	var mu sync.Mutex
 	var vanished []int
 	for i, o := range objs {
 		markers[i] = Marker{Source: o.Key, ModTime: o.ModTime, Size: o.Size, ETag: o.ETag}
-		if opts.MaxAge > 0 && strings.HasPrefix(o.Key, nixcache.RootsPrefix) && opts.Now.Sub(o.ModTime) > opts.MaxAge {
+		if opts.MaxAge > 0 && strings.HasPrefix(o.Key, nixcache.RootsPrefix) && opts.Now.Sub(ageOf(o, current)) > opts.MaxAge {
 			markers[i].Expired = true
 			prog.Advance(Phase, 1, o.Size)
 			continue

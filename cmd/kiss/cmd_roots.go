@@ -31,9 +31,16 @@ func init() {
 				ArgsUsage: "STORE NAME STORE-PATH...",
 				Description: `Takes a writer lease (so no prune runs while the marker lands), writes the
 marker in one atomic put, releases the lease. Paths not in the cache are
-written anyway, with a warning.`,
+written anyway, with a warning.
+
+--keep N keeps the marker's last N values: its current value first becomes a
+generation, gcroots/NAME~<n> (n counting up), then generations beyond the
+newest N-1 are deleted. The pruner keeps what every generation names, and a
+generation ages with its marker (--root-max-age). Names ending in ~<n> are
+reserved for generations.`,
 				Flags: []cli.Flag{
 					durFlag(cli.DurationFlag{Name: "lock-wait", Value: 10 * time.Minute, Usage: "how long to wait while a prune holds the lease"}),
+					&cli.IntFlag{Name: "keep", Usage: "keep the marker's last N values as generations NAME~<n> (0: no history kept or trimmed)"},
 				},
 				Action: runRootsAdd,
 			},
@@ -97,7 +104,10 @@ func runRootsAdd(c *cli.Context) error {
 		defer cancel()
 		_ = lease.Release(rctx)
 	}()
-	o, err := roots.Add(lease.Context(), st, name, paths, storeDir)
+	if c.Int("keep") < 0 {
+		return usageError(fmt.Errorf("--keep %d: want 0 (no history) or a number of values to keep", c.Int("keep")))
+	}
+	o, trimmed, err := roots.AddKeeping(lease.Context(), st, name, paths, storeDir, c.Int("keep"))
 	if err != nil {
 		if lease.Err() != nil {
 			return withExit(ExitLeaseLost, err)
@@ -105,9 +115,12 @@ func runRootsAdd(c *cli.Context) error {
 		return withExit(ExitStore, err)
 	}
 	if jsonWanted(c) {
-		return json.NewEncoder(c.App.Writer).Encode(map[string]any{"key": o.Key, "paths": paths, "mtime": o.ModTime})
+		return json.NewEncoder(c.App.Writer).Encode(map[string]any{"key": o.Key, "paths": paths, "mtime": o.ModTime, "trimmed_generations": trimmed})
 	}
 	fmt.Fprintf(c.App.Writer, "%s: %d store paths\n", o.Key, len(paths))
+	for _, k := range trimmed {
+		fmt.Fprintf(c.App.Writer, "removed old generation %s\n", k)
+	}
 	return nil
 }
 
@@ -132,16 +145,29 @@ func runRootsList(c *cli.Context) error {
 		return withExit(ExitStore, err)
 	}
 	// A listing comes in no particular order (S3 pages, parallel reads):
-	// sort, so two runs print alike.
-	slices.SortStableFunc(infos, func(a, b gc.RootInfo) int { return strings.Compare(a.Source, b.Source) })
+	// sort, so two runs print alike; a marker's generations follow it,
+	// newest first.
+	slices.SortStableFunc(infos, func(a, b gc.RootInfo) int {
+		am, an, _ := generationOf(a.Source)
+		bm, bn, _ := generationOf(b.Source)
+		if c := strings.Compare(am, bm); c != 0 {
+			return c
+		}
+		return cmpGeneration(an, bn)
+	})
 	if jsonWanted(c) {
 		type row struct {
 			gc.RootInfo
-			Paths []string `json:"paths"`
+			Paths        []string `json:"paths"`
+			GenerationOf string   `json:"generation_of,omitempty"`
+			Generation   int      `json:"generation,omitempty"`
 		}
 		rows := make([]row, len(infos))
 		for i, r := range infos {
 			rows[i] = row{RootInfo: r, Paths: hashes(r.Paths)}
+			if m, n, ok := generationOf(r.Source); ok {
+				rows[i].GenerationOf, rows[i].Generation = m, n
+			}
 		}
 		enc := json.NewEncoder(c.App.Writer)
 		enc.SetIndent("", "  ")
@@ -163,10 +189,35 @@ func runRootsList(c *cli.Context) error {
 		if r.Missing > 0 {
 			notes = append(notes, fmt.Sprintf("%d missing", r.Missing))
 		}
+		if m, n, ok := generationOf(r.Source); ok {
+			notes = append(notes, fmt.Sprintf("generation %d of %s", n, m))
+		}
 		note := strings.Join(notes, "; ")
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%s\n", r.Source, shortAge(time.Duration(r.Age)), len(r.Paths), r.ClosurePaths, humanBytes(int64(r.ClosureBytes)), note)
 	}
 	return tw.Flush()
+}
+
+// generationOf splits a generation's key (nixcache.ParseGenerationKey); for
+// any other marker it returns the key itself and ok false.
+func generationOf(key string) (marker string, n int, ok bool) {
+	if m, n, ok := nixcache.ParseGenerationKey(key); ok {
+		return m, n, true
+	}
+	return key, 0, false
+}
+
+// cmpGeneration orders a marker (0) before its generations, newest first.
+func cmpGeneration(a, b int) int {
+	switch {
+	case a == b:
+		return 0
+	case a == 0:
+		return -1
+	case b == 0:
+		return 1
+	}
+	return b - a
 }
 
 func hashes(hs []nixcache.Hash) []string {

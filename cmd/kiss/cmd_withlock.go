@@ -43,7 +43,8 @@ ephemeral loopback endpoint served by kiss that writes to the cache:
         sh -c 'nix copy --to "$KISS_STORE" /nix/store/…-web'
 
 Flags (before or after MARKER and STORE-PATH, always before --):
-   --lock-wait D   how long to wait while a prune holds the lock (default 10m)
+   --lock-wait D   how long to wait while a prune holds the lock (default 10m;
+                   durations: 90s, 10m, 2h, 30d, 2w)
    --lock-ttl D    lease TTL; refreshed every TTL/6 (default 30m)
    --max-lock-ttl D   the longest TTL a lease may declare (default 6h, or
                    $KISS_MAX_LOCK_TTL): --lock-ttl may not exceed it, and a
@@ -51,6 +52,10 @@ Flags (before or after MARKER and STORE-PATH, always before --):
    --cert F --key F   client certificate for an mTLS gateway
    --cacert F      CA bundle for the gateway's server certificate
    --bearer TOKEN  bearer token (OIDC) for a gateway (or $KISS_BEARER)
+   --keep N        keep the marker's last N values: the current one becomes
+                   generation NAME~<n> before MARKER is written, and older
+                   generations beyond N-1 are deleted (the pruner keeps
+                   every generation; they age with the marker)
 
 EXIT STATUS:
    COMMAND's exit status (128+N if it was killed by signal N), else
@@ -76,6 +81,7 @@ type withLockArgs struct {
 	marker, storePath         string
 	command                   []string
 	wait, ttl, maxTTL         time.Duration
+	keep                      int // --keep: generations of the marker
 	cert, key, cacert, bearer string
 	storeURL, markerKey, kind string // kind: file, s3, http
 	fileRoot                  string // for kind file
@@ -96,6 +102,7 @@ func parseWithLockArgs(args []string) (*withLockArgs, error) {
 		a.maxTTL = d
 	}
 	fs.Var((*durationVar)(&a.maxTTL), "max-lock-ttl", "")
+	fs.IntVar(&a.keep, "keep", 0, "")
 	fs.StringVar(&a.cert, "cert", "", "")
 	fs.StringVar(&a.key, "key", "", "")
 	fs.StringVar(&a.cacert, "cacert", "", "")
@@ -136,6 +143,9 @@ func parseWithLockArgs(args []string) (*withLockArgs, error) {
 	}
 	if a.ttl > a.maxTTL && a.maxTTL > 0 {
 		return nil, fmt.Errorf("--lock-ttl %v exceeds --max-lock-ttl %v (a lease may not declare more; raise the bound on every host, or use a shorter TTL)", a.ttl, a.maxTTL)
+	}
+	if a.keep < 0 {
+		return nil, fmt.Errorf("--keep %d: want 0 (no history) or a number of values to keep", a.keep)
 	}
 	if (a.cert == "") != (a.key == "") {
 		return nil, errors.New("--cert and --key go together")
@@ -304,7 +314,7 @@ func runWithLock(c *cli.Context) error {
 	if err := lease.Confirm(ctx); err != nil {
 		return withExit(ExitLeaseLost, fmt.Errorf("with-lock: no marker written: %w", err))
 	}
-	if _, err := roots.Add(lctx, st, a.markerKey, []string{a.storePath}, storeDir); err != nil {
+	if _, _, err := roots.AddKeeping(lctx, st, a.markerKey, []string{a.storePath}, storeDir, a.keep); err != nil {
 		if lease.Err() != nil {
 			return withExit(ExitLeaseLost, fmt.Errorf("with-lock: marker not written: %w", err))
 		}
