@@ -21,7 +21,8 @@ import (
 //	                     (ceil(keys/MaxBatchDelete); one per key without batches)
 //	list                 List calls
 //	list-objects         objects List yielded
-//	list-pages           pages a paged store needed (ceil(objects/1000), at least 1)
+//	list-pages           pages a paged store needed (ceil(objects/1000), at least 1),
+//	                     or ListPage requests (ListParallel)
 //	errors               calls that returned an error
 //
 // If the wrapped store reports its own HTTP requests (the s3:// driver
@@ -144,6 +145,24 @@ func (c *Counting) List(ctx context.Context, prefix string) iter.Seq2[Object, er
 // only on file://, whole objects elsewhere).
 func (c *Counting) ListKeys(ctx context.Context, prefix string) iter.Seq2[Object, error] {
 	return c.countList(ListKeys(ctx, c.inner, prefix))
+}
+
+// ListPage counts one page request (PageLister); it is used only when the
+// wrapped store lists by pages (see ListParallel).
+func (c *Counting) ListPage(ctx context.Context, prefix, startAfter string, max int) ([]Object, bool, error) {
+	pl, ok := c.inner.(PageLister)
+	if !ok {
+		return nil, false, wrap("list", prefix, ErrNotSupported)
+	}
+	objs, more, err := pl.ListPage(ctx, prefix, startAfter, max)
+	c.mu.Lock()
+	c.n["list-pages"]++
+	c.n["list-objects"] += int64(len(objs))
+	if err != nil {
+		c.n["errors"]++
+	}
+	c.mu.Unlock()
+	return objs, more, err
 }
 
 func (c *Counting) countList(list iter.Seq2[Object, error]) iter.Seq2[Object, error] {

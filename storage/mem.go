@@ -229,3 +229,32 @@ func (s *memStore) List(ctx context.Context, prefix string) iter.Seq2[Object, er
 		}
 	}
 }
+
+// ListPage lists like S3 ListObjectsV2 with StartAfter (PageLister). It
+// scans every key per call: fine for tests, which is what mem:// is for.
+func (s *memStore) ListPage(ctx context.Context, prefix, startAfter string, max int) ([]Object, bool, error) {
+	if err := ValidatePrefix(prefix); err != nil {
+		return nil, false, wrap("list", prefix, err)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, false, wrap("list", prefix, err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var keys []string
+	for k := range s.objs {
+		if strings.HasPrefix(k, prefix) && k > startAfter {
+			keys = append(keys, k)
+		}
+	}
+	sort.Strings(keys)
+	more := len(keys) > max
+	if more {
+		keys = keys[:max]
+	}
+	out := make([]Object, len(keys))
+	for i, k := range keys {
+		out[i] = s.object(k, s.objs[k])
+	}
+	return out, more, nil
+}
