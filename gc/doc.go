@@ -16,8 +16,13 @@
 //     and young narinfos count as roots, so an upload in flight survives even
 //     if its writer ignores the lock protocol.
 //
-// Memory is kept compact for caches with millions of paths: narinfos are
-// 20-byte digests in a sorted slice, reachability is a bitset, NAR keys are
-// compared by 64-bit hashes (a collision can only keep an object, never
-// delete one), and other keys live in one byte arena.
+// Memory is bounded for caches of 10⁸ paths and more: the heap holds 12
+// bytes of each narinfo's hash (ids are hash order; a directory over the
+// first bytes finds them), a reachability bit, and the NAR key hashes of
+// reachable paths; everything else a plan knows (the sorted narinfo table,
+// the other objects, the walk's records, the deletions, the next memo)
+// lives in unlinked temporary files read a pass at a time (spool.go). The
+// memo is read by offset, one record per reachable path, never loaded
+// whole unless it is small. NAR keys are compared by 64-bit hashes (a
+// collision can only keep an object, never delete one).
 package gc

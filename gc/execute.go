@@ -4,12 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"sync"
 	"time"
 
 	"golang.org/x/sync/errgroup"
 
-	"github.com/kiss-cache/kiss/nixcache"
 	"github.com/kiss-cache/kiss/roots"
 	"github.com/kiss-cache/kiss/storage"
 )
@@ -40,7 +40,7 @@ func (p *Plan) Execute(ctx context.Context, fence Fence, prog Progress) (*Report
 	if !p.opts.NoMemo && ctx.Err() == nil {
 		t0 := time.Now()
 		prog.Start(PhaseMemo, -1, -1)
-		n, merr := saveMemo(ctx, p.st, p.g)
+		n, merr := saveMemo(ctx, p.st, p.memo)
 		prog.Done(PhaseMemo)
 		p.mu.Lock()
 		if merr != nil {
@@ -71,20 +71,16 @@ func (p *Plan) batchSize() int {
 }
 
 func (p *Plan) execute(ctx context.Context, fence Fence, prog Progress) error {
-	// Two passes over the plan rather than one materialised list: a prune
-	// of a million objects does not hold a million key strings at once.
-	isNAR := func(d Deletion) bool { return d.Kind == nixcache.KindNAR.String() }
-	isMarker := func(d Deletion) bool { return d.Kind == nixcache.KindRoot.String() }
 	t0 := time.Now()
 	if err := p.deleteMarkers(ctx, fence); err != nil {
 		return err
 	}
-	if err := p.deletePhase(ctx, PhaseDelMeta, func(d Deletion) bool { return !isNAR(d) && !isMarker(d) }, fence, prog); err != nil {
+	if err := p.deletePhase(ctx, PhaseDelMeta, p.delMeta, fence, prog); err != nil {
 		return err
 	}
 	p.phaseDone(PhaseDelMeta, t0)
 	t0 = time.Now()
-	if err := p.deletePhase(ctx, PhaseDelNAR, isNAR, fence, prog); err != nil {
+	if err := p.deletePhase(ctx, PhaseDelNAR, p.delNAR, fence, prog); err != nil {
 		return err
 	}
 	p.phaseDone(PhaseDelNAR, t0)
@@ -125,13 +121,18 @@ func (p *Plan) phaseDone(phase string, t0 time.Time) {
 	p.mu.Unlock()
 }
 
-func (p *Plan) deletePhase(ctx context.Context, phase string, want func(Deletion) bool, fence Fence, prog Progress) error {
+// deletePhase deletes the objects listed in sp, in batches, confirming the
+// fence before each.
+func (p *Plan) deletePhase(ctx context.Context, phase string, sp *spool, fence Fence, prog Progress) error {
+	head := make([]byte, objRecHead)
+	var o objRec
+	// Count this phase's objects (a pass over the file; cheap beside the
+	// deletes) for the progress bar.
 	var total, totalBytes int64
-	for d := range p.Deletions() {
-		if want(d) {
-			total++
-			totalBytes += d.Size
-		}
+	r := sp.reader()
+	for readObjRec(r, head, &o) == nil {
+		total++
+		totalBytes += o.size
 	}
 	prog.Start(phase, total, totalBytes)
 	defer prog.Done(phase)
@@ -164,13 +165,18 @@ func (p *Plan) deletePhase(ctx context.Context, phase string, want func(Deletion
 		keys, sizes, bytes = keys[:0], sizes[:0], 0
 		return nil
 	}
-	for d := range p.Deletions() {
-		if !want(d) {
-			continue
+	r = sp.reader()
+	for {
+		err := readObjRec(r, head, &o)
+		if err == io.EOF {
+			break
 		}
-		keys = append(keys, d.Key)
-		sizes = append(sizes, d.Size)
-		bytes += d.Size
+		if err != nil {
+			return fmt.Errorf("%s: reading the deletion list: %w", phase, err)
+		}
+		keys = append(keys, o.key)
+		sizes = append(sizes, o.size)
+		bytes += o.size
 		if len(keys) == bs {
 			if err := flush(); err != nil {
 				return err

@@ -2,185 +2,242 @@ package gc
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"math/bits"
 	"sync"
 	"time"
+
+	"golang.org/x/sync/errgroup"
 
 	"github.com/kiss-cache/kiss/nixcache"
 	"github.com/kiss-cache/kiss/storage"
 )
 
-// exploration is one listing plus the walk over it.
+// exploreConfig is one listing plus the walk over it: what to list, what to
+// walk from, with which memo.
+type exploreConfig struct {
+	store    storage.Store
+	storeDir string
+	conc     int
+	roots    []nixcache.Hash
+	// memo is the stored memo (nil: walk cold); explore closes it.
+	memo *memoFile
+	// youngRoots: narinfos younger than cutoff are roots too.
+	youngRoots bool
+	cutoff     time.Time
+	prog       Progress
+	tmp        *tempFiles
+	// pagesInFlight bounds a parallel listing (0: the default).
+	pagesInFlight int
+	// warn reports what explore recovers from (a memo it cannot use).
+	warn func(format string, args ...any)
+}
+
+// exploration is what explore found: the index (with the reachable bits
+// set), the next memo (the reachable graph, built from the walk) and the
+// walk's counts.
 type exploration struct {
-	ix    *index
-	g     *graph
-	young int // narinfos younger than the cutoff, added as roots
-	// listSeconds is how long the listing took (it overlaps the walk on a
-	// cold run of a remote store).
-	listSeconds float64
+	ix   *index
+	memo *memoFile
+
+	memoLoaded    bool
+	young         int // narinfos younger than the cutoff, added as roots
+	missingRoots  []nixcache.Hash
+	reads         int64
+	readBytes     int64
+	memoHits      int64
+	danglingRefs  int64
+	firstProblems []string
+	listSeconds   float64
 }
 
-// explore lists the store and walks the closures of roots (and, when
-// youngRoots, of every narinfo younger than cutoff).
-//
-// With a memo, or on a local store, the listing comes first and the walk
-// works on listing indices (indexWalk: array lookups for memo hits,
-// parallel reads only for misses). Cold on a remote store, the listing and
-// the walk run at the same time (walker), so the run costs about the longer
-// of the two instead of their sum.
-func explore(ctx context.Context, st storage.Store, roots []nixcache.Hash, m *memo, storeDir string, conc int, youngRoots bool, cutoff time.Time, prog Progress) (*exploration, error) {
-	prog.Start(PhaseWalk, -1, -1)
-	defer prog.Done(PhaseWalk)
-	if m != nil || st.Capabilities().Local {
-		return exploreListed(ctx, st, roots, m, storeDir, conc, youngRoots, cutoff, prog)
+func (ex *exploration) close() {
+	if ex != nil {
+		ex.ix.close()
+		ex.memo.close()
 	}
-	w := newWalker(ctx, st, storeDir, prog)
-	ex := &exploration{}
-	w.mu.Lock()
-	w.addRoots(roots)
-	w.mu.Unlock()
-	var wg sync.WaitGroup
-	var listErr error
-	wg.Go(func() {
-		t0 := time.Now()
-		ix, err := list(ctx, st, prog)
-		ex.listSeconds = time.Since(t0).Seconds()
-		if err != nil {
-			listErr = err
-			w.fail(err)
-			return
-		}
-		var youngHashes []nixcache.Hash
-		if youngRoots {
-			for _, e := range ix.narinfos {
-				if young(e.mtime, cutoff) {
-					youngHashes = append(youngHashes, e.h)
-				}
-			}
-		}
-		ex.ix, ex.young = ix, len(youngHashes)
-		w.listed(ix, youngHashes)
-	})
-	err := w.run(conc)
-	wg.Wait()
-	if listErr != nil {
-		return nil, listErr
-	}
-	if err != nil {
-		return nil, err
-	}
-	reached := func(i int) bool {
-		n, ok := w.byHash[ex.ix.narinfos[i].h]
-		return ok && w.nodes[n].state == stPresent
-	}
-	walkMore := func(idx []int) error {
-		hs := make([]nixcache.Hash, len(idx))
-		for j, i := range idx {
-			hs[j] = ex.ix.narinfos[i].h
-		}
-		w.mu.Lock()
-		w.addRoots(hs)
-		w.mu.Unlock()
-		return w.run(conc)
-	}
-	n, err := youngUnknown(ctx, st, ex.ix, reached, walkMore, youngRoots, cutoff, conc, prog)
-	if err != nil {
-		return nil, err
-	}
-	ex.young += n
-	g, err := w.graph(ex.ix, roots)
-	if err != nil {
-		return nil, err
-	}
-	ex.g = g
-	return ex, nil
 }
 
-// exploreListed lists first, then walks by listing index.
-func exploreListed(ctx context.Context, st storage.Store, roots []nixcache.Hash, m *memo, storeDir string, conc int, youngRoots bool, cutoff time.Time, prog Progress) (*exploration, error) {
+// explore lists the store, then walks the closures of the roots (and, with
+// youngRoots, of every narinfo younger than the cutoff) over the listing,
+// and writes what it found as the next memo.
+func explore(ctx context.Context, c exploreConfig) (*exploration, error) {
+	c.prog.Start(PhaseWalk, -1, -1)
+	defer c.prog.Done(PhaseWalk)
+	defer c.memo.close()
 	t0 := time.Now()
-	ix, err := list(ctx, st, prog)
+	ix, err := list(ctx, listConfig{st: c.store, tmp: c.tmp, prog: c.prog, cutoff: c.cutoff, pagesInFlight: c.pagesInFlight})
 	if err != nil {
 		return nil, err
 	}
 	ex := &exploration{ix: ix, listSeconds: time.Since(t0).Seconds()}
-	if m != nil {
-		m.attach(ix)
+	ok := false
+	defer func() {
+		if !ok {
+			ex.close()
+		}
+	}()
+
+	var attach *memoAttach
+	statedAll := false
+	if c.memo != nil {
 		// A memo entry is checked against its narinfo's attributes, and
-		// every unreached narinfo needs its age anyway: stat them all in
-		// one parallel pass, so the walk itself is array lookups.
-		if err := fillAttrs(ctx, st, ix, unknownNarInfos(ix, func(int) bool { return false }), nil, conc, prog); err != nil {
-			return nil, err
+		// every unreached narinfo needs its age anyway: on a keys-only
+		// listing, stat them all in one parallel pass first.
+		if ix.partial {
+			young, err := statNarInfos(ctx, c, ix, int64(ix.n), func(int, *niRec) bool { return true })
+			if err != nil {
+				return nil, err
+			}
+			ix.young = append(ix.young, young...)
+			statedAll = true
 		}
+		if attach, err = c.memo.attach(ix); err != nil {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			c.warn("closure memo ignored, rebuilding it: %v", err)
+			c.memo.close()
+			c.memo, attach = nil, nil
+		}
+		ex.memoLoaded = attach != nil
 	}
-	var idx []int
-	var missing []nixcache.Hash
-	for _, h := range roots {
-		if i := ix.find(h); i >= 0 {
-			idx = append(idx, i)
+
+	var roots []wentry
+	for _, h := range c.roots {
+		if id := ix.lookup(&h); id >= 0 {
+			roots = append(roots, wentry{id: uint32(id), hasHash: true, h: h})
 		} else {
-			missing = append(missing, h)
+			ex.missingRoots = append(ex.missingRoots, h)
 		}
 	}
-	if youngRoots {
-		for i, e := range ix.narinfos {
-			if young(e.mtime, cutoff) {
-				idx = append(idx, i)
+	if c.youngRoots {
+		for _, h := range ix.young {
+			if id := ix.lookup(&h); id >= 0 {
+				roots = append(roots, wentry{id: uint32(id), hasHash: true, h: h})
 				ex.young++
 			}
 		}
 	}
-	w := newIndexWalk(ctx, st, ix, m, storeDir, prog)
-	if err := w.run(idx, conc); err != nil {
+	ix.young = nil
+	adj := newAdjWriter(c.tmp, ix.n)
+	w := newWalker(ctx, walkConfig{
+		store: c.store, storeDir: c.storeDir, conc: c.conc, ix: ix,
+		memo: c.memo, attach: attach, prog: c.prog, adj: adj,
+	})
+	if err := w.run(roots); err != nil {
 		return nil, err
 	}
-	walkMore := func(idx []int) error { return w.run(idx, conc) }
-	n, err := youngUnknown(ctx, st, ix, w.g.isReach, walkMore, youngRoots, cutoff, conc, prog)
-	if err != nil {
+	// On a keys-only listing the narinfos the walk did not reach have no
+	// age yet, and the young ones are roots: stat them and walk from those.
+	if c.youngRoots && ix.partial && !statedAll {
+		unreached := int64(ix.n)
+		for _, v := range ix.reach {
+			unreached -= int64(bits.OnesCount64(v))
+		}
+		more, err := statNarInfos(ctx, c, ix, unreached, func(id int, r *niRec) bool {
+			return r.mtime == noTime && !ix.isReach(id)
+		})
+		if err != nil {
+			return nil, err
+		}
+		var extra []wentry
+		for _, h := range more {
+			if id := ix.lookup(&h); id >= 0 && !ix.isReach(id) {
+				extra = append(extra, wentry{id: uint32(id), hasHash: true, h: h})
+			}
+		}
+		ex.young += len(extra)
+		if err := w.run(extra); err != nil {
+			return nil, err
+		}
+	}
+	ex.reads, ex.readBytes, ex.memoHits = w.reads, w.readBytes, w.memoHits
+	ex.danglingRefs, ex.firstProblems = w.danglingRefs, w.firstProblems
+	w, attach = nil, nil // free the memo maps before writing the next memo
+	if ex.memo, err = buildMemo(ix, adj, c.tmp); err != nil {
 		return nil, err
 	}
-	ex.young += n
-	w.g.missingRoots = missing
-	ex.g = w.g
+	ok = true
 	return ex, nil
 }
 
-// youngUnknown finishes the roots of a keys-only listing: the narinfos the
-// walk did not reach have no age yet, and the young ones are roots. It stats
-// them, walks the closures of the young ones with walkMore and returns how
-// many were young. Without youngRoots it does nothing: the plan stats what
-// it may delete itself.
-func youngUnknown(ctx context.Context, st storage.Store, ix *index, reached func(int) bool, walkMore func([]int) error, youngRoots bool, cutoff time.Time, conc int, prog Progress) (int, error) {
-	if !youngRoots || !ix.partial {
-		return 0, nil
+// statNarInfos stats, conc at a time, the narinfos want selects (about
+// total of them) and writes their attributes into the table. One that
+// vanished since the listing gets goneTime: it is neither young nor
+// deleted. It returns the hashes of those younger than the cutoff.
+func statNarInfos(ctx context.Context, c exploreConfig, ix *index, total int64, want func(id int, r *niRec) bool) ([]nixcache.Hash, error) {
+	if total <= 0 {
+		return nil, nil
 	}
-	unknown := unknownNarInfos(ix, reached)
-	if err := fillAttrs(ctx, st, ix, unknown, nil, conc, prog); err != nil {
-		return 0, err
-	}
-	var more []int
-	for _, i := range unknown {
-		if young(ix.narinfos[i].mtime, cutoff) {
-			more = append(more, int(i))
+	c.prog.Start(PhaseStat, total, -1)
+	defer c.prog.Done(PhaseStat)
+	cutoff := c.cutoff.UnixNano()
+	var young []nixcache.Hash
+	var mu sync.Mutex
+	var idx []int
+	err := ix.forNarInfos(true, func(start int, recs []niRec) error {
+		idx = idx[:0]
+		for k := range recs {
+			if want(start+k, &recs[k]) {
+				idx = append(idx, k)
+			}
 		}
-	}
-	if len(more) > 0 {
-		if err := walkMore(more); err != nil {
-			return 0, err
-		}
-	}
-	return len(more), nil
+		err := parallel(ctx, len(idx), c.conc, func(ctx context.Context, j int) error {
+			r := &recs[idx[j]]
+			o, err := statKey(ctx, c.store, nixcache.NarInfoKey(r.h))
+			if err != nil {
+				return err
+			}
+			r.setAttrs(o)
+			if c.youngRoots && r.mtime > cutoff {
+				mu.Lock()
+				young = append(young, r.h)
+				mu.Unlock()
+			}
+			return nil
+		})
+		c.prog.Advance(PhaseStat, int64(len(idx)), 0)
+		return err
+	})
+	return young, err
 }
 
-// unknownNarInfos lists the narinfos without attributes that are not reached.
-func unknownNarInfos(ix *index, reached func(int) bool) []int32 {
-	if !ix.partial {
+// statKey stats key; a key that vanished is a zero Object (no attributes).
+func statKey(ctx context.Context, st storage.Store, key string) (storage.Object, error) {
+	o, err := st.Stat(ctx, key)
+	switch {
+	case errors.Is(err, storage.ErrNotFound):
+		return storage.Object{}, nil
+	case err != nil:
+		if ctx.Err() != nil {
+			return storage.Object{}, ctx.Err()
+		}
+		return storage.Object{}, fmt.Errorf("%w: listing %s: %w", ErrRootsUnavailable, key, err)
+	}
+	return o, nil
+}
+
+// parallel runs fn(0..n-1), conc at a time, in runs of a few (a million
+// stats are cheap; a million goroutines are not).
+func parallel(ctx context.Context, n, conc int, fn func(ctx context.Context, i int) error) error {
+	if n == 0 {
 		return nil
 	}
-	var out []int32
-	for i := range ix.narinfos {
-		if ix.narinfos[i].mtime == noTime && !reached(i) {
-			out = append(out, int32(i))
-		}
+	eg, ectx := errgroup.WithContext(ctx)
+	eg.SetLimit(max(1, conc))
+	run := max(1, min(64, n/max(1, conc)))
+	for start := 0; start < n; start += run {
+		end := min(start+run, n)
+		eg.Go(func() error {
+			for i := start; i < end; i++ {
+				if err := fn(ectx, i); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
 	}
-	return out
+	return eg.Wait()
 }

@@ -1,11 +1,14 @@
 package gc
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/binary"
 	"fmt"
+	"io"
 	"math"
+	"math/bits"
 	"slices"
 	"strconv"
 	"time"
@@ -25,46 +28,36 @@ const (
 // known reports whether an index mtime is a real one.
 func known(mtime int64) bool { return mtime > goneTime }
 
-// niEntry is one listed narinfo, 40 bytes.
-type niEntry struct {
-	h     nixcache.Hash
-	size  int32  // bytes (a narinfo over 2 GiB counts as 2 GiB); -1 unknown
-	fp    uint64 // fingerprint of ETag and size, validates memo entries
-	mtime int64  // unix nanoseconds, store clock; noTime until known
-}
+func young(mtime int64, cutoff time.Time) bool { return mtime > cutoff.UnixNano() }
 
-func narinfoSize(n int64) int32 { return int32(min(n, math.MaxInt32)) }
-
-func (e *niEntry) setAttrs(o storage.Object) {
-	e.fp, e.mtime, e.size = fingerprint(o), o.ModTime.UnixNano(), narinfoSize(o.Size)
-}
-
-// objEntry is one listed object of another kind, 32 bytes; its key is in
-// the arena.
-type objEntry struct {
-	kh    uint64 // keyHash, for NARs (0 otherwise)
-	mtime int64  // noTime until known
-	size  int64
-	off   uint32 // in arena
-	n     uint16 // key length (storage.MaxKeyLen is 1024)
-	kind  nixcache.Kind
-}
-
-// index is the one listing a plan is made from, held compactly.
+// index is the one listing a plan is made from.
+//
+// Narinfos are numbered by hash order (their id). The heap holds 12 bytes of
+// each hash (pre, chk: ids are found by hash through a directory over pre)
+// and a reachability bit; the rest of what the listing said about them
+// (full hash, size, mtime, fingerprint) is a file of fixed records in id
+// order, read sequentially. Every other object is a record in a second file,
+// in listing order. So the heap grows by about 12.5 bytes per narinfo
+// whatever the size of the cache, and the files are read a pass at a time.
 type index struct {
-	narinfos []niEntry // sorted by hash after finish
-	// slots is an open-addressing table over narinfos, keyed by the first 8
-	// bytes of the hash (uniformly random), for find.
-	slots []int32
-	objs  chunked[objEntry]
-	// arena holds the keys of objs in 1 MiB blocks.
-	arena blocks[byte]
-	// narKeys are the 64-bit hashes of every listed NAR key, sorted.
-	narKeys []uint64
-	counts  [nixcache.NumKinds]Count
+	n   int      // narinfos
+	pre []uint64 // big-endian hash[0:8], ascending with chk
+	chk []uint32 // big-endian hash[8:12]
+	// dir[j] is the first id whose pre has top bits j (dirBits of them).
+	dir     []uint32
+	dirBits uint
+	reach   []uint64 // bitset over ids: reached by the walk
+
+	nis   *spool // niRecSize records in id order
+	objs  *spool // objRec records, listing order
+	nObjs int64
+
+	counts [nixcache.NumKinds]Count
 	// partial is set when some listed objects came without attributes, so
 	// listed byte counts cover only those whose size was read.
 	partial bool
+	// young are the narinfos the listing showed younger than the cutoff.
+	young []nixcache.Hash
 }
 
 // Count is a number of objects and their bytes.
@@ -75,96 +68,80 @@ type Count struct {
 
 func (c *Count) add(size int64) { c.Objects++; c.Bytes += max(size, 0) }
 
-func (ix *index) key(o *objEntry) string { return string(ix.arena.list(o.off, uint32(o.n))) }
+// niRec is one listed narinfo: hash, size, mtime, fingerprint.
+type niRec struct {
+	h     nixcache.Hash
+	size  int32 // bytes (a narinfo over 2 GiB counts as 2 GiB); -1 unknown
+	mtime int64 // unix nanoseconds, store clock; noTime until known
+	fp    uint64
+}
 
-// addKey stores k (at most storage.MaxKeyLen bytes) in the arena and
-// returns its offset.
-func (ix *index) addKey(k string) (uint32, error) {
-	if !ix.arena.room(len(k)) {
-		return 0, fmt.Errorf("gc: more than %d GiB of listed keys", 1<<(32-30))
+const niRecSize = 20 + 4 + 8 + 8
+
+func (r *niRec) put(b []byte) {
+	copy(b, r.h[:])
+	binary.LittleEndian.PutUint32(b[20:], uint32(r.size))
+	binary.LittleEndian.PutUint64(b[24:], uint64(r.mtime))
+	binary.LittleEndian.PutUint64(b[32:], r.fp)
+}
+
+func (r *niRec) get(b []byte) {
+	copy(r.h[:], b)
+	r.size = int32(binary.LittleEndian.Uint32(b[20:]))
+	r.mtime = int64(binary.LittleEndian.Uint64(b[24:]))
+	r.fp = binary.LittleEndian.Uint64(b[32:])
+}
+
+func (r *niRec) setAttrs(o storage.Object) {
+	if !o.HasAttrs() {
+		r.mtime = goneTime
+		return
 	}
-	off := ix.arena.reserve(len(k))
-	b := &ix.arena.b[len(ix.arena.b)-1]
-	*b = append(*b, k...)
-	return off, nil
+	r.fp, r.mtime, r.size = fingerprint(o), o.ModTime.UnixNano(), narinfoSize(o.Size)
 }
 
-const (
-	chunkShift = 14
-	chunkLen   = 1 << chunkShift
-	chunkMask  = chunkLen - 1
-)
+func narinfoSize(n int64) int32 { return int32(min(n, math.MaxInt32)) }
 
-// blocks holds lists (keys' bytes, reference lists) in blocks of 2^20
-// elements. A list never straddles two blocks, so it reads back as one
-// slice; growing costs no copy and leaves no doubling slack (a million
-// paths make tens of MiB of each). An offset is block<<blockShift |
-// position, so at most 4096 blocks are addressable.
-type blocks[T any] struct{ b [][]T }
-
-const blockShift = 20
-
-// room reports whether a list of n still fits in the addressable blocks.
-func (r *blocks[T]) room(n int) bool {
-	last := len(r.b) - 1
-	return len(r.b) < 1<<(32-blockShift) || len(r.b[last])+n <= cap(r.b[last])
+// objRec is one listed object of another kind: kind, mtime, size, key.
+type objRec struct {
+	kind  nixcache.Kind
+	mtime int64 // noTime until known
+	size  int64
+	key   string
 }
 
-// reserve makes room for a list of n and returns where it starts.
-func (r *blocks[T]) reserve(n int) uint32 {
-	last := len(r.b) - 1
-	if last < 0 || len(r.b[last])+n > cap(r.b[last]) {
-		r.b = append(r.b, make([]T, 0, max(1<<blockShift, n)))
-		last++
+const objRecHead = 1 + 8 + 8 + 2
+
+func appendObjRec(b []byte, o *objRec) []byte {
+	b = append(b, byte(o.kind))
+	b = binary.LittleEndian.AppendUint64(b, uint64(o.mtime))
+	b = binary.LittleEndian.AppendUint64(b, uint64(o.size))
+	b = binary.LittleEndian.AppendUint16(b, uint16(len(o.key)))
+	return append(b, o.key...)
+}
+
+// readObjRec reads the next record into o (o.key is a new string).
+func readObjRec(r *bufio.Reader, head []byte, o *objRec) error {
+	if _, err := io.ReadFull(r, head[:objRecHead]); err != nil {
+		return err
 	}
-	return uint32(last)<<blockShift | uint32(len(r.b[last]))
-}
-
-// push appends v to the list being built (after reserve).
-func (r *blocks[T]) push(v T) {
-	b := &r.b[len(r.b)-1]
-	*b = append(*b, v)
-}
-
-// list returns the n elements at off.
-func (r *blocks[T]) list(off, n uint32) []T {
-	if n == 0 {
-		return nil
+	o.kind = nixcache.Kind(head[0])
+	o.mtime = int64(binary.LittleEndian.Uint64(head[1:]))
+	o.size = int64(binary.LittleEndian.Uint64(head[9:]))
+	n := int(binary.LittleEndian.Uint16(head[17:]))
+	key := make([]byte, n)
+	if _, err := io.ReadFull(r, key); err != nil {
+		return unexpected(err)
 	}
-	at := off & (1<<blockShift - 1)
-	return r.b[off>>blockShift][at : at+n]
+	o.key = string(key)
+	return nil
 }
 
-// chunked is an append-only list in fixed-size blocks. It grows without
-// copying and without the up-to-2× slack of append's doubling, which is
-// what a million-object listing's peak memory was made of.
-type chunked[T any] struct {
-	blocks [][]T
-	n      int
-}
-
-func (c *chunked[T]) add(v T) {
-	if c.n&chunkMask == 0 {
-		c.blocks = append(c.blocks, make([]T, 0, chunkLen))
+func unexpected(err error) error {
+	if err == io.EOF {
+		return io.ErrUnexpectedEOF
 	}
-	b := &c.blocks[len(c.blocks)-1]
-	*b = append(*b, v)
-	c.n++
-}
-
-func (c *chunked[T]) at(i int) *T { return &c.blocks[i>>chunkShift][i&chunkMask] }
-func (c *chunked[T]) len() int    { return c.n }
-
-// flat copies the list into one exact-size slice, freeing each block as it
-// goes.
-func (c *chunked[T]) flat() []T {
-	out := make([]T, 0, c.n)
-	for i, b := range c.blocks {
-		out = append(out, b...)
-		c.blocks[i] = nil
-	}
-	c.blocks, c.n = nil, 0
-	return out
+	return err
 }
 
 const (
@@ -199,150 +176,290 @@ func fingerprint(o storage.Object) uint64 {
 	return fnvAdd(h, strconv.AppendInt(buf[:0], o.Size, 10))
 }
 
-// list reads the whole store once, without per-object attributes where
-// the store can list keys alone (storage.KeyLister): the plan stats only
-// the objects whose age it needs.
-func list(ctx context.Context, st storage.Store, prog Progress) (*index, error) {
+// hashPre and hashChk are the parts of a hash the heap keeps.
+func hashPre(h *nixcache.Hash) uint64 { return binary.BigEndian.Uint64(h[:8]) }
+func hashChk(h *nixcache.Hash) uint32 { return binary.BigEndian.Uint32(h[8:12]) }
+
+// lookup returns the id of the narinfo for h, or -1. Two listed hashes that
+// agree on their first 96 bits are refused when the index is built, so 96
+// bits identify a listed narinfo; a hash that is not listed but shares 96
+// bits with one that is (a chance of about n·2⁻⁹⁶) is taken for it, which
+// can only keep more.
+func (ix *index) lookup(h *nixcache.Hash) int {
+	if ix.n == 0 {
+		return -1
+	}
+	p, c := hashPre(h), hashChk(h)
+	j := p >> (64 - ix.dirBits)
+	for i := ix.dir[j]; i < ix.dir[j+1]; i++ {
+		if ix.pre[i] == p && ix.chk[i] == c {
+			return int(i)
+		}
+		if ix.pre[i] > p {
+			break
+		}
+	}
+	return -1
+}
+
+func (ix *index) isReach(i int) bool { return ix.reach[i/64]&(1<<(i%64)) != 0 }
+func (ix *index) setReach(i int)     { ix.reach[i/64] |= 1 << (i % 64) }
+
+// reachable reports whether h is listed and reached.
+func (ix *index) reachable(h *nixcache.Hash) bool {
+	i := ix.lookup(h)
+	return i >= 0 && ix.isReach(i)
+}
+
+// hashOf reads the full hash of id i (a pread: the walk needs it only for
+// narinfos it did not learn of by hash).
+func (ix *index) hashOf(i int) (nixcache.Hash, error) {
+	var b [20]byte
+	if _, err := ix.nis.f.ReadAt(b[:], int64(i)*niRecSize); err != nil {
+		return nixcache.Hash{}, fmt.Errorf("gc: reading the narinfo table: %w", err)
+	}
+	return nixcache.Hash(b), nil
+}
+
+// narInfoChunk is how many narinfo records a pass reads at a time.
+const narInfoChunk = 4096
+
+// forNarInfos calls fn with every narinfo record in id order, a chunk at a
+// time (recs[k] is id start+k). With update, the records are written back
+// after fn.
+func (ix *index) forNarInfos(update bool, fn func(start int, recs []niRec) error) error {
+	buf := make([]byte, narInfoChunk*niRecSize)
+	recs := make([]niRec, narInfoChunk)
+	for start := 0; start < ix.n; start += narInfoChunk {
+		n := min(narInfoChunk, ix.n-start)
+		b := buf[:n*niRecSize]
+		off := int64(start) * niRecSize
+		if _, err := ix.nis.f.ReadAt(b, off); err != nil {
+			return fmt.Errorf("gc: reading the narinfo table: %w", err)
+		}
+		for k := range n {
+			recs[k].get(b[k*niRecSize:])
+		}
+		if err := fn(start, recs[:n]); err != nil {
+			return err
+		}
+		if update {
+			for k := range n {
+				recs[k].put(b[k*niRecSize:])
+			}
+			if _, err := ix.nis.f.WriteAt(b, off); err != nil {
+				return fmt.Errorf("gc: writing the narinfo table: %w", err)
+			}
+		}
+	}
+	return nil
+}
+
+// forObjects calls fn for every other listed object, in listing order.
+func (ix *index) forObjects(fn func(o *objRec) error) error {
+	r := ix.objs.reader()
+	head := make([]byte, objRecHead)
+	var o objRec
+	for {
+		err := readObjRec(r, head, &o)
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("gc: reading the object list: %w", err)
+		}
+		if err := fn(&o); err != nil {
+			return err
+		}
+	}
+}
+
+// listConfig is how a store is listed.
+type listConfig struct {
+	st   storage.Store
+	tmp  *tempFiles
+	prog Progress
+	// cutoff: narinfos listed younger than it are collected in index.young.
+	cutoff time.Time
+	// pagesInFlight bounds a parallel listing (storage.ListParallel).
+	pagesInFlight int
+}
+
+// niBuckets is how many files the narinfos are distributed over while
+// listing, by the first byte of their hash: each is sorted in memory
+// afterwards (1/256 of the narinfos at a time).
+const niBuckets = 256
+
+// list reads the whole store once: by ranges in parallel where the store
+// lists by pages (S3), without per-object attributes where it can list keys
+// alone (file://: the plan stats only the objects whose age it needs).
+func list(ctx context.Context, lc listConfig) (*index, error) {
+	st := lc.st
 	ix := &index{}
-	var narinfos chunked[niEntry]
-	var narKeys chunked[uint64]
+	prog := lc.prog
 	prog.Start(PhaseList, -1, -1)
 	defer prog.Done(PhaseList)
+	var err error
+	if ix.objs, err = newSpool(lc.tmp, "objects"); err != nil {
+		return nil, err
+	}
+	buckets := make([]*spool, niBuckets)
+	var rec [niRecSize]byte
+	var buf []byte
+	cutoff := lc.cutoff.UnixNano()
 	var n int64
-	for o, err := range storage.ListKeys(ctx, st, "") {
+	for batch, err := range storage.ListParallel(ctx, st, "", storage.ParallelListOptions{Splits: nixcache.ListSplits(), PagesInFlight: lc.pagesInFlight}) {
 		if err != nil {
 			return nil, fmt.Errorf("%w: listing %s: %w", ErrRootsUnavailable, st.URL(), err)
 		}
-		n++
-		if n%4096 == 0 {
-			prog.Advance(PhaseList, 4096, 0)
-			if err := ctx.Err(); err != nil {
-				return nil, err
-			}
-		}
-		mtime, size := int64(noTime), int64(-1)
-		if o.HasAttrs() {
-			mtime, size = o.ModTime.UnixNano(), o.Size
-		} else {
-			ix.partial = true
-		}
-		kind, h := nixcache.Classify(o.Key)
-		if len(o.Key) > storage.MaxKeyLen {
-			// No store operation accepts such a key (a deep path on a
-			// filesystem): it can be neither read nor deleted, so it is
-			// never touched.
-			kind = nixcache.KindOther
-		}
-		ix.counts[kind].add(size)
-		if kind == nixcache.KindNarInfo {
-			e := niEntry{h: h, mtime: mtime, size: narinfoSize(size)}
-			if o.HasAttrs() {
-				e.fp = fingerprint(o)
-			}
-			narinfos.add(e)
-			continue
-		}
-		if !kind.Rules().Prunable {
-			continue // never deleted: no need to remember it
-		}
-		var kh uint64
-		if kind == nixcache.KindNAR {
-			kh = keyHash(o.Key)
-			narKeys.add(kh)
-		}
-		off, err := ix.addKey(o.Key)
-		if err != nil {
+		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		ix.objs.add(objEntry{kh: kh, off: off, n: uint16(len(o.Key)), kind: kind, mtime: mtime, size: size})
+		for i := range batch {
+			o := &batch[i]
+			mtime, size := int64(noTime), int64(-1)
+			if o.HasAttrs() {
+				mtime, size = o.ModTime.UnixNano(), o.Size
+			} else {
+				ix.partial = true
+			}
+			kind, h := nixcache.Classify(o.Key)
+			if len(o.Key) > storage.MaxKeyLen {
+				// No store operation accepts such a key (a deep path on a
+				// filesystem): it can be neither read nor deleted, so it is
+				// never touched.
+				kind = nixcache.KindOther
+			}
+			ix.counts[kind].add(size)
+			switch {
+			case kind == nixcache.KindNarInfo:
+				r := niRec{h: h, mtime: mtime, size: narinfoSize(size)}
+				if o.HasAttrs() {
+					r.fp = fingerprint(*o)
+					if mtime > cutoff {
+						ix.young = append(ix.young, h)
+					}
+				}
+				r.put(rec[:])
+				b := buckets[h[0]]
+				if b == nil {
+					if b, err = newSpool(lc.tmp, "narinfos"); err != nil {
+						return nil, err
+					}
+					b.bufSize = 16 << 10 // 256 of them
+					buckets[h[0]] = b
+				}
+				if err := b.write(rec[:]); err != nil {
+					return nil, err
+				}
+				ix.n++
+			case kind.Rules().Prunable: // anything else is never deleted: no need to remember it
+				buf = appendObjRec(buf[:0], &objRec{kind: kind, mtime: mtime, size: size, key: o.Key})
+				if err := ix.objs.write(buf); err != nil {
+					return nil, err
+				}
+				ix.nObjs++
+			}
+		}
+		n += int64(len(batch))
+		prog.Advance(PhaseList, int64(len(batch)), 0)
 	}
-	prog.Advance(PhaseList, n%4096, 0)
-	ix.narinfos = sortByHash(&narinfos)
-	ix.narKeys = narKeys.flat()
-	slices.Sort(ix.narKeys)
-	ix.buildSlots()
+	if err := ix.objs.finish(); err != nil {
+		return nil, err
+	}
+	if ix.n >= math.MaxUint32 {
+		return nil, fmt.Errorf("gc: %d narinfos: more than this pruner can number", ix.n)
+	}
+	if err := ix.sortNarInfos(lc.tmp, buckets); err != nil {
+		return nil, err
+	}
 	return ix, nil
 }
 
-// sortByHash sorts narinfos by hash in linear time: store path hashes are
-// uniformly distributed, so a counting pass on the first 16 bits leaves a
-// few entries per bucket, finished by insertion sort.
-func sortByHash(in *chunked[niEntry]) []niEntry {
-	starts := make([]int32, 1<<16+1)
-	bucket := func(e *niEntry) int { return int(e.h[0])<<8 | int(e.h[1]) }
-	for _, blk := range in.blocks {
-		for i := range blk {
-			starts[bucket(&blk[i])+1]++
+// sortNarInfos sorts each bucket in memory, writes the narinfo table in
+// id order and fills the heap arrays.
+func (ix *index) sortNarInfos(tmp *tempFiles, buckets []*spool) error {
+	var err error
+	if ix.nis, err = newSpool(tmp, "narinfo-table"); err != nil {
+		return err
+	}
+	ix.pre = make([]uint64, 0, ix.n)
+	ix.chk = make([]uint32, 0, ix.n)
+	ix.reach = make([]uint64, (ix.n+63)/64)
+	var data []byte
+	var order []int32
+	for _, b := range buckets {
+		if b == nil {
+			continue
 		}
-	}
-	for b := 1; b < len(starts); b++ {
-		starts[b] += starts[b-1]
-	}
-	out := make([]niEntry, in.len())
-	next := slices.Clone(starts)
-	for k, blk := range in.blocks {
-		for i := range blk {
-			b := bucket(&blk[i])
-			out[next[b]] = blk[i]
-			next[b]++
+		if err := b.finish(); err != nil {
+			return err
 		}
-		in.blocks[k] = nil
-	}
-	for b := 0; b+1 < len(starts); b++ {
-		part := out[starts[b]:starts[b+1]]
-		for i := 1; i < len(part); i++ {
-			for j := i; j > 0 && bytes.Compare(part[j-1].h[:], part[j].h[:]) > 0; j-- {
-				part[j-1], part[j] = part[j], part[j-1]
+		if cap(data) < int(b.size) {
+			data = make([]byte, b.size)
+		}
+		data = data[:b.size]
+		if _, err := b.f.ReadAt(data, 0); err != nil {
+			return fmt.Errorf("gc: reading a temporary file: %w", err)
+		}
+		b.f.Close()
+		k := len(data) / niRecSize
+		order = order[:0]
+		for i := range k {
+			order = append(order, int32(i))
+		}
+		rec := func(i int32) []byte { return data[int(i)*niRecSize : int(i)*niRecSize+20] }
+		slices.SortFunc(order, func(a, b int32) int { return bytes.Compare(rec(a), rec(b)) })
+		for j, i := range order {
+			r := data[int(i)*niRecSize : (int(i)+1)*niRecSize]
+			h := nixcache.Hash(r[:20])
+			if j > 0 {
+				prev := nixcache.Hash(rec(order[j-1]))
+				if prev == h {
+					continue // listed twice (a listing is not atomic)
+				}
+				if hashPre(&prev) == hashPre(&h) && hashChk(&prev) == hashChk(&h) {
+					return fmt.Errorf("%w: %s and %s share their first 96 bits; this pruner cannot tell them apart", ErrIntegrity, prev, h)
+				}
+			}
+			ix.pre = append(ix.pre, hashPre(&h))
+			ix.chk = append(ix.chk, hashChk(&h))
+			if err := ix.nis.write(r); err != nil {
+				return err
 			}
 		}
 	}
-	return out
+	if err := ix.nis.finish(); err != nil {
+		return err
+	}
+	ix.n = len(ix.pre)
+	ix.buildDir()
+	return nil
 }
 
-func slotOf(h *nixcache.Hash) uint64 { return binary.LittleEndian.Uint64(h[:8]) }
+// buildDir makes the lookup directory: about eight ids per entry.
+func (ix *index) buildDir() {
+	ix.dirBits = uint(max(1, bits.Len(uint(ix.n))-3))
+	ix.dir = make([]uint32, 1<<ix.dirBits+1)
+	j := 0
+	for i, p := range ix.pre {
+		for top := int(p >> (64 - ix.dirBits)); j <= top; j++ {
+			ix.dir[j] = uint32(i)
+		}
+	}
+	for ; j < len(ix.dir); j++ {
+		ix.dir[j] = uint32(ix.n)
+	}
+}
 
-// buildSlots fills the find table: a power of two at least twice the
-// narinfo count, linear probing.
-func (ix *index) buildSlots() {
-	size := 16
-	for size < 2*len(ix.narinfos) {
-		size *= 2
+// close frees the index's files.
+func (ix *index) close() {
+	if ix == nil {
+		return
 	}
-	ix.slots = make([]int32, size)
-	for i := range ix.slots {
-		ix.slots[i] = -1
-	}
-	mask := uint64(size - 1)
-	for i := range ix.narinfos {
-		for j := slotOf(&ix.narinfos[i].h) & mask; ; j = (j + 1) & mask {
-			if ix.slots[j] < 0 {
-				ix.slots[j] = int32(i)
-				break
-			}
+	for _, s := range []*spool{ix.nis, ix.objs} {
+		if s != nil {
+			s.f.Close()
 		}
 	}
 }
-
-// find returns the listing index of the narinfo for h, or -1.
-func (ix *index) find(h nixcache.Hash) int {
-	if len(ix.slots) == 0 {
-		return -1
-	}
-	mask := uint64(len(ix.slots) - 1)
-	for j := slotOf(&h) & mask; ; j = (j + 1) & mask {
-		i := ix.slots[j]
-		if i < 0 {
-			return -1
-		}
-		if ix.narinfos[i].h == h {
-			return int(i)
-		}
-	}
-}
-
-func hasU64(sorted []uint64, v uint64) bool {
-	_, ok := slices.BinarySearch(sorted, v)
-	return ok
-}
-
-func young(mtime int64, cutoff time.Time) bool { return mtime > cutoff.UnixNano() }

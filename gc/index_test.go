@@ -2,12 +2,16 @@ package gc
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/kiss-cache/kiss/nixcache"
+	"github.com/kiss-cache/kiss/storage"
 )
 
 func testHash(i int) nixcache.Hash {
@@ -17,101 +21,160 @@ func testHash(i int) nixcache.Hash {
 	return h
 }
 
-// TestSortByHash: the linear-time sort agrees with a comparison sort,
-// including hashes that share their first two bytes (one bucket).
-func TestSortByHash(t *testing.T) {
-	var in chunked[niEntry]
-	var want []nixcache.Hash
-	for i := range 3*chunkLen + 17 {
+func listed(t *testing.T, hashes []nixcache.Hash, extra ...string) *index {
+	t.Helper()
+	st := storage.NewMem(nil)
+	for _, h := range hashes {
+		st.Put(context.Background(), nixcache.NarInfoKey(h), strings.NewReader("x"), storage.PutOptions{})
+	}
+	for _, k := range extra {
+		st.Put(context.Background(), k, strings.NewReader("y"), storage.PutOptions{})
+	}
+	tmp := newTempFiles(t.TempDir())
+	t.Cleanup(tmp.closeAll)
+	ix, err := list(context.Background(), listConfig{st: st, tmp: tmp, prog: NoProgress{}, cutoff: time.Now().Add(-time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ix
+}
+
+// TestIndex: ids are in hash order, every listed hash is found at its id and
+// its record holds it, absent ones are not found; hashes crowding one
+// directory entry (the same first bytes) are told apart by the next ones.
+func TestIndex(t *testing.T) {
+	var hashes []nixcache.Hash
+	for i := range 5000 {
 		h := testHash(i)
-		if i%5 == 0 { // crowd one bucket
-			h[0], h[1] = 0xab, 0xcd
+		if i%7 == 0 { // crowd one bucket and one directory entry
+			h[0], h[1], h[2] = 0xab, 0xcd, 0xef
 		}
-		in.add(niEntry{h: h, size: int32(i)})
-		want = append(want, h)
+		hashes = append(hashes, h)
 	}
-	got := sortByHash(&in)
+	ix := listed(t, hashes, "nar/x.nar.xz", "log/abc", "nix-cache-info")
+	if ix.n != len(hashes) || ix.nObjs != 2 {
+		t.Fatalf("%d narinfos and %d objects, want %d and 2", ix.n, ix.nObjs, len(hashes))
+	}
+	want := slices.Clone(hashes)
 	slices.SortFunc(want, func(a, b nixcache.Hash) int { return bytes.Compare(a[:], b[:]) })
-	if len(got) != len(want) {
-		t.Fatalf("%d entries, want %d", len(got), len(want))
-	}
-	for i := range got {
-		if got[i].h != want[i] {
-			t.Fatalf("entry %d: %s, want %s", i, got[i].h, want[i])
-		}
-	}
-}
-
-// TestIndexFind: every listed hash is found at its index, absent ones are not.
-func TestIndexFind(t *testing.T) {
-	var in chunked[niEntry]
-	for i := range 1000 {
-		in.add(niEntry{h: testHash(i)})
-	}
-	ix := &index{narinfos: sortByHash(&in)}
-	ix.buildSlots()
-	for i, e := range ix.narinfos {
-		if got := ix.find(e.h); got != i {
-			t.Fatalf("find(%s) = %d, want %d", e.h, got, i)
-		}
-	}
-	for i := 1000; i < 2000; i++ {
-		if got := ix.find(testHash(i)); got != -1 {
-			t.Fatalf("find(absent %d) = %d", i, got)
-		}
-	}
-	if (&index{}).find(testHash(1)) != -1 {
-		t.Fatal("find on an empty index")
-	}
-}
-
-// TestRefBlocks: (blocks[uint32]) lists never straddle blocks, including one longer than a
-// block, and read back as written.
-func TestRefBlocks(t *testing.T) {
-	var r blocks[uint32]
-	type list struct{ off, n uint32 }
-	var lists []list
-	sizes := []int{0, 3, 1<<blockShift - 2, 5, 1<<blockShift + 7, 1}
-	for k, n := range sizes {
-		off := r.reserve(n)
-		for j := range n {
-			r.push(uint32(k<<24 | j))
-		}
-		lists = append(lists, list{off, uint32(n)})
-	}
-	for k, l := range lists {
-		got := r.list(l.off, l.n)
-		if len(got) != sizes[k] {
-			t.Fatalf("list %d: %d refs, want %d", k, len(got), sizes[k])
-		}
-		for j, v := range got {
-			if v != uint32(k<<24|j) {
-				t.Fatalf("list %d, ref %d = %#x", k, j, v)
+	err := ix.forNarInfos(false, func(start int, recs []niRec) error {
+		for k := range recs {
+			id := start + k
+			if recs[k].h != want[id] {
+				t.Fatalf("id %d holds %s, want %s", id, recs[k].h, want[id])
+			}
+			if got := ix.lookup(&want[id]); got != id {
+				t.Fatalf("lookup(%s) = %d, want %d", want[id], got, id)
+			}
+			if h, err := ix.hashOf(id); err != nil || h != want[id] {
+				t.Fatalf("hashOf(%d) = %s, %v", id, h, err)
 			}
 		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 5000; i < 6000; i++ {
+		h := testHash(i)
+		if got := ix.lookup(&h); got != -1 {
+			t.Fatalf("lookup(absent %d) = %d", i, got)
+		}
+	}
+	if empty := listed(t, nil); empty.lookup(&want[0]) != -1 {
+		t.Fatal("lookup on an empty index")
 	}
 }
 
-// TestArenaKeys: keys read back from the arena across block boundaries.
-func TestArenaKeys(t *testing.T) {
-	ix := &index{}
-	var offs []uint32
-	var keys []string
-	for i := range 40000 { // ~1.2 MiB: more than one block
-		k := fmt.Sprintf("nar/%032d.nar.xz", i)
-		off, err := ix.addKey(k)
-		if err != nil {
-			t.Fatal(err)
+// TestIndexRefuses96BitTwins: two listed narinfos that agree on the 96 bits
+// the index keeps are refused (fail closed), not conflated.
+func TestIndexRefuses96BitTwins(t *testing.T) {
+	a, b := testHash(1), testHash(1)
+	b[19] ^= 1
+	st := storage.NewMem(nil)
+	for _, h := range []nixcache.Hash{a, b, testHash(2)} {
+		st.Put(context.Background(), nixcache.NarInfoKey(h), strings.NewReader("x"), storage.PutOptions{})
+	}
+	tmp := newTempFiles(t.TempDir())
+	defer tmp.closeAll()
+	_, err := list(context.Background(), listConfig{st: st, tmp: tmp, prog: NoProgress{}})
+	if err == nil || !strings.Contains(err.Error(), "96 bits") {
+		t.Fatalf("twins listed: %v", err)
+	}
+}
+
+// TestRecordsRoundTrip: walk records and memo records read back as written,
+// and decodeRecord rejects every truncation.
+func TestRecordsRoundTrip(t *testing.T) {
+	a := adjRecord{id: 77, fp: 1, nar: 2, fileSize: 300000, hasDer: true, der: adjRef{absent: true, h: testHash(9)},
+		refs: []adjRef{{id: 5}, {absent: true, h: testHash(3)}, {id: 77}}}
+	enc := a.appendTo(nil)
+	var b adjRecord
+	if err := b.decode(enc); err != nil {
+		t.Fatal(err)
+	}
+	if b.id != a.id || b.fp != a.fp || b.nar != a.nar || b.fileSize != a.fileSize || !b.hasDer || b.der.h != a.der.h || len(b.refs) != 3 || b.refs[1].h != a.refs[1].h || b.refs[2].id != 77 {
+		t.Fatalf("walk record: %+v, want %+v", b, a)
+	}
+	rec := appendRecord(nil, a.fp, a.nar, a.fileSize, a.refs, adjRef{id: 5}, true, func(id uint32) uint64 { return uint64(id) * 2 })
+	if len(rec)%4 != 0 {
+		t.Fatalf("record of %d bytes is not padded", len(rec))
+	}
+	var e memoEntry
+	n, err := decodeRecord(rec, 1000, &e)
+	if err != nil || n != len(rec) {
+		t.Fatalf("decode: %d %v", n, err)
+	}
+	if e.fp != 1 || e.nar != 2 || e.fileSize != 300000 || len(e.refs) != 3 || e.refs[0].entry != 10 || e.refs[1].entry != -1 || e.refs[1].h != testHash(3) || e.refs[2].entry != 154 || e.der.entry != 10 {
+		t.Fatalf("memo record: %+v", e)
+	}
+	if _, err := decodeRecord(rec, 100, &e); err == nil {
+		t.Fatal("a reference past the entry count decoded")
+	}
+	for i := range len(rec) - 1 {
+		if _, err := decodeRecord(rec[:i], 1000, &e); err == nil {
+			t.Fatalf("truncated to %d bytes: decoded", i)
 		}
-		offs, keys = append(offs, off), append(keys, k)
 	}
-	if len(ix.arena.b) < 2 {
-		t.Fatalf("%d arena blocks, want several", len(ix.arena.b))
+}
+
+// TestFates: the keep/delete rules, as a table.
+func TestFates(t *testing.T) {
+	const cutoff = 1000
+	old, newer := int64(10), int64(2000)
+	for _, c := range []struct {
+		kind         nixcache.Kind
+		mtime        int64
+		unreferenced bool
+		want         fate
+	}{
+		{nixcache.KindNAR, old, true, deleteIt},
+		{nixcache.KindNAR, old, false, keepIt},
+		{nixcache.KindNAR, newer, true, keepIt},  // young: grace
+		{nixcache.KindNAR, noTime, true, keepIt}, // age unknown
+		{nixcache.KindNAR, goneTime, true, keepIt},
+		{nixcache.KindListing, old, true, deleteIt},
+		{nixcache.KindLog, old, false, keepIt},
+		{nixcache.KindTemp, old, true, deleteIt},
+		{nixcache.KindTemp, newer, true, keepIt},
+		{nixcache.KindRealisation, old, false, readContent},
+		{nixcache.KindDebugInfo, old, false, readContent},
+		{nixcache.KindBuildTrace, newer, false, keepIt},
+		{nixcache.KindDebugInfo, noTime, false, keepIt},
+	} {
+		if got := objectFate(c.kind, c.mtime, cutoff, c.unreferenced); got != c.want {
+			t.Errorf("%s mtime %d unreferenced %v: %d, want %d", c.kind, c.mtime, c.unreferenced, got, c.want)
+		}
 	}
-	for i, k := range keys {
-		o := objEntry{off: offs[i], n: uint16(len(k))}
-		if got := ix.key(&o); got != k {
-			t.Fatalf("key %d = %q, want %q", i, got, k)
+	for _, c := range []struct {
+		reached bool
+		mtime   int64
+		want    fate
+	}{
+		{true, old, keepIt}, {false, old, deleteIt}, {false, newer, keepIt}, {false, noTime, keepIt}, {false, goneTime, keepIt},
+	} {
+		if got := narinfoFate(c.reached, c.mtime, cutoff); got != c.want {
+			t.Errorf("narinfo reached %v mtime %d: %d, want %d", c.reached, c.mtime, got, c.want)
 		}
 	}
 }

@@ -1,10 +1,9 @@
 package gc
 
 import (
-	"bytes"
 	"context"
-	"errors"
 	"fmt"
+	"io"
 	"iter"
 	"log/slog"
 	"runtime"
@@ -12,8 +11,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-
-	"golang.org/x/sync/errgroup"
 
 	"github.com/kiss-cache/kiss/nixcache"
 	"github.com/kiss-cache/kiss/roots"
@@ -52,8 +49,15 @@ type Options struct {
 	NoMemo bool
 	// BatchSize of DeleteMany calls; 0 = the store's MaxBatchDelete, or 1000.
 	BatchSize int
-	Logger    *slog.Logger
-	Progress  Progress
+	// ListPagesInFlight bounds the page requests of a parallel listing
+	// (S3); 0 = storage.DefaultPagesInFlight.
+	ListPagesInFlight int
+	// TempDir holds the plan's temporary files (the listing, the walk, the
+	// next memo, the deletions: about 100 bytes per object, unlinked as soon
+	// as they are created); "" = os.TempDir().
+	TempDir  string
+	Logger   *slog.Logger
+	Progress Progress
 }
 
 func (o Options) grace() time.Duration {
@@ -82,14 +86,15 @@ type Plan struct {
 	st   storage.Store
 	opts Options
 	log  *slog.Logger
-	ix   *index
-	g    *graph
 	now  time.Time
+	tmp  *tempFiles
+	// memo is the reachable graph this plan found: Execute saves it.
+	memo *memoFile
 
-	delNarInfo []int32 // listing indices
-	delObjs    []int32 // non-NAR objects (ls, log, realisations, ..., temp)
-	delNAR     []int32
-	delMarkers []roots.Marker // expired
+	// delMeta (narinfo, ls, log, realisations, …, temp) and delNAR hold
+	// the deletions, in the index's object record format.
+	delMeta, delNAR *spool
+	delMarkers      []roots.Marker // expired
 
 	report   Report
 	executed bool
@@ -112,7 +117,8 @@ func (p *Plan) Report() *Report {
 }
 
 // Deletions iterates every object the plan would delete, in execution order
-// (metadata, then NARs).
+// (metadata, then NARs). It reads them back from the plan's files: nothing
+// is held in memory per deletion.
 func (p *Plan) Deletions() iter.Seq[Deletion] {
 	return func(yield func(Deletion) bool) {
 		for _, m := range p.delMarkers {
@@ -120,21 +126,34 @@ func (p *Plan) Deletions() iter.Seq[Deletion] {
 				return
 			}
 		}
-		for _, i := range p.delNarInfo {
-			e := p.ix.narinfos[i]
-			if !yield(Deletion{Key: nixcache.NarInfoKey(e.h), Kind: nixcache.KindNarInfo.String(), Size: int64(e.size)}) {
-				return
+		for _, sp := range []*spool{p.delMeta, p.delNAR} {
+			if sp == nil {
+				continue
 			}
-		}
-		for _, list := range [][]int32{p.delObjs, p.delNAR} {
-			for _, i := range list {
-				o := p.ix.objs.at(int(i))
-				if !yield(Deletion{Key: p.ix.key(o), Kind: o.kind.String(), Size: o.size}) {
+			r := sp.reader()
+			head := make([]byte, objRecHead)
+			var o objRec
+			for {
+				if err := readObjRec(r, head, &o); err != nil {
+					if err != io.EOF {
+						p.mu.Lock()
+						p.warn("reading the deletion list: %v", err)
+						p.mu.Unlock()
+					}
+					break
+				}
+				if !yield(Deletion{Key: o.key, Kind: o.kind.String(), Size: o.size}) {
 					return
 				}
 			}
 		}
 	}
+}
+
+// Close frees the plan's temporary files. A plan is unusable afterwards.
+func (p *Plan) Close() {
+	p.memo.close()
+	p.tmp.closeAll()
 }
 
 // NewPlan lists st once, reads the roots and the reachable narinfos, and
@@ -192,9 +211,16 @@ func NewPlan(ctx context.Context, st storage.Store, opts Options) (*Plan, error)
 	}
 
 	t0 = time.Now()
-	var m *memo
+	p.tmp = newTempFiles(opts.TempDir)
+	ok := false
+	defer func() {
+		if !ok {
+			p.Close()
+		}
+	}()
+	var m *memoFile
 	if !opts.NoMemo {
-		m, err = loadMemo(ctx, st)
+		m, err = loadMemo(ctx, st, p.tmp)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
@@ -202,17 +228,20 @@ func NewPlan(ctx context.Context, st storage.Store, opts Options) (*Plan, error)
 			p.warn("closure memo ignored, rebuilding it: %v", err)
 			m = nil
 		}
-		p.report.Memo.Loaded = m != nil
 	}
 	// Newborns live: young narinfos are roots, so an upload in flight keeps
 	// its whole closure even when its writer skipped the lock.
-	ex, err := explore(ctx, st, rootPaths, m, storeDir, conc, true, cutoff, opts.Progress)
+	ex, err := explore(ctx, exploreConfig{
+		store: st, storeDir: storeDir, conc: conc, roots: rootPaths, memo: m,
+		youngRoots: true, cutoff: cutoff, prog: opts.Progress, tmp: p.tmp,
+		pagesInFlight: opts.ListPagesInFlight, warn: p.warn,
+	})
 	if err != nil {
 		return nil, err
 	}
-	m = nil
-	ix, g := ex.ix, ex.g
-	p.ix, p.g = ix, g
+	ix := ex.ix
+	p.memo = ex.memo
+	p.report.Memo.Loaded = ex.memoLoaded
 	phase(PhaseWalk, t0)
 	p.report.Phases[PhaseList] = ex.listSeconds
 	p.report.Listed = map[string]Count{}
@@ -223,28 +252,33 @@ func NewPlan(ctx context.Context, st storage.Store, opts Options) (*Plan, error)
 	}
 	p.report.ListedBytesPartial = ix.partial
 	p.report.Roots.Young = ex.young
-	p.report.Roots.Missing = len(g.missingRoots)
-	for i, h := range g.missingRoots {
+	p.report.Roots.Missing = len(ex.missingRoots)
+	for i, h := range ex.missingRoots {
 		if i < 10 {
 			p.warn("%s names %s, which is not in the cache (it roots nothing)", markersNaming(markers, h), h)
 		}
 	}
-	p.report.Reachable = Count{Objects: int64(g.reachable), Bytes: int64(g.reachBytes)}
-	p.report.Memo.Hits, p.report.NarInfoReads = g.memoHits, g.reads
-	p.report.DanglingRefs, p.report.MissingNARs = g.danglingRefs, g.missingNARs
-	for _, s := range g.firstProblems {
-		p.warn("%s", s)
-	}
-	if (g.danglingRefs > 0 || g.missingNARs > 0) && !opts.AllowDangling {
-		return nil, fmt.Errorf("%w: %d references and %d NARs of reachable paths are missing (first: %s); nothing deleted (--allow-dangling to prune anyway)",
-			ErrIntegrity, g.danglingRefs, g.missingNARs, first(g.firstProblems))
-	}
+	p.report.Reachable.Objects = ex.memo.entries
+	p.report.Memo.Hits, p.report.NarInfoReads = ex.memoHits, ex.reads
 
 	t0 = time.Now()
-	if err := p.decide(ctx, cutoff, storeDir, conc); err != nil {
+	d, err := p.decide(ctx, ix, cutoff, storeDir, conc)
+	ix.close()
+	if err != nil {
 		return nil, err
 	}
 	phase(PhaseMeta, t0)
+	p.report.Reachable.Bytes = int64(d.reachBytes)
+	p.report.DanglingRefs, p.report.MissingNARs = ex.danglingRefs, d.missingNARs
+	problems := append(ex.firstProblems, d.firstProblems...)
+	for _, s := range problems {
+		p.warn("%s", s)
+	}
+	if (ex.danglingRefs > 0 || d.missingNARs > 0) && !opts.AllowDangling {
+		return nil, fmt.Errorf("%w: %d references and %d NARs of reachable paths are missing (first: %s); nothing deleted (--allow-dangling to prune anyway)",
+			ErrIntegrity, ex.danglingRefs, d.missingNARs, first(problems))
+	}
+	ok = true
 	p.report.Elapsed = time.Since(start).Seconds()
 	return p, nil
 }
@@ -275,196 +309,6 @@ func (p *Plan) warn(format string, args ...any) {
 	if len(p.report.Warnings) < 100 {
 		p.report.Warnings = append(p.report.Warnings, msg)
 	}
-}
-
-// decide sorts every listed object into keep or delete. Objects a
-// keys-only listing left without attributes are stat'ed only if they may be
-// deleted: a kept object's age does not matter.
-func (p *Plan) decide(ctx context.Context, cutoff time.Time, storeDir string, conc int) error {
-	ix, g := p.ix, p.g
-	// NAR keys kept: those of reachable narinfos, and young NARs (so a
-	// debuginfo pointing into an upload in flight is kept too).
-	keepNAR := make([]uint64, 0, g.reachable)
-	// Derivations whose logs are kept: reachable paths (checked in the
-	// listing) and the derivers of reachable paths (collected only if the
-	// cache has logs at all).
-	var keepDrv []nixcache.Hash
-	haveLogs := ix.counts[nixcache.KindLog].Objects > 0
-	for i := range ix.narinfos {
-		if !g.isReach(i) {
-			continue
-		}
-		ni := g.info[i]
-		if ni.nar != 0 {
-			keepNAR = append(keepNAR, ni.nar)
-		}
-		if haveLogs && ni.deriver != noRef {
-			keepDrv = append(keepDrv, g.hashOf(ni.deriver))
-		}
-	}
-	slices.Sort(keepNAR)
-	slices.SortFunc(keepDrv, func(a, b nixcache.Hash) int { return bytes.Compare(a[:], b[:]) })
-	reachable := func(h nixcache.Hash) bool {
-		i := ix.find(h)
-		return i >= 0 && g.isReach(i)
-	}
-	drvKept := func(h nixcache.Hash) bool {
-		_, ok := slices.BinarySearchFunc(keepDrv, h, func(a, b nixcache.Hash) int { return bytes.Compare(a[:], b[:]) })
-		return ok || reachable(h)
-	}
-	// dropUnlessYoung says whether a listed object goes if it is old enough;
-	// realisations, build traces and debuginfo are decided by their content.
-	dropUnlessYoung := func(o *objEntry) bool {
-		switch o.kind {
-		case nixcache.KindListing:
-			h, _ := nixcache.ParseHash(ix.key(o)[:nixcache.HashLen])
-			return !reachable(h)
-		case nixcache.KindNAR:
-			return !hasU64(keepNAR, o.kh)
-		case nixcache.KindLog:
-			h, err := nixcache.LogDrvHash(ix.key(o))
-			return err == nil && !drvKept(h)
-		case nixcache.KindTemp, nixcache.KindRealisation, nixcache.KindBuildTrace, nixcache.KindDebugInfo:
-			return true
-		}
-		return false
-	}
-	if ix.partial {
-		var narIdx, objIdx []int32
-		for i := range ix.narinfos {
-			if ix.narinfos[i].mtime == noTime && !g.isReach(i) {
-				narIdx = append(narIdx, int32(i))
-			}
-		}
-		for i := range ix.objs.len() {
-			if o := ix.objs.at(i); o.mtime == noTime && dropUnlessYoung(o) {
-				objIdx = append(objIdx, int32(i))
-			}
-		}
-		if err := fillAttrs(ctx, p.st, ix, narIdx, objIdx, conc, p.opts.Progress); err != nil {
-			return err
-		}
-	}
-	var youngNAR bool
-	for i := range ix.objs.len() {
-		o := ix.objs.at(i)
-		if o.kind == nixcache.KindNAR && young(o.mtime, cutoff) {
-			keepNAR = append(keepNAR, o.kh)
-			youngNAR = true
-		}
-	}
-	if youngNAR {
-		slices.Sort(keepNAR)
-	}
-
-	del := map[string]*Count{}
-	keep := map[string]*Count{}
-	count := func(m map[string]*Count, k nixcache.Kind, size int64) {
-		c := m[k.String()]
-		if c == nil {
-			c = &Count{}
-			m[k.String()] = c
-		}
-		c.add(size)
-	}
-	for i, e := range ix.narinfos {
-		if g.isReach(i) || young(e.mtime, cutoff) || !known(e.mtime) {
-			count(keep, nixcache.KindNarInfo, int64(e.size))
-			continue
-		}
-		p.delNarInfo = append(p.delNarInfo, int32(i))
-		count(del, nixcache.KindNarInfo, int64(e.size))
-	}
-
-	// Objects whose fate depends on their content: read them in parallel.
-	var metaIdx []int32
-	for i := range ix.objs.len() {
-		o := ix.objs.at(i)
-		if young(o.mtime, cutoff) || !known(o.mtime) {
-			count(keep, o.kind, o.size)
-			continue
-		}
-		switch o.kind {
-		case nixcache.KindRealisation, nixcache.KindBuildTrace, nixcache.KindDebugInfo:
-			metaIdx = append(metaIdx, int32(i))
-			continue
-		}
-		if !dropUnlessYoung(o) {
-			count(keep, o.kind, o.size)
-			continue
-		}
-		if o.kind == nixcache.KindNAR {
-			p.delNAR = append(p.delNAR, int32(i))
-		} else {
-			p.delObjs = append(p.delObjs, int32(i))
-		}
-		count(del, o.kind, o.size)
-	}
-
-	opts := p.opts
-	opts.Progress.Start(PhaseMeta, int64(len(metaIdx)), -1)
-	defer opts.Progress.Done(PhaseMeta)
-	drops := make([]bool, len(metaIdx))
-	var mu sync.Mutex
-	eg, ectx := errgroup.WithContext(ctx)
-	eg.SetLimit(conc)
-	for j, i := range metaIdx {
-		o := ix.objs.at(int(i))
-		key := ix.key(o)
-		eg.Go(func() error {
-			defer opts.Progress.Advance(PhaseMeta, 1, o.size)
-			data, err := readAll(ectx, p.st, key, 1<<20)
-			if err != nil {
-				if ectx.Err() != nil {
-					return ectx.Err()
-				}
-				if !errors.Is(err, storage.ErrNotFound) {
-					mu.Lock()
-					p.warn("%s kept: cannot read it: %v", key, err)
-					mu.Unlock()
-				}
-				return nil
-			}
-			var keepIt bool
-			if o.kind == nixcache.KindDebugInfo {
-				nk, err := nixcache.DebugInfoNarKey(key, data)
-				keepIt = err != nil || hasU64(keepNAR, keyHash(nk))
-			} else {
-				h, err := nixcache.RealisationOutPath(data, storeDir)
-				keepIt = err != nil || reachable(h)
-			}
-			drops[j] = !keepIt
-			return nil
-		})
-	}
-	if err := eg.Wait(); err != nil {
-		return err
-	}
-	for j, i := range metaIdx {
-		o := ix.objs.at(int(i))
-		if drops[j] {
-			p.delObjs = append(p.delObjs, i)
-			count(del, o.kind, o.size)
-		} else {
-			count(keep, o.kind, o.size)
-		}
-	}
-	p.report.Delete, p.report.Keep = map[string]Count{}, map[string]Count{}
-	var total Count
-	for k, c := range del {
-		p.report.Delete[k] = *c
-		total.Objects += c.Objects
-		total.Bytes += c.Bytes
-	}
-	for k, c := range keep {
-		p.report.Keep[k] = *c
-	}
-	if len(p.delMarkers) > 0 {
-		p.report.Delete[nixcache.KindRoot.String()] = Count{Objects: int64(len(p.delMarkers))}
-		total.Objects += int64(len(p.delMarkers))
-	}
-	p.report.DeleteTotal = total
-	return nil
 }
 
 // markersNaming lists the live markers that name h, so a warning about an

@@ -8,8 +8,6 @@ import (
 	"strings"
 	"sync"
 
-	"golang.org/x/sync/errgroup"
-
 	"github.com/kiss-cache/kiss/nixcache"
 	"github.com/kiss-cache/kiss/storage"
 )
@@ -64,7 +62,6 @@ func (v *View) RootName(c Chain) string {
 // To be sure no other narinfo names a NAR it deletes, it reads every narinfo
 // no root reaches (a prune just before makes that cheap).
 func (v *View) Removal(ctx context.Context, targets []nixcache.Hash) (*Plan, error) {
-	ix, g := v.ix, v.g
 	isTarget := map[PathID]bool{}
 	var errs []error
 	for _, h := range targets {
@@ -94,27 +91,43 @@ func (v *View) Removal(ctx context.Context, targets []nixcache.Hash) (*Plan, err
 
 	opts := v.opts
 	opts.NoMemo = true
-	p := &Plan{st: v.st, opts: opts, log: opts.Logger, ix: ix, g: g, now: v.now}
+	p := &Plan{st: v.st, opts: opts, log: opts.Logger, now: v.now, tmp: newTempFiles(opts.TempDir)}
 	if p.log == nil {
 		p.log = slog.New(slog.DiscardHandler)
 	}
 	p.report = Report{Store: v.st.URL(), Now: v.now, Grace: Duration(v.grace), Concurrency: v.conc, Phases: map[string]float64{}}
+	ok := false
+	defer func() {
+		if !ok {
+			p.Close()
+		}
+	}()
+	var err error
+	if p.delMeta, err = newSpool(p.tmp, "delete-meta"); err != nil {
+		return nil, err
+	}
+	if p.delNAR, err = newSpool(p.tmp, "delete-nar"); err != nil {
+		return nil, err
+	}
+	var dels []objRec
 
 	// Each target's narinfo, read afresh: its NAR and deriver.
 	narOf := map[uint64]string{}      // keyHash → key of a target's NAR
 	drvOf := map[nixcache.Hash]bool{} // derivations whose logs may go
+	var ni nixcache.NarInfo
 	for id := range isTarget {
-		p.delNarInfo = append(p.delNarInfo, int32(id))
-		drvOf[v.Hash(id)] = true // the target may be a .drv itself
-		ni, _, err := readReachable(ctx, v.st, v.storeDir, v.Hash(id))
+		h := v.Hash(id)
+		dels = append(dels, objRec{kind: nixcache.KindNarInfo, key: nixcache.NarInfoKey(h), size: -1, mtime: noTime})
+		drvOf[h] = true // the target may be a .drv itself
+		found, _, err := readReachableInto(ctx, v.st, v.storeDir, h, &ni)
 		switch {
 		case err != nil && ctx.Err() != nil:
 			return nil, ctx.Err()
 		case err != nil:
 			p.warn("%v: its NAR and log are left for the next prune", err)
 			continue
-		case ni == nil:
-			return nil, fmt.Errorf("%s: %w (it vanished since the listing)", nixcache.NarInfoKey(v.Hash(id)), ErrNotInCache)
+		case !found:
+			return nil, fmt.Errorf("%s: %w (it vanished since the listing)", nixcache.NarInfoKey(h), ErrNotInCache)
 		}
 		if k, ok := ni.NarKey(); ok {
 			narOf[keyHash(k)] = k
@@ -125,21 +138,32 @@ func (v *View) Removal(ctx context.Context, targets []nixcache.Hash) (*Plan, err
 	}
 
 	// A NAR goes only if no other narinfo names it: the reachable ones are
-	// known, the others are read.
+	// known, the others are read. A log stays if a kept path needs it.
 	keepDrv := map[nixcache.Hash]bool{}
-	for i := range ix.narinfos {
-		if !g.isReach(i) || isTarget[PathID(i)] {
-			continue
+	err = v.memo.forEntries(func(k int64, h *nixcache.Hash, _ int64, e *memoEntry) error {
+		if isTarget[PathID(v.ids[k])] {
+			return nil
 		}
-		ni := g.info[i]
-		if k, ok := narOf[ni.nar]; ok {
-			p.warn("%s is kept: %s names it too", k, nixcache.NarInfoKey(ix.narinfos[i].h))
-			delete(narOf, ni.nar)
+		if key, ok := narOf[e.nar]; ok {
+			p.warn("%s is kept: %s names it too", key, nixcache.NarInfoKey(*h))
+			delete(narOf, e.nar)
 		}
-		keepDrv[ix.narinfos[i].h] = true
-		if ni.deriver != noRef {
-			keepDrv[g.hashOf(ni.deriver)] = true
+		if drvOf[*h] {
+			keepDrv[*h] = true
 		}
+		if e.hasDer {
+			d := e.der.h
+			if e.der.entry >= 0 {
+				d = v.Hash(PathID(v.ids[e.der.entry]))
+			}
+			if drvOf[d] {
+				keepDrv[d] = true
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	if len(narOf) > 0 {
 		if err := v.dropSharedNARs(ctx, isTarget, narOf, p); err != nil {
@@ -148,82 +172,100 @@ func (v *View) Removal(ctx context.Context, targets []nixcache.Hash) (*Plan, err
 	}
 
 	// The other objects that belong to a target.
-	var metaIdx []int32
-	for i := range ix.objs.len() {
-		o := ix.objs.at(i)
+	var content []objRec
+	err = v.ix.forObjects(func(o *objRec) error {
 		switch o.kind {
 		case nixcache.KindListing:
-			h, err := nixcache.ParseHash(ix.key(o)[:nixcache.HashLen])
+			h, err := nixcache.ParseHash(o.key[:nixcache.HashLen])
 			if id, ok := v.Lookup(h); err == nil && ok && isTarget[id] {
-				p.delObjs = append(p.delObjs, int32(i))
+				dels = append(dels, *o)
 			}
 		case nixcache.KindNAR:
-			if narOf[o.kh] == ix.key(o) {
-				p.delNAR = append(p.delNAR, int32(i))
+			if narOf[keyHash(o.key)] == o.key {
+				dels = append(dels, *o)
 			}
 		case nixcache.KindLog:
-			if h, err := nixcache.LogDrvHash(ix.key(o)); err == nil && drvOf[h] && !keepDrv[h] {
-				p.delObjs = append(p.delObjs, int32(i))
+			if h, err := nixcache.LogDrvHash(o.key); err == nil && drvOf[h] && !keepDrv[h] {
+				dels = append(dels, *o)
 			}
 		case nixcache.KindRealisation, nixcache.KindBuildTrace, nixcache.KindDebugInfo:
-			metaIdx = append(metaIdx, int32(i))
+			content = append(content, *o)
 		}
-	}
-	drop := make([]bool, len(metaIdx))
-	eg, ectx := errgroup.WithContext(ctx)
-	eg.SetLimit(v.conc)
-	for j, i := range metaIdx {
-		o := ix.objs.at(int(i))
-		key := ix.key(o)
-		eg.Go(func() error {
-			data, err := readAll(ectx, v.st, key, 1<<20)
-			if err != nil {
-				if ectx.Err() != nil {
-					return ectx.Err()
-				}
-				return nil // gone, or unreadable: not ours to judge
-			}
-			if o.kind == nixcache.KindDebugInfo {
-				nk, err := nixcache.DebugInfoNarKey(key, data)
-				drop[j] = err == nil && narOf[keyHash(nk)] == nk
-				return nil
-			}
-			h, err := nixcache.RealisationOutPath(data, v.storeDir)
-			if err == nil {
-				id, ok := v.Lookup(h)
-				drop[j] = ok && isTarget[id]
-			}
-			return nil
-		})
-	}
-	if err := eg.Wait(); err != nil {
+		return nil
+	})
+	if err != nil {
 		return nil, err
 	}
-	for j, i := range metaIdx {
+	drop := make([]bool, len(content))
+	err = parallel(ctx, len(content), v.conc, func(ctx context.Context, j int) error {
+		o := &content[j]
+		data, err := readAll(ctx, v.st, o.key, 1<<20)
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return nil // gone, or unreadable: not ours to judge
+		}
+		if o.kind == nixcache.KindDebugInfo {
+			nk, err := nixcache.DebugInfoNarKey(o.key, data)
+			drop[j] = err == nil && narOf[keyHash(nk)] == nk
+			return nil
+		}
+		h, err := nixcache.RealisationOutPath(data, v.storeDir)
+		if err == nil {
+			id, ok := v.Lookup(h)
+			drop[j] = ok && isTarget[id]
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	for j := range content {
 		if drop[j] {
-			p.delObjs = append(p.delObjs, i)
+			dels = append(dels, content[j])
 		}
 	}
 
 	// Sizes of what goes (a keys-only listing did not give them).
-	var unknownObjs []int32
-	for _, list := range [][]int32{p.delObjs, p.delNAR} {
-		for _, i := range list {
-			if !known(ix.objs.at(int(i)).mtime) {
-				unknownObjs = append(unknownObjs, i)
-			}
+	err = parallel(ctx, len(dels), v.conc, func(ctx context.Context, j int) error {
+		o := &dels[j]
+		if known(o.mtime) {
+			return nil
 		}
-	}
-	if err := fillAttrs(ctx, v.st, ix, nil, unknownObjs, v.conc, v.opts.Progress); err != nil {
+		a, err := statKey(ctx, v.st, o.key)
+		if err == nil && a.HasAttrs() {
+			o.size = a.Size
+		}
+		return err
+	})
+	if err != nil {
 		return nil, err
 	}
 	p.report.Delete = map[string]Count{}
-	for d := range p.Deletions() {
-		c := p.report.Delete[d.Kind]
-		c.add(d.Size)
-		p.report.Delete[d.Kind] = c
-		p.report.DeleteTotal.add(d.Size)
+	var buf []byte
+	for i := range dels {
+		o := &dels[i]
+		buf = appendObjRec(buf[:0], o)
+		sp := p.delMeta
+		if o.kind == nixcache.KindNAR {
+			sp = p.delNAR
+		}
+		if err := sp.write(buf); err != nil {
+			return nil, err
+		}
+		c := p.report.Delete[o.kind.String()]
+		c.add(o.size)
+		p.report.Delete[o.kind.String()] = c
+		p.report.DeleteTotal.add(o.size)
 	}
+	if err := p.delMeta.finish(); err != nil {
+		return nil, err
+	}
+	if err := p.delNAR.finish(); err != nil {
+		return nil, err
+	}
+	ok = true
 	return p, nil
 }
 
@@ -232,30 +274,31 @@ func (v *View) Removal(ctx context.Context, targets []nixcache.Hash) (*Plan, err
 // that narinfo without its NAR (I2).
 func (v *View) dropSharedNARs(ctx context.Context, isTarget map[PathID]bool, narOf map[uint64]string, p *Plan) error {
 	var mu sync.Mutex
-	eg, ectx := errgroup.WithContext(ctx)
-	eg.SetLimit(v.conc)
-	for i := range v.ix.narinfos {
-		if v.g.isReach(i) || isTarget[PathID(i)] {
-			continue
+	return v.ix.forNarInfos(false, func(start int, recs []niRec) error {
+		var idx []int
+		for k := range recs {
+			if id := PathID(start + k); !v.ix.isReach(int(id)) && !isTarget[id] {
+				idx = append(idx, k)
+			}
 		}
-		h := v.ix.narinfos[i].h
-		eg.Go(func() error {
+		return parallel(ctx, len(idx), v.conc, func(ctx context.Context, j int) error {
+			h := recs[idx[j]].h
 			key := nixcache.NarInfoKey(h)
-			data, err := readAll(ectx, v.st, key, nixcache.MaxNarInfoSize)
+			data, err := readAll(ctx, v.st, key, nixcache.MaxNarInfoSize)
 			if errors.Is(err, storage.ErrNotFound) {
 				return nil
 			}
 			if err != nil {
-				if ectx.Err() != nil {
-					return ectx.Err()
+				if ctx.Err() != nil {
+					return ctx.Err()
 				}
 				return fmt.Errorf("%s cannot be read, so whether it names a NAR being removed is unknown: %w", key, err)
 			}
 			ni, err := nixcache.ParseNarInfo(data, v.storeDir)
+			mu.Lock()
+			defer mu.Unlock()
 			if err != nil {
 				// When in doubt, keep: it may name one of them.
-				mu.Lock()
-				defer mu.Unlock()
 				for kh, k := range narOf {
 					p.warn("%s is kept: %s cannot be parsed, it may name it (%v)", k, key, err)
 					delete(narOf, kh)
@@ -266,14 +309,11 @@ func (v *View) dropSharedNARs(ctx context.Context, isTarget map[PathID]bool, nar
 			if !ok {
 				return nil
 			}
-			mu.Lock()
-			defer mu.Unlock()
 			if narOf[keyHash(nk)] == nk {
 				p.warn("%s is kept: %s names it too", nk, key)
 				delete(narOf, keyHash(nk))
 			}
 			return nil
 		})
-	}
-	return eg.Wait()
+	})
 }

@@ -48,45 +48,72 @@ func ListRoots(ctx context.Context, st storage.Store, opts Options) ([]RootInfo,
 	for _, m := range markers {
 		rootPaths = append(rootPaths, m.Paths...)
 	}
-	var mm *memo
+	tmp := newTempFiles(opts.TempDir)
+	defer tmp.closeAll()
+	var mm *memoFile
 	if !opts.NoMemo {
-		if mm, err = loadMemo(ctx, st); err != nil {
+		if mm, err = loadMemo(ctx, st, tmp); err != nil {
 			log.Warn("closure memo ignored", "err", err)
 			mm = nil
 		}
 	}
-	ex, err := explore(ctx, st, rootPaths, mm, storeDir, conc, false, now, opts.Progress)
+	ex, err := explore(ctx, exploreConfig{
+		store: st, storeDir: storeDir, conc: conc, roots: rootPaths, memo: mm,
+		cutoff: now, prog: opts.Progress, tmp: tmp, pagesInFlight: opts.ListPagesInFlight,
+		warn: func(format string, args ...any) { log.Warn(fmt.Sprintf(format, args...)) },
+	})
 	if err != nil {
 		return nil, err
 	}
-	ix, g := ex.ix, ex.g
+	defer ex.close()
+	ix, m := ex.ix, ex.memo
+	// The walk's graph is the new memo: entry k is the k-th reached id.
+	offsets := make([]int64, 0, m.entries)
+	fileSizes := make([]uint64, 0, m.entries)
+	err = m.forEntries(func(_ int64, _ *nixcache.Hash, off int64, e *memoEntry) error {
+		offsets = append(offsets, off)
+		fileSizes = append(fileSizes, e.fileSize)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	ranks := newRankDir(ix.reach)
 	out := make([]RootInfo, 0, len(markers))
-	seen := make([]uint32, len(ix.narinfos)) // generation marks, no clearing between markers
-	for gen, m := range markers {
-		ri := RootInfo{Marker: m, Age: Duration(now.Sub(m.ModTime).Truncate(time.Second))}
-		stack := []uint32{}
+	seen := make([]uint32, m.entries) // generation marks, no clearing between markers
+	var rb recordBuf
+	var e memoEntry
+	for gen, mk := range markers {
+		ri := RootInfo{Marker: mk, Age: Duration(now.Sub(mk.ModTime).Truncate(time.Second))}
+		var stack []int64
 		mark := uint32(gen + 1)
-		for _, h := range m.Paths {
-			i := ix.find(h)
-			if i < 0 {
+		for _, h := range mk.Paths {
+			id := ix.lookup(&h)
+			if id < 0 || !ix.isReach(id) {
 				ri.Missing++
 				continue
 			}
-			if seen[i] != mark {
-				seen[i] = mark
-				stack = append(stack, uint32(i))
+			if k := ranks.rank(ix.reach, uint32(id)); seen[k] != mark {
+				seen[k] = mark
+				stack = append(stack, int64(k))
 			}
 		}
 		for len(stack) > 0 {
-			i := stack[len(stack)-1]
+			k := stack[len(stack)-1]
 			stack = stack[:len(stack)-1]
 			ri.ClosurePaths++
-			ni := g.info[i]
-			ri.ClosureBytes += ni.fileSize
-			for _, r := range g.refs.list(ni.refOff, ni.refN) {
-				if r&missingBit == 0 && seen[r] != mark {
-					seen[r] = mark
-					stack = append(stack, r)
+			ri.ClosureBytes += fileSizes[k]
+			b, err := m.record(offsets[k], &rb)
+			if err != nil {
+				return nil, err
+			}
+			if _, err := decodeRecord(b, m.entries, &e); err != nil {
+				return nil, err
+			}
+			for _, r := range e.refs {
+				if r.entry >= 0 && seen[r.entry] != mark {
+					seen[r.entry] = mark
+					stack = append(stack, r.entry)
 				}
 			}
 		}

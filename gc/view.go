@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"iter"
 	"log/slog"
+	"math/bits"
 	"slices"
 	"time"
 
@@ -25,13 +26,22 @@ import (
 type View struct {
 	st       storage.Store
 	opts     Options
-	ix       *index
-	g        *graph
 	now      time.Time
 	grace    time.Duration
 	storeDir string
 	markers  []roots.Marker
 	conc     int
+
+	tmp *tempFiles
+	ix  *index
+	// memo is the reachable graph (the walk's next memo): entry k is the
+	// k-th reachable id (ids[k]), its record at offs[k].
+	memo     *memoFile
+	ranks    rankDir
+	ids      []uint32
+	offs     []int64
+	fileSize []uint64
+	young    []PathID // ascending
 }
 
 // PathID names one listed narinfo of a View.
@@ -76,28 +86,85 @@ func NewView(ctx context.Context, st storage.Store, opts Options) (*View, error)
 	if err != nil {
 		return nil, err
 	}
-	var roots []nixcache.Hash
+	var rootPaths []nixcache.Hash
 	for _, m := range v.markers {
 		if !m.Expired {
-			roots = append(roots, m.Paths...)
+			rootPaths = append(rootPaths, m.Paths...)
 		}
 	}
-	var m *memo
+	v.tmp = newTempFiles(opts.TempDir)
+	var m *memoFile
 	if !opts.NoMemo {
-		if m, err = loadMemo(ctx, st); err != nil {
+		if m, err = loadMemo(ctx, st, v.tmp); err != nil {
 			if ctx.Err() != nil {
+				v.Close()
 				return nil, ctx.Err()
 			}
 			log.Warn("closure memo ignored", "err", err)
 			m = nil
 		}
 	}
-	ex, err := explore(ctx, st, roots, m, v.storeDir, v.conc, true, now.Add(-v.grace), opts.Progress)
+	cutoff := now.Add(-v.grace)
+	ex, err := explore(ctx, exploreConfig{
+		store: st, storeDir: v.storeDir, conc: v.conc, roots: rootPaths, memo: m,
+		youngRoots: true, cutoff: cutoff, prog: opts.Progress, tmp: v.tmp,
+		pagesInFlight: opts.ListPagesInFlight,
+		warn:          func(format string, args ...any) { log.Warn(fmt.Sprintf(format, args...)) },
+	})
 	if err != nil {
+		v.Close()
 		return nil, err
 	}
-	v.ix, v.g = ex.ix, ex.g
+	v.ix, v.memo = ex.ix, ex.memo
+	if v.ix.partial {
+		// A keys-only listing left the reachable narinfos without an age
+		// (the walk needs none); a young one is a root of its own here.
+		var reached int64
+		for _, w := range v.ix.reach {
+			reached += int64(bits.OnesCount64(w))
+		}
+		if _, err := statNarInfos(ctx, exploreConfig{store: st, conc: v.conc, prog: opts.Progress}, v.ix, reached, func(id int, r *niRec) bool {
+			return r.mtime == noTime
+		}); err != nil {
+			v.Close()
+			return nil, err
+		}
+	}
+	v.ranks = newRankDir(v.ix.reach)
+	n := v.memo.entries
+	v.ids, v.offs, v.fileSize = make([]uint32, 0, n), make([]int64, 0, n), make([]uint64, 0, n)
+	for id := range v.ix.n {
+		if v.ix.isReach(id) {
+			v.ids = append(v.ids, uint32(id))
+		}
+	}
+	err = v.memo.forEntries(func(_ int64, _ *nixcache.Hash, off int64, e *memoEntry) error {
+		v.offs = append(v.offs, off)
+		v.fileSize = append(v.fileSize, e.fileSize)
+		return nil
+	})
+	if err == nil {
+		c := cutoff.UnixNano()
+		err = v.ix.forNarInfos(false, func(start int, recs []niRec) error {
+			for k := range recs {
+				if recs[k].mtime > c {
+					v.young = append(v.young, PathID(start+k))
+				}
+			}
+			return nil
+		})
+	}
+	if err != nil {
+		v.Close()
+		return nil, err
+	}
 	return v, nil
+}
+
+// Close frees the view's temporary files; the view is unusable afterwards.
+func (v *View) Close() {
+	v.memo.close()
+	v.tmp.closeAll()
 }
 
 // Now is the store's clock when the view was made.
@@ -113,24 +180,36 @@ func (v *View) StoreDir() string { return v.storeDir }
 func (v *View) Markers() []roots.Marker { return v.markers }
 
 // Len is the number of listed narinfos; PathIDs are 0..Len()-1.
-func (v *View) Len() int { return len(v.ix.narinfos) }
+func (v *View) Len() int { return v.ix.n }
 
 // Lookup returns the PathID of the narinfo for h, if it is listed.
 func (v *View) Lookup(h nixcache.Hash) (PathID, bool) {
-	i := v.ix.find(h)
+	i := v.ix.lookup(&h)
 	return PathID(i), i >= 0
 }
 
+// record reads id's narinfo record from the view's table (a pread: the
+// table is a temporary file; failing to read it back is a broken disk).
+func (v *View) record(id PathID) niRec {
+	var b [niRecSize]byte
+	var r niRec
+	if _, err := v.ix.nis.f.ReadAt(b[:], int64(id)*niRecSize); err != nil {
+		panic(fmt.Sprintf("gc: reading back the narinfo table: %v", err))
+	}
+	r.get(b[:])
+	return r
+}
+
 // Hash is the store path hash of id.
-func (v *View) Hash(id PathID) nixcache.Hash { return v.ix.narinfos[id].h }
+func (v *View) Hash(id PathID) nixcache.Hash { return v.record(id).h }
 
 // Reachable reports whether a root or a young narinfo keeps id.
-func (v *View) Reachable(id PathID) bool { return v.g.isReach(int(id)) }
+func (v *View) Reachable(id PathID) bool { return v.ix.isReach(int(id)) }
 
 // ModTime is when id's narinfo was written, on the store's clock; ok is
 // false when the store could not say (it vanished while listed).
 func (v *View) ModTime(id PathID) (t time.Time, ok bool) {
-	m := v.ix.narinfos[id].mtime
+	m := v.record(id).mtime
 	if !known(m) {
 		return time.Time{}, false
 	}
@@ -140,8 +219,12 @@ func (v *View) ModTime(id PathID) (t time.Time, ok bool) {
 // Young reports whether id is younger than the grace period, and so a root
 // of its own.
 func (v *View) Young(id PathID) bool {
-	return young(v.ix.narinfos[id].mtime, v.now.Add(-v.grace))
+	_, ok := slices.BinarySearch(v.young, id)
+	return ok
 }
+
+// entry is the memo entry of a reachable id.
+func (v *View) entry(id PathID) int64 { return int64(v.ranks.rank(v.ix.reach, uint32(id))) }
 
 // FileSize is the NAR size id's narinfo states (0 for a path no root reaches:
 // its narinfo was not read).
@@ -149,7 +232,7 @@ func (v *View) FileSize(id PathID) uint64 {
 	if !v.Reachable(id) {
 		return 0
 	}
-	return v.g.info[id].fileSize
+	return v.fileSize[v.entry(id)]
 }
 
 // Edges iterates the paths id keeps alive that are in the cache, with how.
@@ -159,14 +242,22 @@ func (v *View) Edges(id PathID) iter.Seq2[PathID, Edge] {
 		if !v.Reachable(id) {
 			return
 		}
-		ni := v.g.info[id]
-		for _, r := range v.g.refs.list(ni.refOff, ni.refN) {
-			if r&missingBit == 0 && !yield(PathID(r), EdgeReference) {
+		var rb recordBuf
+		var e memoEntry
+		b, err := v.memo.record(v.offs[v.entry(id)], &rb)
+		if err == nil {
+			_, err = decodeRecord(b, v.memo.entries, &e)
+		}
+		if err != nil {
+			panic(fmt.Sprintf("gc: reading back the walk: %v", err))
+		}
+		for _, r := range e.refs {
+			if r.entry >= 0 && !yield(PathID(v.ids[r.entry]), EdgeReference) {
 				return
 			}
 		}
-		if d := ni.deriver; d != noRef && d&missingBit == 0 {
-			yield(PathID(d), EdgeDeriver)
+		if e.hasDer && e.der.entry >= 0 {
+			yield(PathID(v.ids[e.der.entry]), EdgeDeriver)
 		}
 	}
 }
@@ -186,8 +277,8 @@ func (v *View) RootPaths() iter.Seq2[int, PathID] {
 				}
 			}
 		}
-		for i := range v.ix.narinfos {
-			if v.Young(PathID(i)) && !yield(-1, PathID(i)) {
+		for _, id := range v.young {
+			if !yield(-1, id) {
 				return
 			}
 		}

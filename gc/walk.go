@@ -2,6 +2,7 @@ package gc
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"sync"
@@ -10,193 +11,67 @@ import (
 	"github.com/kiss-cache/kiss/storage"
 )
 
-const (
-	noRef      = ^uint32(0)
-	missingBit = uint32(1) << 31
-)
-
-// nodeInfo is what the plan keeps per reachable listed narinfo (32 bytes).
-type nodeInfo struct {
-	nar      uint64 // keyHash of the NAR key, 0 = no NAR in this cache
-	fileSize uint64
-	refOff   uint32 // into graph.refs (blocks offset)
-	refN     uint32
-	deriver  uint32 // encoded ref, noRef = none
-}
-
-// graph is the reachable part of the cache, indexed like the listing. A ref
-// is encoded as a listing index, or missingBit|i for graph.missing[i] (a
-// hash that is not in the listing).
-type graph struct {
-	ix      *index
-	reach   []uint64 // bitset over ix.narinfos
-	info    []nodeInfo
-	refs    blocks[uint32]
-	missing []nixcache.Hash
-
-	reachable     int
-	reachBytes    uint64
-	memoHits      int64
-	reads         int64
-	readBytes     int64
-	danglingRefs  int64
-	missingNARs   int64
-	missingRoots  []nixcache.Hash
-	firstProblems []string
-}
-
-func (g *graph) isReach(i int) bool { return g.reach[i/64]&(1<<(i%64)) != 0 }
-func (g *graph) setReach(i int)     { g.reach[i/64] |= 1 << (i % 64) }
-
-func (g *graph) hashOf(ref uint32) nixcache.Hash {
-	if ref&missingBit != 0 {
-		return g.missing[ref&^missingBit]
-	}
-	return g.ix.narinfos[ref].h
-}
-
-// encMissing encodes a hash that is not in the listing. It does not
-// deduplicate (an absent deriver is usually named once, and a map of half a
-// million hashes costs more than the repeats); encodeMemo does.
-func (g *graph) encMissing(h nixcache.Hash) uint32 {
-	g.missing = append(g.missing, h)
-	return missingBit | uint32(len(g.missing)-1)
-}
-
-func (g *graph) problem(format string, args ...any) {
-	if len(g.firstProblems) < 20 {
-		g.firstProblems = append(g.firstProblems, fmt.Sprintf(format, args...))
-	}
-}
-
-// Walk node states.
-const (
-	stQueued   uint8 = iota // to be read (or being read)
-	stPresent               // read: edges known
-	stAbsent                // no narinfo (Get said not found, or not listed)
-	stDeferred              // a deriver seen before the listing was complete
-)
-
-// wnode is one store path the walk has seen, keyed by hash (the walk can
-// run before the listing is complete).
-type wnode struct {
-	h        nixcache.Hash
-	state    uint8
-	deriver  bool // only ever seen as a Deriver
-	nar      uint64
-	fileSize uint64
-	refOff   uint32
-	refN     uint32
-	der      uint32 // wnode index, noRef = none
-}
-
-type visitResult struct {
-	node      uint32
-	absent    bool
-	nar       uint64
-	fileSize  uint64
-	refs      []nixcache.Hash
-	deriver   *nixcache.Hash
-	readBytes int64
-}
-
-// walker is the cold walk (no memo): it discovers the closure of the roots
-// through References and Deriver while the store listing is still running,
-// so the listing and the reads overlap. It reads every referenced narinfo
-// it meets, and follows derivers (which are usually not in a cache) only
-// once the listing says they are there, so an absent deriver costs no
-// request. warmWalk (warm.go) is the walk with a memo.
-type walker struct {
-	ctx      context.Context
-	st       storage.Store
+// walkConfig is everything the closure walk works with.
+type walkConfig struct {
+	store    storage.Store
 	storeDir string
-	prog     Progress
+	// conc is the number of workers (narinfo reads in flight).
+	conc int
+	ix   *index
+	// memo and attach, if set, give the edges of the narinfos whose
+	// listed version the memo has: no request for those.
+	memo   *memoFile
+	attach *memoAttach
+	prog   Progress
+	// adj receives one record per reached narinfo (the next memo).
+	adj *adjWriter
+}
+
+// walker is the closure walk, the one walk of every run: over a complete
+// listing, by narinfo id. A narinfo the memo knows is decoded from its
+// record; any other is read and parsed. Workers take the ids to visit from
+// a shared stack in small batches (memo hits are cheap, and handing the lock
+// over after each costs more than they do; a batch holds at most one read,
+// so reads keep conc workers busy), visit them without the lock, and record
+// the results under it.
+type walker struct {
+	walkConfig
+	ctx context.Context
 
 	mu       sync.Mutex
 	cond     *sync.Cond
-	ix       *index // nil until the listing is complete
-	nodes    []wnode
-	byHash   map[nixcache.Hash]uint32
-	refs     []uint32
-	queue    []uint32
+	stack    []wentry
 	inflight int
 	err      error
 
-	reads, readBytes int64
+	reads, readBytes, memoHits, danglingRefs int64
+	firstProblems                            []string
 }
 
-func newWalker(ctx context.Context, st storage.Store, storeDir string, prog Progress) *walker {
-	w := &walker{ctx: ctx, st: st, storeDir: storeDir, prog: prog, byHash: map[nixcache.Hash]uint32{}}
+// wentry is an id to visit, with its hash when the walk learnt it from a
+// reference (a read needs it; otherwise it is read from the index).
+type wentry struct {
+	id      uint32
+	hasHash bool
+	h       nixcache.Hash
+}
+
+func newWalker(ctx context.Context, c walkConfig) *walker {
+	w := &walker{walkConfig: c, ctx: ctx}
 	w.cond = sync.NewCond(&w.mu)
 	return w
 }
 
-// node returns the index of h's node, creating it (lock held). A new node
-// is queued unless it is a deriver, or the listing is known and lacks it.
-func (w *walker) node(h nixcache.Hash, asDeriver bool) uint32 {
-	if i, ok := w.byHash[h]; ok {
-		n := &w.nodes[i]
-		if !asDeriver && n.state == stDeferred {
-			n.state, n.deriver = stQueued, false
-			w.queue = append(w.queue, i)
-		}
-		return i
-	}
-	i := uint32(len(w.nodes))
-	n := wnode{h: h, der: noRef, deriver: asDeriver}
-	switch {
-	case w.ix != nil && w.ix.find(h) < 0:
-		n.state = stAbsent
-	case asDeriver && w.ix == nil:
-		n.state = stDeferred
-	default:
-		n.state = stQueued
-		w.queue = append(w.queue, i)
-	}
-	w.nodes = append(w.nodes, n)
-	w.byHash[h] = i
-	return i
-}
-
-// addRoots queues hashes as roots (lock held). A root already found absent
-// is read again: it may have been uploaded since (a young narinfo).
-func (w *walker) addRoots(hs []nixcache.Hash) {
-	for _, h := range hs {
-		i := w.node(h, false)
-		if n := &w.nodes[i]; n.state == stAbsent && w.ix != nil && w.ix.find(h) >= 0 {
-			n.state = stQueued
-			w.queue = append(w.queue, i)
-		}
-	}
-	w.cond.Broadcast()
-}
-
-// listed is called once the listing is complete (lock not held): deferred
-// derivers that are in the cache are queued, the others are absent, and
-// extra roots (young narinfos) are added.
-func (w *walker) listed(ix *index, extra []nixcache.Hash) {
+// run walks the closures of roots. It may be called again with more roots:
+// what is reached already is not walked twice.
+func (w *walker) run(roots []wentry) error {
 	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.ix = ix
-	for i := range w.nodes {
-		n := &w.nodes[i]
-		if n.state == stDeferred {
-			if ix.find(n.h) >= 0 {
-				n.state = stQueued
-				w.queue = append(w.queue, uint32(i))
-			} else {
-				n.state = stAbsent
-			}
-		}
+	for _, r := range roots {
+		w.push(r)
 	}
-	w.addRoots(extra)
-}
-
-// run works the queue with conc workers until it is empty, nothing is in
-// flight and the listing is complete (or an error).
-func (w *walker) run(conc int) error {
+	w.mu.Unlock()
 	var wg sync.WaitGroup
-	for range max(1, conc) {
+	for range max(1, w.conc) {
 		wg.Go(w.work)
 	}
 	wg.Wait()
@@ -206,186 +81,419 @@ func (w *walker) run(conc int) error {
 	return w.ctx.Err()
 }
 
-// fail stops the walk (from outside, e.g. the listing failed).
-func (w *walker) fail(err error) {
-	w.mu.Lock()
-	if w.err == nil {
-		w.err = err
+// push marks e reached and queues it (lock held).
+func (w *walker) push(e wentry) {
+	if !w.ix.isReach(int(e.id)) {
+		w.ix.setReach(int(e.id))
+		w.stack = append(w.stack, e)
 	}
-	w.cond.Broadcast()
-	w.mu.Unlock()
+}
+
+func (w *walker) hit(id uint32) bool {
+	return w.attach != nil && w.attach.fromListing[id] != 0
+}
+
+const walkBatch = 32
+
+// visitScratch is one worker's reused memory: a walk of millions of
+// narinfos then allocates little beyond what it keeps.
+type visitScratch struct {
+	batch   []wentry
+	results []visitResult
+	ni      nixcache.NarInfo
+	me      memoEntry
+	rb      recordBuf
+	enc     []byte
+}
+
+// visitResult is what a visit learnt: the record for the next memo
+// (adjRecord, encoded in enc), and the references to walk on.
+type visitResult struct {
+	rec       adjRecord
+	encStart  int
+	encEnd    int
+	read      bool
+	readBytes int64
 }
 
 func (w *walker) work() {
+	sc := &visitScratch{}
+	w.mu.Lock()
+	defer w.mu.Unlock()
 	for {
-		w.mu.Lock()
-		for len(w.queue) == 0 && (w.inflight > 0 || w.ix == nil) && w.err == nil {
+		for len(w.stack) == 0 && w.inflight > 0 && w.err == nil {
 			w.cond.Wait()
 		}
-		if w.err != nil || len(w.queue) == 0 {
+		if w.err != nil || len(w.stack) == 0 {
 			w.cond.Broadcast()
-			w.mu.Unlock()
 			return
 		}
-		i := w.queue[len(w.queue)-1]
-		w.queue = w.queue[:len(w.queue)-1]
-		h := w.nodes[i].h
+		sc.batch = sc.batch[:0]
+		for len(w.stack) > 0 && len(sc.batch) < walkBatch {
+			e := w.stack[len(w.stack)-1]
+			w.stack = w.stack[:len(w.stack)-1]
+			sc.batch = append(sc.batch, e)
+			if !w.hit(e.id) {
+				break
+			}
+		}
+		if len(w.stack) > 0 {
+			w.cond.Signal()
+		}
 		w.inflight++
 		w.mu.Unlock()
-
-		res, err := w.visit(i, h)
-
+		err := w.visitBatch(sc)
+		if err == nil {
+			err = w.ctx.Err()
+		}
 		w.mu.Lock()
 		w.inflight--
-		if err == nil && w.ctx.Err() != nil {
-			err = w.ctx.Err()
+		if err == nil {
+			err = w.record(sc)
 		}
 		if err != nil {
 			if w.err == nil {
 				w.err = err
 			}
 			w.cond.Broadcast()
-		} else {
-			before := len(w.queue)
-			w.record(res)
-			for range len(w.queue) - before {
-				w.cond.Signal()
-			}
-			if len(w.queue) == 0 && w.inflight == 0 {
-				w.cond.Broadcast()
-			}
-		}
-		w.mu.Unlock()
-		w.prog.Advance(PhaseWalk, 1, res.readBytes)
-	}
-}
-
-// record stores one visit (lock held).
-func (w *walker) record(r visitResult) {
-	n := &w.nodes[r.node]
-	if r.absent {
-		n.state = stAbsent
-		return
-	}
-	refOff := uint32(len(w.refs))
-	for _, h := range r.refs {
-		w.refs = append(w.refs, w.node(h, false))
-	}
-	der := noRef
-	if r.deriver != nil {
-		der = w.node(*r.deriver, true)
-	}
-	n = &w.nodes[r.node] // w.nodes may have grown
-	n.state, n.nar, n.fileSize, n.refOff, n.refN, n.der = stPresent, r.nar, r.fileSize, refOff, uint32(len(w.refs))-refOff, der
-	w.readBytes += r.readBytes
-	w.reads++
-}
-
-// visit learns one narinfo's edges by reading it. No lock held.
-func (w *walker) visit(node uint32, h nixcache.Hash) (visitResult, error) {
-	res := visitResult{node: node}
-	ni, obj, err := readReachable(w.ctx, w.st, w.storeDir, h)
-	if err != nil {
-		return res, err
-	}
-	if ni == nil {
-		res.absent = true
-		return res, nil
-	}
-	res.readBytes = obj.Size
-	if k, ok := ni.NarKey(); ok {
-		res.nar = keyHash(k)
-	}
-	res.fileSize = ni.FileSize
-	res.refs = ni.References
-	if ni.HasDeriver {
-		d := ni.Deriver
-		res.deriver = &d
-	}
-	return res, nil
-}
-
-// graph converts the finished walk to the listing-indexed graph the plan
-// and the memo use, and checks what the walk found: a reachable narinfo
-// the listing has but that could not be read, references to absent paths,
-// NARs missing from the listing.
-func (w *walker) graph(ix *index, roots []nixcache.Hash) (*graph, error) {
-	g := &graph{
-		ix:    ix,
-		reach: make([]uint64, (len(ix.narinfos)+63)/64),
-		info:  make([]nodeInfo, len(ix.narinfos)),
-		reads: w.reads, readBytes: w.readBytes,
-	}
-	for _, h := range roots {
-		if i, ok := w.byHash[h]; !ok || w.nodes[i].state != stPresent {
-			g.missingRoots = append(g.missingRoots, h)
-		}
-	}
-	w.byHash = nil // the largest walk structure: free it before the graph grows
-	listIdx := make([]int32, len(w.nodes))
-	for i := range w.nodes {
-		listIdx[i] = int32(ix.find(w.nodes[i].h))
-		if w.nodes[i].state == stPresent && listIdx[i] >= 0 {
-			g.setReach(int(listIdx[i]))
-		}
-	}
-	enc := func(n uint32) uint32 {
-		if li := listIdx[n]; li >= 0 && w.nodes[n].state == stPresent {
-			return uint32(li)
-		}
-		return g.encMissing(w.nodes[n].h)
-	}
-	for i := range w.nodes {
-		n := &w.nodes[i]
-		li := listIdx[i]
-		if n.state != stPresent || li < 0 {
-			if n.state == stAbsent && li >= 0 && !n.deriver {
-				// Listed, reachable, yet not found when read.
-				return nil, fmt.Errorf("%w: reachable %s is listed but could not be read", ErrIntegrity, nixcache.NarInfoKey(n.h))
-			}
 			continue
 		}
-		ni := nodeInfo{nar: n.nar, fileSize: n.fileSize, refOff: g.refs.reserve(int(n.refN)), refN: n.refN, deriver: noRef}
-		for _, r := range w.refs[n.refOff : n.refOff+n.refN] {
-			g.refs.push(enc(r))
-			if w.nodes[r].state == stAbsent {
-				g.danglingRefs++
-				g.problem("%s references %s, which is not in the cache", nixcache.NarInfoKey(n.h), w.nodes[r].h)
+		if len(w.stack) == 0 && w.inflight == 0 {
+			w.cond.Broadcast()
+		}
+	}
+}
+
+// visitBatch visits the batch without the lock.
+func (w *walker) visitBatch(sc *visitScratch) error {
+	sc.results = sc.results[:0]
+	sc.enc = sc.enc[:0]
+	for _, e := range sc.batch {
+		i := len(sc.results)
+		if i < cap(sc.results) {
+			sc.results = sc.results[:i+1]
+		} else {
+			sc.results = append(sc.results, visitResult{})
+		}
+		res := &sc.results[i]
+		refs := res.rec.refs[:0]
+		*res = visitResult{}
+		res.rec.refs = refs
+		var err error
+		if w.hit(e.id) {
+			err = w.fromMemo(e.id, res, sc)
+		} else {
+			err = w.read(e, res, sc)
+		}
+		if err != nil {
+			return err
+		}
+		res.encStart = len(sc.enc)
+		sc.enc = res.rec.appendTo(sc.enc)
+		res.encEnd = len(sc.enc)
+	}
+	return nil
+}
+
+// fromMemo learns id's edges from its memo record.
+func (w *walker) fromMemo(id uint32, res *visitResult, sc *visitScratch) error {
+	off := int64(w.attach.fromListing[id]-1) * 4
+	b, err := w.memo.record(off, &sc.rb)
+	if err != nil {
+		return err
+	}
+	me := &sc.me
+	if _, err := decodeRecord(b, w.memo.entries, me); err != nil {
+		return err
+	}
+	r := &res.rec
+	*r = adjRecord{id: id, fp: me.fp, nar: me.nar, fileSize: me.fileSize, refs: r.refs[:0], hasDer: me.hasDer}
+	for _, m := range me.refs {
+		ref, err := w.resolveMemo(m)
+		if err != nil {
+			return err
+		}
+		r.refs = append(r.refs, ref)
+	}
+	if me.hasDer {
+		if r.der, err = w.resolveMemo(me.der); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// resolveMemo maps a memo reference to the listing: an entry listed now, or
+// a hash that is (or is no longer) in the cache.
+func (w *walker) resolveMemo(m memoRef) (adjRef, error) {
+	if m.entry >= 0 {
+		if id := w.attach.toListing[m.entry]; id >= 0 {
+			return adjRef{id: uint32(id)}, nil
+		}
+		// Gone since the memo was written: read its hash for the record.
+		var h [20]byte
+		if _, err := w.memo.hashes.ReadAt(h[:], w.memo.hashOff+20*m.entry); err != nil {
+			return adjRef{}, fmt.Errorf("gc: reading the memo: %w", err)
+		}
+		return adjRef{absent: true, h: h}, nil
+	}
+	// Absent then: it may have been uploaded since.
+	if id := w.ix.lookup(&m.h); id >= 0 {
+		return adjRef{id: uint32(id)}, nil
+	}
+	return adjRef{absent: true, h: m.h}, nil
+}
+
+// read reads and parses a narinfo the memo does not know.
+func (w *walker) read(e wentry, res *visitResult, sc *visitScratch) error {
+	h := e.h
+	if !e.hasHash {
+		var err error
+		if h, err = w.ix.hashOf(int(e.id)); err != nil {
+			return err
+		}
+	}
+	ni := &sc.ni
+	ok, obj, err := readReachableInto(w.ctx, w.store, w.storeDir, h, ni)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return fmt.Errorf("%w: reachable %s vanished after the listing", ErrIntegrity, nixcache.NarInfoKey(h))
+	}
+	r := &res.rec
+	*r = adjRecord{id: e.id, fp: fingerprint(obj), fileSize: ni.FileSize, refs: r.refs[:0], hasDer: ni.HasDeriver}
+	if k, ok := ni.NarKey(); ok {
+		r.nar = keyHash(k)
+	}
+	for i := range ni.References {
+		r.refs = append(r.refs, w.resolve(&ni.References[i]))
+	}
+	if ni.HasDeriver {
+		r.der = w.resolve(&ni.Deriver)
+	}
+	res.read, res.readBytes = true, obj.Size
+	return nil
+}
+
+func (w *walker) resolve(h *nixcache.Hash) adjRef {
+	if id := w.ix.lookup(h); id >= 0 {
+		return adjRef{id: uint32(id), h: *h, hashKnown: true}
+	}
+	return adjRef{absent: true, h: *h}
+}
+
+// record stores a visited batch (lock held): queue the references, write
+// the records, count.
+func (w *walker) record(sc *visitScratch) error {
+	for i := range sc.results {
+		res := &sc.results[i]
+		r := &res.rec
+		for _, ref := range r.refs {
+			if ref.absent {
+				w.danglingRefs++
+				if len(w.firstProblems) < 20 {
+					h, err := w.ix.hashOf(int(r.id))
+					if err != nil {
+						return err
+					}
+					w.problem("%s references %s, which is not in the cache", nixcache.NarInfoKey(h), ref.h)
+				}
+				continue
+			}
+			w.push(wentry{id: ref.id, hasHash: ref.hashKnown, h: ref.h})
+		}
+		if r.hasDer && !r.der.absent {
+			w.push(wentry{id: r.der.id, hasHash: r.der.hashKnown, h: r.der.h})
+		}
+		if err := w.adj.write(r.id, sc.enc[res.encStart:res.encEnd]); err != nil {
+			return err
+		}
+		if res.read {
+			w.reads++
+			w.readBytes += res.readBytes
+		} else {
+			w.memoHits++
+		}
+		w.prog.Advance(PhaseWalk, 1, res.readBytes)
+	}
+	if len(w.stack) > 0 {
+		w.cond.Signal()
+	}
+	return nil
+}
+
+func (w *walker) problem(format string, args ...any) {
+	if len(w.firstProblems) < 20 {
+		w.firstProblems = append(w.firstProblems, fmt.Sprintf(format, args...))
+	}
+}
+
+// adjRef is a reference in a walk record: a listed narinfo (its id; its
+// hash too if the walk read it from a narinfo), or a hash not in the cache.
+type adjRef struct {
+	id        uint32
+	absent    bool
+	hashKnown bool
+	h         nixcache.Hash
+}
+
+// adjRecord is what the walk learnt about one reached narinfo, kept in a
+// temporary file until the next memo is written from it.
+//
+// Encoding: u32 length of what follows, u32 id, u64 fingerprint, u64 NAR
+// key hash, uvarint FileSize, uvarint n, n × reference (uvarint v: v even,
+// id v/2; v odd, not listed, its 20-byte hash follows), uvarint deriver (0
+// none; 1 not listed, hash follows; 2+id).
+type adjRecord struct {
+	id                uint32
+	fp, nar, fileSize uint64
+	refs              []adjRef
+	der               adjRef
+	hasDer            bool
+}
+
+func (a *adjRecord) appendTo(b []byte) []byte {
+	start := len(b)
+	b = append(b, 0, 0, 0, 0)
+	b = binary.LittleEndian.AppendUint32(b, a.id)
+	b = binary.LittleEndian.AppendUint64(b, a.fp)
+	b = binary.LittleEndian.AppendUint64(b, a.nar)
+	b = binary.AppendUvarint(b, a.fileSize)
+	b = binary.AppendUvarint(b, uint64(len(a.refs)))
+	for _, r := range a.refs {
+		if r.absent {
+			b = binary.AppendUvarint(b, 1)
+			b = append(b, r.h[:]...)
+		} else {
+			b = binary.AppendUvarint(b, uint64(r.id)<<1)
+		}
+	}
+	switch {
+	case !a.hasDer:
+		b = binary.AppendUvarint(b, 0)
+	case a.der.absent:
+		b = binary.AppendUvarint(b, 1)
+		b = append(b, a.der.h[:]...)
+	default:
+		b = binary.AppendUvarint(b, 2+uint64(a.der.id))
+	}
+	binary.LittleEndian.PutUint32(b[start:], uint32(len(b)-start-4))
+	return b
+}
+
+var errAdjCorrupt = errors.New("gc: walk record corrupt")
+
+func (a *adjRecord) decode(b []byte) error {
+	if len(b) < 4 {
+		return errAdjCorrupt
+	}
+	l := int(binary.LittleEndian.Uint32(b))
+	if l > len(b)-4 || l < 20 {
+		return errAdjCorrupt
+	}
+	b = b[4 : 4+l]
+	a.id = binary.LittleEndian.Uint32(b)
+	a.fp = binary.LittleEndian.Uint64(b[4:])
+	a.nar = binary.LittleEndian.Uint64(b[12:])
+	b = b[20:]
+	uv := func() uint64 {
+		v, k := binary.Uvarint(b)
+		if k <= 0 {
+			b = nil
+			return 0
+		}
+		b = b[k:]
+		return v
+	}
+	ref := func(v uint64, absent bool) adjRef {
+		if absent {
+			if len(b) < 20 {
+				b = nil
+				return adjRef{}
+			}
+			r := adjRef{absent: true, h: nixcache.Hash(b[:20])}
+			b = b[20:]
+			return r
+		}
+		return adjRef{id: uint32(v)}
+	}
+	a.fileSize = uv()
+	n := uv()
+	a.refs = a.refs[:0]
+	for range n {
+		if b == nil {
+			return errAdjCorrupt
+		}
+		v := uv()
+		a.refs = append(a.refs, ref(v>>1, v&1 == 1))
+	}
+	d := uv()
+	if b == nil {
+		return errAdjCorrupt
+	}
+	a.hasDer = d != 0
+	if a.hasDer {
+		a.der = ref(d-2, d == 1)
+	}
+	if b == nil || len(b) != 0 {
+		return errAdjCorrupt
+	}
+	return nil
+}
+
+// adjWriter distributes walk records over files by id range, so the memo
+// can be written in id order one range at a time.
+type adjWriter struct {
+	tmp     *tempFiles
+	shift   uint
+	buckets []*spool
+}
+
+// adjShift: ids per adjacency file (2^16: about 3 MiB of records, held
+// at once when the memo is written).
+const adjShift = 16
+
+func newAdjWriter(tmp *tempFiles, n int) *adjWriter {
+	return &adjWriter{tmp: tmp, shift: adjShift, buckets: make([]*spool, (n>>adjShift)+1)}
+}
+
+func (a *adjWriter) idRange(b, n int) (lo, hi int) {
+	return b << a.shift, min((b+1)<<a.shift, n)
+}
+
+func (a *adjWriter) write(id uint32, rec []byte) error {
+	b := int(id >> a.shift)
+	sp := a.buckets[b]
+	if sp == nil {
+		var err error
+		if sp, err = newSpool(a.tmp, "walk"); err != nil {
+			return err
+		}
+		sp.bufSize = 16 << 10
+		a.buckets[b] = sp
+	}
+	return sp.write(rec)
+}
+
+func (a *adjWriter) finish() error {
+	for _, sp := range a.buckets {
+		if sp != nil {
+			if err := sp.finish(); err != nil {
+				return err
 			}
 		}
-		if n.der != noRef {
-			ni.deriver = enc(n.der)
-		}
-		if n.nar != 0 && !hasU64(ix.narKeys, n.nar) {
-			g.missingNARs++
-			g.problem("%s: its NAR is not in the cache", nixcache.NarInfoKey(n.h))
-		}
-		g.info[li] = ni
-		g.reachable++
-		g.reachBytes += n.fileSize
 	}
-	return g, nil
+	return nil
 }
 
 var narinfoBufs = sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); return &b }}
 
-// readReachable reads and checks the narinfo of h, a path something reaches,
-// and returns it with the attributes of the version read. An absent narinfo
-// is a nil NarInfo and no error: the cold walk meets references that are not
-// in the cache, the warm walk treats that as an integrity error. Anything
-// unreadable, unparseable or describing another path is ErrIntegrity: the
-// pruner never guesses a reachable path's edges.
-func readReachable(ctx context.Context, st storage.Store, storeDir string, h nixcache.Hash) (*nixcache.NarInfo, storage.Object, error) {
-	ni := &nixcache.NarInfo{}
-	ok, obj, err := readReachableInto(ctx, st, storeDir, h, ni)
-	if !ok {
-		ni = nil
-	}
-	return ni, obj, err
-}
-
-// readReachableInto is readReachable parsing into *ni (reused by a walk
-// worker); ok is false if the narinfo is absent or on error.
+// readReachableInto reads and checks the narinfo of h, a path something
+// reaches, parsing into *ni (reused by a walk worker), and returns the
+// attributes of the version read. ok is false if it is absent (or on
+// error). Anything unreadable, unparseable or describing another path is
+// ErrIntegrity: the pruner never guesses a reachable path's edges.
 func readReachableInto(ctx context.Context, st storage.Store, storeDir string, h nixcache.Hash, ni *nixcache.NarInfo) (bool, storage.Object, error) {
 	key := nixcache.NarInfoKey(h)
 	// The parsed NarInfo copies what it keeps, so the bytes go back to a

@@ -147,6 +147,7 @@ func underLease(ctx context.Context, st storage.Store, o Options, makePlan func(
 	if err != nil {
 		return finish(nil, leaseLost(err))
 	}
+	defer plan.Close()
 	rep := plan.Report()
 	if !o.DryRun {
 		rep, err = plan.Execute(work, lease, o.Progress)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/kiss-cache/kiss/gc"
 	"github.com/kiss-cache/kiss/internal/synth"
 	"github.com/kiss-cache/kiss/storage"
 )
@@ -281,14 +282,14 @@ func bench(c *cli.Context) error {
 
 	// Warm: the memo the real prune wrote, put into the untouched cache (the
 	// copy shares inodes, so its fingerprints match).
-	memo, err := os.ReadFile(filepath.Join(copyDir, ".kiss", "memo", "v1"))
+	memo, err := os.ReadFile(filepath.Join(copyDir, filepath.FromSlash(gc.MemoKey)))
 	if err != nil {
 		return fmt.Errorf("bench: the real prune left no memo: %w", err)
 	}
-	if err := os.MkdirAll(filepath.Join(cacheDir, ".kiss", "memo"), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(filepath.Join(cacheDir, filepath.FromSlash(gc.MemoKey))), 0o755); err != nil {
 		return err
 	}
-	if err := os.WriteFile(filepath.Join(cacheDir, ".kiss", "memo", "v1"), memo, 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(cacheDir, filepath.FromSlash(gc.MemoKey)), memo, 0o644); err != nil {
 		return err
 	}
 	warm, err := best(ctx, repeat, timeout, kiss, "--json", "prune", "--dry-run", grace, cacheDir)

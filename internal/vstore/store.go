@@ -961,3 +961,13 @@ func (b bitset) readFrom(r io.Reader) error {
 	}
 	return nil
 }
+
+// ForgetDeletions undoes every deletion (the overlay stays): a benchmark
+// runs a warm dry run on the unpruned cache with the memo of a real prune.
+func (s *Store) ForgetDeletions() {
+	for k := range numKinds {
+		for i := range s.del[k] {
+			s.del[k][i].Store(0)
+		}
+	}
+}

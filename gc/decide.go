@@ -1,0 +1,383 @@
+package gc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/kiss-cache/kiss/nixcache"
+	"github.com/kiss-cache/kiss/storage"
+)
+
+// fate is what a prune does with one listed object.
+type fate uint8
+
+const (
+	keepIt      fate = iota
+	deleteIt         // garbage, old enough
+	readContent      // realisation, build trace, debuginfo: decided by what it names
+)
+
+// objectFate is the keep/delete rule for a listed object other than a
+// narinfo, from facts alone: its kind, its mtime (noTime or goneTime if not
+// known), the grace cutoff, and whether what keeps it (a reachable narinfo,
+// NAR reference or derivation) is absent. It does no I/O.
+func objectFate(kind nixcache.Kind, mtime, cutoff int64, unreferenced bool) fate {
+	switch {
+	case !known(mtime), mtime > cutoff:
+		return keepIt // age unknown, or younger than the grace period
+	case kind == nixcache.KindRealisation, kind == nixcache.KindBuildTrace, kind == nixcache.KindDebugInfo:
+		return readContent
+	case unreferenced:
+		return deleteIt
+	}
+	return keepIt
+}
+
+// narinfoFate is the rule for a narinfo.
+func narinfoFate(reached bool, mtime, cutoff int64) fate {
+	if reached || !known(mtime) || mtime > cutoff {
+		return keepIt
+	}
+	return deleteIt
+}
+
+// decision is what decide found beyond the plan's lists.
+type decision struct {
+	reachBytes    uint64
+	missingNARs   int64
+	firstProblems []string
+}
+
+// keepSets are what keeps non-narinfo objects: the NAR key hashes of the
+// reachable narinfos (sorted, with a bit set when the listing has the NAR),
+// young NARs, and the derivations whose logs are kept.
+type keepSets struct {
+	nar      []uint64
+	narSeen  []uint64 // bitset over nar
+	youngNAR []uint64
+	// drv: first 8 bytes of the derivers of reachable paths that are not in
+	// the cache (a deriver that is in the cache is reachable itself).
+	drv []uint64
+}
+
+func (k *keepSets) keepsNAR(kh uint64, mark bool) bool {
+	if i, ok := slices.BinarySearch(k.nar, kh); ok {
+		if mark {
+			k.narSeen[i/64] |= 1 << (i % 64)
+		}
+		return true
+	}
+	_, ok := slices.BinarySearch(k.youngNAR, kh)
+	return ok
+}
+
+func (k *keepSets) keepsDrv(ix *index, h *nixcache.Hash) bool {
+	if ix.reachable(h) {
+		return true
+	}
+	_, ok := slices.BinarySearch(k.drv, hashPre(h))
+	return ok
+}
+
+// unreferenced says whether what would keep o is absent (no I/O).
+func (k *keepSets) unreferenced(ix *index, o *objRec, markNAR bool) bool {
+	switch o.kind {
+	case nixcache.KindListing:
+		h, err := nixcache.ParseHash(o.key[:nixcache.HashLen])
+		return err == nil && !ix.reachable(&h)
+	case nixcache.KindNAR:
+		return !k.keepsNAR(keyHash(o.key), markNAR)
+	case nixcache.KindLog:
+		h, err := nixcache.LogDrvHash(o.key)
+		return err == nil && !k.keepsDrv(ix, &h)
+	case nixcache.KindTemp:
+		return true
+	}
+	return false
+}
+
+// objChunk is how many object records decide handles at a time.
+const objChunk = 4096
+
+// decide sorts every listed object into keep or delete, in passes over the
+// index's files: the keep sets come from the next memo, then the objects
+// (a keys-only listing's candidates are stat'ed, a chunk at a time in
+// parallel; a kept object's age does not matter), then what must be read
+// to be decided, then the narinfos. Deletions go to the plan's files.
+func (p *Plan) decide(ctx context.Context, ix *index, cutoffT time.Time, storeDir string, conc int) (*decision, error) {
+	cutoff := cutoffT.UnixNano()
+	d := &decision{}
+	ks := &keepSets{nar: make([]uint64, 0, p.memo.entries)}
+	haveLogs := ix.counts[nixcache.KindLog].Objects > 0
+	err := p.memo.forEntries(func(_ int64, _ *nixcache.Hash, _ int64, e *memoEntry) error {
+		if e.nar != 0 {
+			ks.nar = append(ks.nar, e.nar)
+		}
+		d.reachBytes += e.fileSize
+		if haveLogs && e.hasDer && e.der.entry < 0 {
+			ks.drv = append(ks.drv, hashPre(&e.der.h))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("gc: reading back the walk: %w", err)
+	}
+	slices.Sort(ks.nar)
+	ks.nar = slices.Compact(ks.nar)
+	ks.narSeen = make([]uint64, (len(ks.nar)+63)/64)
+	slices.Sort(ks.drv)
+	ks.drv = slices.Compact(ks.drv)
+
+	if p.delMeta, err = newSpool(p.tmp, "delete-meta"); err != nil {
+		return nil, err
+	}
+	if p.delNAR, err = newSpool(p.tmp, "delete-nar"); err != nil {
+		return nil, err
+	}
+	content, err := newSpool(p.tmp, "content")
+	if err != nil {
+		return nil, err
+	}
+	del := map[string]*Count{}
+	keep := map[string]*Count{}
+	count := func(m map[string]*Count, k nixcache.Kind, size int64) {
+		c := m[k.String()]
+		if c == nil {
+			c = &Count{}
+			m[k.String()] = c
+		}
+		c.add(size)
+	}
+	var buf []byte
+	drop := func(o *objRec) error {
+		buf = appendObjRec(buf[:0], o)
+		count(del, o.kind, o.size)
+		if o.kind == nixcache.KindNAR {
+			return p.delNAR.write(buf)
+		}
+		return p.delMeta.write(buf)
+	}
+
+	// Objects, a chunk at a time: stat what may go and has no age yet.
+	chunk := make([]objRec, 0, objChunk)
+	var unref []bool
+	var stat []int
+	flush := func() error {
+		unref, stat = unref[:0], stat[:0]
+		for i := range chunk {
+			o := &chunk[i]
+			u := ks.unreferenced(ix, o, true)
+			unref = append(unref, u)
+			if o.mtime == noTime && (u || o.kind == nixcache.KindRealisation || o.kind == nixcache.KindBuildTrace || o.kind == nixcache.KindDebugInfo) {
+				stat = append(stat, i)
+			}
+		}
+		if len(stat) > 0 {
+			p.opts.Progress.Start(PhaseStat, -1, -1)
+			err := parallel(ctx, len(stat), conc, func(ctx context.Context, j int) error {
+				o := &chunk[stat[j]]
+				a, err := statKey(ctx, p.st, o.key)
+				if err != nil {
+					return err
+				}
+				if a.HasAttrs() {
+					o.mtime, o.size = a.ModTime.UnixNano(), a.Size
+				} else {
+					o.mtime = goneTime
+				}
+				return nil
+			})
+			p.opts.Progress.Advance(PhaseStat, int64(len(stat)), 0)
+			if err != nil {
+				return err
+			}
+		}
+		for i := range chunk {
+			o := &chunk[i]
+			if o.kind == nixcache.KindNAR && o.mtime > cutoff {
+				ks.youngNAR = append(ks.youngNAR, keyHash(o.key))
+			}
+			switch objectFate(o.kind, o.mtime, cutoff, unref[i]) {
+			case deleteIt:
+				if err := drop(o); err != nil {
+					return err
+				}
+			case readContent:
+				buf = appendObjRec(buf[:0], o)
+				if err := content.write(buf); err != nil {
+					return err
+				}
+			default:
+				count(keep, o.kind, o.size)
+			}
+		}
+		chunk = chunk[:0]
+		return nil
+	}
+	err = ix.forObjects(func(o *objRec) error {
+		chunk = append(chunk, *o)
+		if len(chunk) == objChunk {
+			return flush()
+		}
+		return nil
+	})
+	if err == nil {
+		err = flush()
+	}
+	if err != nil {
+		return nil, err
+	}
+	p.opts.Progress.Done(PhaseStat)
+	// A debuginfo pointing into an upload in flight (a young NAR) is kept.
+	slices.Sort(ks.youngNAR)
+
+	// What is decided by its content: read in parallel, a chunk at a time.
+	if err := content.finish(); err != nil {
+		return nil, err
+	}
+	if err := p.readContent(ctx, ix, ks, content, storeDir, conc, drop, func(o *objRec) { count(keep, o.kind, o.size) }); err != nil {
+		return nil, err
+	}
+	content.f.Close()
+
+	// Narinfos, in id order.
+	err = ix.forNarInfos(false, func(start int, recs []niRec) error {
+		for k := range recs {
+			r := &recs[k]
+			if narinfoFate(ix.isReach(start+k), r.mtime, cutoff) == keepIt {
+				count(keep, nixcache.KindNarInfo, int64(r.size))
+				continue
+			}
+			if err := drop(&objRec{kind: nixcache.KindNarInfo, size: int64(r.size), key: nixcache.NarInfoKey(r.h)}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := p.delMeta.finish(); err != nil {
+		return nil, err
+	}
+	if err := p.delNAR.finish(); err != nil {
+		return nil, err
+	}
+
+	// Reachable narinfos whose NAR the listing does not have.
+	var missing []uint64
+	for i, kh := range ks.nar {
+		if ks.narSeen[i/64]&(1<<(i%64)) == 0 {
+			missing = append(missing, kh)
+		}
+	}
+	if len(missing) > 0 {
+		err := p.memo.forEntries(func(_ int64, h *nixcache.Hash, _ int64, e *memoEntry) error {
+			if _, ok := slices.BinarySearch(missing, e.nar); ok && e.nar != 0 {
+				d.missingNARs++
+				if len(d.firstProblems) < 20 {
+					d.firstProblems = append(d.firstProblems, fmt.Sprintf("%s: its NAR is not in the cache", nixcache.NarInfoKey(*h)))
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+
+	p.report.Delete, p.report.Keep = map[string]Count{}, map[string]Count{}
+	var total Count
+	for k, c := range del {
+		p.report.Delete[k] = *c
+		total.Objects += c.Objects
+		total.Bytes += c.Bytes
+	}
+	for k, c := range keep {
+		p.report.Keep[k] = *c
+	}
+	if len(p.delMarkers) > 0 {
+		p.report.Delete[nixcache.KindRoot.String()] = Count{Objects: int64(len(p.delMarkers))}
+		total.Objects += int64(len(p.delMarkers))
+	}
+	p.report.DeleteTotal = total
+	return d, nil
+}
+
+// readContent decides the realisations, build traces and debuginfo that may
+// go by what they name: a realisation's output path must be reachable, a
+// debuginfo's NAR kept. One that cannot be read or parsed is kept.
+func (p *Plan) readContent(ctx context.Context, ix *index, ks *keepSets, content *spool, storeDir string, conc int, drop func(*objRec) error, kept func(*objRec)) error {
+	prog := p.opts.Progress
+	prog.Start(PhaseMeta, -1, -1)
+	defer prog.Done(PhaseMeta)
+	var chunk []objRec
+	flush := func() error {
+		drops := make([]bool, len(chunk))
+		var mu sync.Mutex
+		err := parallel(ctx, len(chunk), conc, func(ctx context.Context, j int) error {
+			o := &chunk[j]
+			defer prog.Advance(PhaseMeta, 1, o.size)
+			data, err := readAll(ctx, p.st, o.key, 1<<20)
+			if err != nil {
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				if !errors.Is(err, storage.ErrNotFound) {
+					mu.Lock()
+					p.warn("%s kept: cannot read it: %v", o.key, err)
+					mu.Unlock()
+				}
+				return nil
+			}
+			var keepIt bool
+			if o.kind == nixcache.KindDebugInfo {
+				nk, err := nixcache.DebugInfoNarKey(o.key, data)
+				keepIt = err != nil || ks.keepsNAR(keyHash(nk), false)
+			} else {
+				h, err := nixcache.RealisationOutPath(data, storeDir)
+				keepIt = err != nil || ix.reachable(&h)
+			}
+			drops[j] = !keepIt
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for j := range chunk {
+			if drops[j] {
+				if err := drop(&chunk[j]); err != nil {
+					return err
+				}
+			} else {
+				kept(&chunk[j])
+			}
+		}
+		chunk = chunk[:0]
+		return nil
+	}
+	r := content.reader()
+	head := make([]byte, objRecHead)
+	for {
+		var o objRec
+		err := readObjRec(r, head, &o)
+		if err != nil {
+			if err == io.EOF {
+				break
+			}
+			return fmt.Errorf("gc: reading a temporary file: %w", err)
+		}
+		chunk = append(chunk, o)
+		if len(chunk) == objChunk {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+	}
+	return flush()
+}
