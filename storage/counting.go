@@ -150,7 +150,7 @@ func (c *Counting) ListKeys(ctx context.Context, prefix string) iter.Seq2[Object
 // ListPage counts one page request (PageLister); it is used only when the
 // wrapped store lists by pages (see ListParallel).
 func (c *Counting) ListPage(ctx context.Context, prefix, startAfter string, max int) ([]Object, bool, error) {
-	pl, ok := c.inner.(PageLister)
+	pl, ok := As[PageLister](c.inner)
 	if !ok {
 		return nil, false, wrap("list", prefix, ErrNotSupported)
 	}

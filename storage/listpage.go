@@ -43,7 +43,7 @@ type ParallelListOptions struct {
 // PageSize. After an error nothing more is yielded. Wrappers that implement
 // PageLister themselves (Counting) keep the parallel path.
 func ListParallel(ctx context.Context, st Store, prefix string, opts ParallelListOptions) iter.Seq2[[]Object, error] {
-	pl, ok := st.(PageLister)
+	pl, ok := As[PageLister](st)
 	if !ok || !canListPages(st) {
 		return batched(ListKeys(ctx, st, prefix))
 	}
@@ -168,18 +168,17 @@ func batched(list iter.Seq2[Object, error]) iter.Seq2[[]Object, error] {
 	}
 }
 
-// canListPages reports whether st lists by pages: it and every store it
-// wraps (Unwrap) down to the driver implement PageLister, so a decorator
-// that forwards ListPage (Counting) does not claim pages its driver lacks.
+// canListPages reports whether the driver under st's decorators lists by
+// pages: a decorator that forwards ListPage (Counting) does not make a
+// store that cannot do it look as if it could.
 func canListPages(st Store) bool {
-	for {
-		if _, ok := st.(PageLister); !ok {
-			return false
-		}
-		u, ok := st.(interface{ Unwrap() Store })
-		if !ok {
-			return true
+	for st != nil {
+		u, wraps := st.(Unwrapper)
+		if !wraps {
+			_, ok := st.(PageLister)
+			return ok
 		}
 		st = u.Unwrap()
 	}
+	return false
 }
