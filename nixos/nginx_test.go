@@ -384,16 +384,15 @@ func TestNginxRenderedConfigProxiesGcroots(t *testing.T) {
 // as services.kiss.serve deploys it: kiss serve --anonymous-writes,
 // socket-activated on a unix socket, behind the rendered nginx config for
 // cache with one writer DN. It returns the https base URL.
-func startNginxLeaseGateway(t *testing.T, nix *testenv.NixEnv, pki *testenv.PKIEnv, cache, writer string) string {
+// startSocketActivated starts argv as kiss-leases.socket and the like
+// start it: systemd binds the unix socket at path and hands it over as fd 3
+// (LISTEN_FDS=1, LISTEN_PID = the server's pid).
+func startSocketActivated(t *testing.T, path string, argv ...string) {
 	t.Helper()
-	kiss := testenv.KissBinary(t)
-	if err := os.MkdirAll(filepath.Join(cache, ".tmp"), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	// As kiss-leases.socket does: systemd binds a unix socket and hands it
-	// to kiss serve as fd 3 (LISTEN_FDS=1, LISTEN_PID = the server's pid).
-	sock := filepath.Join(t.TempDir(), "leases.sock")
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -403,11 +402,20 @@ func startNginxLeaseGateway(t *testing.T, nix *testenv.NixEnv, pki *testenv.PKIE
 		t.Fatal(err)
 	}
 	ln.Close() // the duplicate in lnFile keeps the socket open
-	cmd := exec.Command("/bin/sh", "-c", `LISTEN_PID=$$ LISTEN_FDS=1 exec "$0" "$@"`,
-		kiss, "serve", "--store", "file://"+cache, "--anonymous-writes")
+	cmd := exec.Command("/bin/sh", append([]string{"-c", `LISTEN_PID=$$ LISTEN_FDS=1 exec "$0" "$@"`}, argv...)...)
 	cmd.ExtraFiles = []*os.File{lnFile}
-	testenv.StartProcess(t, "kiss-serve", cmd)
+	testenv.StartProcess(t, filepath.Base(argv[0]), cmd)
 	lnFile.Close()
+}
+
+func startNginxLeaseGateway(t *testing.T, nix *testenv.NixEnv, pki *testenv.PKIEnv, cache, writer string) string {
+	t.Helper()
+	kiss := testenv.KissBinary(t)
+	if err := os.MkdirAll(filepath.Join(cache, ".tmp"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(t.TempDir(), "leases.sock")
+	startSocketActivated(t, sock, kiss, "serve", "--store", "file://"+cache, "--anonymous-writes")
 	gcrootsProxy := "http://unix:" + sock + ":"
 
 	port := testenv.FreePort(t)
