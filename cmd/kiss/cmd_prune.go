@@ -12,6 +12,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/dustin/go-humanize"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/urfave/cli/v2"
 
@@ -214,18 +215,8 @@ func finishPrune(c *cli.Context, rep *gc.Report, dels []gc.Deletion, code int, r
 	return withExit(code, runErr)
 }
 
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
-}
+// humanBytes is n in binary units ("4.2 KiB"), as everywhere in kiss's output.
+func humanBytes(n int64) string { return humanize.IBytes(uint64(max(n, 0))) }
 
 func writeSummary(w io.Writer, r *gc.Report) {
 	verb := "deleted"

@@ -15,7 +15,9 @@ import (
 	"sort"
 	"strings"
 	"syscall"
+	"time"
 
+	"github.com/lmittmann/tint"
 	"github.com/urfave/cli/v2"
 )
 
@@ -65,6 +67,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		EnableBashCompletion: true,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error", EnvVars: []string{"KISS_LOG_LEVEL"}},
+			&cli.StringFlag{Name: "log-format", Value: "auto", Usage: "human, logfmt or json (auto: human on a terminal, logfmt otherwise)", EnvVars: []string{"KISS_LOG_FORMAT"}},
 			&cli.BoolFlag{Name: "json", Usage: "machine-readable output on stdout"},
 		},
 		Before: func(c *cli.Context) error {
@@ -83,14 +86,32 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 	}
 }
 
-// textHandler is the log handler every command logs through: text lines to
-// w at the level --log-level names.
+// textHandler is the log handler every command logs through: lines to w at
+// the level --log-level names, in the --log-format: on a terminal, short
+// human lines (github.com/lmittmann/tint, coloured); otherwise logfmt
+// (slog's text handler) or JSON, for journald and log shippers.
 func textHandler(w io.Writer, c *cli.Context) (slog.Handler, error) {
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(c.String("log-level"))); err != nil {
 		return nil, usageError(fmt.Errorf("--log-level: %w", err))
 	}
-	return slog.NewTextHandler(w, &slog.HandlerOptions{Level: lvl}), nil
+	tty := isTerminal(c.App.ErrWriter)
+	format := c.String("log-format")
+	if format == "auto" {
+		format = "logfmt"
+		if tty {
+			format = "human"
+		}
+	}
+	switch format {
+	case "human":
+		return tint.NewHandler(w, &tint.Options{Level: lvl, TimeFormat: time.TimeOnly, NoColor: !tty}), nil
+	case "logfmt":
+		return slog.NewTextHandler(w, &slog.HandlerOptions{Level: lvl}), nil
+	case "json":
+		return slog.NewJSONHandler(w, &slog.HandlerOptions{Level: lvl}), nil
+	}
+	return nil, usageError(fmt.Errorf("--log-format %q: want auto, human, logfmt or json", format))
 }
 
 func main() {
