@@ -157,3 +157,10 @@ func underLease(ctx context.Context, st storage.Store, o Options, makePlan func(
 	}
 	return finish(rep, nil)
 }
+
+// GCPercent is the GOGC a pruning process should run with unless its
+// environment says otherwise (kiss prune and kiss-lambda set it). The plan's
+// large structures hold no pointers, so a collection costs little however
+// big they are: collecting at +10% keeps a million-path prune under 400 MiB
+// at no measurable cost in time (docs/benchmarks.md).
+const GCPercent = 10

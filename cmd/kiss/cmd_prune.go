@@ -17,9 +17,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/kiss-cache/kiss/gc"
-	"github.com/kiss-cache/kiss/lockproto"
 	"github.com/kiss-cache/kiss/prune"
-	"github.com/kiss-cache/kiss/storage"
 )
 
 func init() {
@@ -70,12 +68,6 @@ EXIT STATUS
 	})
 }
 
-// pruneGCPercent is kiss prune's default GOGC (the environment overrides it).
-// The plan's large structures hold no pointers, so a collection costs little
-// however big they are: collecting at +10% keeps a million-path prune under
-// 400 MiB at no measurable cost in time (docs/benchmarks.md).
-const pruneGCPercent = 10
-
 type pruneOutput struct {
 	*gc.Report
 	Deletions []gc.Deletion `json:"deletions,omitempty"`
@@ -106,7 +98,7 @@ func runPrune(c *cli.Context) error {
 		// the garbage (narinfo bodies) is small and short-lived: collecting
 		// often keeps RSS near the live size for little CPU. (A soft memory
 		// limit below the live size made the GC thrash: 10× slower at 1M.)
-		debug.SetGCPercent(pruneGCPercent)
+		debug.SetGCPercent(prune.GCPercent)
 	}
 	if grace < time.Hour {
 		log.Warn("a grace period under 1h lets prune race uploads of writers that skip the lock", "grace", grace)
@@ -153,28 +145,16 @@ func runPrune(c *cli.Context) error {
 	return finishPrune(c, rep, dels, code, err)
 }
 
-// pruneExitCode maps prune's, gc's and lockproto's errors to the documented
-// exit codes.
+// pruneExitCode is the documented exit code of a failed prune.
 func pruneExitCode(err error, ctx context.Context) int {
-	switch {
-	case errors.Is(err, prune.ErrLease):
-		switch {
-		case lockproto.IsLocked(err):
-			return ExitLocked
-		case ctx.Err() != nil:
-			return ExitInterrupted
-		}
-		return ExitStore
-	case errors.Is(err, gc.ErrFence), errors.Is(err, lockproto.ErrLeaseLost):
-		return ExitLeaseLost
-	case ctx.Err() != nil:
-		return ExitInterrupted
-	case errors.Is(err, gc.ErrRootsUnavailable), errors.Is(err, gc.ErrIntegrity), errors.Is(err, gc.ErrEmptyRoots), errors.Is(err, gc.ErrEmptyMarker):
-		return ExitRefused
-	case errors.Is(err, storage.ErrInvalidKey):
-		return ExitUsage
-	}
-	return ExitStore
+	return map[prune.Failure]int{
+		prune.FailStore:       ExitStore,
+		prune.FailRefused:     ExitRefused,
+		prune.FailLocked:      ExitLocked,
+		prune.FailLeaseLost:   ExitLeaseLost,
+		prune.FailInterrupted: ExitInterrupted,
+		prune.FailUsage:       ExitUsage,
+	}[prune.Classify(ctx, err)]
 }
 
 // finishPrune prints the report (human or JSON), writes the metrics file,
