@@ -2,8 +2,9 @@
 # The whole kiss test suite, as README.md shows and CI runs (.ci/run).
 # Installs what it needs (scripts/install-deps.sh), then: gofmt, go vet,
 # go test -race on every package (unit, storage conformance on mem/file/
-# versitygw, spin model check, e2e with real nix, nginx and versitygw),
-# terraform checks, and the pruner smoke benchmark. Fails loudly; never skips a real component in CI.
+# versitygw, spin model check, e2e with real nix, nginx and versitygw,
+# Terraform validated/tested/planned offline and its policies enforced by
+# MinIO), tflint and terraform-docs, and the pruner smoke benchmark. Fails loudly; never skips a real component in CI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +15,8 @@ export KISS_REQUIRE_S3=1 KISS_REQUIRE_SPIN=1 KISS_REQUIRE_NIX=1
 # ../shared/nixpkgs-lib/lib next to the repository, or $KISS_NIXPKGS_LIB.
 # Missing, it is a failure here, not a skip (a user's clone may lack it).
 export KISS_REQUIRE_NIXPKGS_LIB=1
+# Terraform (with the provider mirror), MinIO and the Lambda emulator too.
+export KISS_REQUIRE_TERRAFORM=1 KISS_REQUIRE_MINIO=1 KISS_REQUIRE_LAMBDA_RIE=1
 export AWS_EC2_METADATA_DISABLED=true
 export GOFLAGS=${GOFLAGS:--mod=mod}
 
@@ -38,7 +41,9 @@ go vet ./...
 step "go test -race (unit, conformance, model, e2e)"
 go test -race -count=1 -timeout 30m ./...
 
-step "terraform (tflint + HCL structure tests; a separate Go module)"
+# (The Terraform is validated, tested, planned and enforced against MinIO by
+# go test ./terraform above.)
+step "terraform static checks (tflint, terraform-docs up to date)"
 bash terraform/check.sh
 
 step "pruner smoke benchmark (100k paths)"

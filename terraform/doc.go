@@ -1,11 +1,20 @@
 // Package terraform holds no Go code: it is the home of kiss's Terraform
-// modules (modules/kiss-cache-s3, examples/) and of their offline tests.
+// (modules/kiss-cache-s3, modules/kiss-prune-lambda, examples/) and of the
+// tests that prove it with the real tools, offline:
 //
-// It is a separate Go module so that HCL and terraform-config-inspect stay
-// out of kiss's own go.mod. No Terraform provider can be downloaded where
-// kiss is tested, so `tofu validate`/`plan` cannot run; check.sh runs tflint
-// (bundled terraform ruleset) and these tests, which parse the
-// configuration with hcl/v2 and terraform-config-inspect and assert its
-// structure: formatting, typed and described variables, the bucket's
-// protections, the bucket policy and the separation of the IAM roles.
+//   - terraform_test.go: `terraform fmt -check`; every module initialised
+//     from the provider mirror, validated, and put through its own
+//     `terraform test` (tests/*.tftest.hcl); every example planned with fake
+//     credentials and its rendered plan (`terraform show -json`) asserted
+//     on: every IAM and bucket policy document, lifecycle rules, public
+//     access, the CDN's behaviours and TTLs, the prune function and its
+//     schedule.
+//   - minio_test.go: the role policies from the plan loaded into a real S3
+//     server (MinIO, AWS policy language), one identity per role, each role
+//     exercised through kiss itself, every forbidden action refused; and the
+//     Lambda pruner run under the Lambda Runtime Interface Emulator with the
+//     pruner role, pruning the bucket the writer filled.
+//
+// Missing terraform (or the provider mirror), MinIO or the emulator skip
+// these tests and say so; with CI set they fail instead (internal/testenv).
 package terraform

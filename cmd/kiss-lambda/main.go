@@ -40,7 +40,7 @@ import (
 type Event struct {
 	// Store is the cache (s3://BUCKET?region=…); default $KISS_STORE.
 	Store string `json:"store,omitempty"`
-	// Grace: nothing younger is deleted (default 24h; "0s" for none).
+	// Grace: nothing younger is deleted (default kiss prune's, 2h; "0s" for none).
 	Grace string `json:"grace,omitempty"`
 	// RootMaxAge: markers older than this stop counting (default: never).
 	RootMaxAge string `json:"root_max_age,omitempty"`

@@ -1,7 +1,7 @@
 # A public kiss cache in one region: CI (writer) pushes, a scheduled pruner
 # deletes, everyone substitutes over HTTPS.
 #
-#   tofu init && tofu apply -var bucket_name=my-nix-cache \
+#   terraform init && terraform apply -var bucket_name=my-nix-cache \
 #     -var 'ci_role_arns=["arn:aws:iam::123456789012:role/ci"]'
 
 provider "aws" {

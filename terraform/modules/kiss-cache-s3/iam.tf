@@ -1,5 +1,31 @@
-# One policy per role in the kiss protocol. Writers push and register roots
+# One policy per role of the kiss protocol. Writers push and register roots
 # but cannot delete cache objects; only the pruner deletes; readers read.
+# Each role is exercised against a real S3 server that enforces these very
+# documents (terraform/minio_test.go), and every forbidden action below is
+# asserted to be refused there.
+
+locals {
+  # What writers upload: every kind of cache object Nix pushes, plus
+  # markers and their own leases under gcroots/.
+  writer_upload_arns = [
+    "${local.bucket_arn}/nar/*",
+    "${local.bucket_arn}/*.narinfo",
+    "${local.bucket_arn}/*.ls",
+    "${local.bucket_arn}/log/*",
+    "${local.bucket_arn}/realisations/*",
+    "${local.bucket_arn}/build-trace-v2/*",
+    "${local.bucket_arn}/debuginfo/*",
+    "${local.bucket_arn}/gcroots/*",
+  ]
+  # Never written or deleted by a writer, whatever the patterns above
+  # match (*.narinfo also matches .kiss/x.narinfo): the pruner's memo and
+  # probes, the cache's identity, and the prune lease.
+  writer_denied_arns = [
+    "${local.bucket_arn}/.kiss/*",
+    "${local.bucket_arn}/nix-cache-info",
+    "${local.bucket_arn}/gcroots/.lock/prune",
+  ]
+}
 
 data "aws_iam_policy_document" "reader" {
   statement {
@@ -8,6 +34,8 @@ data "aws_iam_policy_document" "reader" {
     resources = ["${local.bucket_arn}/*"]
   }
 
+  # Without s3:ListBucket, S3 answers a GET or HEAD of a missing key with
+  # 403 instead of 404, and "not in the cache" becomes "access denied".
   statement {
     sid       = "ListBucket"
     actions   = ["s3:ListBucket", "s3:GetBucketLocation"]
@@ -17,49 +45,75 @@ data "aws_iam_policy_document" "reader" {
 
 data "aws_iam_policy_document" "writer" {
   statement {
-    sid       = "ReadAndUpload"
-    actions   = ["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"]
+    sid       = "ReadObjects"
+    actions   = ["s3:GetObject"]
     resources = ["${local.bucket_arn}/*"]
+  }
+
+  statement {
+    sid       = "UploadCacheObjectsMarkersLeases"
+    actions   = ["s3:PutObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"]
+    resources = local.writer_upload_arns
   }
 
   # Removing a marker (kiss roots rm) and releasing its own lease.
   statement {
-    sid       = "DeleteRootsAndLeases"
+    sid       = "DeleteMarkersAndLeases"
     actions   = ["s3:DeleteObject"]
     resources = ["${local.bucket_arn}/gcroots/*"]
   }
 
-  # Leases are found by listing gcroots/.lock/; writers list nothing else.
+  # Unconditional: a prefix-conditioned ListBucket does not count when S3
+  # decides between 404 and 403 for a missing key, and every push starts by
+  # asking whether its paths exist (HEAD <hash>.narinfo, GET the prune lease).
+  # Listing reveals nothing a writer cannot already read.
   statement {
-    sid       = "ListRoots"
-    actions   = ["s3:ListBucket"]
+    sid       = "ListBucket"
+    actions   = ["s3:ListBucket", "s3:GetBucketLocation"]
     resources = [local.bucket_arn]
-
-    condition {
-      test     = "StringLike"
-      variable = "s3:prefix"
-      values   = ["gcroots/*"]
-    }
   }
 
   statement {
-    sid       = "BucketLocation"
-    actions   = ["s3:GetBucketLocation"]
-    resources = [local.bucket_arn]
+    sid       = "NeverPrunerObjects"
+    effect    = "Deny"
+    actions   = ["s3:PutObject", "s3:DeleteObject"]
+    resources = local.writer_denied_arns
   }
 }
 
 data "aws_iam_policy_document" "pruner" {
   statement {
-    sid       = "ReadWriteDelete"
-    actions   = ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"]
+    sid       = "ReadObjects"
+    actions   = ["s3:GetObject"]
     resources = ["${local.bucket_arn}/*"]
+  }
+
+  # Deleting garbage, expired markers and stale writer leases; releasing
+  # its own lease; removing kiss storage check probes.
+  statement {
+    sid       = "DeleteObjects"
+    actions   = ["s3:DeleteObject"]
+    resources = ["${local.bucket_arn}/*"]
+  }
+
+  # Its lease and its own objects (the closure memo, storage check probes).
+  statement {
+    sid       = "WriteLeaseAndMemo"
+    actions   = ["s3:PutObject", "s3:AbortMultipartUpload"]
+    resources = ["${local.bucket_arn}/gcroots/.lock/prune", "${local.bucket_arn}/.kiss/*"]
   }
 
   statement {
     sid       = "ListBucket"
-    actions   = ["s3:ListBucket", "s3:GetBucketLocation", "s3:ListBucketMultipartUploads"]
+    actions   = ["s3:ListBucket", "s3:GetBucketLocation"]
     resources = [local.bucket_arn]
+  }
+
+  statement {
+    sid       = "NeverCacheIdentity"
+    effect    = "Deny"
+    actions   = ["s3:PutObject", "s3:DeleteObject"]
+    resources = ["${local.bucket_arn}/nix-cache-info"]
   }
 }
 

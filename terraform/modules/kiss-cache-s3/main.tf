@@ -83,14 +83,33 @@ resource "aws_s3_bucket_lifecycle_configuration" "this" {
   depends_on = [aws_s3_bucket_versioning.this]
 }
 
+data "aws_partition" "current" {}
+
+data "aws_region" "current" {}
+
 locals {
-  bucket_arn = aws_s3_bucket.this.arn
-  # What a Nix substituter fetches; nothing else is ever public.
+  # Built from the name rather than read from the bucket, so that every
+  # policy document is known (and shown) at plan time: S3 bucket ARNs hold
+  # neither region nor account.
+  bucket_arn = "arn:${data.aws_partition.current.partition}:s3:::${var.bucket_name}"
+  # What a Nix substituter fetches; nothing else is ever public or served
+  # by the CDN (never gcroots/, .kiss/, log/).
   public_object_arns = [
     "${local.bucket_arn}/nix-cache-info",
     "${local.bucket_arn}/*.narinfo",
     "${local.bucket_arn}/nar/*",
   ]
+}
+
+# The cache's identity, written once here: no kiss role may write it (Nix
+# writes one into an empty cache on its first push, so it must exist first).
+resource "aws_s3_object" "nix_cache_info" {
+  bucket        = aws_s3_bucket.this.id
+  key           = "nix-cache-info"
+  content       = "StoreDir: ${var.store_dir}\nWantMassQuery: 1\nPriority: ${var.priority}\n"
+  content_type  = "text/x-nix-cache-info"
+  cache_control = "public, max-age=300"
+  tags          = var.tags
 }
 
 data "aws_iam_policy_document" "bucket" {
@@ -158,9 +177,49 @@ data "aws_iam_policy_document" "bucket" {
   }
 }
 
+# The CDN reads through origin access control, signed as CloudFront for
+# this distribution only, and only what a substituter fetches. Listing lets
+# S3 answer a missing narinfo with 404 (cached for cdn.negative_ttl) rather
+# than 403; the distribution never forwards a listing request. Whatever the
+# patterns match (*.narinfo also matches gcroots/x.narinfo), CloudFront never
+# reads roots, leases or kiss's own objects. Written as HCL rather than in
+# the document above, whose read would wait for the distribution's ARN.
+locals {
+  cloudfront_source = local.cdn_enabled ? { StringEquals = { "AWS:SourceArn" = aws_cloudfront_distribution.this[0].arn } } : null
+  cdn_statements = [for s in [
+    {
+      Sid       = "CloudFrontReadsCacheObjects"
+      Effect    = "Allow"
+      Principal = { Service = "cloudfront.amazonaws.com" }
+      Action    = "s3:GetObject"
+      Resource  = local.public_object_arns
+      Condition = local.cloudfront_source
+    },
+    {
+      Sid       = "CloudFrontListsForNotFound"
+      Effect    = "Allow"
+      Principal = { Service = "cloudfront.amazonaws.com" }
+      Action    = "s3:ListBucket"
+      Resource  = local.bucket_arn
+      Condition = local.cloudfront_source
+    },
+    {
+      Sid       = "CloudFrontNeverReadsRootsOrKiss"
+      Effect    = "Deny"
+      Principal = { Service = "cloudfront.amazonaws.com" }
+      Action    = "s3:GetObject"
+      Resource  = ["${local.bucket_arn}/gcroots/*", "${local.bucket_arn}/.kiss/*"]
+    },
+  ] : s if local.cdn_enabled]
+  bucket_policy = jsonencode({
+    Version   = "2012-10-17"
+    Statement = concat(jsondecode(data.aws_iam_policy_document.bucket.json).Statement, local.cdn_statements)
+  })
+}
+
 resource "aws_s3_bucket_policy" "this" {
   bucket = aws_s3_bucket.this.id
-  policy = data.aws_iam_policy_document.bucket.json
+  policy = local.bucket_policy
 
   # A public policy is refused while the public access block still blocks it.
   depends_on = [aws_s3_bucket_public_access_block.this]
