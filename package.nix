@@ -35,7 +35,7 @@ builder {
           || lib.hasInfix "/testdata/" ("/" + rel));
   };
 
-  vendorHash = "sha256-sS9df1tFWaE1WDYyoWCTKPIY2hqheZd/pYUPF9fK1RM=";
+  vendorHash = "sha256-x+rzwBuB4A+0MhCRNKsdUeyuXRKAMGvwgQePIO6GR6Q=";
   proxyVendor = true;
   subPackages = [ "cmd/kiss" ];
   env.CGO_ENABLED = 0;
