@@ -134,6 +134,21 @@ func (e *env) put(key string, body []byte) {
 	}
 }
 
+// get reads key straight from the store ("" if absent).
+func (e *env) get(key string) string {
+	e.t.Helper()
+	r, err := e.st.Get(context.Background(), key)
+	if err != nil {
+		return ""
+	}
+	defer r.Close()
+	b, err := io.ReadAll(r)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return string(b)
+}
+
 func (e *env) has(key string) bool {
 	_, err := e.st.Stat(context.Background(), key)
 	return err == nil

@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nix-community/go-nix/pkg/narinfo/signature"
@@ -123,6 +124,10 @@ type Server struct {
 
 	mirrorMu       sync.Mutex
 	mirrorInFlight map[string]bool
+
+	// cacheInfoStored: the store is known to hold a nix-cache-info (see
+	// storeCacheInfo).
+	cacheInfoStored atomic.Bool
 }
 
 // New returns the gateway for st. It does not start listening: hand it to

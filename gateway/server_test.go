@@ -484,3 +484,31 @@ func TestSmallObjectCache(t *testing.T) {
 	}
 	wantCode(t, "after a delete", e.do("GET", "/"+p.narinfoKey(), nil), 404)
 }
+
+// TestFirstNarinfoStoresCacheInfo: Nix never uploads nix-cache-info through
+// the gateway (it reads the gateway's own), so the gateway writes one into
+// the store with the first narinfo it accepts, if there is none: it is what
+// marks a directory as a binary cache for kiss prune. An existing one is
+// left alone.
+func TestFirstNarinfoStoresCacheInfo(t *testing.T) {
+	e := newEnv(t, nil, gateway.Config{Auth: gateway.Open{}, StoreDir: "/gnu/store"})
+	p := fakePath{hash: newPath("x").hash, name: "x"}
+	info := strings.ReplaceAll(string(p.narinfo()), "/nix/store/", "/gnu/store/")
+	wantCode(t, "NAR", e.do("PUT", "/"+p.narKey(), p.narBody()), 201)
+	if e.has("nix-cache-info") {
+		t.Fatal("nix-cache-info stored before any narinfo")
+	}
+	wantCode(t, "narinfo", e.do("PUT", "/"+p.narinfoKey(), []byte(info)), 201)
+	if got := e.get("nix-cache-info"); got != "StoreDir: /gnu/store\n" {
+		t.Fatalf("stored nix-cache-info = %q", got)
+	}
+
+	e2 := newEnv(t, nil, gateway.Config{Auth: gateway.Open{}})
+	e2.put("nix-cache-info", []byte("StoreDir: /nix/store\nPriority: 10\n"))
+	q := newPath("y")
+	wantCode(t, "NAR", e2.do("PUT", "/"+q.narKey(), q.narBody()), 201)
+	wantCode(t, "narinfo", e2.do("PUT", "/"+q.narinfoKey(), q.narinfo()), 201)
+	if got := e2.get("nix-cache-info"); got != "StoreDir: /nix/store\nPriority: 10\n" {
+		t.Fatalf("an existing nix-cache-info was replaced: %q", got)
+	}
+}

@@ -173,6 +173,9 @@ func (s *Server) put(x *exchange, key string) error {
 		return err
 	}
 	s.m.bytesIn.Add(float64(counted.n))
+	if k == nixcache.KindNarInfo {
+		s.storeCacheInfo(ctx)
+	}
 	if obj.ETag != "" {
 		x.set("ETag", httpETag(obj.ETag))
 	}
@@ -184,6 +187,24 @@ func (s *Server) put(x *exchange, key string) error {
 	x.set("Cache-Control", "no-store")
 	x.status(http.StatusCreated)
 	return nil
+}
+
+// storeCacheInfo writes nix-cache-info into the store once it holds a
+// narinfo, if it has none. Nix never uploads it through the gateway (the
+// gateway answers its GET with its own), yet it is what marks a directory
+// as a binary cache (kiss prune refuses one without it). It is what Nix
+// itself writes: the store directory, nothing else.
+func (s *Server) storeCacheInfo(ctx context.Context) {
+	if s.cacheInfoStored.Load() {
+		return
+	}
+	body := "StoreDir: " + s.cfg.StoreDir + "\n"
+	_, err := s.st.Put(ctx, nixcache.CacheInfoKey, strings.NewReader(body), storage.PutOptions{IfNotExist: true, ContentType: nixcache.KindCacheInfo.Rules().ContentType})
+	if err != nil && !errors.Is(err, storage.ErrPreconditionFailed) {
+		s.log.Warn("could not store nix-cache-info", "err", err)
+		return
+	}
+	s.cacheInfoStored.Store(true)
 }
 
 // errTooLarge is a request body over its limit.

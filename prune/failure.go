@@ -56,7 +56,8 @@ func Classify(ctx context.Context, err error) Failure {
 		return FailLeaseLost
 	case ctx.Err() != nil:
 		return FailInterrupted
-	case errors.Is(err, gc.ErrRootsUnavailable), errors.Is(err, gc.ErrIntegrity), errors.Is(err, gc.ErrEmptyRoots), errors.Is(err, gc.ErrEmptyMarker):
+	case errors.Is(err, gc.ErrRootsUnavailable), errors.Is(err, gc.ErrIntegrity), errors.Is(err, gc.ErrEmptyRoots), errors.Is(err, gc.ErrEmptyMarker),
+		errors.Is(err, ErrNotACache):
 		return FailRefused
 	case errors.Is(err, storage.ErrInvalidKey):
 		return FailUsage

@@ -11,6 +11,7 @@ import (
 	"github.com/kiss-cache/kiss/lockproto"
 	"github.com/kiss-cache/kiss/nixcache"
 	"github.com/kiss-cache/kiss/reports"
+	"github.com/kiss-cache/kiss/roots"
 	"github.com/kiss-cache/kiss/storage"
 )
 
@@ -22,6 +23,11 @@ const releaseTimeout = time.Minute
 // it past LockWait: lockproto.IsLocked; the store failed; the context ended).
 // Nothing was planned or deleted.
 var ErrLease = errors.New("prune lease")
+
+// ErrNotACache: the directory has no nix-cache-info, so it is not a binary
+// cache (a mistyped path, a home directory): Run refuses it, deleting and
+// writing nothing, unless Options.AllowNoCacheInfo.
+var ErrNotACache = errors.New("not a binary cache")
 
 // Options are what one prune keeps, how it locks and what it reports.
 type Options struct {
@@ -40,6 +46,9 @@ type Options struct {
 	// OnDeletion, if set, sees every deletion of the plan before anything
 	// is deleted (kiss prune --list).
 	OnDeletion func(gc.Deletion)
+	// AllowNoCacheInfo lets Run prune a file:// directory that has no
+	// nix-cache-info (see ErrNotACache).
+	AllowNoCacheInfo bool
 	// NoReport: do not keep the run's report in the cache. Otherwise every
 	// run that is not a dry run saves it to .kiss/reports/<time>.json (the
 	// newest KeepReports are kept), for kiss report.
@@ -55,6 +64,9 @@ const KeepReports = 1000
 // could not be taken, lockproto.ErrLeaseLost when it was lost while working,
 // and gc's sentinels.
 func Run(ctx context.Context, st storage.Store, o Options) (*gc.Report, error) {
+	if err := requireCache(ctx, st, o); err != nil {
+		return &gc.Report{Store: st.URL(), DryRun: o.DryRun, Error: err.Error()}, err
+	}
 	rep, err := underLease(ctx, st, o, func(work context.Context, counted storage.Store) (*gc.Plan, error) {
 		plan, err := gc.NewPlan(work, counted, o.Options)
 		if err == nil && o.OnDeletion != nil {
@@ -68,6 +80,27 @@ func Run(ctx context.Context, st storage.Store, o Options) (*gc.Report, error) {
 		saveReport(ctx, st, rep)
 	}
 	return rep, err
+}
+
+// requireCache refuses a local directory that is not a binary cache before
+// anything is written to it (not even the lease). Buckets are not checked:
+// a bucket filled only through an older gateway may lack nix-cache-info,
+// and a mistyped bucket name does not exist at all.
+func requireCache(ctx context.Context, st storage.Store, o Options) error {
+	if err := roots.CheckDir(ctx, st); err != nil {
+		return err
+	}
+	if o.AllowNoCacheInfo || !st.Capabilities().Local {
+		return nil
+	}
+	_, err := st.Stat(ctx, nixcache.CacheInfoKey)
+	switch {
+	case errors.Is(err, storage.ErrNotFound):
+		return fmt.Errorf("%w: %s has no %s (nothing deleted; --allow-no-cache-info to prune it anyway)", ErrNotACache, st.URL(), nixcache.CacheInfoKey)
+	case err != nil:
+		return fmt.Errorf("%w: %s: %w", gc.ErrRootsUnavailable, nixcache.CacheInfoKey, err)
+	}
+	return nil
 }
 
 // saveReport keeps rep in the cache; a failure is only a warning in it.

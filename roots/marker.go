@@ -124,7 +124,7 @@ func Load(ctx context.Context, st storage.Store, opts LoadOptions) (string, []Ma
 	if err != nil {
 		return "", nil, err
 	}
-	if err := checkRootsDir(ctx, st); err != nil {
+	if err := CheckDir(ctx, st); err != nil {
 		return "", nil, err
 	}
 	objs, err := list(ctx, st, prefixes)
@@ -150,18 +150,18 @@ func Load(ctx context.Context, st storage.Store, opts LoadOptions) (string, []Ma
 	return storeDir, markers, nil
 }
 
-// checkRootsDir refuses a store where "gcroots" is an object (a regular
-// file): its markers, if any, would be invisible.
-func checkRootsDir(ctx context.Context, st storage.Store) error {
+// CheckDir refuses a store where "gcroots" is an object (a regular file):
+// its markers, if any, would be invisible, and no marker or lease could be
+// written. Callers that write under gcroots/ check it first, for a clear
+// message instead of a failed put.
+func CheckDir(ctx context.Context, st storage.Store) error {
 	name := strings.TrimSuffix(nixcache.RootsPrefix, "/")
-	_, err := st.Stat(ctx, name)
-	switch {
-	case err == nil:
+	// Only an object there is a problem: any other answer (absent, or a
+	// gateway that serves no such key) leaves the listing to judge.
+	if _, err := st.Stat(ctx, name); err == nil {
 		return fmt.Errorf("%w: %s in %s is a file, not the directory of root markers (markers are %sNAME); move it away", ErrUnavailable, name, st.URL(), nixcache.RootsPrefix)
-	case errors.Is(err, storage.ErrNotFound):
-		return nil
 	}
-	return fmt.Errorf("%w: %s: %w", ErrUnavailable, name, err)
+	return nil
 }
 
 // list lists the marker objects: everything under gcroots/ and the extra

@@ -25,6 +25,9 @@ var (
 	ErrNotSupported = errors.New("not supported by this store")
 	// ErrInvalidURL: Open cannot make sense of the store URL.
 	ErrInvalidURL = errors.New("invalid store URL")
+	// ErrNoStore: the store itself does not exist (a file:// directory
+	// that is not there). Open creates it only when asked (CreateDir).
+	ErrNoStore = errors.New("store does not exist")
 	// ErrAccessDenied: the store refused this operation to the credentials
 	// (S3 403). Never a "not found": on S3 a missing key also answers 403
 	// when the caller may not list the bucket, so a denied read says nothing

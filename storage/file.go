@@ -40,16 +40,26 @@ type fileStore struct {
 	tmpErr  error
 }
 
-// OpenFile opens the flat directory dir (created if missing) as a Store.
-func OpenFile(dir string) (Store, error) {
+// OpenFile opens the flat directory dir as a Store. A missing directory is
+// ErrNoStore, unless opts has CreateDir.
+func OpenFile(dir string, opts ...OpenOption) (Store, error) {
+	var cfg openConfig
+	for _, o := range opts {
+		o(&cfg)
+	}
 	if !filepath.IsAbs(dir) {
 		return nil, fmt.Errorf("%w: %q is not an absolute path", ErrInvalidURL, dir)
 	}
 	dir = filepath.Clean(dir)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, fmt.Errorf("open %s: %w", dir, err)
+	if cfg.createDir {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return nil, fmt.Errorf("open %s: %w", dir, err)
+		}
 	}
 	st, err := os.Stat(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%w: %s does not exist (create it first, or check the path)", ErrNoStore, dir)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", dir, err)
 	}

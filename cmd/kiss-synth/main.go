@@ -123,7 +123,7 @@ func gen(c *cli.Context) error {
 		err = cache.WriteDir(c.Context, dir, c.Int("jobs"), progress)
 	} else {
 		var st storage.Store
-		st, err = storage.Open(c.Context, url)
+		st, err = storage.Open(c.Context, url, storage.CreateDir())
 		if err != nil {
 			return err
 		}

@@ -2,6 +2,8 @@ package main
 
 import (
 	"io"
+	"os"
+	"path/filepath"
 	"slices"
 	"testing"
 )
@@ -42,6 +44,9 @@ func TestInterspersedFlags(t *testing.T) {
 
 func TestFlagsAfterStoreReachTheCommand(t *testing.T) {
 	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "nix-cache-info"), []byte("StoreDir: /nix/store\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	// Without interspersed flags this is "too many arguments" (exit 2); with
 	// them, a dry run over an empty cache that allows empty roots succeeds.
 	code, _, stderr := runKiss(t, "prune", dir, "--dry-run", "--allow-empty-roots", "--grace", "1h")

@@ -37,8 +37,10 @@ never touched. See docs/pruner.md.
 EXIT STATUS
    0  success (or a dry run)
    2  bad arguments or store URL
-   3  the store cannot be reached or lacks what the lock needs; a delete failed
-   4  refused, fail-closed: roots unreadable (an entry under gcroots/ that is
+   3  the store does not exist, cannot be reached or lacks what the lock
+      needs; a delete failed
+   4  refused, fail-closed: not a binary cache (a directory without
+      nix-cache-info), roots unreadable (an entry under gcroots/ that is
       not a root), a marker naming no store path, a reachable narinfo
       unreadable or broken, missing references/NARs, or no roots; nothing
       was deleted
@@ -57,6 +59,7 @@ EXIT STATUS
 			&cli.BoolFlag{Name: "allow-empty-roots", Usage: "allow a prune with no root at all (deletes everything older than --grace)"},
 			&cli.BoolFlag{Name: "allow-dangling", Usage: "prune even if reachable paths name missing references or NARs"},
 			&cli.BoolFlag{Name: "allow-empty-markers", Usage: "prune even if a marker names no store path (it then roots nothing)"},
+			&cli.BoolFlag{Name: "allow-no-cache-info", Usage: "prune a directory that has no nix-cache-info (by default it is refused as not a binary cache)"},
 			&cli.IntFlag{Name: "concurrency", Usage: "parallel narinfo reads (default: 8 on a local store, 64 otherwise)"},
 			&cli.StringFlag{Name: "metrics-file", Usage: "write Prometheus metrics to this file (atomically; node_exporter textfile collector)"},
 			&cli.BoolFlag{Name: "json", Usage: "print the report as JSON on stdout (same as the global --json)"},
@@ -128,11 +131,12 @@ func runPrune(c *cli.Context) error {
 			Logger:            log,
 			Progress:          newProgress(c.App.ErrWriter),
 		},
-		DryRun:     c.Bool("dry-run"),
-		LockTTL:    c.Duration("lock-ttl"),
-		MaxLockTTL: c.Duration("max-lock-ttl"),
-		LockWait:   c.Duration("lock-wait"),
-		Owner:      "kiss prune",
+		DryRun:           c.Bool("dry-run"),
+		AllowNoCacheInfo: c.Bool("allow-no-cache-info"),
+		LockTTL:          c.Duration("lock-ttl"),
+		MaxLockTTL:       c.Duration("max-lock-ttl"),
+		LockWait:         c.Duration("lock-wait"),
+		Owner:            "kiss prune",
 	}
 	if c.Bool("list") {
 		opts.OnDeletion = func(d gc.Deletion) { dels = append(dels, d) }

@@ -80,6 +80,9 @@ func runRootsAdd(c *cli.Context) error {
 	defer st.Close()
 	ctx := c.Context
 	storeDir, err := roots.StoreDir(ctx, st)
+	if err == nil {
+		err = roots.CheckDir(ctx, st)
+	}
 	if err != nil {
 		return withExit(ExitStore, err)
 	}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/kiss-cache/kiss/gateway"
 	"github.com/kiss-cache/kiss/internal/logbuf"
+	"github.com/kiss-cache/kiss/storage"
 )
 
 func init() {
@@ -245,7 +246,11 @@ func runServe(c *cli.Context) error {
 		}
 	}
 
-	st, err := openStore(ctx, c.String("store"))
+	var create []storage.OpenOption
+	if !c.Bool("read-only") {
+		create = append(create, storage.CreateDir()) // a new cache, filled through this server
+	}
+	st, err := openStore(ctx, c.String("store"), create...)
 	if err != nil {
 		closeAll()
 		return err

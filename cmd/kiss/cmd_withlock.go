@@ -248,7 +248,7 @@ func runWithLock(c *cli.Context) error {
 	if a.kind == "http" {
 		st, err = gateway.OpenClient(a.storeURL, gateway.ClientOptions{CertFile: a.cert, KeyFile: a.key, CAFile: a.cacert, Bearer: a.bearer})
 	} else {
-		st, err = storage.Open(ctx, a.storeURL)
+		st, err = storage.Open(ctx, a.storeURL, storage.CreateDir()) // the first push may start the cache
 	}
 	if err != nil {
 		return openError(err)
@@ -258,6 +258,9 @@ func runWithLock(c *cli.Context) error {
 	// STORE-PATH must be a store path of this cache's store directory, so
 	// the marker roots something (a marker that roots nothing is refused).
 	storeDir, err := roots.StoreDir(ctx, st)
+	if err == nil {
+		err = roots.CheckDir(ctx, st)
+	}
 	if err != nil {
 		return withExit(ExitStore, fmt.Errorf("with-lock: %w", err))
 	}

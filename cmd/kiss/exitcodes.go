@@ -84,9 +84,11 @@ func exitCodeOf(err error) int {
 }
 
 // openStore opens the store at rawURL for a command: a URL kiss cannot make
-// sense of is a usage error (2), a store that cannot be opened is ExitStore (3).
-func openStore(ctx context.Context, rawURL string) (storage.Store, error) {
-	st, err := storage.Open(ctx, rawURL)
+// sense of is a usage error (2), a store that cannot be opened or does not
+// exist is ExitStore (3). Only writers that may start a cache pass
+// storage.CreateDir.
+func openStore(ctx context.Context, rawURL string, opts ...storage.OpenOption) (storage.Store, error) {
+	st, err := storage.Open(ctx, rawURL, opts...)
 	if err != nil {
 		return nil, openError(err)
 	}

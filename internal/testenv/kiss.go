@@ -104,8 +104,15 @@ type KissResult struct {
 // A non-zero exit is not a test failure here: callers assert on ExitCode.
 func RunKiss(t testing.TB, env []string, args ...string) KissResult {
 	t.Helper()
+	return RunKissIn(t, "", env, args...)
+}
+
+// RunKissIn is RunKiss in the working directory dir ("" = the test's).
+func RunKissIn(t testing.TB, dir string, env []string, args ...string) KissResult {
+	t.Helper()
 	bin := KissBinary(t)
 	cmd := exec.Command(bin, args...)
+	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), env...)
 	var so, se strings.Builder
 	cmd.Stdout, cmd.Stderr = &so, &se
