@@ -54,6 +54,22 @@ rec {
   # ReadWritePaths for what they write.
   hardening = lib.mapAttrs (_: lib.mkDefault) (import ./hardening.nix);
 
+  # The two ways a module names its store: a URL, or a directory.
+  storeOptions = { store, cacheDir, storeExample ? "s3://nix-cache?region=eu-central-1" }: {
+    store = lib.mkOption {
+      type = lib.types.nullOr types.storeUrl;
+      default = null;
+      example = storeExample;
+      description = store;
+    };
+    cacheDir = lib.mkOption {
+      type = lib.types.nullOr lib.types.path;
+      default = null;
+      example = "/var/lib/nix-cache";
+      description = cacheDir;
+    };
+  };
+
   # The store URL a module works on: store, or file://cacheDir.
   storeOf = what: cfg:
     if cfg.store != null then cfg.store

@@ -28,23 +28,11 @@ let
     ++ [ store ];
 in
 {
-  options.services.kiss.prune = {
+  options.services.kiss.prune = kissLib.storeOptions {
+    store = "Store URL to prune (file:///dir or s3://bucket?…). S3 credentials come from environmentFile or the instance role.";
+    cacheDir = "Shorthand for store = \"file://<cacheDir>\" (the original kiss-cache option).";
+  } // {
     enable = lib.mkEnableOption "the kiss binary cache pruner (kiss-prune.service and .timer)";
-    store = mkOption {
-      type = types.nullOr kissLib.types.storeUrl;
-      default = null;
-      example = "s3://nix-cache?region=eu-central-1";
-      description = ''
-        Store URL to prune (file:///dir or s3://bucket?…). S3 credentials come
-        from environmentFile or the instance role.
-      '';
-    };
-    cacheDir = mkOption {
-      type = types.nullOr types.path;
-      default = null;
-      example = "/var/lib/nix-cache";
-      description = "Shorthand for store = \"file://<cacheDir>\" (the original kiss-cache option).";
-    };
     roots = mkOption { example = [ "releases/" "/var/lib/nix-cache-roots" ];
       type = types.listOf types.str;
       default = [ ];

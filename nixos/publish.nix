@@ -93,7 +93,11 @@ let
   };
 in
 {
-  options.services.kiss.publish = {
+  options.services.kiss.publish = kissLib.storeOptions {
+    store = "Where to publish: a kiss serve or the nginx backend (https://…), an s3:// bucket, or a file:// directory. The original's cacheUrl.";
+    cacheDir = "Local mode: publish into this directory (store = file://<cacheDir>).";
+    storeExample = "https://cache.example.org";
+  } // {
     enable = lib.mkEnableOption "publishing systems to a kiss cache (kiss-publish.service and .timer)";
     package = mkOption {
       type = types.package;
@@ -101,20 +105,6 @@ in
       defaultText = lib.literalExpression "the generated kiss-publish script";
       description = "The kiss-publish script (also installed into the system PATH).";
       readOnly = true;
-    };
-    store = mkOption {
-      type = types.nullOr kissLib.types.storeUrl;
-      default = null;
-      example = "https://cache.example.org";
-      description = ''
-        Where to publish: a kiss serve or the nginx backend (https://…), an s3://
-        bucket, or a file:// directory. The original's cacheUrl.
-      '';
-    };
-    cacheDir = mkOption { example = "/var/lib/nix-cache";
-      type = types.nullOr types.path;
-      default = null;
-      description = "Local mode: publish into this directory (store = file://<cacheDir>).";
     };
     systems = mkOption {
       default = [ ];

@@ -35,7 +35,10 @@ let
 
   # The options of one virtual host. `cfg` is that host's own config (for
   # defaults that depend on other options of the same host).
-  vhostOptions = cfg: {
+  vhostOptions = cfg: kissLib.storeOptions {
+    store = "Store URL to serve (file:// or s3://; the nginx backend with mTLS needs a directory).";
+    cacheDir = "Shorthand for store = \"file://<cacheDir>\"; the directory is created and owned by the serving user.";
+  } // {
     backend = mkOption { example = "nginx";
       type = types.enum [ "kiss" "nginx" ];
       default = "kiss";
@@ -45,18 +48,6 @@ let
         original kiss-cache deployment (nginx + mTLS + WebDAV on a directory), with
         oidc a TLS proxy to a kiss serve that checks the tokens.
       '';
-    };
-    store = mkOption {
-      type = types.nullOr kissLib.types.storeUrl;
-      default = null;
-      example = "s3://nix-cache?region=eu-central-1";
-      description = "Store URL to serve (file:// or s3://; the nginx backend with mTLS needs a directory).";
-    };
-    cacheDir = mkOption {
-      type = types.nullOr types.path;
-      default = null;
-      example = "/var/lib/nix-cache";
-      description = "Shorthand for store = \"file://<cacheDir>\"; the directory is created and owned by the serving user.";
     };
     hostName = mkOption {
       type = types.nullOr types.str;
@@ -188,20 +179,11 @@ let
     };
   };
 
-  torOptions = {
+  torOptions = kissLib.storeOptions {
+    store = "Store to serve over Tor; null: services.kiss.serve's own store.";
+    cacheDir = "Shorthand for store = \"file://<cacheDir>\".";
+  } // {
     enable = lib.mkEnableOption "serving the cache as two Tor v3 onion services (read and write), client authorization as access control";
-    store = mkOption {
-      type = types.nullOr kissLib.types.storeUrl;
-      default = null;
-      example = "s3://nix-cache?region=eu-central-1";
-      description = "Store to serve over Tor; null: services.kiss.serve's own store.";
-    };
-    cacheDir = mkOption {
-      type = types.nullOr types.path;
-      default = null;
-      example = "/var/lib/nix-cache";
-      description = "Shorthand for store = \"file://<cacheDir>\".";
-    };
     priority = mkOption { example = 40;
       type = types.ints.unsigned;
       default = 30;

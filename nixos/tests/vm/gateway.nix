@@ -12,15 +12,7 @@ in
   name = "kiss-gateway";
   nodes.cache = { ... }: {
     imports = [ common ];
-    services.kiss.serve = {
-      enable = true;
-      cacheDir = "/var/lib/nix-cache";
-      hostName = "cache";
-      sslCertificate = "/etc/kiss-test/cache.pem";
-      sslCertificateKey = "/etc/kiss-test/cache.key";
-      clientCA = "/etc/kiss-test/ca.pem";
-      writers = [ "CN=builder-01" ];
-      openFirewall = true;
+    services.kiss.serve = import ./mtls-serve.nix "kiss" // {
       virtualHosts.local = {
         cacheDir = "/var/lib/nix-cache";
         listen = [ "127.0.0.1:8080" ];

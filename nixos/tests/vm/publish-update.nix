@@ -26,17 +26,7 @@ in
   name = "kiss-publish-update";
   nodes.cache = { ... }: {
     imports = [ common ];
-    services.kiss.serve = {
-      enable = true;
-      backend = "nginx";
-      cacheDir = "/var/lib/nix-cache";
-      hostName = "cache";
-      sslCertificate = "/etc/kiss-test/cache.pem";
-      sslCertificateKey = "/etc/kiss-test/cache.key";
-      clientCA = "/etc/kiss-test/ca.pem";
-      writers = [ "CN=builder-01" ];
-      openFirewall = true;
-    };
+    services.kiss.serve = import ./mtls-serve.nix "nginx";
   };
   nodes.builder = { ... }: {
     imports = [ common ];
