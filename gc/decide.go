@@ -277,17 +277,48 @@ func (p *Plan) decide(ctx context.Context, ix *index, cutoffT time.Time, storeDi
 		}
 	}
 	if len(missing) > 0 {
+		// With a snapshot, a NAR uploaded since is not in it: each narinfo
+		// naming one of these is read, and its NAR stat'ed.
+		var suspects []nixcache.Hash
 		err := p.memo.forEntries(func(_ int64, h *nixcache.Hash, _ int64, e *memoEntry) error {
 			if _, ok := slices.BinarySearch(missing, e.nar); ok && e.nar != 0 {
-				d.missingNARs++
-				if len(d.firstProblems) < 20 {
-					d.firstProblems = append(d.firstProblems, fmt.Sprintf("%s: its NAR is not in the cache", nixcache.NarInfoKey(*h)))
-				}
+				suspects = append(suspects, *h)
 			}
 			return nil
 		})
 		if err != nil {
 			return nil, err
+		}
+		present := make([]bool, len(suspects))
+		if p.opts.Snapshot != nil {
+			err := parallel(ctx, len(suspects), conc, func(ctx context.Context, j int) error {
+				var ni nixcache.NarInfo
+				ok, _, err := readReachableInto(ctx, p.st, storeDir, suspects[j], &ni)
+				if err != nil || !ok {
+					return err
+				}
+				if k, ok := ni.NarKey(); ok {
+					o, err := statKey(ctx, p.st, k)
+					if err != nil {
+						return err
+					}
+					present[j] = o.HasAttrs()
+				}
+				return nil
+			})
+			if err != nil {
+				return nil, err
+			}
+		}
+		for j, h := range suspects {
+			if present[j] {
+				p.report.Snapshot.NewNARs++
+				continue
+			}
+			d.missingNARs++
+			if len(d.firstProblems) < 20 {
+				d.firstProblems = append(d.firstProblems, fmt.Sprintf("%s: its NAR is not in the cache", nixcache.NarInfoKey(h)))
+			}
 		}
 	}
 

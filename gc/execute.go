@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -139,6 +140,7 @@ func (p *Plan) deletePhase(ctx context.Context, phase string, sp *spool, fence F
 	bs := p.batchSize()
 	keys := make([]string, 0, bs)
 	sizes := make([]int64, 0, bs)
+	snaps := make([]bool, 0, bs)
 	var bytes int64
 	flush := func() error {
 		if len(keys) == 0 {
@@ -146,6 +148,14 @@ func (p *Plan) deletePhase(ctx context.Context, phase string, sp *spool, fence F
 		}
 		if err := ctx.Err(); err != nil {
 			return err
+		}
+		var err error
+		if keys, sizes, bytes, err = p.checkSnapshot(ctx, keys, sizes, snaps); err != nil {
+			return err
+		}
+		if len(keys) == 0 {
+			keys, sizes, snaps, bytes = keys[:0], sizes[:0], snaps[:0], 0
+			return nil
 		}
 		// Fencing: prove the lease is still ours right before deleting.
 		if err := fence.Confirm(ctx); err != nil {
@@ -162,7 +172,7 @@ func (p *Plan) deletePhase(ctx context.Context, phase string, sp *spool, fence F
 		p.report.Deleted.Bytes += bytes
 		p.mu.Unlock()
 		prog.Advance(phase, int64(len(keys)), bytes)
-		keys, sizes, bytes = keys[:0], sizes[:0], 0
+		keys, sizes, snaps, bytes = keys[:0], sizes[:0], snaps[:0], 0
 		return nil
 	}
 	r = sp.reader()
@@ -176,6 +186,7 @@ func (p *Plan) deletePhase(ctx context.Context, phase string, sp *spool, fence F
 		}
 		keys = append(keys, o.key)
 		sizes = append(sizes, o.size)
+		snaps = append(snaps, o.snap)
 		bytes += o.size
 		if len(keys) == bs {
 			if err := flush(); err != nil {
@@ -236,4 +247,58 @@ func (p *Plan) recheck(ctx context.Context, keys []string, sizes []int64, cause 
 	p.warn("a delete of %d objects (first %s) failed (%v); re-checked: %d gone (counted as deleted), %d still present, %d could not be checked (counted as uncertain)",
 		len(keys), keys[0], cause, gone, present, unknown)
 	return gone, goneBytes
+}
+
+// checkSnapshot stats, right before their delete, the keys of a batch whose
+// attributes came from a snapshot (an S3 Inventory report, hours old): one
+// that is gone is left out, and so is one that is younger than the grace
+// period now — it was deleted and written again since the snapshot (an
+// upload in flight: I3). The rest of the batch is unchanged. The stats run
+// conc at a time; a stat that fails stops the run (nothing of the batch is
+// deleted).
+func (p *Plan) checkSnapshot(ctx context.Context, keys []string, sizes []int64, snaps []bool) ([]string, []int64, int64, error) {
+	var idx []int
+	for i, s := range snaps {
+		if s {
+			idx = append(idx, i)
+		}
+	}
+	drop := make([]bool, len(keys))
+	if len(idx) > 0 {
+		var recent, vanished atomic.Int64
+		err := parallel(ctx, len(idx), p.opts.concurrency(p.st), func(ctx context.Context, j int) error {
+			i := idx[j]
+			o, err := p.st.Stat(ctx, keys[i])
+			switch {
+			case errors.Is(err, storage.ErrNotFound):
+				drop[i] = true
+				vanished.Add(1)
+			case err != nil:
+				return fmt.Errorf("checking %s against the store before deleting it: %w", keys[i], err)
+			case o.ModTime.After(p.cutoff):
+				drop[i] = true
+				recent.Add(1)
+			}
+			return nil
+		})
+		p.mu.Lock()
+		if r := p.report.Snapshot; r != nil {
+			r.Checked += int64(len(idx))
+			r.Recent += recent.Load()
+			r.Vanished += vanished.Load()
+		}
+		p.mu.Unlock()
+		if err != nil {
+			return nil, nil, 0, err
+		}
+	}
+	var bytes int64
+	k, sz := keys[:0], sizes[:0]
+	for i := range keys {
+		if !drop[i] {
+			k, sz = append(k, keys[i]), append(sz, sizes[i])
+			bytes += sizes[i]
+		}
+	}
+	return k, sz, bytes, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"iter"
 	"math/bits"
 	"sync"
 	"time"
@@ -30,6 +31,8 @@ type exploreConfig struct {
 	tmp        *tempFiles
 	// pagesInFlight bounds a parallel listing (0: the default).
 	pagesInFlight int
+	// snapshot, if set, lists everything below a '/' (Options.Snapshot).
+	snapshot Snapshot
 	// warn reports what explore recovers from (a memo it cannot use).
 	warn func(format string, args ...any)
 }
@@ -67,7 +70,7 @@ func explore(ctx context.Context, c exploreConfig) (*exploration, error) {
 	defer c.prog.Done(PhaseWalk)
 	defer c.memo.close()
 	t0 := time.Now()
-	ix, err := list(ctx, listConfig{st: c.store, tmp: c.tmp, prog: c.prog, cutoff: c.cutoff, pagesInFlight: c.pagesInFlight})
+	ix, err := list(ctx, listConfig{st: c.store, tmp: c.tmp, prog: c.prog, cutoff: c.cutoff, pagesInFlight: c.pagesInFlight, snapshot: c.snapshot})
 	if err != nil {
 		return nil, err
 	}
@@ -240,4 +243,15 @@ func parallel(ctx context.Context, n, conc int, fn func(ctx context.Context, i i
 		})
 	}
 	return eg.Wait()
+}
+
+// Snapshot is a listing of a store made earlier, such as an S3 Inventory
+// report (package inventory), which lists 10⁹ objects for less than paging
+// through them. It can be hours old: see Options.Snapshot for how a prune
+// keeps its guarantees with it.
+type Snapshot interface {
+	// Taken is when the listing was made, on the store's clock.
+	Taken() time.Time
+	// Objects yields the listed objects, with their attributes, in batches.
+	Objects(ctx context.Context) iter.Seq2[[]storage.Object, error]
 }

@@ -11,6 +11,7 @@ import (
 	"math/bits"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/kiss-cache/kiss/nixcache"
@@ -108,12 +109,21 @@ type objRec struct {
 	mtime int64 // noTime until known
 	size  int64
 	key   string
+	// snap: the attributes are a snapshot's (an S3 Inventory): the object
+	// is stat'ed again right before it is deleted.
+	snap bool
 }
+
+const snapBit = 0x80
 
 const objRecHead = 1 + 8 + 8 + 2
 
 func appendObjRec(b []byte, o *objRec) []byte {
-	b = append(b, byte(o.kind))
+	k := byte(o.kind)
+	if o.snap {
+		k |= snapBit
+	}
+	b = append(b, k)
 	b = binary.LittleEndian.AppendUint64(b, uint64(o.mtime))
 	b = binary.LittleEndian.AppendUint64(b, uint64(o.size))
 	b = binary.LittleEndian.AppendUint16(b, uint16(len(o.key)))
@@ -125,7 +135,7 @@ func readObjRec(r *bufio.Reader, head []byte, o *objRec) error {
 	if _, err := io.ReadFull(r, head[:objRecHead]); err != nil {
 		return err
 	}
-	o.kind = nixcache.Kind(head[0])
+	o.kind, o.snap = nixcache.Kind(head[0]&^snapBit), head[0]&snapBit != 0
 	o.mtime = int64(binary.LittleEndian.Uint64(head[1:]))
 	o.size = int64(binary.LittleEndian.Uint64(head[9:]))
 	n := int(binary.LittleEndian.Uint16(head[17:]))
@@ -283,7 +293,13 @@ type listConfig struct {
 	cutoff time.Time
 	// pagesInFlight bounds a parallel listing (storage.ListParallel).
 	pagesInFlight int
+	// snapshot, if set, lists everything below a '/' instead of the store.
+	snapshot Snapshot
 }
+
+// topLevel reports whether key is at the top of the cache (narinfos, .ls,
+// nix-cache-info), which a prune with a snapshot lists live.
+func topLevel(key string) bool { return !strings.Contains(key, "/") }
 
 // niBuckets is how many files the narinfos are distributed over while
 // listing, by the first byte of their hash: each is sorted in memory
@@ -307,15 +323,11 @@ func list(ctx context.Context, lc listConfig) (*index, error) {
 	var rec [niRecSize]byte
 	var buf []byte
 	cutoff := lc.cutoff.UnixNano()
-	var n int64
-	for batch, err := range storage.ListParallel(ctx, st, "", storage.ParallelListOptions{Splits: nixcache.ListSplits(), PagesInFlight: lc.pagesInFlight}) {
-		if err != nil {
-			return nil, fmt.Errorf("%w: listing %s: %w", ErrRootsUnavailable, st.URL(), err)
-		}
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
+	add := func(batch []storage.Object, snap bool) error {
 		for i := range batch {
+			if lc.snapshot != nil && topLevel(batch[i].Key) == snap {
+				continue // the other source has it
+			}
 			o := &batch[i]
 			mtime, size := int64(noTime), int64(-1)
 			if o.HasAttrs() {
@@ -344,25 +356,56 @@ func list(ctx context.Context, lc listConfig) (*index, error) {
 				b := buckets[h[0]]
 				if b == nil {
 					if b, err = newSpool(lc.tmp, "narinfos"); err != nil {
-						return nil, err
+						return err
 					}
 					b.bufSize = 16 << 10 // 256 of them
 					buckets[h[0]] = b
 				}
 				if err := b.write(rec[:]); err != nil {
-					return nil, err
+					return err
 				}
 				ix.n++
 			case kind.Rules().Prunable: // anything else is never deleted: no need to remember it
-				buf = appendObjRec(buf[:0], &objRec{kind: kind, mtime: mtime, size: size, key: o.Key})
+				buf = appendObjRec(buf[:0], &objRec{kind: kind, mtime: mtime, size: size, key: o.Key, snap: snap})
 				if err := ix.objs.write(buf); err != nil {
-					return nil, err
+					return err
 				}
 				ix.nObjs++
 			}
 		}
-		n += int64(len(batch))
 		prog.Advance(PhaseList, int64(len(batch)), 0)
+		return nil
+	}
+	opts := storage.ParallelListOptions{Splits: nixcache.ListSplits(), PagesInFlight: lc.pagesInFlight}
+	if lc.snapshot != nil {
+		// The top level (narinfos, .ls) is listed live: a narinfo
+		// uploaded since the snapshot is a root if young, and one deleted
+		// since is not walked. Everything below a '/' is the snapshot's.
+		opts.SkipPrefixes = nixcache.Subtrees()
+	}
+	for batch, err := range storage.ListParallel(ctx, st, "", opts) {
+		if err != nil {
+			return nil, fmt.Errorf("%w: listing %s: %w", ErrRootsUnavailable, st.URL(), err)
+		}
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		if err := add(batch, false); err != nil {
+			return nil, err
+		}
+	}
+	if lc.snapshot != nil {
+		for batch, err := range lc.snapshot.Objects(ctx) {
+			if err != nil {
+				return nil, fmt.Errorf("%w: reading the inventory: %w", ErrRootsUnavailable, err)
+			}
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
+			if err := add(batch, true); err != nil {
+				return nil, err
+			}
+		}
 	}
 	if err := ix.objs.finish(); err != nil {
 		return nil, err

@@ -52,6 +52,14 @@ type Options struct {
 	// ListPagesInFlight bounds the page requests of a parallel listing
 	// (S3); 0 = storage.DefaultPagesInFlight.
 	ListPagesInFlight int
+	// Snapshot, if set, is an earlier listing of the store (an S3
+	// Inventory report) used for everything below a '/' (nar/, log/,
+	// debuginfo/, …); the top level (narinfos, .ls) is still listed live.
+	// An object the snapshot lists is stat'ed right before it is deleted
+	// and kept if it is gone or younger than the grace period now (it may
+	// have been deleted and uploaded again since); an object created since
+	// is not in the snapshot and so never deleted. See Snapshot.
+	Snapshot Snapshot
 	// TempDir holds the plan's temporary files (the listing, the walk, the
 	// next memo, the deletions: about 100 bytes per object, unlinked as soon
 	// as they are created); "" = os.TempDir().
@@ -87,7 +95,9 @@ type Plan struct {
 	opts Options
 	log  *slog.Logger
 	now  time.Time
-	tmp  *tempFiles
+	// cutoff: objects younger than this (store clock) are never deleted.
+	cutoff time.Time
+	tmp    *tempFiles
 	// memo is the reachable graph this plan found: Execute saves it.
 	memo *memoFile
 
@@ -113,6 +123,10 @@ func (p *Plan) Report() *Report {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	r := p.report
+	if r.Snapshot != nil {
+		s := *r.Snapshot
+		r.Snapshot = &s
+	}
 	return &r
 }
 
@@ -175,8 +189,12 @@ func NewPlan(ctx context.Context, st storage.Store, opts Options) (*Plan, error)
 	p.now = now
 	grace := opts.grace()
 	cutoff := now.Add(-grace)
+	p.cutoff = cutoff
 	conc := opts.concurrency(st)
 	p.report = Report{Store: st.URL(), Now: now, Grace: Duration(grace), RootMaxAge: Duration(opts.RootMaxAge), Concurrency: conc, Phases: map[string]float64{}}
+	if opts.Snapshot != nil {
+		p.report.Snapshot = &SnapshotReport{Taken: opts.Snapshot.Taken(), Age: Duration(now.Sub(opts.Snapshot.Taken()).Truncate(time.Second))}
+	}
 	phase := func(name string, t0 time.Time) { p.report.Phases[name] = time.Since(t0).Seconds() }
 
 	t0 := time.Now()
@@ -234,7 +252,7 @@ func NewPlan(ctx context.Context, st storage.Store, opts Options) (*Plan, error)
 	ex, err := explore(ctx, exploreConfig{
 		store: st, storeDir: storeDir, conc: conc, roots: rootPaths, memo: m,
 		youngRoots: true, cutoff: cutoff, prog: opts.Progress, tmp: p.tmp,
-		pagesInFlight: opts.ListPagesInFlight, warn: p.warn,
+		pagesInFlight: opts.ListPagesInFlight, snapshot: opts.Snapshot, warn: p.warn,
 	})
 	if err != nil {
 		return nil, err

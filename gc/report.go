@@ -67,10 +67,29 @@ type Report struct {
 	// not find out about; they may or may not be gone (see Plan.recheck).
 	DeletedUncertain Count `json:"deleted_uncertain"`
 	Batches          int   `json:"batches"`
+	// Snapshot: the run listed below the top level from an S3 Inventory
+	// report (Options.Snapshot).
+	Snapshot *SnapshotReport `json:"inventory,omitempty"`
 
 	Requests map[string]int64   `json:"requests,omitempty"` // storage requests by type (filled by the caller)
 	Phases   map[string]float64 `json:"phase_seconds"`
 	Elapsed  float64            `json:"elapsed_seconds"`
 	Warnings []string           `json:"warnings,omitempty"`
 	Error    string             `json:"error,omitempty"`
+}
+
+// SnapshotReport says what a prune with a snapshot (an S3 Inventory report)
+// found when it checked the snapshot against the store.
+type SnapshotReport struct {
+	Taken time.Time `json:"taken"`
+	Age   Duration  `json:"age"`
+	// Checked: objects the snapshot listed that were stat'ed right before
+	// their delete; Recent of them were younger than the grace period now
+	// (written again since the snapshot) and kept; Vanished were gone.
+	Checked  int64 `json:"checked"`
+	Recent   int64 `json:"recent_kept"`
+	Vanished int64 `json:"vanished"`
+	// NewNARs: NARs of reachable narinfos that the snapshot did not have
+	// but the store does (uploaded since), found by a stat each.
+	NewNARs int64 `json:"new_nars"`
 }

@@ -20,3 +20,9 @@ func ListSplits() []string {
 	}
 	return s
 }
+
+// Subtrees are the prefixes below which a binary cache (and kiss) keep
+// objects: everything that is not at the top level with the narinfos.
+func Subtrees() []string {
+	return []string{NarPrefix, LogPrefix, RealisationPrefix, BuildTracePrefix, DebugInfoPrefix, RootsPrefix, KissPrefix, NginxTempPrefix}
+}

@@ -34,7 +34,17 @@ type ParallelListOptions struct {
 	// PagesInFlight bounds the page requests outstanding at once
 	// (default DefaultPagesInFlight).
 	PagesInFlight int
+	// SkipPrefixes are left out: a range that reaches one continues after
+	// it (one more request), so a large subtree costs nothing. Each must end
+	// in '/' (the key equal to the prefix with its '/' replaced by '0', e.g.
+	// "nar0" for "nar/", is skipped too). Only the parallel path skips;
+	// a plain listing returns them (callers filter as well).
+	SkipPrefixes []string
 }
+
+// skipPast is the StartAfter that continues a listing after every key with
+// prefix p (which ends in '/': '0' follows it).
+func skipPast(p string) string { return p[:len(p)-1] + "0" }
 
 // ListParallel lists st under prefix and yields the objects in batches, in no
 // particular order. On a PageLister it lists the ranges of opts.Splits at
@@ -58,7 +68,7 @@ func ListParallel(ctx context.Context, st Store, prefix string, opts ParallelLis
 		}
 		var splits []string
 		for _, s := range opts.Splits {
-			if strings.HasPrefix(s, prefix) && s != prefix {
+			if strings.HasPrefix(s, prefix) && s != prefix && skipped(s, opts.SkipPrefixes) == "" {
 				splits = append(splits, s)
 			}
 		}
@@ -109,6 +119,13 @@ func ListParallel(ctx context.Context, st Store, prefix string, opts ParallelLis
 							more = false
 						}
 					}
+					resume := ""
+					for i := range end {
+						if p := skipped(objs[i].Key, opts.SkipPrefixes); p != "" {
+							end, resume = i, skipPast(p)
+							break
+						}
+					}
 					if end > 0 {
 						after = objs[end-1].Key
 						select {
@@ -116,6 +133,13 @@ func ListParallel(ctx context.Context, st Store, prefix string, opts ParallelLis
 						case <-ctx.Done():
 							return
 						}
+					}
+					if resume != "" {
+						if hi != "" && resume > hi {
+							return
+						}
+						after = resume
+						continue
 					}
 					if !more || end == 0 {
 						return
@@ -143,6 +167,15 @@ func ListParallel(ctx context.Context, st Store, prefix string, opts ParallelLis
 			yield(nil, err)
 		}
 	}
+}
+
+func skipped(key string, prefixes []string) string {
+	for _, p := range prefixes {
+		if strings.HasPrefix(key, p) {
+			return p
+		}
+	}
+	return ""
 }
 
 // batched groups a listing into slices of PageSize.

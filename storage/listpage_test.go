@@ -128,3 +128,29 @@ func TestListParallelS3(t *testing.T) {
 	putKeys(t, st, keys)
 	checkParallelList(t, st, keys, []string{"", "nar/"}, 4)
 }
+
+// TestListParallelSkip: skipped subtrees are left out, everything else is
+// listed once, and a skipped subtree costs no page of its own.
+func TestListParallelSkip(t *testing.T) {
+	st := storage.NewMem(nil)
+	keys := nixKeys(6000)
+	putKeys(t, st, keys)
+	skip := []string{"nar/", "log/"}
+	var want []string
+	for _, k := range keys {
+		if !strings.HasPrefix(k, "nar/") && !strings.HasPrefix(k, "log/") {
+			want = append(want, k)
+		}
+	}
+	slices.Sort(want)
+	c := storage.NewCounting(st)
+	got := collect(t, storage.ListParallel(context.Background(), c, "", storage.ParallelListOptions{Splits: nixcache.ListSplits(), PagesInFlight: 4, SkipPrefixes: skip}))
+	if !slices.Equal(got, want) {
+		t.Fatalf("%d keys, want %d", len(got), len(want))
+	}
+	full := storage.NewCounting(st)
+	collect(t, storage.ListParallel(context.Background(), full, "", storage.ParallelListOptions{Splits: nixcache.ListSplits(), PagesInFlight: 4}))
+	if c.Counts()["list-objects"] >= full.Counts()["list-objects"] {
+		t.Fatalf("skipping read %d objects, the full listing %d", c.Counts()["list-objects"], full.Counts()["list-objects"])
+	}
+}

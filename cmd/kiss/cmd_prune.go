@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/url"
 	"os"
 	"runtime/debug"
 	"sort"
@@ -17,7 +18,9 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/kiss-cache/kiss/gc"
+	"github.com/kiss-cache/kiss/inventory"
 	"github.com/kiss-cache/kiss/prune"
+	"github.com/kiss-cache/kiss/storage"
 )
 
 func init() {
@@ -66,6 +69,7 @@ EXIT STATUS
 			&cli.BoolFlag{Name: "no-memo", Usage: "neither read nor write the closure memo (.kiss/memo/v2)"},
 			&cli.StringFlag{Name: "temp-dir", Usage: "where the plan's temporary files go (about 100 bytes per object; default $TMPDIR or /tmp)"},
 			&cli.IntFlag{Name: "list-pages", Usage: "S3 listing pages requested at once (default 16)"},
+			&cli.StringFlag{Name: "inventory", Usage: "list below the top level from this S3 Inventory manifest (s3://DEST-BUCKET/…/manifest.json?region=…, CSV or Parquet); see docs/pruner.md"},
 		},
 		Action: runPrune,
 	})
@@ -140,6 +144,14 @@ func runPrune(c *cli.Context) error {
 	}
 	if c.Bool("list") {
 		opts.OnDeletion = func(d gc.Deletion) { dels = append(dels, d) }
+	}
+	if u := c.String("inventory"); u != "" {
+		report, closeInv, err := openInventory(ctx, u, c.Args().First(), opts.TempDir)
+		if err != nil {
+			return err
+		}
+		defer closeInv()
+		opts.Snapshot = report
 	}
 	rep, err := prune.Run(ctx, st, opts)
 	code := ExitOK
@@ -300,4 +312,27 @@ func registerPruneMetrics(reg prometheus.Registerer, r *gc.Report, code int) {
 		req[k] = float64(v)
 	}
 	vec("storage_requests", "storage requests by type", "type", req)
+}
+
+// openInventory opens the S3 Inventory manifest at rawURL for the cache at
+// cacheURL: a report of another bucket is refused (exit 2).
+func openInventory(ctx context.Context, rawURL, cacheURL, tempDir string) (*inventory.Report, func(), error) {
+	report, closeInv, err := inventory.OpenURL(ctx, rawURL, func(ctx context.Context, u string) (storage.Store, error) { return openStore(ctx, u) }, tempDir)
+	if err != nil {
+		var ex cli.ExitCoder
+		switch {
+		case errors.As(err, &ex):
+			return nil, nil, err // openStore's own exit
+		case errors.Is(err, inventory.ErrURL):
+			return nil, nil, usageError(fmt.Errorf("--inventory: %w", err))
+		case errors.Is(err, inventory.ErrInvalid), errors.Is(err, storage.ErrNotFound), errors.Is(err, os.ErrNotExist):
+			return nil, nil, withExit(ExitRefused, fmt.Errorf("--inventory: %w", err))
+		}
+		return nil, nil, withExit(ExitStore, fmt.Errorf("--inventory: %w", err))
+	}
+	if u, err := url.Parse(cacheURL); err == nil && u.Scheme == "s3" && u.Host != report.Manifest().SourceBucket {
+		closeInv()
+		return nil, nil, usageError(fmt.Errorf("--inventory: the report is of bucket %q, the cache is %q", report.Manifest().SourceBucket, u.Host))
+	}
+	return report, closeInv, nil
 }

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kiss-cache/kiss/inventory"
 	"github.com/kiss-cache/kiss/lockproto"
 	"github.com/kiss-cache/kiss/nixcache"
 	"github.com/kiss-cache/kiss/storage"
@@ -217,5 +218,61 @@ func TestPruneLostDeleteAnswerIsRechecked(t *testing.T) {
 	}
 	if m, _ := os.ReadFile(metrics); !strings.Contains(string(m), fmt.Sprintf("kiss_prune_deleted_objects %d", gone)) || !strings.Contains(string(m), "kiss_prune_deleted_uncertain_objects 0") {
 		t.Fatalf("metrics:\n%s", m)
+	}
+}
+
+// TestPruneInventoryCLI: --inventory reads a manifest (file:// here) and
+// lists below the top level from it: a NAR the report does not have is
+// never deleted; a bad manifest is refused (exit 4), a report of another
+// bucket is a usage error (exit 2).
+func TestPruneInventoryCLI(t *testing.T) {
+	dir, live, garbage := testCache(t)
+	if code, _, stderr := runKiss(t, "roots", "add", dir, "web1", live); code != ExitOK {
+		t.Fatalf("roots add: exit %d %s", code, stderr)
+	}
+	st, err := storage.OpenFile(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var objs []storage.Object
+	for o, err := range st.List(context.Background(), "") {
+		if err != nil {
+			t.Fatal(err)
+		}
+		objs = append(objs, o)
+	}
+	invDir := t.TempDir()
+	inv, err := storage.OpenFile(invDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := inventory.Write(context.Background(), inv, "inv", "cache", "CSV", time.Now(), objs, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	manifest := "file://" + filepath.Join(invDir, key)
+	// A NAR created after the report, old-looking: not in it, so kept.
+	write(t, dir, "nar/late.nar", "late")
+	old := time.Now().Add(-3 * time.Hour)
+	os.Chtimes(filepath.Join(dir, "nar/late.nar"), old, old)
+
+	code, out, stderr := runKiss(t, "prune", "--json", "--inventory", manifest, dir)
+	var rep struct {
+		Inventory struct {
+			Checked int64 `json:"checked"`
+		} `json:"inventory"`
+	}
+	if code != ExitOK || json.Unmarshal([]byte(out), &rep) != nil || rep.Inventory.Checked != 1 {
+		t.Fatalf("prune --inventory: exit %d\n%s\n%s", code, out, stderr)
+	}
+	if fileExists(narinfoOf(dir, garbage)) || !fileExists(narinfoOf(dir, live)) || !fileExists(filepath.Join(dir, "nar/late.nar")) {
+		t.Fatal("wrong objects deleted")
+	}
+	write(t, invDir, key, "{not json")
+	if code, _, stderr := runKiss(t, "prune", "--dry-run", "--inventory", manifest, dir); code != ExitRefused {
+		t.Fatalf("bad manifest: exit %d %s", code, stderr)
+	}
+	if code, _, stderr := runKiss(t, "prune", "--dry-run", "--inventory", "http://x/manifest.json", dir); code != ExitUsage {
+		t.Fatalf("bad inventory URL: exit %d %s", code, stderr)
 	}
 }
