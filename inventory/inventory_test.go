@@ -92,6 +92,7 @@ func TestCorruptDataFile(t *testing.T) {
 // path; bad URLs are refused.
 func TestOpenURL(t *testing.T) {
 	ctx := context.Background()
+	open := func(ctx context.Context, u string) (storage.Store, error) { return storage.Open(ctx, u) }
 	dir := t.TempDir()
 	dest, err := storage.OpenFile(dir)
 	if err != nil {
@@ -102,7 +103,7 @@ func TestOpenURL(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, u := range []string{dir + "/" + key, "file://" + dir + "/" + key} {
-		r, closeIt, err := inventory.OpenURL(ctx, u, storage.Open, "")
+		r, closeIt, err := inventory.OpenURL(ctx, u, open, "")
 		if err != nil {
 			t.Fatalf("%s: %v", u, err)
 		}
@@ -119,7 +120,7 @@ func TestOpenURL(t *testing.T) {
 		}
 	}
 	for _, bad := range []string{"s3://bucket", "http://x/manifest.json", dir + "/nothing.json"} {
-		if _, _, err := inventory.OpenURL(ctx, bad, storage.Open, ""); err == nil {
+		if _, _, err := inventory.OpenURL(ctx, bad, open, ""); err == nil {
 			t.Errorf("OpenURL(%q) accepted", bad)
 		}
 	}
