@@ -7,27 +7,27 @@ let
   inherit (lib) types mkOptionType;
   inherit (builtins) isString match substring;
 
-  # Go's time.ParseDuration units; "0" alone is a duration too.
-  goDurationRe = "0|([0-9]+([.][0-9]*)?|[.][0-9]+)(ns|us|µs|ms|s|m|h)(([0-9]+([.][0-9]*)?|[.][0-9]+)(ns|us|µs|ms|s|m|h))*";
+  # kiss's duration syntax (cmd/kiss/durations.go, DurationSyntax): numbers
+  # with units, combined ("1d12h"); a bare number only as "0".
+  durationRe = "0|(([0-9]+([.][0-9]*)?|[.][0-9]+)(ns|us|µs|ms|s|m|h|d|w))+";
 in
 rec {
   types = {
-    # A Go duration as kiss's flags take it ("10m", "1h30m", "0s").
+    # A duration as kiss's flags take it ("10m", "1h30m", "30d", "0s").
     duration = mkOptionType {
       name = "duration";
-      description = "Go duration (a string such as \"10m\", \"1h30m\" or \"0s\"; plain numbers have no unit and are refused)";
+      description = "duration (a number with a unit: ms, s, m, h, d, w, combined as in \"1d12h\"; a bare number is refused)";
       descriptionClass = "noun";
-      check = x: isString x && match goDurationRe x != null;
+      check = x: isString x && match durationRe x != null;
       merge = lib.mergeEqualOption;
     };
 
-    # An age for --root-max-age: a positive Go duration, or days/weeks.
+    # A positive duration (--root-max-age).
     age = mkOptionType {
       name = "age";
-      description = "age (a string such as \"30d\", \"2w\" or \"36h\")";
+      description = "positive duration (e.g. \"30d\", \"2w\", \"36h\")";
       descriptionClass = "noun";
-      check = x: isString x && (match "[0-9]+([.][0-9]+)?[dw]" x != null || match goDurationRe x != null)
-        && match ".*[1-9].*" x != null; # positive
+      check = x: isString x && match durationRe x != null && match ".*[1-9].*" x != null;
       merge = lib.mergeEqualOption;
     };
 

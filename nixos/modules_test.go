@@ -322,13 +322,13 @@ func TestModuleTypeErrors(t *testing.T) {
 	for name, c := range map[string]struct{ settings, want string }{
 		// kiss prune --lock-wait 600 is a parse error: a duration needs a unit.
 		"lockWait in seconds": {`{ prune = { enable = true; cacheDir = "/c"; lockWait = 600; }; }`,
-			"services.kiss.prune.lockWait' is not of type `Go duration"},
+			"services.kiss.prune.lockWait' is not of type `duration"},
 		"lockWait without unit": {`{ prune = { enable = true; cacheDir = "/c"; lockWait = "600"; }; }`,
-			"services.kiss.prune.lockWait' is not of type `Go duration"},
-		"grace in days": {`{ prune = { enable = true; cacheDir = "/c"; grace = "2d"; }; }`,
-			"services.kiss.prune.grace' is not of type `null or Go duration"},
+			"services.kiss.prune.lockWait' is not of type `duration"},
+		"grace in words": {`{ prune = { enable = true; cacheDir = "/c"; grace = "2 days"; }; }`,
+			"services.kiss.prune.grace' is not of type `null or duration"},
 		"rootMaxAge zero": {`{ prune = { enable = true; cacheDir = "/c"; rootMaxAge = "0d"; }; }`,
-			"services.kiss.prune.rootMaxAge' is not of type `null or age"},
+			"services.kiss.prune.rootMaxAge' is not of type `null or positive duration"},
 		"negative priority": {`{ serve = { enable = true; cacheDir = "/c"; listen = [ "127.0.0.1:8080" ]; priority = -1; }; }`,
 			"services.kiss.serve.priority' is not of type `unsigned integer"},
 		"relative cacheDir": {`{ serve = { enable = true; cacheDir = "var/rel"; listen = [ "127.0.0.1:8080" ]; }; }`,
