@@ -894,3 +894,76 @@ func TestFlakeOutputs(t *testing.T) {
 		t.Errorf("check produced no $out: %v", err)
 	}
 }
+
+// TestFlakeCheckWithRealNix runs the real `nix flake check --no-build` (Nix
+// 2.8, flakes enabled) on a copy of the flake, with the nixpkgs input
+// overridden by a local flake made of nixpkgs' lib and the stand-in
+// package sets (nixos/tests/fake-nixpkgs.nix): Nix's own checks of the
+// output schema (apps, overlays, nixosModules, devShells, formatter,
+// packages, checks) for this machine's system, and `nix eval` of the app
+// through the flake. Nothing is built; with nixpkgs, `nix flake check` builds.
+func TestFlakeCheckWithRealNix(t *testing.T) {
+	nix := testenv.Nix(t)
+	lib := testenv.NixpkgsLib(t)
+	root := testenv.ModuleRoot()
+	dir := t.TempDir()
+	fake, src := filepath.Join(dir, "fake-nixpkgs"), filepath.Join(dir, "src")
+	copyTree := func(from, to string) {
+		t.Helper()
+		if out, err := exec.Command("cp", "-r", from, to).CombinedOutput(); err != nil {
+			t.Fatalf("cp %s: %v\n%s", from, err, out)
+		}
+	}
+	for _, d := range []string{fake, src} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	copyTree(lib, filepath.Join(fake, "lib"))
+	for _, f := range []string{"fake-nixpkgs.nix", "stub-pkgs.nix"} {
+		copyTree(filepath.Join(root, "nixos", "tests", f), fake)
+	}
+	if err := os.WriteFile(filepath.Join(fake, "flake.nix"), []byte("{ outputs = { self }: import ./fake-nixpkgs.nix { lib = import ./lib; }; }\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"flake.nix", "package.nix", "default.nix", "VERSION", "go.mod", "go.sum", "nixos"} {
+		copyTree(filepath.Join(root, f), src)
+	}
+	flakes := []string{"--extra-experimental-features", "nix-command flakes"}
+	override := []string{"--override-input", "nixpkgs", "path:" + fake, "--no-write-lock-file"}
+	out, err := nix.Run("nix", append(append(append(flakes, "flake", "check", "--no-build"), override...), "path:"+src)...)
+	if err != nil {
+		t.Fatalf("nix flake check: %v\n%s", err, out)
+	}
+	// Nix's checks are live: a broken overlay is refused.
+	flake := filepath.Join(src, "flake.nix")
+	good := readFile(t, flake)
+	bad := strings.Replace(good, "overlays.default = final: _prev: { kiss = final.callPackage", "overlays.default = self: super: { kiss = self.callPackage", 1)
+	if bad == good {
+		t.Fatal("flake.nix: overlays.default not found")
+	}
+	if err := os.WriteFile(flake, []byte(bad), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := nix.Run("nix", append(append(append(flakes, "flake", "check", "--no-build"), override...), "path:"+src)...); err == nil ||
+		!strings.Contains(out+err.Error(), "overlay does not take an argument named 'final'") {
+		t.Errorf("nix flake check accepted an overlay without final: %v\n%s", err, out)
+	}
+	if err := os.WriteFile(flake, []byte(good), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	system := strings.TrimSpace(nix.MustRun("nix", append(flakes, "eval", "--impure", "--raw", "--expr", "builtins.currentSystem")...))
+	prog := nix.MustRun("nix", append(append(append(flakes, "eval", "--raw"), override...), "path:"+src+"#apps."+system+".default.program")...)
+	if !strings.HasSuffix(strings.TrimSpace(prog), "-kiss-"+strings.TrimSpace(readFile(t, filepath.Join(root, "VERSION")))+"/bin/kiss") {
+		t.Errorf("apps.%s.default.program = %q", system, prog)
+	}
+}
+
+func readFile(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}

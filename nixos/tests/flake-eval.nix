@@ -11,32 +11,8 @@ let
   flake = import ../../flake.nix;
   systems = [ "x86_64-linux" "aarch64-linux" "x86_64-darwin" "aarch64-darwin" ];
 
-  fakePkgs = system:
-    let
-      stub = import ./stub-pkgs.nix { inherit lib; };
-      drv = name: extra: {
-        type = "derivation";
-        inherit name;
-        outPath = "/nix/store/00000000000000000000000000000000-${name}";
-        drvPath = "/nix/store/00000000000000000000000000000000-${name}.drv";
-      } // extra;
-      self = stub // {
-        inherit lib;
-        stdenv.hostPlatform = { inherit system; isLinux = lib.hasSuffix "-linux" system; };
-        # callPackage the real package.nix with a buildGoModule that keeps its arguments.
-        callPackage = fn: args:
-          let f = if builtins.isPath fn then import fn else fn; in
-          f ({ inherit lib; buildGoModule = a: drv "${a.pname}-${a.version}" { args = a; meta = a.meta; }; } // args);
-        mkShell = a: drv "shell" { packages = map (p: p.name) a.packages; };
-        runCommand = name: _env: script: drv name { inherit script; };
-        writeText = name: text: drv name { inherit text; };
-        writeTextDir = path: text: drv (baseNameOf path) { inherit text; };
-        testers.runNixOSTest = test: drv "vm-test-${test.name}" { inherit test; };
-      } // lib.genAttrs [ "go_1_26" "gopls" "nix" "nginx" "openssl" "curl" "spin" "tor" "tflint" "opentofu" "nixfmt" "busybox" ] (n: drv n { });
-    in
-    self;
-
-  nixpkgs = { inherit lib; legacyPackages = lib.genAttrs systems fakePkgs; };
+  nixpkgs = import ./fake-nixpkgs.nix { inherit lib; };
+  fakePkgs = system: nixpkgs.legacyPackages.${system};
   self = flake.outputs { inherit self nixpkgs; };
 
   linux = "x86_64-linux";
