@@ -175,7 +175,7 @@ func New(st storage.Store, cfg Config) (*Server, error) {
 		if cfg.Upstream != "" {
 			return nil, errors.New("gateway: redirected reads and an upstream exclude each other (a miss must be seen by the gateway)")
 		}
-		ps, ok := st.(storage.Presigner)
+		ps, ok := storage.As[storage.Presigner](st)
 		if !ok {
 			return nil, fmt.Errorf("gateway: %s cannot presign URLs, so reads cannot redirect to it", st.URL())
 		}

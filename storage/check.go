@@ -561,7 +561,7 @@ func (c *checker) conditionalDelete(ctx context.Context) (CheckStatus, string, b
 	if o1.ETag == o2.ETag {
 		return CheckFail, "ETag did not change on replace", claimed
 	}
-	s3st, raw := unwrapS3(c.st)
+	s3st, raw := As[*s3Store](c.st)
 	// Retrying a delete with a stale If-Match changes nothing a first
 	// attempt did not: whether it landed shows in the Stat below.
 	staleErr := c.retry(ctx, func() error {
@@ -614,18 +614,6 @@ func errOK(err error) string {
 	return err.Error()
 }
 
-func unwrapS3(st Store) (*s3Store, bool) {
-	for {
-		switch s := st.(type) {
-		case *s3Store:
-			return s, true
-		case interface{ Unwrap() Store }:
-			st = s.Unwrap()
-		default:
-			return nil, false
-		}
-	}
-}
 
 func (c *checker) clockSkew(ctx context.Context) (CheckStatus, string, time.Duration) {
 	var before, after, now time.Time

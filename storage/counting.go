@@ -8,6 +8,12 @@ import (
 	"time"
 )
 
+// RequestCounter is implemented by drivers that count their own HTTP
+// requests by operation (s3://), retries included.
+type RequestCounter interface {
+	Requests() map[string]int64
+}
+
 // Counting is a Store decorator that counts calls by operation, so the
 // pruner's --json report and the benchmarks can say how many requests of
 // each kind a run cost (on S3, requests are what is billed and what is slow).
@@ -66,7 +72,7 @@ func (c *Counting) Counts() map[string]int64 {
 		out[k] = v
 	}
 	c.mu.Unlock()
-	if rc, ok := c.inner.(interface{ Requests() map[string]int64 }); ok {
+	if rc, ok := As[RequestCounter](c.inner); ok {
 		for k, v := range rc.Requests() {
 			out["http:"+k] = v
 		}

@@ -12,6 +12,6 @@ var S3Key = s3Key
 // PresignsDirectly reports whether an s3 store signs URLs without the SDK's
 // presign client (the fast path of PresignGet).
 func PresignsDirectly(st Store) bool {
-	s, ok := st.(*s3Store)
+	s, ok := As[*s3Store](st)
 	return ok && s.urls() != nil
 }

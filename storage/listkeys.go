@@ -22,9 +22,9 @@ type KeyLister interface {
 func (o Object) HasAttrs() bool { return !o.ModTime.IsZero() }
 
 // ListKeys lists st's keys under prefix, without attributes where that is
-// cheaper (KeyLister), with them otherwise.
+// cheaper (a KeyLister along st's decorators, see As), with them otherwise.
 func ListKeys(ctx context.Context, st Store, prefix string) iter.Seq2[Object, error] {
-	if kl, ok := st.(KeyLister); ok {
+	if kl, ok := As[KeyLister](st); ok {
 		return kl.ListKeys(ctx, prefix)
 	}
 	return st.List(ctx, prefix)

@@ -143,26 +143,26 @@ func TestS3EscapedKeys(t *testing.T) {
 	}
 }
 
-// s3WithObject opens a fresh versitygw bucket (the store, and the same
-// store counting its requests) holding one 1000-byte object at key.
-func s3WithObject(t *testing.T, key string) (inner storage.Store, st *storage.Counting, body []byte, put storage.Object) {
+// s3WithObject opens a fresh versitygw bucket (the store counting its
+// requests) holding one 1000-byte object at key.
+func s3WithObject(t *testing.T, key string) (st *storage.Counting, body []byte, put storage.Object) {
 	t.Helper()
 	ctx := context.Background()
-	inner, _ = testenv.VersitygwStore(t)
+	inner, _ := testenv.VersitygwStore(t)
 	st = storage.NewCounting(inner)
 	body = []byte(strings.Repeat("0123456789", 100))
 	var err error
 	if put, err = st.Put(ctx, key, bytes.NewReader(body), storage.PutOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	return inner, st, body, put
+	return st, body, put
 }
 
 // The read path on S3: every field of Object, the whole size for ranges,
 // an empty range, and one counted request per call.
 func TestS3ReadObject(t *testing.T) {
 	ctx := context.Background()
-	_, st, body, put := s3WithObject(t, "nar/x.nar")
+	st, body, put := s3WithObject(t, "nar/x.nar")
 	now, err := st.Now(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -257,8 +257,8 @@ func TestS3KeepsConcurrentConnections(t *testing.T) {
 // stops working once expired, and signs without a request to the server.
 func TestS3PresignGet(t *testing.T) {
 	ctx := context.Background()
-	inner, st, body, _ := s3WithObject(t, "nar/p.nar")
-	ps, ok := inner.(storage.Presigner)
+	st, body, _ := s3WithObject(t, "nar/p.nar")
+	ps, ok := storage.As[storage.Presigner](st) // through the counting decorator
 	if !ok {
 		t.Fatal("the s3 store is not a Presigner")
 	}
@@ -289,7 +289,7 @@ func TestS3PresignGet(t *testing.T) {
 	if code, got := get(u, "Range", "bytes=10-19"); code != 206 || string(got) != "0123456789" {
 		t.Fatalf("presigned ranged GET: %d %q", code, got)
 	}
-	if !storage.PresignsDirectly(inner) {
+	if !storage.PresignsDirectly(st) {
 		t.Error("the s3 store presigns through the SDK's middleware, not directly")
 	}
 	// keys with characters a URL path escapes

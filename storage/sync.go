@@ -12,7 +12,7 @@ type Syncer interface {
 // Sync makes key durable on stores that can defer it (Syncer); on the
 // others every Put is durable already and Sync does nothing.
 func Sync(ctx context.Context, st Store, key string) error {
-	if s, ok := st.(Syncer); ok {
+	if s, ok := As[Syncer](st); ok {
 		return s.Sync(ctx, key)
 	}
 	return nil

@@ -288,6 +288,19 @@ func (f *Faulty) DeleteMany(ctx context.Context, keys []string) error {
 // List implements storage.Store. A fault on List fails the listing before
 // it yields anything (Fail or LoseResponse alike).
 func (f *Faulty) List(ctx context.Context, prefix string) iter.Seq2[storage.Object, error] {
+	return f.list(ctx, prefix, f.inner.List)
+}
+
+// ListKeys is List's keys-only form (storage.KeyLister), with List's
+// faults: without it storage.ListKeys would find the inner store's
+// through Unwrap and bypass them.
+func (f *Faulty) ListKeys(ctx context.Context, prefix string) iter.Seq2[storage.Object, error] {
+	return f.list(ctx, prefix, func(ctx context.Context, prefix string) iter.Seq2[storage.Object, error] {
+		return storage.ListKeys(ctx, f.inner, prefix)
+	})
+}
+
+func (f *Faulty) list(ctx context.Context, prefix string, inner func(context.Context, string) iter.Seq2[storage.Object, error]) iter.Seq2[storage.Object, error] {
 	return func(yield func(storage.Object, error) bool) {
 		fl, hit, err := f.before(ctx, OpList, prefix, "")
 		if err == nil && hit && fl.LoseResponse {
@@ -297,7 +310,7 @@ func (f *Faulty) List(ctx context.Context, prefix string) iter.Seq2[storage.Obje
 			yield(storage.Object{}, err)
 			return
 		}
-		for o, err := range f.inner.List(ctx, prefix) {
+		for o, err := range inner(ctx, prefix) {
 			if !yield(o, err) {
 				return
 			}

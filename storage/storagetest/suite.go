@@ -80,7 +80,7 @@ func testUnsyncedPut(t *testing.T, st storage.Store) {
 	if err := storage.Sync(ctx, st, "nar/unsynced.nar"); err != nil {
 		t.Fatalf("Sync after an unsynced Put: %v", err)
 	}
-	if _, ok := st.(storage.Syncer); ok {
+	if _, ok := storage.As[storage.Syncer](st); ok {
 		if err := storage.Sync(ctx, st, "nar/absent.nar"); !errors.Is(err, storage.ErrNotFound) {
 			t.Fatalf("Sync of an absent key: %v, want ErrNotFound", err)
 		}
