@@ -614,7 +614,6 @@ func errOK(err error) string {
 	return err.Error()
 }
 
-
 func (c *checker) clockSkew(ctx context.Context) (CheckStatus, string, time.Duration) {
 	var before, after, now time.Time
 	err := c.retry(ctx, func() (err error) {
