@@ -15,7 +15,16 @@ import (
 	"time"
 )
 
-var kissBuild struct {
+// goBuilds holds the binaries built by this test process, by package.
+var goBuilds struct {
+	mu     sync.Mutex
+	dir    string
+	byPkg  map[string]*goBuild
+	swept  bool
+	dirErr error
+}
+
+type goBuild struct {
 	once sync.Once
 	path string
 	err  error
@@ -41,38 +50,60 @@ func GoTool() string {
 
 // KissBinary builds ./cmd/kiss once per test process and returns the path
 // of the binary. $KISS_BINARY, if set, is used instead (e.g. an installed
-// release under test). The build goes to a per-process temp directory
-// (kiss-testbin-<pid>-*: a test binary has no exit hook for cleanup), and
-// directories of earlier test processes that are gone (or older than a
-// day) are removed on the way. PID liveness is only a cleanup heuristic
-// here, never a correctness decision.
+// release under test).
 func KissBinary(t testing.TB) string {
 	t.Helper()
-	SkipShort(t, "a test of the built kiss binary")
 	if p := os.Getenv("KISS_BINARY"); p != "" {
 		return p
 	}
-	kissBuild.once.Do(func() {
+	return BuildBinary(t, "./cmd/kiss", "kiss")
+}
+
+// BuildBinary builds the package pkg of this module (with build tags, if
+// any) once per test process and returns the path of the binary, called
+// name. Builds go to a per-process temp directory (kiss-testbin-<pid>-*: a
+// test binary has no exit hook for cleanup), and directories of earlier
+// test processes that are gone (or older than a day) are removed on the
+// way. PID liveness is only a cleanup heuristic here, never a correctness
+// decision.
+func BuildBinary(t testing.TB, pkg, name string, tags ...string) string {
+	t.Helper()
+	goBuilds.mu.Lock()
+	if !goBuilds.swept {
 		sweepOldBinDirs()
-		dir, err := os.MkdirTemp("", fmt.Sprintf("kiss-testbin-%d-", os.Getpid()))
-		if err != nil {
-			kissBuild.err = err
-			return
-		}
-		out := filepath.Join(dir, "kiss")
-		cmd := exec.Command(GoTool(), "build", "-o", out, "./cmd/kiss")
-		cmd.Dir = ModuleRoot()
-		msg, err := cmd.CombinedOutput()
-		if err != nil {
-			kissBuild.err = fmt.Errorf("go build ./cmd/kiss: %v\n%s", err, msg)
-			return
-		}
-		kissBuild.path = out
-	})
-	if kissBuild.err != nil {
-		t.Fatalf("testenv: %v", kissBuild.err)
+		goBuilds.dir, goBuilds.dirErr = os.MkdirTemp("", fmt.Sprintf("kiss-testbin-%d-", os.Getpid()))
+		goBuilds.byPkg = map[string]*goBuild{}
+		goBuilds.swept = true
 	}
-	return kissBuild.path
+	dir, dirErr := goBuilds.dir, goBuilds.dirErr
+	key := pkg + " " + strings.Join(tags, ",")
+	b := goBuilds.byPkg[key]
+	if b == nil {
+		b = &goBuild{}
+		goBuilds.byPkg[key] = b
+	}
+	goBuilds.mu.Unlock()
+	if dirErr != nil {
+		t.Fatalf("testenv: %v", dirErr)
+	}
+	b.once.Do(func() {
+		out := filepath.Join(dir, name)
+		args := []string{"build", "-o", out}
+		if len(tags) > 0 {
+			args = append(args, "-tags", strings.Join(tags, ","))
+		}
+		cmd := exec.Command(GoTool(), append(args, pkg)...)
+		cmd.Dir = ModuleRoot()
+		if msg, err := cmd.CombinedOutput(); err != nil {
+			b.err = fmt.Errorf("go build %s: %v\n%s", pkg, err, msg)
+			return
+		}
+		b.path = out
+	})
+	if b.err != nil {
+		t.Fatalf("testenv: %v", b.err)
+	}
+	return b.path
 }
 
 func sweepOldBinDirs() {

@@ -131,36 +131,7 @@ func unavailable(t testing.TB, format string, a ...any) {
 }
 
 // FindVersitygw looks in $KISS_VERSITYGW, PATH, and the Go bin directories.
-func FindVersitygw() (string, error) {
-	if p := os.Getenv("KISS_VERSITYGW"); p != "" {
-		if _, err := os.Stat(p); err != nil {
-			return "", fmt.Errorf("KISS_VERSITYGW=%s: %w", p, err)
-		}
-		return p, nil
-	}
-	if p, err := exec.LookPath("versitygw"); err == nil {
-		return p, nil
-	}
-	var dirs []string
-	if gobin := os.Getenv("GOBIN"); gobin != "" {
-		dirs = append(dirs, gobin)
-	}
-	if out, err := exec.Command("go", "env", "GOPATH").Output(); err == nil {
-		for _, d := range filepath.SplitList(strings.TrimSpace(string(out))) {
-			dirs = append(dirs, filepath.Join(d, "bin"))
-		}
-	}
-	if home, err := os.UserHomeDir(); err == nil {
-		dirs = append(dirs, filepath.Join(home, "go", "bin"))
-	}
-	for _, d := range dirs {
-		p := filepath.Join(d, "versitygw")
-		if fi, err := os.Stat(p); err == nil && !fi.IsDir() {
-			return p, nil
-		}
-	}
-	return "", fmt.Errorf("versitygw not found in $KISS_VERSITYGW, PATH or %v", dirs)
-}
+func FindVersitygw() (string, error) { return findGoTool("versitygw", "KISS_VERSITYGW") }
 
 func acquireVersitygw(t testing.TB) *S3Server {
 	t.Helper()
