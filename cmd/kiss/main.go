@@ -123,7 +123,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	app := newApp(stdout, stderr)
-	err := app.RunContext(ctx, interspersed(app, args))
+	if len(args) == 0 || args[len(args)-1] != completionFlag { // the completion flag must stay last
+		args = interspersed(app, args)
+	}
+	err := app.RunContext(ctx, args)
 	if err == nil {
 		return ExitOK
 	}
