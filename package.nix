@@ -37,7 +37,7 @@ builder {
           || lib.hasInfix "/testdata/" ("/" + rel));
   };
 
-  vendorHash = "sha256-x+rzwBuB4A+0MhCRNKsdUeyuXRKAMGvwgQePIO6GR6Q=";
+  vendorHash = "sha256-TwuWYNb/xV/63GmZ8OvqKLxCXH1mPhjv4zlbq3kuTgY=";
   proxyVendor = true;
   subPackages = [ "cmd/kiss" ];
   env.CGO_ENABLED = 0;
