@@ -47,7 +47,8 @@ type Options struct {
 	AllowDangling bool
 	// NoMemo neither reads nor writes the closure memo.
 	NoMemo bool
-	// BatchSize of DeleteMany calls; 0 = the store's MaxBatchDelete, or 1000.
+	// BatchSize of DeleteMany calls (one fence confirmation each); 0 = the
+	// store's MaxBatchDelete × DeleteParallel, or 1000.
 	BatchSize int
 	// ListPagesInFlight bounds the page requests of a parallel listing
 	// (S3); 0 = storage.DefaultPagesInFlight.

@@ -5,7 +5,7 @@
 #         chromium + a font (kiss report's page, tested headless),
 #         tor (tor --verify-config and an offline tor for the NixOS Tor setup),
 #         systemd (systemd-analyze verify for the NixOS modules' units), python3
-#         (parses the NixOS VM test scripts)
+#         (parses the NixOS VM test scripts), gnuplot-nox (the scale benchmark's plot)
 #   go:   versitygw v1.8.0 (S3 server with conditional writes), pinned;
 #         for the Terraform tests: MinIO (S3 with AWS's policy language), the
 #         Lambda Runtime Interface Emulator, tflint and terraform-docs, pinned
@@ -24,7 +24,7 @@ GOBIN=${GOBIN:-$(go env GOPATH)/bin}
 export GOBIN
 
 need_apt=()
-for pkg in nix-bin nginx libnginx-mod-http-dav-ext spin openssl curl time chromium fonts-dejavu-core tor systemd python3; do
+for pkg in nix-bin nginx libnginx-mod-http-dav-ext spin openssl curl time chromium fonts-dejavu-core tor systemd python3 gnuplot-nox; do
 	dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$pkg")
 done
 if ((${#need_apt[@]})); then

@@ -286,6 +286,7 @@ func openS3(ctx context.Context, u *url.URL) (Store, error) {
 			CompareAndSwap:    true,
 			ConditionalDelete: c.conditionalDelete,
 			MaxBatchDelete:    s3MaxBatchDelete,
+			DeleteParallel:    s3DeleteParallel,
 		},
 	}
 	s.urls = sync.OnceValue(func() *urlSigner {

@@ -32,6 +32,9 @@ type Capabilities struct {
 	// MaxBatchDelete is how many keys one DeleteMany call sends per request
 	// (1000 on S3); 0 means the driver deletes one key at a time.
 	MaxBatchDelete int
+	// DeleteParallel is how many of those requests one DeleteMany call
+	// sends at once (0 or 1: one after the other).
+	DeleteParallel int
 	// Local is true when objects live on this host's filesystem, so reads can
 	// be served zero-copy and concurrency should stay low.
 	Local bool

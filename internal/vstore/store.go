@@ -67,7 +67,8 @@ type Store struct {
 
 	del [numKinds]bitset
 
-	counts [numOps][numKinds]atomic.Int64
+	counts      [numOps][numKinds]atomic.Int64
+	inventoried atomic.Int64
 }
 
 type ovObj struct {
@@ -512,7 +513,7 @@ func (s *Store) nowLocked() time.Time { return s.cfg.Now.Add(time.Since(s.create
 func (s *Store) Now(context.Context) (time.Time, error) { return s.nowLocked(), nil }
 
 func (s *Store) Capabilities() storage.Capabilities {
-	return storage.Capabilities{AtomicCreate: true, CompareAndSwap: true, ConditionalDelete: true, MaxBatchDelete: storage.PageSize}
+	return storage.Capabilities{AtomicCreate: true, CompareAndSwap: true, ConditionalDelete: true, MaxBatchDelete: storage.PageSize, DeleteParallel: 4}
 }
 
 func (s *Store) URL() string {
@@ -639,6 +640,10 @@ func (s *Store) ListPage(ctx context.Context, prefix, startAfter string, max int
 	if err := s.request(ctx, opList, kNone, 1); err != nil {
 		return nil, false, err
 	}
+	return s.listPage(prefix, startAfter, max)
+}
+
+func (s *Store) listPage(prefix, startAfter string, max int) ([]storage.Object, bool, error) {
 	s.mu.RLock()
 	ovKeys := make([]string, 0, len(s.overlay))
 	for k := range s.overlay {
@@ -971,3 +976,46 @@ func (s *Store) ForgetDeletions() {
 		}
 	}
 }
+
+// Snapshot is what an S3 Inventory report of the virtual cache taken at its
+// creation lists below the top level (nar/, log/, gcroots/): a gc.Snapshot.
+// Reading it costs no request; Store.InventoryObjects counts what it listed
+// (S3 bills an inventory by objects listed).
+type Snapshot struct{ s *Store }
+
+// Snapshot returns the cache's inventory report.
+func (s *Store) Snapshot() Snapshot { return Snapshot{s} }
+
+// Taken is the store's creation time (Config.Now).
+func (sn Snapshot) Taken() time.Time { return sn.s.cfg.Now }
+
+// Objects yields the report's objects in batches.
+func (sn Snapshot) Objects(ctx context.Context) iter.Seq2[[]storage.Object, error] {
+	return func(yield func([]storage.Object, error) bool) {
+		for _, prefix := range []string{"gcroots/", "log/", "nar/"} {
+			after := ""
+			for {
+				if err := ctx.Err(); err != nil {
+					yield(nil, err)
+					return
+				}
+				objs, more, err := sn.s.listPage(prefix, after, storage.PageSize)
+				if err != nil {
+					yield(nil, err)
+					return
+				}
+				sn.s.inventoried.Add(int64(len(objs)))
+				if len(objs) > 0 && !yield(objs, nil) {
+					return
+				}
+				if !more || len(objs) == 0 {
+					break
+				}
+				after = objs[len(objs)-1].Key
+			}
+		}
+	}
+}
+
+// InventoryObjects is how many objects Snapshot listed.
+func (s *Store) InventoryObjects() int64 { return s.inventoried.Load() }

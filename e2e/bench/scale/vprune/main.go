@@ -30,31 +30,33 @@ import (
 )
 
 type result struct {
-	Paths        int64              `json:"paths"`
-	Mode         string             `json:"mode"`
-	WallSeconds  float64            `json:"wall_seconds"`
-	UserSeconds  float64            `json:"user_seconds"`
-	SysSeconds   float64            `json:"sys_seconds"`
-	PeakRSS      int64              `json:"peak_rss_bytes"`
-	StartRSS     int64              `json:"start_rss_bytes"`
-	Requests     map[string]int64   `json:"requests"`
-	Phases       map[string]float64 `json:"phase_seconds"`
-	Reachable    int64              `json:"reachable"`
-	WantReach    int64              `json:"want_reachable,omitempty"`
-	NarInfos     int64              `json:"narinfos,omitempty"`
-	Objects      int64              `json:"objects,omitempty"`
-	Reads        int64              `json:"narinfo_reads"`
-	MemoHits     int64              `json:"memo_hits"`
-	MemoLoaded   bool               `json:"memo_loaded"`
-	DeleteTotal  int64              `json:"delete_total"`
-	Deleted      int64              `json:"deleted"`
-	Batches      int                `json:"batches"`
-	MemoBytes    int64              `json:"memo_bytes"`
-	Check        string             `json:"check,omitempty"`
-	CheckOK      bool               `json:"check_ok"`
-	Concurrency  int                `json:"concurrency"`
-	PagesInFlght int                `json:"pages_in_flight"`
-	Error        string             `json:"error,omitempty"`
+	Paths            int64              `json:"paths"`
+	Mode             string             `json:"mode"`
+	WallSeconds      float64            `json:"wall_seconds"`
+	UserSeconds      float64            `json:"user_seconds"`
+	SysSeconds       float64            `json:"sys_seconds"`
+	PeakRSS          int64              `json:"peak_rss_bytes"`
+	StartRSS         int64              `json:"start_rss_bytes"`
+	Requests         map[string]int64   `json:"requests"`
+	Phases           map[string]float64 `json:"phase_seconds"`
+	Reachable        int64              `json:"reachable"`
+	WantReach        int64              `json:"want_reachable,omitempty"`
+	NarInfos         int64              `json:"narinfos,omitempty"`
+	Objects          int64              `json:"objects,omitempty"`
+	Reads            int64              `json:"narinfo_reads"`
+	MemoHits         int64              `json:"memo_hits"`
+	MemoLoaded       bool               `json:"memo_loaded"`
+	DeleteTotal      int64              `json:"delete_total"`
+	Deleted          int64              `json:"deleted"`
+	Batches          int                `json:"batches"`
+	MemoBytes        int64              `json:"memo_bytes"`
+	Check            string             `json:"check,omitempty"`
+	CheckOK          bool               `json:"check_ok"`
+	Concurrency      int                `json:"concurrency"`
+	PagesInFlght     int                `json:"pages_in_flight"`
+	Inventory        bool               `json:"inventory,omitempty"`
+	InventoryObjects int64              `json:"inventory_objects,omitempty"`
+	Error            string             `json:"error,omitempty"`
 }
 
 type fence struct{}
@@ -79,7 +81,8 @@ func status(field string) int64 {
 func main() {
 	paths := flag.Int64("paths", 1000000, "narinfos in the virtual cache")
 	seed := flag.Uint64("seed", 1, "generator seed")
-	mode := flag.String("mode", "cold", "cold | real | warm | steady | memo (cold dry run that saves the memo)")
+	mode := flag.String("mode", "cold", "cold (dry, no memo) | real (prune, saves memo and deletions) | warm (dry, memo, unpruned cache) | warmreal (prune, memo, unpruned cache) | steady (prune of the pruned cache)")
+	inv := flag.Bool("inventory", false, "list below the top level from the cache's inventory report (as taken at its creation)")
 	state := flag.String("state", "", "vstore state directory (memo and deletions between runs)")
 	tmp := flag.String("tmp", "", "the pruner's temporary directory")
 	conc := flag.Int("concurrency", 0, "narinfo reads in flight (0: the pruner's default)")
@@ -105,7 +108,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)
 	}
-	if *mode == "warm" {
+	if *mode == "warm" || *mode == "warmreal" {
 		vs.ForgetDeletions() // the memo of a real prune, over the unpruned cache
 	}
 	res := result{Paths: *paths, Mode: *mode, Concurrency: *conc, PagesInFlght: *pages}
@@ -122,6 +125,9 @@ func main() {
 	ctx := context.Background()
 	st := storage.NewCounting(vs)
 	opts := gc.Options{Grace: time.Hour, Concurrency: *conc, ListPagesInFlight: *pages, TempDir: *tmp}
+	if *inv {
+		opts.Snapshot = vs.Snapshot()
+	}
 	if f := os.Getenv("VPRUNE_CPUPROFILE"); f != "" {
 		if w, err := os.Create(f); err == nil {
 			pprof.StartCPUProfile(w)
@@ -151,7 +157,7 @@ func main() {
 		defer plan.Close()
 		rep = plan.Report()
 		switch *mode {
-		case "real", "steady":
+		case "real", "steady", "warmreal":
 			rep, err = plan.Execute(ctx, fence{}, nil)
 		case "memo":
 			rep, _ = plan.Execute(ctx, refuse{}, nil)
@@ -173,12 +179,13 @@ func main() {
 		res.DeleteTotal, res.Deleted, res.Batches, res.MemoBytes = rep.DeleteTotal.Objects, rep.Deleted.Objects, rep.Batches, rep.Memo.Bytes
 		res.Concurrency = rep.Concurrency
 	}
-	if err == nil && *check && (*mode == "real" || *mode == "steady") {
+	res.Inventory, res.InventoryObjects = *inv, vs.InventoryObjects()
+	if err == nil && *check && (*mode == "real" || *mode == "steady" || *mode == "warmreal") {
 		c := vs.Check()
 		res.Check, res.CheckOK = c.String(), c.OK()
 	}
 	// A warm run forgot the deletions in memory: it must not save that.
-	if *mode != "warm" {
+	if *mode != "warm" && *mode != "warmreal" {
 		if err := vs.Close(); err != nil && res.Error == "" {
 			res.Error = err.Error()
 		}
