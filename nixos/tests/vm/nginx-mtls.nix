@@ -41,7 +41,8 @@ in
         builder.succeed(
             "kiss with-lock --cert /etc/kiss-test/builder-01.pem --key /etc/kiss-test/builder-01.key"
             f" --cacert /etc/kiss-test/ca.pem https://cache/gcroots/web1 {path}"
-            f" -- nix copy --to \"$KISS_STORE\" {path}"
+            # Single quotes: $KISS_STORE is kiss's, set for the command.
+            f" -- sh -c 'nix copy --to \"$KISS_STORE\" {path}'"
         )
         cache.succeed(f"grep -Fx {path} /var/lib/nix-cache/gcroots/web1")
         cache.succeed("test -z \"$(ls -A /var/lib/nix-cache/gcroots/.lock)\"")

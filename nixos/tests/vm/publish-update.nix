@@ -30,7 +30,9 @@ in
   };
   nodes.builder = { ... }: {
     imports = [ common ];
-    environment.systemPackages = [ pkgs.busybox ];
+    # The stand-in system's builder is busybox, named in the flake's text (no
+    # string context): outside the sandbox, and present in the store.
+    nix.settings.sandbox = false;
     system.extraDependencies = [ pkgs.busybox ];
     services.kiss.publish = {
       enable = true;
@@ -39,12 +41,14 @@ in
       tlsCertificate = "/etc/kiss-test/builder-01.pem";
       tlsPrivateKey = "/etc/kiss-test/builder-01.key";
       tlsCACertificate = "/etc/kiss-test/ca.pem";
-      systems = [{ flakeRef = "path:${flake}#default"; marker = "target"; }];
+      # A writable copy (the test script makes it): Nix may write flake.lock.
+      systems = [{ flakeRef = "path:/tmp/publish-flake#default"; marker = "target"; }];
     };
   };
   nodes.target = { ... }: {
     imports = [ common ];
     nix.settings.require-sigs = false; # the test's signing key is made at run time
+    system.extraDependencies = [ pkgs.busybox ]; # the stand-in system's switch-to-configuration runs it
     services.kiss.update = {
       enable = true;
       cacheUrl = "http://127.0.0.1:8081";
@@ -76,6 +80,7 @@ in
     cache.wait_for_open_port(443)
     builder.wait_for_unit("multi-user.target")
     builder.succeed("nix key generate-secret --key-name cache-1 >/etc/kiss-test/signing-key")
+    builder.succeed("cp -r ${flake} /tmp/publish-flake && chmod -R u+w /tmp/publish-flake")
 
     with subtest("kiss-publish builds and publishes gcroots/target"):
         builder.succeed("kiss-publish target")

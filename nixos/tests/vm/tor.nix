@@ -58,7 +58,6 @@ in
         target.succeed(f"grep -F ClientOnionAuthDir {torrc}")
         for unit in ["kiss-update", "kiss-publish"]:
             target.succeed(f"systemctl show -p Environment --value {unit}.service | grep -F 'ALL_PROXY=socks5h://127.0.0.1:9050'")
-        target.succeed("kiss-update 2>&1 | grep -F usage || true")
         target.succeed("systemctl cat kiss-update.service | grep -F 'kiss-update switch'")
         target.succeed("grep -F ${onionWrite} $(command -v kiss-publish)")
   '';
