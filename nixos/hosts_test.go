@@ -151,3 +151,26 @@ func TestTypicalCacheHost(t *testing.T) {
 		t.Errorf("tor BindPaths %q", got)
 	}
 }
+
+// applyTmpfiles runs the real `systemd-tmpfiles --create` on a host's
+// tmpfiles rules (whose paths a test has moved to temporary directories),
+// with every owner and group made root (the hosts' users do not exist here).
+func applyTmpfiles(t *testing.T, rules []string) {
+	t.Helper()
+	var conf strings.Builder
+	for _, r := range rules {
+		f := strings.SplitN(r, " ", 6)
+		if len(f) < 5 || !strings.HasPrefix(f[1], "/tmp/") {
+			t.Fatalf("tmpfiles rule %q: not a rule on a temporary path", r)
+		}
+		f[3], f[4] = "root", "root"
+		conf.WriteString(strings.Join(f, " ") + "\n")
+	}
+	file := filepath.Join(t.TempDir(), "kiss.conf")
+	if err := os.WriteFile(file, []byte(conf.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("systemd-tmpfiles", "--create", file).CombinedOutput(); err != nil || len(out) > 0 {
+		t.Fatalf("systemd-tmpfiles --create: %v\n%s\n%s", err, out, conf.String())
+	}
+}

@@ -149,15 +149,7 @@ set -euo pipefail
 		if len(r.FailedAssertions) > 0 {
 			return fmt.Errorf("failed assertions: %q", r.FailedAssertions)
 		}
-		for _, rule := range strs(t, get(t, r.Config, "systemd", "tmpfiles")) {
-			f := strings.Fields(rule)
-			if len(f) < 2 || f[0] != "d" {
-				return fmt.Errorf("tmpfiles rule %q", rule)
-			}
-			if err := os.MkdirAll(f[1], 0o755); err != nil {
-				return err
-			}
-		}
+		applyTmpfiles(t, strs(t, get(t, r.Config, "systemd", "tmpfiles")))
 		argv, err := splitExecStart(get(t, r.Config, "systemd", "services", "kiss-leases", "serviceConfig", "ExecStart").(string), "")
 		if err != nil {
 			return err

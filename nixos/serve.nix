@@ -378,13 +378,24 @@ let
       else null;
   }))).httpConfig;
 
+  # A directory store gets its nix-cache-info when it has none (nginx and
+  # kiss serve answer /nix-cache-info themselves; the pruner refuses a
+  # directory without one, as not a binary cache).
+  cacheInfoRule = dir: priority:
+    "f ${dir}/nix-cache-info 0644 ${ownerOf dir} ${groupOf dir} - StoreDir: /nix/store\\nWantMassQuery: 1\\nPriority: ${toString priority}\\n";
+
   vhostTmpfiles = name: v:
     let dir = dirOf v; in
-    optionals (dir != null) ([ "d ${dir} 0755 ${ownerOf dir} ${groupOf dir} -" ]
+    optionals (dir != null) ([ "d ${dir} 0755 ${ownerOf dir} ${groupOf dir} -" (cacheInfoRule dir v.priority) ]
       ++ optionals (nginxMTLS v) [
       "d ${dir}/.tmp 0700 ${ownerOf dir} ${groupOf dir} -"
       "d ${dir}/gcroots 0755 ${ownerOf dir} ${groupOf dir} -"
     ]);
+
+  firstPerPath = rules: lib.foldl'
+    (acc: r: if lib.any (a: lib.take 2 (lib.splitString " " a) == lib.take 2 (lib.splitString " " r)) acc then acc else acc ++ [ r ])
+    [ ]
+    rules;
 
   vhostAssertions = name: v:
     let
@@ -508,9 +519,10 @@ in
       (mkIf tor.enable ({ kiss-tor-read = torSocket "read"; } // optionalAttrs torWrite { kiss-tor-write = torSocket "write"; }))
     ]);
 
-    systemd.tmpfiles.rules = lib.unique (concatLists (mapAttrsToList vhostTmpfiles vhosts)
+    # One rule per type and path (vhosts on one directory may differ in priority).
+    systemd.tmpfiles.rules = firstPerPath (concatLists (mapAttrsToList vhostTmpfiles vhosts)
       ++ optionals tor.enable ([ "d ${torDir} 0750 root tor -" ]
-      ++ optional (torDirPath != null) "d ${torDirPath} 0755 ${ownerOf torDirPath} ${groupOf torDirPath} -"));
+      ++ optionals (torDirPath != null) [ "d ${torDirPath} 0755 ${ownerOf torDirPath} ${groupOf torDirPath} -" (cacheInfoRule torDirPath tor.priority) ]));
 
     services.nginx = mkIf (lib.any (v: v.backend == "nginx") (attrValues vhosts)) {
       enable = true;

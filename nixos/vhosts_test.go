@@ -94,11 +94,7 @@ func TestVirtualHostsMTLSAndOIDC(t *testing.T) {
 	}`, nixString(cache), port, nixString(pki.Server.CertFile), nixString(pki.Server.KeyFile), nixString(pki.CAFile),
 		nixString(iss), nixString(aud), nixString(is.jwks)))
 	move := strings.NewReplacer("/run/kiss", runKiss)
-	for _, rule := range strs(t, get(t, r.Config, "systemd", "tmpfiles")) {
-		if err := os.MkdirAll(strings.Fields(rule)[1], 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
+	applyTmpfiles(t, strs(t, get(t, r.Config, "systemd", "tmpfiles")))
 	for _, unit := range []string{"kiss-leases", "kiss-serve-ci"} {
 		argv, err := splitExecStart(get(t, r.Config, "systemd", "services", unit, "serviceConfig", "ExecStart").(string), "")
 		if err != nil {
