@@ -456,8 +456,8 @@ func scheduledEvent(t *testing.T, p *testenv.TerraformPlan) map[string]any {
 func checkPruneFunction(t *testing.T, p *testenv.TerraformPlan) {
 	f, _ := attrs(t, p, "module.prune.aws_lambda_function.this")
 	store := "s3://" + testBucket + "?region=eu-central-1"
-	got := fmt.Sprintf("%v %v %v %v %v %v", f["runtime"], f["handler"], f["architectures"], f["timeout"], f["memory_size"], at(f, "environment", 0, "variables", "KISS_STORE"))
-	if want := "provided.al2023 bootstrap [arm64] 900 1024 " + store; got != want {
+	got := fmt.Sprintf("%v %v %v %v %v %v %v", f["runtime"], f["handler"], f["architectures"], f["timeout"], f["memory_size"], at(f, "ephemeral_storage", 0, "size"), at(f, "environment", 0, "variables", "KISS_STORE"))
+	if want := "provided.al2023 bootstrap [arm64] 900 1024 2048 " + store; got != want {
 		t.Errorf("function: %s, want %s", got, want)
 	}
 	if ev := scheduledEvent(t, p); !reflect.DeepEqual(ev, map[string]any{"store": store, "root_max_age": "30d", "lock_ttl": "5m", "lock_wait": "2m"}) {

@@ -78,6 +78,10 @@ resource "aws_lambda_function" "this" {
   timeout          = var.timeout
   tags             = var.tags
 
+  ephemeral_storage {
+    size = var.ephemeral_storage
+  }
+
   environment {
     variables = {
       KISS_STORE = var.store_url # for an invocation with an empty event

@@ -43,11 +43,22 @@ variable "architecture" {
 variable "memory_size" {
   type        = number
   default     = 1024
-  description = "Memory of the function in MB; CPU grows with it (1769 MB is one full vCPU). A prune needs about 400 MiB per million paths."
+  description = "Memory of the function in MB. CPU and network grow with it (1769 MB is one full vCPU); the prune's heap is about 25 bytes per path, and what is left caches its temporary files."
 
   validation {
     condition     = var.memory_size >= 256 && var.memory_size <= 10240
     error_message = "memory_size must be 256-10240 MB."
+  }
+}
+
+variable "ephemeral_storage" {
+  type        = number
+  default     = 2048
+  description = "Size of the function's /tmp in MB (512-10240): the prune keeps its listing, walk and deletions in temporary files there, about 100 bytes per object in the bucket."
+
+  validation {
+    condition     = var.ephemeral_storage >= 512 && var.ephemeral_storage <= 10240
+    error_message = "ephemeral_storage must be 512-10240 MB."
   }
 }
 

@@ -30,7 +30,7 @@ run "defaults" {
 
   assert {
     condition = (aws_lambda_function.this.runtime == "provided.al2023" && aws_lambda_function.this.handler == "bootstrap" &&
-      aws_lambda_function.this.architectures == tolist(["arm64"]) && aws_lambda_function.this.timeout == 900 && aws_lambda_function.this.memory_size == 1024 &&
+      aws_lambda_function.this.architectures == tolist(["arm64"]) && aws_lambda_function.this.timeout == 900 && aws_lambda_function.this.memory_size == 1024 && aws_lambda_function.this.ephemeral_storage[0].size == 2048 &&
     aws_lambda_function.this.environment[0].variables == tomap({ KISS_STORE = "s3://kiss-test-cache?region=eu-central-1" }))
     error_message = "function settings"
   }
