@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/kiss-cache/kiss/gateway"
+	"github.com/kiss-cache/kiss/httpstore"
 	"github.com/kiss-cache/kiss/internal/testenv"
 	"github.com/kiss-cache/kiss/lockproto"
 	"github.com/kiss-cache/kiss/nixcache"
@@ -161,8 +162,8 @@ func TestGatewayMTLSThroughEphemeral(t *testing.T) {
 	ctx := e2eCtx(t)
 	quiet := gateway.WithLogger(slog.New(slog.DiscardHandler))
 
-	open := func(cert testenv.Cert) *gateway.Client {
-		c, err := gateway.OpenClient(base, gateway.ClientOptions{CertFile: cert.CertFile, KeyFile: cert.KeyFile, CAFile: pki.CAFile})
+	open := func(cert testenv.Cert) *httpstore.Client {
+		c, err := httpstore.Open(base, httpstore.Options{CertFile: cert.CertFile, KeyFile: cert.KeyFile, CAFile: pki.CAFile})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -223,22 +224,22 @@ func TestGatewayMTLSThroughEphemeral(t *testing.T) {
 	other := startServe(t, t.TempDir(), "--tls-cert", pki.Server.CertFile, "--tls-key", pki.Server.KeyFile,
 		"--client-ca", pki.CAFile, "--writer", "CN=writer,O=elsewhere")
 	wc := pki.Client("writer")
-	oc, err := gateway.OpenClient(other, gateway.ClientOptions{CertFile: wc.CertFile, KeyFile: wc.KeyFile, CAFile: pki.CAFile})
+	oc, err := httpstore.Open(other, httpstore.Options{CertFile: wc.CertFile, KeyFile: wc.KeyFile, CAFile: pki.CAFile})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer oc.Close()
-	if _, err := oc.Put(ctx, "gcroots/web1", strings.NewReader(string(marker)), storage.PutOptions{}); !errors.Is(err, gateway.ErrForbidden) {
+	if _, err := oc.Put(ctx, "gcroots/web1", strings.NewReader(string(marker)), storage.PutOptions{}); !errors.Is(err, httpstore.ErrForbidden) {
 		t.Fatalf("writer with a different O= wrote: %v", err)
 	}
 
 	// no certificate, foreign CA, expired: refused
-	for name, o := range map[string]gateway.ClientOptions{
+	for name, o := range map[string]httpstore.Options{
 		"none":    {CAFile: pki.CAFile},
 		"foreign": {CertFile: pki.Foreign.CertFile, KeyFile: pki.Foreign.KeyFile, CAFile: pki.CAFile},
 		"expired": {CertFile: pki.Expired.CertFile, KeyFile: pki.Expired.KeyFile, CAFile: pki.CAFile},
 	} {
-		c, err := gateway.OpenClient(base, o)
+		c, err := httpstore.Open(base, o)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -29,6 +29,7 @@ import (
 	"time"
 
 	"github.com/kiss-cache/kiss/gateway"
+	"github.com/kiss-cache/kiss/httpstore"
 	"github.com/kiss-cache/kiss/storage"
 )
 
@@ -132,12 +133,12 @@ func TestMTLS(t *testing.T) {
 	t.Cleanup(func() { cancel(); wg.Wait() })
 	base := "https://" + ln.Addr().String()
 
-	client := func(cert string) *gateway.Client {
-		o := gateway.ClientOptions{CAFile: filepath.Join(dir, "ca.crt")}
+	client := func(cert string) *httpstore.Client {
+		o := httpstore.Options{CAFile: filepath.Join(dir, "ca.crt")}
 		if cert != "" {
 			o.CertFile, o.KeyFile = filepath.Join(dir, cert+".crt"), filepath.Join(dir, cert+".key")
 		}
-		c, err := gateway.OpenClient(base, o)
+		c, err := httpstore.Open(base, o)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -150,7 +151,7 @@ func TestMTLS(t *testing.T) {
 
 	// no certificate: handshake completes, HTTP 401
 	_, err = client("").Stat(cctx, "nix-cache-info")
-	if !errors.Is(err, gateway.ErrUnauthorized) {
+	if !errors.Is(err, httpstore.ErrUnauthorized) {
 		t.Fatalf("no certificate: %v", err)
 	}
 	// foreign CA and expired certificate: refused in the handshake. The
@@ -165,7 +166,7 @@ func TestMTLS(t *testing.T) {
 			RootCAs:              ca.pool,
 			GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &cert, nil },
 		}}}
-		cl, _ := gateway.OpenClient(base, gateway.ClientOptions{HTTPClient: hc})
+		cl, _ := httpstore.Open(base, httpstore.Options{HTTPClient: hc})
 		_, err = cl.Stat(cctx, "nix-cache-info")
 		if err == nil || !strings.Contains(err.Error(), "tls") {
 			t.Fatalf("%s certificate: %v", c, err)
@@ -181,10 +182,10 @@ func TestMTLS(t *testing.T) {
 	if _, err := client("reader").Stat(cctx, "nix-cache-info"); err != nil {
 		t.Fatalf("reader read: %v", err)
 	}
-	if _, err := client("reader").Put(cctx, p.narKey(), body(), storage.PutOptions{}); !errors.Is(err, gateway.ErrForbidden) {
+	if _, err := client("reader").Put(cctx, p.narKey(), body(), storage.PutOptions{}); !errors.Is(err, httpstore.ErrForbidden) {
 		t.Fatalf("reader PUT: %v", err)
 	}
-	if _, err := client("reader").Get(cctx, "gcroots/.lock/prune"); !errors.Is(err, gateway.ErrForbidden) {
+	if _, err := client("reader").Get(cctx, "gcroots/.lock/prune"); !errors.Is(err, httpstore.ErrForbidden) {
 		t.Fatalf("reader lease read: %v", err)
 	}
 	// writers: exact DN and the CN= shorthand
@@ -335,7 +336,7 @@ func TestOIDC(t *testing.T) {
 	wantCode(t, "rotated key", e.do("PUT", "/gcroots/y", p.marker(), bearer(rotated)...), 201)
 
 	// the https client store sends the bearer token
-	c, err := gateway.OpenClient(e.srv.URL, gateway.ClientOptions{Bearer: writer})
+	c, err := httpstore.Open(e.srv.URL, httpstore.Options{Bearer: writer})
 	if err != nil {
 		t.Fatal(err)
 	}

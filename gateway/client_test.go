@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/kiss-cache/kiss/gateway"
+	"github.com/kiss-cache/kiss/httpstore"
 	"github.com/kiss-cache/kiss/lockproto"
 	"github.com/kiss-cache/kiss/storage"
 )
@@ -31,7 +32,7 @@ func readAll(t *testing.T, rd storage.Reader, err error) string {
 func TestClientStore(t *testing.T) {
 	ctx := context.Background()
 	e := newEnv(t, nil, gateway.Config{Auth: gateway.Open{}})
-	c, err := storage.Open(ctx, e.srv.URL) // registered http:// opener
+	c, err := httpstore.Open(e.srv.URL, httpstore.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,8 +78,8 @@ func TestClientStore(t *testing.T) {
 
 	// validation errors surface as permanent rejections
 	_, err = c.Put(ctx, p.narinfoKey(), bytes.NewReader(p.narinfo(newPath("m"))), storage.PutOptions{})
-	var re *gateway.RemoteError
-	if !errors.Is(err, gateway.ErrRejected) || !errors.As(err, &re) || re.Reason != "missing_reference" || storage.IsTransient(err) {
+	var re *httpstore.RemoteError
+	if !errors.Is(err, httpstore.ErrRejected) || !errors.As(err, &re) || re.Reason != "missing_reference" || storage.IsTransient(err) {
 		t.Fatalf("missing reference: %v", err)
 	}
 
@@ -133,7 +134,7 @@ func TestClientStore(t *testing.T) {
 	}
 	_, err = c.Put(ctx, "gcroots/.lock/job.2", strings.NewReader(`{}`), storage.PutOptions{IfNotExist: true})
 	var pip interface{ PruneInProgress() bool }
-	if !errors.Is(err, gateway.ErrPruneInProgress) || !storage.IsTransient(err) || !errors.As(err, &pip) || !pip.PruneInProgress() ||
+	if !errors.Is(err, httpstore.ErrPruneInProgress) || !storage.IsTransient(err) || !errors.As(err, &pip) || !pip.PruneInProgress() ||
 		!errors.As(err, &re) || re.RetryAfter <= 0 {
 		t.Fatalf("writer lease during prune: %v", err)
 	}
@@ -145,7 +146,7 @@ func TestClientListFailsClosed(t *testing.T) {
 		w.Header().Set("Content-Type", "application/x-ndjson")
 		io.WriteString(w, `{"key":"gcroots/a","size":1,"mtime":"2026-11-25T00:00:00Z","etag":"\"x\""}`+"\n")
 	})
-	c, err := gateway.OpenClient(srv, gateway.ClientOptions{})
+	c, err := httpstore.Open(srv, httpstore.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -167,7 +168,7 @@ func TestClientListFailsClosed(t *testing.T) {
 func TestLockprotoOverGateway(t *testing.T) {
 	ctx := context.Background()
 	e := newEnv(t, nil, gateway.Config{Auth: gateway.Open{}})
-	c, err := gateway.OpenClient(e.srv.URL, gateway.ClientOptions{})
+	c, err := httpstore.Open(e.srv.URL, httpstore.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -223,7 +224,7 @@ func TestStorageCheckThroughGateway(t *testing.T) {
 				}
 			}
 			e := newEnv(t, st, gateway.Config{Auth: gateway.Open{}})
-			c, err := gateway.OpenClient(e.srv.URL, gateway.ClientOptions{})
+			c, err := httpstore.Open(e.srv.URL, httpstore.Options{})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -20,8 +20,8 @@
 //     mapped onto the store's conditional writes, a 503 for new writer leases
 //     while a fresh prune lease exists, and JSON-lines listings.
 //
-// The same package provides the client side: a storage.Store over this HTTP
-// API (registered for http:// and https://), so the lock protocol runs
-// unchanged against a remote gateway, and Ephemeral, the loopback endpoint
-// `kiss with-lock` hands to `nix copy` so an old Nix can push anywhere.
+// The client side, a storage.Store over this HTTP API, is package
+// httpstore (which also defines the wire format served here). This package
+// provides Ephemeral, the loopback endpoint `kiss with-lock` hands to `nix
+// copy` so an old Nix can push anywhere.
 package gateway

@@ -9,6 +9,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
+	"github.com/kiss-cache/kiss/httpstore"
 	"github.com/kiss-cache/kiss/nixcache"
 	"github.com/kiss-cache/kiss/storage"
 )
@@ -77,7 +78,7 @@ func (s *Server) get(x *exchange, key string) error {
 // sendCached answers a GET from the small-object cache (conditions apply as
 // for any read).
 func (s *Server) sendCached(x *exchange, k nixcache.Kind, key string, obj storage.Object, b []byte) error {
-	if code := precondition(&x.rc.Request.Header, httpETag(obj.ETag), obj.ModTime); code != 0 {
+	if code := precondition(&x.rc.Request.Header, httpstore.ETag(obj.ETag), obj.ModTime); code != 0 {
 		return s.send(x, k, key, obj, nil) // answers 304/412 without a body
 	}
 	s.setObjectHeaders(x, k, obj)
@@ -95,7 +96,7 @@ func (s *Server) send(x *exchange, k nixcache.Kind, key string, obj storage.Obje
 		}
 	}
 	h := &x.rc.Request.Header
-	etag := httpETag(obj.ETag)
+	etag := httpstore.ETag(obj.ETag)
 	if code := precondition(h, etag, obj.ModTime); code != 0 {
 		closeRd()
 		if code == fasthttp.StatusPreconditionFailed {

@@ -22,6 +22,7 @@ import (
 	"github.com/nix-community/go-nix/pkg/narinfo/signature"
 	"github.com/valyala/fasthttp"
 
+	"github.com/kiss-cache/kiss/httpstore"
 	"github.com/kiss-cache/kiss/nixcache"
 	"github.com/kiss-cache/kiss/storage"
 )
@@ -295,7 +296,7 @@ func methodName(rc *fasthttp.RequestCtx) string {
 func (s *Server) writeError(x *exchange, err error) {
 	var he *httpError
 	var ae *AuthError
-	var re *RemoteError
+	var re *httpstore.RemoteError
 	switch {
 	case errors.As(err, &ae):
 		he = &httpError{status: ae.Status, reason: "unauthenticated", msg: "authentication required"}
@@ -336,9 +337,9 @@ func (s *Server) writeError(x *exchange, err error) {
 		h.Set("Retry-After", strconv.Itoa(int((he.retry+time.Second-1)/time.Second)))
 	}
 	if he.reason != "" {
-		h.Set(headerError, he.reason)
+		h.Set(httpstore.HeaderError, he.reason)
 	}
-	for _, k := range [...]string{"ETag", "Last-Modified", headerMtime, "Accept-Ranges"} {
+	for _, k := range [...]string{"ETag", "Last-Modified", httpstore.HeaderMtime, "Accept-Ranges"} {
 		h.Del(k)
 	}
 	h.SetContentType("text/plain; charset=utf-8")
@@ -419,17 +420,6 @@ func methodNotAllowed(x *exchange, allow string) error {
 	return fail(http.StatusMethodNotAllowed, "method", "method not allowed")
 }
 
-// info is the body of GET /?kiss=info: the store's clock and guarantees, so
-// a remote client store reports the real Capabilities and Now (invariant I6:
-// time comes from the store, not from the client).
-type info struct {
-	Now          time.Time            `json:"now"`
-	Capabilities storage.Capabilities `json:"capabilities"`
-	ReadOnly     bool                 `json:"readOnly"`
-	Read         bool                 `json:"read"`
-	Write        bool                 `json:"write"`
-}
-
 func (s *Server) serverInfo(x *exchange) error {
 	a := x.access
 	if !a.Read {
@@ -442,42 +432,15 @@ func (s *Server) serverInfo(x *exchange) error {
 	caps := s.st.Capabilities()
 	caps.Local = false
 	caps.MaxBatchDelete = 0
-	b, err := json.Marshal(info{Now: now.UTC(), Capabilities: caps, ReadOnly: s.cfg.ReadOnly, Read: a.Read, Write: a.Write && !s.cfg.ReadOnly})
+	b, err := json.Marshal(httpstore.Info{Now: now.UTC(), Capabilities: caps, ReadOnly: s.cfg.ReadOnly, Read: a.Read, Write: a.Write && !s.cfg.ReadOnly})
 	if err != nil {
 		return err
 	}
 	x.rc.Response.Header.SetContentType("application/json")
 	x.set("Cache-Control", "no-store")
-	x.set(headerNow, now.UTC().Format(time.RFC3339Nano))
+	x.set(httpstore.HeaderNow, now.UTC().Format(time.RFC3339Nano))
 	x.body(append(b, '\n'))
 	return nil
-}
-
-// Response headers of the gateway's own API.
-const (
-	headerNow   = "X-Kiss-Now"   // the store's clock (RFC 3339, ns)
-	headerMtime = "X-Kiss-Mtime" // the object's ModTime on the store's clock (RFC 3339, ns)
-	headerSize  = "X-Kiss-Size"
-	// headerError names why a request was refused (a metric reason such as
-	// "missing_reference", "prune_in_progress", "conflict"), so the client
-	// store can map it to the right error without parsing prose.
-	headerError = "X-Kiss-Error"
-)
-
-// listEntry is one JSON line of a listing.
-type listEntry struct {
-	Key   string    `json:"key,omitempty"`
-	Size  int64     `json:"size"`
-	MTime time.Time `json:"mtime"`
-	ETag  string    `json:"etag,omitempty"`
-}
-
-// listTrailer ends every listing: a client that does not see it knows the
-// listing was cut short and must not treat it as complete (fail closed).
-type listTrailer struct {
-	End   bool   `json:"end"`
-	Count int    `json:"count"`
-	Error string `json:"error,omitempty"`
 }
 
 func (s *Server) list(x *exchange, prefix string) error {
@@ -522,7 +485,7 @@ func (s *Server) list(x *exchange, prefix string) error {
 }
 
 // listStream is a listing's body: JSON lines made as the connection reads
-// them, ending with a listTrailer.
+// them, ending with a httpstore.ListTrailer.
 type listStream struct {
 	next    func() (storage.Object, error, bool)
 	stop    func()
@@ -538,19 +501,19 @@ func (l *listStream) Read(p []byte) (int, error) {
 	enc := json.NewEncoder(&l.buf)
 	for l.buf.Len() < len(p) && !l.done {
 		if !l.more {
-			enc.Encode(listTrailer{End: true, Count: l.n})
+			enc.Encode(httpstore.ListTrailer{End: true, Count: l.n})
 			l.done = true
 			break
 		}
 		obj := l.pending
 		if l.keep == nil || l.keep(obj.Key) {
-			enc.Encode(listEntry{Key: obj.Key, Size: obj.Size, MTime: obj.ModTime.UTC(), ETag: httpETag(obj.ETag)})
+			enc.Encode(httpstore.ListEntry{Key: obj.Key, Size: obj.Size, MTime: obj.ModTime.UTC(), ETag: httpstore.ETag(obj.ETag)})
 			l.n++
 		}
 		var err error
 		l.pending, err, l.more = l.next()
 		if l.more && err != nil {
-			enc.Encode(listTrailer{End: false, Count: l.n, Error: err.Error()})
+			enc.Encode(httpstore.ListTrailer{End: false, Count: l.n, Error: err.Error()})
 			l.done = true
 		}
 	}
@@ -565,14 +528,6 @@ func (l *listStream) Close() error {
 	return nil
 }
 
-// httpETag makes a storage ETag a valid HTTP entity tag (quoted).
-func httpETag(e string) string {
-	if e == "" || strings.HasPrefix(e, `"`) || strings.HasPrefix(e, `W/"`) {
-		return e
-	}
-	return `"` + strings.ReplaceAll(e, `"`, "") + `"`
-}
-
 // storageETag resolves an entity tag a client sent (If-Match) to the store's
 // own ETag of the current object. The store then compares atomically; this
 // only translates. ErrNotFound if the key is absent; "" with no error if the
@@ -584,7 +539,7 @@ func (s *Server) storageETag(ctx context.Context, key, tag string) (string, erro
 	}
 	for _, t := range strings.Split(tag, ",") {
 		t = strings.TrimSpace(t)
-		if t == "*" || t == httpETag(obj.ETag) || t == obj.ETag {
+		if t == "*" || t == httpstore.ETag(obj.ETag) || t == obj.ETag {
 			return obj.ETag, nil
 		}
 	}
@@ -597,11 +552,11 @@ func (s *Server) setObjectHeaders(x *exchange, k nixcache.Kind, obj storage.Obje
 	h.SetContentType(r.ContentType)
 	h.Set("Cache-Control", r.CacheControl)
 	if obj.ETag != "" {
-		h.Set("ETag", httpETag(obj.ETag))
+		h.Set("ETag", httpstore.ETag(obj.ETag))
 	}
 	if !obj.ModTime.IsZero() {
 		mt := obj.ModTime.UTC()
-		h.Set(headerMtime, mt.Format(time.RFC3339Nano))
+		h.Set(httpstore.HeaderMtime, mt.Format(time.RFC3339Nano))
 		h.SetLastModified(mt)
 	}
 	h.Set("Accept-Ranges", "bytes")

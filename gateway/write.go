@@ -17,6 +17,7 @@ import (
 	"github.com/valyala/fasthttp"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/kiss-cache/kiss/httpstore"
 	"github.com/kiss-cache/kiss/lockproto"
 	"github.com/kiss-cache/kiss/nixcache"
 	"github.com/kiss-cache/kiss/roots"
@@ -177,13 +178,13 @@ func (s *Server) put(x *exchange, key string) error {
 		s.storeCacheInfo(ctx)
 	}
 	if obj.ETag != "" {
-		x.set("ETag", httpETag(obj.ETag))
+		x.set("ETag", httpstore.ETag(obj.ETag))
 	}
 	if !obj.ModTime.IsZero() {
-		x.set(headerMtime, obj.ModTime.UTC().Format(time.RFC3339Nano))
+		x.set(httpstore.HeaderMtime, obj.ModTime.UTC().Format(time.RFC3339Nano))
 		x.rc.Response.Header.SetLastModified(obj.ModTime.UTC())
 	}
-	x.set(headerSize, strconv.FormatInt(obj.Size, 10))
+	x.set(httpstore.HeaderSize, strconv.FormatInt(obj.Size, 10))
 	x.set("Cache-Control", "no-store")
 	x.status(http.StatusCreated)
 	return nil

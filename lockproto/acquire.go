@@ -43,7 +43,7 @@ func SanitizeJob(s string) string {
 }
 
 // pruneInProgress: a gateway refused a new writer lease because it saw a
-// fresh prune lease (gateway.RemoteError, tested without importing gateway).
+// fresh prune lease (httpstore.RemoteError, tested without importing it).
 func pruneInProgress(err error) bool {
 	var p interface{ PruneInProgress() bool }
 	return err != nil && errors.As(err, &p) && p.PruneInProgress()

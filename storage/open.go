@@ -6,7 +6,6 @@ import (
 	"net/url"
 	"path/filepath"
 	"strings"
-	"sync"
 )
 
 // OpenOption adjusts Open.
@@ -62,47 +61,20 @@ func Open(ctx context.Context, rawURL string, opts ...OpenOption) (Store, error)
 		return openS3(ctx, u)
 	case "mem":
 		return OpenMem(u.Host + u.Path), nil
+	case "http", "https":
+		// A kiss gateway: package httpstore, which this package cannot
+		// import (storage imports nothing of kiss); cmd/kiss opens those.
+		return nil, fmt.Errorf("%w: %q: http(s) stores are opened with httpstore.Open", ErrInvalidURL, rawURL)
 	default:
-		if o, ok := lookupOpener(u.Scheme); ok {
-			return o(ctx, u)
-		}
-		if u.Scheme == "http" || u.Scheme == "https" {
-			return nil, fmt.Errorf("%w: %q: http(s) stores need the gateway client (import github.com/kiss-cache/kiss/gateway)", ErrInvalidURL, rawURL)
-		}
 		return nil, fmt.Errorf("%w: %q: unknown scheme %q (want file://, s3:// or mem://)", ErrInvalidURL, rawURL, u.Scheme)
 	}
 }
 
-// knownScheme: a scheme Open understands, or one registered.
+// knownScheme: a scheme of a store URL.
 func knownScheme(s string) bool {
 	switch strings.ToLower(s) {
 	case "file", "s3", "mem", "http", "https":
 		return true
 	}
-	_, ok := lookupOpener(strings.ToLower(s))
-	return ok
-}
-
-// Opener opens a Store for a URL of a registered scheme.
-type Opener func(ctx context.Context, u *url.URL) (Store, error)
-
-var (
-	openersMu sync.RWMutex
-	openers   = map[string]Opener{}
-)
-
-// Register adds a scheme that Open understands. Packages that cannot be
-// imported by storage (the gateway's HTTP client: http://, https://) register
-// themselves in init.
-func Register(scheme string, o Opener) {
-	openersMu.Lock()
-	defer openersMu.Unlock()
-	openers[scheme] = o
-}
-
-func lookupOpener(scheme string) (Opener, bool) {
-	openersMu.RLock()
-	defer openersMu.RUnlock()
-	o, ok := openers[scheme]
-	return o, ok
+	return false
 }

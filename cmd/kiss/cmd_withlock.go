@@ -18,6 +18,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/kiss-cache/kiss/gateway"
+	"github.com/kiss-cache/kiss/httpstore"
 	"github.com/kiss-cache/kiss/lockproto"
 	"github.com/kiss-cache/kiss/nixcache"
 	"github.com/kiss-cache/kiss/roots"
@@ -106,7 +107,7 @@ func parseWithLockArgs(args []string) (*withLockArgs, error) {
 	fs.StringVar(&a.cert, "cert", "", "")
 	fs.StringVar(&a.key, "key", "", "")
 	fs.StringVar(&a.cacert, "cacert", "", "")
-	fs.StringVar(&a.bearer, "bearer", os.Getenv(gateway.EnvBearer), "")
+	fs.StringVar(&a.bearer, "bearer", os.Getenv(envBearer), "")
 	before := args
 	sep := -1
 	for i, s := range args {
@@ -154,7 +155,7 @@ func parseWithLockArgs(args []string) (*withLockArgs, error) {
 	if err := a.splitMarker(); err != nil {
 		return nil, err
 	}
-	if a.kind != "http" && (a.cert != "" || a.cacert != "" || (a.bearer != "" && os.Getenv(gateway.EnvBearer) == "")) {
+	if a.kind != "http" && (a.cert != "" || a.cacert != "" || (a.bearer != "" && os.Getenv(envBearer) == "")) {
 		return nil, errors.New("--cert, --key, --cacert and --bearer are for https:// gateways only")
 	}
 	return a, nil
@@ -246,7 +247,7 @@ func runWithLock(c *cli.Context) error {
 
 	var st storage.Store
 	if a.kind == "http" {
-		st, err = gateway.OpenClient(a.storeURL, gateway.ClientOptions{CertFile: a.cert, KeyFile: a.key, CAFile: a.cacert, Bearer: a.bearer})
+		st, err = httpstore.Open(a.storeURL, httpstore.Options{CertFile: a.cert, KeyFile: a.key, CAFile: a.cacert, Bearer: a.bearer})
 	} else {
 		st, err = storage.Open(ctx, a.storeURL, storage.CreateDir()) // the first push may start the cache
 	}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"strings"
 
@@ -81,18 +80,6 @@ func exitCodeOf(err error) int {
 		}
 	}
 	return ExitFailure
-}
-
-// openStore opens the store at rawURL for a command: a URL kiss cannot make
-// sense of is a usage error (2), a store that cannot be opened or does not
-// exist is ExitStore (3). Only writers that may start a cache pass
-// storage.CreateDir.
-func openStore(ctx context.Context, rawURL string, opts ...storage.OpenOption) (storage.Store, error) {
-	st, err := storage.Open(ctx, rawURL, opts...)
-	if err != nil {
-		return nil, openError(err)
-	}
-	return st, nil
 }
 
 // openError maps an error from opening a store to its exit code.

@@ -1,4 +1,4 @@
-package gateway
+package httpstore
 
 import (
 	"bufio"
@@ -22,32 +22,10 @@ import (
 	"github.com/kiss-cache/kiss/storage"
 )
 
-func init() {
-	storage.Register("http", openFromURL)
-	storage.Register("https", openFromURL)
-}
-
-// Environment variables the registered http(s) opener reads, since
-// storage.Open takes only a URL: KISS_CLIENT_CERT + KISS_CLIENT_KEY (mTLS),
-// KISS_CA_FILE (the server's CA), KISS_BEARER (an OIDC token).
-const (
-	EnvClientCert = "KISS_CLIENT_CERT"
-	EnvClientKey  = "KISS_CLIENT_KEY"
-	EnvCAFile     = "KISS_CA_FILE"
-	EnvBearer     = "KISS_BEARER"
-)
-
-func openFromURL(_ context.Context, u *url.URL) (storage.Store, error) {
-	return OpenClient(u.String(), ClientOptions{
-		CertFile: os.Getenv(EnvClientCert),
-		KeyFile:  os.Getenv(EnvClientKey),
-		CAFile:   os.Getenv(EnvCAFile),
-		Bearer:   os.Getenv(EnvBearer),
-	})
-}
-
-// ClientOptions authenticate the client store to a gateway.
-type ClientOptions struct {
+// Options authenticate the client to a gateway. They are all explicit:
+// the package reads no environment and no flags (cmd/kiss does, and passes
+// them here).
+type Options struct {
 	// CertFile and KeyFile are a PEM client certificate and key (mTLS).
 	CertFile, KeyFile string
 	// CAFile is a PEM bundle the server certificate must chain to (default:
@@ -126,9 +104,9 @@ type Client struct {
 
 var _ storage.Store = (*Client)(nil)
 
-// OpenClient returns a client store for a gateway base URL
+// Open returns a client store for a gateway base URL
 // ("https://cache.example.org", "http://127.0.0.1:8080/<token>").
-func OpenClient(rawURL string, o ClientOptions) (*Client, error) {
+func Open(rawURL string, o Options) (*Client, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, fmt.Errorf("%w: %q: want http(s)://host[:port][/path]", storage.ErrInvalidURL, rawURL)
@@ -157,22 +135,22 @@ func OpenClient(rawURL string, o ClientOptions) (*Client, error) {
 			tc := &tls.Config{MinVersion: tls.VersionTLS12}
 			if o.CertFile != "" || o.KeyFile != "" {
 				if o.CertFile == "" || o.KeyFile == "" {
-					return nil, errors.New("gateway client: a client certificate needs both a certificate and a key file")
+					return nil, errors.New("http store: a client certificate needs both a certificate and a key file")
 				}
 				cert, err := tls.LoadX509KeyPair(o.CertFile, o.KeyFile)
 				if err != nil {
-					return nil, fmt.Errorf("gateway client: client certificate: %w", err)
+					return nil, fmt.Errorf("http store: client certificate: %w", err)
 				}
 				tc.Certificates = []tls.Certificate{cert}
 			}
 			if o.CAFile != "" {
 				pem, err := os.ReadFile(o.CAFile)
 				if err != nil {
-					return nil, fmt.Errorf("gateway client: CA file: %w", err)
+					return nil, fmt.Errorf("http store: CA file: %w", err)
 				}
 				pool := x509.NewCertPool()
 				if !pool.AppendCertsFromPEM(pem) {
-					return nil, fmt.Errorf("gateway client: no certificate in CA file %s", o.CAFile)
+					return nil, fmt.Errorf("http store: no certificate in CA file %s", o.CAFile)
 				}
 				tc.RootCAs = pool
 			}
@@ -226,7 +204,7 @@ func (c *Client) do(ctx context.Context, method, u string, body io.Reader, hdr h
 func remoteError(op, key string, resp *http.Response) error {
 	defer resp.Body.Close()
 	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
-	re := &RemoteError{Status: resp.StatusCode, Reason: resp.Header.Get(headerError), Message: strings.TrimSpace(string(msg))}
+	re := &RemoteError{Status: resp.StatusCode, Reason: resp.Header.Get(HeaderError), Message: strings.TrimSpace(string(msg))}
 	if ra, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && ra >= 0 {
 		re.RetryAfter = time.Duration(ra) * time.Second
 	}
@@ -257,12 +235,12 @@ func remoteError(op, key string, resp *http.Response) error {
 
 func objectFromHeaders(key string, h http.Header, size int64) storage.Object {
 	o := storage.Object{Key: key, Size: size, ETag: h.Get("ETag")}
-	if t, err := time.Parse(time.RFC3339Nano, h.Get(headerMtime)); err == nil {
+	if t, err := time.Parse(time.RFC3339Nano, h.Get(HeaderMtime)); err == nil {
 		o.ModTime = t
 	} else if t, err := http.ParseTime(h.Get("Last-Modified")); err == nil {
 		o.ModTime = t
 	}
-	if s, err := strconv.ParseInt(h.Get(headerSize), 10, 64); err == nil {
+	if s, err := strconv.ParseInt(h.Get(HeaderSize), 10, 64); err == nil {
 		o.Size = s
 	}
 	return o
@@ -380,7 +358,7 @@ func (c *Client) Put(ctx context.Context, key string, r io.Reader, opts storage.
 		hdr.Set("If-None-Match", "*")
 	}
 	if opts.IfMatch != "" {
-		hdr.Set("If-Match", httpETag(opts.IfMatch))
+		hdr.Set("If-Match", ETag(opts.IfMatch))
 	}
 	if opts.ContentType != "" {
 		hdr.Set("Content-Type", opts.ContentType)
@@ -403,7 +381,7 @@ func (c *Client) Delete(ctx context.Context, key string, opts storage.DeleteOpti
 	}
 	hdr := http.Header{}
 	if opts.IfMatch != "" {
-		hdr.Set("If-Match", httpETag(opts.IfMatch))
+		hdr.Set("If-Match", ETag(opts.IfMatch))
 	}
 	resp, err := c.do(ctx, http.MethodDelete, c.keyURL(key, false), nil, hdr)
 	if err != nil {
@@ -460,8 +438,8 @@ func (c *Client) List(ctx context.Context, prefix string) iter.Seq2[storage.Obje
 		sc.Buffer(make([]byte, 64<<10), 1<<20)
 		for sc.Scan() {
 			var e struct {
-				listEntry
-				listTrailer
+				ListEntry
+				ListTrailer
 			}
 			if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
 				yield(storage.Object{}, &storage.Error{Op: "list", Key: prefix, Err: fmt.Errorf("bad listing line: %w", err)})
@@ -489,18 +467,18 @@ func (c *Client) List(ctx context.Context, prefix string) iter.Seq2[storage.Obje
 	}
 }
 
-func (c *Client) info(ctx context.Context) (info, time.Time, error) {
+func (c *Client) info(ctx context.Context) (Info, time.Time, error) {
 	resp, err := c.do(ctx, http.MethodGet, c.base.String()+"/?kiss=info", nil, nil)
 	if err != nil {
-		return info{}, time.Time{}, &storage.Error{Op: "info", Err: err}
+		return Info{}, time.Time{}, &storage.Error{Op: "info", Err: err}
 	}
 	if resp.StatusCode != http.StatusOK {
-		return info{}, time.Time{}, remoteError("info", "", resp)
+		return Info{}, time.Time{}, remoteError("info", "", resp)
 	}
 	defer resp.Body.Close()
-	var in info
+	var in Info
 	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&in); err != nil {
-		return info{}, time.Time{}, &storage.Error{Op: "info", Err: fmt.Errorf("bad gateway info: %w", err)}
+		return Info{}, time.Time{}, &storage.Error{Op: "info", Err: fmt.Errorf("bad gateway info: %w", err)}
 	}
 	now := in.Now
 	if now.IsZero() {
