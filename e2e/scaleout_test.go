@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kiss-cache/kiss/gateway"
+	"github.com/kiss-cache/kiss/httpstore"
 	"github.com/kiss-cache/kiss/internal/testenv"
 	"github.com/kiss-cache/kiss/lockproto"
 	"github.com/kiss-cache/kiss/storage"
@@ -144,7 +144,7 @@ func TestScaleOut(t *testing.T) {
 	for _, u := range append(backends, lb, lb, lb) {
 		gw := openStore(t, u)
 		_, err := lockproto.AcquireWriter(ctx, gw, "probe", lockproto.Options{TTL: 10 * time.Second, Wait: 0, Owner: "probe"})
-		var re *gateway.RemoteError
+		var re *httpstore.RemoteError
 		if err == nil || !lockproto.IsLocked(err) && !(errors.As(err, &re) && re.PruneInProgress()) {
 			t.Errorf("%s granted a writer lease (or failed otherwise) while a prune lease is fresh: %v", u, err)
 		}
