@@ -241,6 +241,16 @@ func TestOperatorCommands(t *testing.T) {
 			if len(vr.Quarantined) != 1 {
 				t.Errorf("quarantined %v, want util's narinfo", vr.Quarantined)
 			}
+			// why and du answer on the damaged cache too: the quarantined path
+			// is absent (exit 1), the rest is explained as before.
+			if res := testenv.RunKiss(t, nil, "why", "--grace", "0s", url, out["util"]); res.ExitCode != 1 || !strings.Contains(res.Stderr, "not in the cache") {
+				t.Errorf("why of a quarantined path: exit %d %q, want 1, not in the cache", res.ExitCode, res.Stderr)
+			}
+			kissJSON(t, &du, 0, "du", "--json", "--grace", "0s", url)
+			kissJSON(t, &why, 0, "why", "--json", "--grace", "0s", url, out["lib"])
+			if !why[0].Kept || why[0].Marker != "gcroots/ops" {
+				t.Errorf("why lib on the damaged cache: %+v", why[0])
+			}
 			vr.Counts = nil
 			kissJSON(t, &vr, 8, "verify", "--json", url)
 			if vr.Counts["missing-nar"] != 0 || vr.Counts["dangling-reference"] != 1 {

@@ -71,6 +71,7 @@ func BenchmarkDuSynthFile(b *testing.B) {
 			b.Fatal(err)
 		}
 		u := explain.Usage(v)
+		v.Close()
 		t2 := time.Now()
 		if pw.Report().NarInfoReads != 0 || int64(u.Kept.Paths) != pw.Report().Reachable.Objects {
 			b.Fatalf("warm: %d narinfo reads; du kept %d paths, plan %d", pw.Report().NarInfoReads, u.Kept.Paths, pw.Report().Reachable.Objects)

@@ -62,6 +62,7 @@ func (c *memCache) view(opts gc.Options) *gc.View {
 	if err != nil {
 		c.t.Fatal(err)
 	}
+	c.t.Cleanup(v.Close)
 	return v
 }
 

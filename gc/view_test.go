@@ -22,6 +22,7 @@ func newView(t *testing.T, c *cache, opts gc.Options) *gc.View {
 	if err != nil {
 		t.Fatalf("NewView: %v", err)
 	}
+	t.Cleanup(v.Close)
 	return v
 }
 

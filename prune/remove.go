@@ -20,6 +20,7 @@ func Remove(ctx context.Context, st storage.Store, paths []nixcache.Hash, o Opti
 		if err != nil {
 			return nil, err
 		}
+		defer v.Close() // the removal plan keeps what it needs
 		plan, err := v.Removal(work, paths)
 		if err == nil && o.OnDeletion != nil {
 			for d := range plan.Deletions() {

@@ -85,6 +85,7 @@ func Collect(ctx context.Context, st storage.Store, o Options) (*Data, error) {
 	if err != nil {
 		return nil, err
 	}
+	defer v.Close()
 	d := &Data{Store: st.URL(), Now: v.Now(), Usage: explain.Usage(v)}
 	list, err := reports.List(ctx, st, nixcache.ReportsPrefix)
 	if err != nil {

@@ -66,6 +66,7 @@ func runDu(c *cli.Context) error {
 	if err != nil {
 		return viewError(err)
 	}
+	defer v.Close()
 	u := explain.Usage(v)
 	slices.SortStableFunc(u.Roots, func(a, b explain.RootUsage) int {
 		switch {

@@ -122,6 +122,7 @@ func runWhy(c *cli.Context) error {
 	if err != nil {
 		return viewError(err)
 	}
+	defer v.Close()
 	var answers []*explain.Answer
 	for _, h := range hs {
 		a, err := explain.Why(ctx, st, v, h)
