@@ -1,6 +1,7 @@
 package gc
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -57,8 +58,8 @@ type decision struct {
 // reachable narinfos (sorted, with a bit set when the listing has the NAR),
 // young NARs, and the derivations whose logs are kept.
 type keepSets struct {
-	nar      []uint64
-	narSeen  []uint64 // bitset over nar
+	nar      []narRef // sorted by NAR key hash
+	narSeen  []uint64 // bitset over nar: the listing has that NAR
 	youngNAR []uint64
 	// drv: first 8 bytes of the derivers of reachable paths that are not in
 	// the cache (a deriver that is in the cache is reachable itself).
@@ -66,13 +67,14 @@ type keepSets struct {
 }
 
 func (k *keepSets) keepsNAR(kh uint64, mark bool) bool {
-	if i, ok := slices.BinarySearch(k.nar, kh); ok {
+	i, ok := slices.BinarySearchFunc(k.nar, kh, func(n narRef, kh uint64) int { return cmp.Compare(n.kh(), kh) })
+	if ok {
 		if mark {
 			k.narSeen[i/64] |= 1 << (i % 64)
 		}
 		return true
 	}
-	_, ok := slices.BinarySearch(k.youngNAR, kh)
+	_, ok = slices.BinarySearch(k.youngNAR, kh)
 	return ok
 }
 
@@ -109,30 +111,17 @@ const objChunk = 4096
 // (a keys-only listing's candidates are stat'ed, a chunk at a time in
 // parallel; a kept object's age does not matter), then what must be read
 // to be decided, then the narinfos. Deletions go to the plan's files.
-func (p *Plan) decide(ctx context.Context, ix *index, cutoffT time.Time, storeDir string, conc int) (*decision, error) {
+func (p *Plan) decide(ctx context.Context, ix *index, ex *exploration, cutoffT time.Time, storeDir string, conc int) (*decision, error) {
 	cutoff := cutoffT.UnixNano()
-	d := &decision{}
-	ks := &keepSets{nar: make([]uint64, 0, p.memo.entries)}
-	haveLogs := ix.counts[nixcache.KindLog].Objects > 0
-	err := p.memo.forEntries(func(_ int64, _ *nixcache.Hash, _ int64, e *memoEntry) error {
-		if e.nar != 0 {
-			ks.nar = append(ks.nar, e.nar)
-		}
-		d.reachBytes += e.fileSize
-		if haveLogs && e.hasDer && e.der.entry < 0 {
-			ks.drv = append(ks.drv, hashPre(&e.der.h))
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("gc: reading back the walk: %w", err)
-	}
-	slices.Sort(ks.nar)
-	ks.nar = slices.Compact(ks.nar)
+	d := &decision{reachBytes: ex.reachBytes}
+	// The keep sets the walk collected (ex gives them up).
+	ks := &keepSets{nar: ex.keepNAR, drv: ex.keepDrv}
+	ex.keepNAR, ex.keepDrv = nil, nil
+	slices.SortFunc(ks.nar, func(a, b narRef) int { return cmp.Compare(a.kh(), b.kh()) })
 	ks.narSeen = make([]uint64, (len(ks.nar)+63)/64)
 	slices.Sort(ks.drv)
 	ks.drv = slices.Compact(ks.drv)
-
+	var err error
 	if p.delMeta, err = newSpool(p.tmp, "delete-meta"); err != nil {
 		return nil, err
 	}
@@ -269,26 +258,24 @@ func (p *Plan) decide(ctx context.Context, ix *index, cutoffT time.Time, storeDi
 		return nil, err
 	}
 
-	// Reachable narinfos whose NAR the listing does not have.
-	var missing []uint64
-	for i, kh := range ks.nar {
-		if ks.narSeen[i/64]&(1<<(i%64)) == 0 {
-			missing = append(missing, kh)
+	// Reachable narinfos whose NAR the listing does not have (a NAR that
+	// several of them share counts for each: all but the first of a run
+	// of equal hashes follow the first's mark).
+	var suspects []nixcache.Hash
+	seen := false
+	for i, n := range ks.nar {
+		if i == 0 || n.kh() != ks.nar[i-1].kh() {
+			seen = ks.narSeen[i/64]&(1<<(i%64)) != 0
+		}
+		if !seen {
+			h, err := ix.hashOf(int(n.id))
+			if err != nil {
+				return nil, err
+			}
+			suspects = append(suspects, h)
 		}
 	}
-	if len(missing) > 0 {
-		// With a snapshot, a NAR uploaded since is not in it: each narinfo
-		// naming one of these is read, and its NAR stat'ed.
-		var suspects []nixcache.Hash
-		err := p.memo.forEntries(func(_ int64, h *nixcache.Hash, _ int64, e *memoEntry) error {
-			if _, ok := slices.BinarySearch(missing, e.nar); ok && e.nar != 0 {
-				suspects = append(suspects, *h)
-			}
-			return nil
-		})
-		if err != nil {
-			return nil, err
-		}
+	if len(suspects) > 0 {
 		present := make([]bool, len(suspects))
 		if p.opts.Snapshot != nil {
 			err := parallel(ctx, len(suspects), conc, func(ctx context.Context, j int) error {

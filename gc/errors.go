@@ -29,6 +29,8 @@ var (
 	ErrFence = errors.New("lease not confirmed, deletion stopped")
 	// ErrNoFence: Execute was called without a Fence.
 	ErrNoFence = errors.New("gc: Execute needs a Fence (only a dry run may go without a lease)")
+	// ErrDryRun: the plan was made with Options.DryRun.
+	ErrDryRun = errors.New("gc: a dry-run plan is not executed")
 	// ErrExecuted: a Plan is executed at most once.
 	ErrExecuted = errors.New("gc: plan already executed")
 )

@@ -26,6 +26,9 @@ func (p *Plan) Execute(ctx context.Context, fence Fence, prog Progress) (*Report
 	if fence == nil {
 		return p.Report(), ErrNoFence
 	}
+	if p.opts.DryRun {
+		return p.Report(), ErrDryRun
+	}
 	p.mu.Lock()
 	if p.executed {
 		p.mu.Unlock()
@@ -38,7 +41,7 @@ func (p *Plan) Execute(ctx context.Context, fence Fence, prog Progress) (*Report
 	}
 	start := time.Now()
 	err := p.execute(ctx, fence, prog)
-	if !p.opts.NoMemo && ctx.Err() == nil {
+	if !p.opts.NoMemo && p.memo != nil && ctx.Err() == nil {
 		t0 := time.Now()
 		prog.Start(PhaseMemo, -1, -1)
 		n, merr := saveMemo(ctx, p.st, p.memo)

@@ -35,6 +35,8 @@ type exploreConfig struct {
 	snapshot Snapshot
 	// warn reports what explore recovers from (a memo it cannot use).
 	warn func(format string, args ...any)
+	// noMemo: build no next memo (a dry run saves none).
+	noMemo bool
 }
 
 // exploration is what explore found: the index (with the reachable bits
@@ -45,6 +47,10 @@ type exploration struct {
 	memo *memoFile
 
 	memoLoaded    bool
+	keepNAR       []narRef
+	keepDrv       []uint64
+	reachBytes    uint64
+	reachable     int64
 	young         int // narinfos younger than the cutoff, added as roots
 	missingRoots  []nixcache.Hash
 	reads         int64
@@ -124,10 +130,14 @@ func explore(ctx context.Context, c exploreConfig) (*exploration, error) {
 		}
 	}
 	ix.young = nil
-	adj := newAdjWriter(c.tmp, ix.n)
+	var adj *adjWriter
+	if !c.noMemo {
+		adj = newAdjWriter(c.tmp, ix.n)
+	}
 	w := newWalker(ctx, walkConfig{
 		store: c.store, storeDir: c.storeDir, conc: c.conc, ix: ix,
 		memo: c.memo, attach: attach, prog: c.prog, adj: adj,
+		haveLogs: ix.counts[nixcache.KindLog].Objects > 0,
 	})
 	if err := w.run(roots); err != nil {
 		return nil, err
@@ -158,9 +168,15 @@ func explore(ctx context.Context, c exploreConfig) (*exploration, error) {
 	}
 	ex.reads, ex.readBytes, ex.memoHits = w.reads, w.readBytes, w.memoHits
 	ex.danglingRefs, ex.firstProblems = w.danglingRefs, w.firstProblems
+	ex.keepNAR, ex.keepDrv, ex.reachBytes = w.keepNAR, w.keepDrv, w.reachBytes
+	for _, v := range ix.reach {
+		ex.reachable += int64(bits.OnesCount64(v))
+	}
 	w, attach = nil, nil // free the memo maps before writing the next memo
-	if ex.memo, err = buildMemo(ix, adj, c.tmp); err != nil {
-		return nil, err
+	if adj != nil {
+		if ex.memo, err = buildMemo(ix, adj, c.tmp); err != nil {
+			return nil, err
+		}
 	}
 	ok = true
 	return ex, nil

@@ -301,11 +301,6 @@ type listConfig struct {
 // nix-cache-info), which a prune with a snapshot lists live.
 func topLevel(key string) bool { return !strings.Contains(key, "/") }
 
-// niBuckets is how many files the narinfos are distributed over while
-// listing, by the first byte of their hash: each is sorted in memory
-// afterwards (1/256 of the narinfos at a time).
-const niBuckets = 256
-
 // list reads the whole store once: by ranges in parallel where the store
 // lists by pages (S3), without per-object attributes where it can list keys
 // alone (file://: the plan stats only the objects whose age it needs).
@@ -319,7 +314,10 @@ func list(ctx context.Context, lc listConfig) (*index, error) {
 	if ix.objs, err = newSpool(lc.tmp, "objects"); err != nil {
 		return nil, err
 	}
-	buckets := make([]*spool, niBuckets)
+	all, err := newSpool(lc.tmp, "narinfos")
+	if err != nil {
+		return nil, err
+	}
 	var rec [niRecSize]byte
 	var buf []byte
 	cutoff := lc.cutoff.UnixNano()
@@ -353,15 +351,7 @@ func list(ctx context.Context, lc listConfig) (*index, error) {
 					}
 				}
 				r.put(rec[:])
-				b := buckets[h[0]]
-				if b == nil {
-					if b, err = newSpool(lc.tmp, "narinfos"); err != nil {
-						return err
-					}
-					b.bufSize = 16 << 10 // 256 of them
-					buckets[h[0]] = b
-				}
-				if err := b.write(rec[:]); err != nil {
+				if err := all.write(rec[:]); err != nil {
 					return err
 				}
 				ix.n++
@@ -413,10 +403,58 @@ func list(ctx context.Context, lc listConfig) (*index, error) {
 	if ix.n >= math.MaxUint32 {
 		return nil, fmt.Errorf("gc: %d narinfos: more than this pruner can number", ix.n)
 	}
+	if err := all.finish(); err != nil {
+		return nil, err
+	}
+	buckets, err := distribute(lc.tmp, all)
+	if err != nil {
+		return nil, err
+	}
 	if err := ix.sortNarInfos(lc.tmp, buckets); err != nil {
 		return nil, err
 	}
 	return ix, nil
+}
+
+// sortChunk is how many bytes of narinfo records are sorted in memory at
+// once (the listing's only transient memory that grows with the cache, up
+// to this bound).
+var sortChunk int64 = 16 << 20
+
+// distribute splits the listed narinfo records into buckets by the first
+// bits of their hash, each small enough to sort in memory, in hash order.
+// A listing that fits is one bucket (no extra pass).
+func distribute(tmp *tempFiles, all *spool) ([]*spool, error) {
+	if all.size <= sortChunk {
+		return []*spool{all}, nil
+	}
+	bits := 1
+	for bits < 8 && all.size>>bits > sortChunk {
+		bits++
+	}
+	buckets := make([]*spool, 1<<bits)
+	for i := range buckets {
+		b, err := newSpool(tmp, "narinfos")
+		if err != nil {
+			return nil, err
+		}
+		b.bufSize = 64 << 10
+		buckets[i] = b
+	}
+	r := all.reader()
+	var rec [niRecSize]byte
+	for {
+		if _, err := io.ReadFull(r, rec[:]); err == io.EOF {
+			break
+		} else if err != nil {
+			return nil, fmt.Errorf("gc: reading a temporary file: %w", err)
+		}
+		if err := buckets[rec[0]>>(8-bits)].write(rec[:]); err != nil {
+			return nil, err
+		}
+	}
+	all.f.Close()
+	return buckets, nil
 }
 
 // sortNarInfos sorts each bucket in memory, writes the narinfo table in

@@ -43,6 +43,15 @@ func listed(t *testing.T, hashes []nixcache.Hash, extra ...string) *index {
 // its record holds it, absent ones are not found; hashes crowding one
 // directory entry (the same first bytes) are told apart by the next ones.
 func TestIndex(t *testing.T) {
+	t.Run("in memory", testIndex)
+	t.Run("distributed", func(t *testing.T) {
+		defer func(c int64) { sortChunk = c }(sortChunk)
+		sortChunk = 10 * niRecSize // 256 buckets of ~20 records
+		testIndex(t)
+	})
+}
+
+func testIndex(t *testing.T) {
 	var hashes []nixcache.Hash
 	for i := range 5000 {
 		h := testHash(i)

@@ -47,6 +47,9 @@ type Options struct {
 	AllowDangling bool
 	// NoMemo neither reads nor writes the closure memo.
 	NoMemo bool
+	// DryRun: the plan is only looked at (Deletions, Report), never
+	// executed, so no next memo is built; Execute refuses (ErrDryRun).
+	DryRun bool
 	// BatchSize of DeleteMany calls (one fence confirmation each); 0 = the
 	// store's MaxBatchDelete × DeleteParallel, or 1000.
 	BatchSize int
@@ -254,6 +257,7 @@ func NewPlan(ctx context.Context, st storage.Store, opts Options) (*Plan, error)
 		store: st, storeDir: storeDir, conc: conc, roots: rootPaths, memo: m,
 		youngRoots: true, cutoff: cutoff, prog: opts.Progress, tmp: p.tmp,
 		pagesInFlight: opts.ListPagesInFlight, snapshot: opts.Snapshot, warn: p.warn,
+		noMemo: opts.NoMemo || opts.DryRun,
 	})
 	if err != nil {
 		return nil, err
@@ -277,11 +281,11 @@ func NewPlan(ctx context.Context, st storage.Store, opts Options) (*Plan, error)
 			p.warn("%s names %s, which is not in the cache (it roots nothing)", markersNaming(markers, h), h)
 		}
 	}
-	p.report.Reachable.Objects = ex.memo.entries
+	p.report.Reachable.Objects = ex.reachable
 	p.report.Memo.Hits, p.report.NarInfoReads = ex.memoHits, ex.reads
 
 	t0 = time.Now()
-	d, err := p.decide(ctx, ix, cutoff, storeDir, conc)
+	d, err := p.decide(ctx, ix, ex, cutoff, storeDir, conc)
 	ix.close()
 	if err != nil {
 		return nil, err

@@ -23,9 +23,19 @@ type walkConfig struct {
 	memo   *memoFile
 	attach *memoAttach
 	prog   Progress
-	// adj receives one record per reached narinfo (the next memo).
+	// adj, if set, receives one record per reached narinfo (the next
+	// memo); a dry run needs none.
 	adj *adjWriter
+	// haveLogs: the cache has build logs, so the derivers of reachable
+	// paths that are not in it are collected (their logs are kept).
+	haveLogs bool
 }
+
+// narRef is a reachable narinfo's NAR key hash (split so the pair takes 12
+// bytes) and the narinfo's id.
+type narRef struct{ khLo, khHi, id uint32 }
+
+func (n narRef) kh() uint64 { return uint64(n.khHi)<<32 | uint64(n.khLo) }
 
 // walker is the closure walk, the one walk of every run: over a complete
 // listing, by narinfo id. A narinfo the memo knows is decoded from its
@@ -46,6 +56,13 @@ type walker struct {
 
 	reads, readBytes, memoHits, danglingRefs int64
 	firstProblems                            []string
+
+	// What keeps objects other than narinfos, collected as the walk goes:
+	// the NAR of every reachable narinfo, the first 8 bytes of every
+	// deriver of a reachable path that is not in the cache (haveLogs).
+	keepNAR    []narRef
+	keepDrv    []uint64
+	reachBytes uint64
 }
 
 // wentry is an id to visit, with its hash when the walk learnt it from a
@@ -188,9 +205,11 @@ func (w *walker) visitBatch(sc *visitScratch) error {
 		if err != nil {
 			return err
 		}
-		res.encStart = len(sc.enc)
-		sc.enc = res.rec.appendTo(sc.enc)
-		res.encEnd = len(sc.enc)
+		if w.adj != nil {
+			res.encStart = len(sc.enc)
+			sc.enc = res.rec.appendTo(sc.enc)
+			res.encEnd = len(sc.enc)
+		}
 	}
 	return nil
 }
@@ -306,8 +325,17 @@ func (w *walker) record(sc *visitScratch) error {
 		if r.hasDer && !r.der.absent {
 			w.push(wentry{id: r.der.id, hasHash: r.der.hashKnown, h: r.der.h})
 		}
-		if err := w.adj.write(r.id, sc.enc[res.encStart:res.encEnd]); err != nil {
-			return err
+		if r.nar != 0 {
+			w.keepNAR = append(w.keepNAR, narRef{uint32(r.nar), uint32(r.nar >> 32), r.id})
+		}
+		if w.haveLogs && r.hasDer && r.der.absent {
+			w.keepDrv = append(w.keepDrv, hashPre(&r.der.h))
+		}
+		w.reachBytes += r.fileSize
+		if w.adj != nil {
+			if err := w.adj.write(r.id, sc.enc[res.encStart:res.encEnd]); err != nil {
+				return err
+			}
 		}
 		if res.read {
 			w.reads++

@@ -68,7 +68,9 @@ func Run(ctx context.Context, st storage.Store, o Options) (*gc.Report, error) {
 		return &gc.Report{Store: st.URL(), DryRun: o.DryRun, Error: err.Error()}, err
 	}
 	rep, err := underLease(ctx, st, o, func(work context.Context, counted storage.Store) (*gc.Plan, error) {
-		plan, err := gc.NewPlan(work, counted, o.Options)
+		opts := o.Options
+		opts.DryRun = o.DryRun // a dry run builds no next memo
+		plan, err := gc.NewPlan(work, counted, opts)
 		if err == nil && o.OnDeletion != nil {
 			for d := range plan.Deletions() {
 				o.OnDeletion(d)

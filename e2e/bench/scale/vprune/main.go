@@ -124,7 +124,8 @@ func main() {
 
 	ctx := context.Background()
 	st := storage.NewCounting(vs)
-	opts := gc.Options{Grace: time.Hour, Concurrency: *conc, ListPagesInFlight: *pages, TempDir: *tmp}
+	opts := gc.Options{Grace: time.Hour, Concurrency: *conc, ListPagesInFlight: *pages, TempDir: *tmp,
+		DryRun: *mode == "cold" || *mode == "warm"}
 	if *inv {
 		opts.Snapshot = vs.Snapshot()
 	}
