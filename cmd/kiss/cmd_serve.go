@@ -1,15 +1,12 @@
 package main
 
 import (
-	"crypto/tls"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/coreos/go-systemd/v22/activation"
@@ -159,90 +156,26 @@ func runServe(c *cli.Context) error {
 		keys = append(keys, pk)
 	}
 
-	// TLS and authentication
-	var tc *tls.Config
-	if c.IsSet("tls-cert") != c.IsSet("tls-key") {
-		return usageError(errors.New("--tls-cert and --tls-key go together"))
-	}
-	if c.IsSet("client-ca") && !c.IsSet("tls-cert") {
-		return usageError(errors.New("--client-ca needs --tls-cert/--tls-key"))
-	}
-	if c.IsSet("tls-cert") {
-		if tc, err = gateway.ServerTLS(c.String("tls-cert"), c.String("tls-key"), c.String("client-ca")); err != nil {
-			return usageError(err)
-		}
-	}
-	oidcSet := c.IsSet("oidc-audience") || c.IsSet("oidc-jwks-url") || c.IsSet("oidc-issuer")
-	var auth gateway.Authenticator
-	switch {
-	case oidcSet && c.IsSet("client-ca"):
-		return usageError(errors.New("use either --client-ca or --oidc-*, not both, on one server"))
-	case c.Bool("anonymous-writes") && (oidcSet || c.IsSet("client-ca")):
-		return usageError(errors.New("--anonymous-writes contradicts --client-ca/--oidc-*"))
-	case oidcSet:
-		o, err := gateway.NewOIDC(gateway.OIDCConfig{
+	dep, err := gateway.NewDeployment(gateway.Security{
+		TLSCert: c.String("tls-cert"), TLSKey: c.String("tls-key"), ClientCA: c.String("client-ca"), Writers: writers,
+		OIDC: gateway.OIDCConfig{
 			Issuer: c.String("oidc-issuer"), Audience: c.String("oidc-audience"), JWKSURL: c.String("oidc-jwks-url"),
 			ReadSubjects: readSubjects, WriteSubjects: writeSubjects,
-		})
-		if err != nil {
-			return usageError(err)
-		}
-		auth = o
-	case c.IsSet("client-ca"):
-		auth = gateway.ClientCerts{Writers: writers}
-	case c.Bool("anonymous-writes"):
-		auth = gateway.Open{}
-	default:
-		auth = gateway.OpenReads{}
-	}
-	if len(writers) > 0 && !c.IsSet("client-ca") {
-		return usageError(errors.New("--writer needs --client-ca (writers are client certificates)"))
-	}
-	if c.Bool("open-reads") {
-		switch auth.(type) {
-		case gateway.Open, gateway.OpenReads:
-		default:
-			auth = gateway.OpenReads{Writers: auth}
-		}
-	}
-
-	// listeners: systemd socket activation, or --listen
-	lns, err := activation.Listeners()
+		},
+		OpenReads: c.Bool("open-reads"), AnonymousWrites: c.Bool("anonymous-writes"), InsecureHTTP: c.Bool("insecure-http"),
+	})
 	if err != nil {
-		return withExit(ExitFailure, fmt.Errorf("socket activation: %w", err))
+		return usageError(err)
 	}
-	var active []net.Listener
-	for _, l := range lns {
-		if l != nil {
-			active = append(active, l)
-		}
-	}
-	if len(active) == 0 {
-		for _, addr := range c.StringSlice("listen") {
-			l, err := net.Listen("tcp", addr)
-			if err != nil {
-				for _, a := range active {
-					a.Close()
-				}
-				return usageError(fmt.Errorf("--listen %s: %w", addr, err))
-			}
-			active = append(active, l)
-		}
+	lns, metricsLn, err := serveListeners(c, dep)
+	if err != nil {
+		return err
 	}
 	closeAll := func() {
-		for _, l := range active {
-			l.Close()
-		}
-	}
-	for _, l := range active {
-		loop := gateway.IsLoopback(l.Addr())
-		if tc == nil && !loop && !c.Bool("insecure-http") {
-			closeAll()
-			return usageError(fmt.Errorf("refusing plain HTTP on %s (not loopback): give --tls-cert/--tls-key, or --insecure-http", l.Addr()))
-		}
-		if c.Bool("anonymous-writes") && !loop {
-			closeAll()
-			return usageError(fmt.Errorf("--anonymous-writes is only allowed on loopback listeners, not %s", l.Addr()))
+		for _, l := range append(lns, metricsLn) {
+			if l != nil {
+				l.Close()
+			}
 		}
 	}
 
@@ -257,7 +190,7 @@ func runServe(c *cli.Context) error {
 	}
 	defer st.Close()
 	gw, err := gateway.New(st, gateway.Config{
-		Auth: auth, ReadOnly: c.Bool("read-only"), StoreDir: c.String("store-dir"), Priority: c.Int("priority"),
+		Auth: dep.Auth, ReadOnly: c.Bool("read-only"), StoreDir: c.String("store-dir"), Priority: c.Int("priority"),
 		MaxUploadSize: maxUp, TrustedKeys: keys, Upstream: c.String("upstream"),
 		Redirect: redirect, RedirectTTL: c.Duration("redirect-ttl"),
 		PruneLeaseTTL: c.Duration("prune-lease-ttl"), MaxLeaseTTL: c.Duration("max-lock-ttl"), Logger: log,
@@ -266,58 +199,56 @@ func runServe(c *cli.Context) error {
 		closeAll()
 		return usageError(err)
 	}
-
-	var metricsLn net.Listener
-	if a := c.String("metrics-listen"); a != "" {
-		ml, err := net.Listen("tcp", a)
-		if err != nil {
-			closeAll()
-			return usageError(fmt.Errorf("--metrics-listen %s: %w", a, err))
-		}
-		if !gateway.IsLoopback(ml.Addr()) && !c.Bool("insecure-http") {
-			ml.Close()
-			closeAll()
-			return usageError(fmt.Errorf("refusing plain HTTP for metrics on %s (not loopback): use a loopback address, or --insecure-http", ml.Addr()))
-		}
-		metricsLn = ml
-	}
-
-	var wg sync.WaitGroup
-	errc := make(chan error, len(active)+1)
-	grace := c.Duration("shutdown-grace")
-	run := func(l net.Listener, serve func() error) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := serve(); err != nil {
-				errc <- fmt.Errorf("%s: %w", l.Addr(), err)
-			}
-		}()
-	}
-	scheme := "http"
-	if tc != nil {
-		scheme = "https"
-	}
-	for _, l := range active {
-		announceListener(c, scheme+"://"+l.Addr().String(), "cache")
-		run(l, func() error { return gateway.Serve(ctx, l, gw, tc, grace) })
-	}
-	if metricsLn != nil {
-		announceListener(c, "http://"+metricsLn.Addr().String()+"/metrics", "metrics")
-		run(metricsLn, func() error { return gateway.ServeMetrics(ctx, metricsLn, gw, grace) })
-	}
-	log.Info("serving", "store", st.URL(), "listeners", len(active), "read_only", c.Bool("read-only"))
+	log.Info("serving", "store", st.URL(), "listeners", len(lns), "read_only", c.Bool("read-only"))
 	logw.Flush()
-	wg.Wait()
-	close(errc)
-	var errs []error
-	for e := range errc {
-		errs = append(errs, e)
+	return gateway.ServeAll(ctx, gw, dep, lns, metricsLn, c.Duration("shutdown-grace"), func(url, what string) { announceListener(c, url, what) })
+}
+
+// serveListeners opens the listeners: systemd socket activation's, or
+// --listen's, and --metrics-listen; each must pass the deployment's checks.
+// On error every listener opened is closed.
+func serveListeners(c *cli.Context, dep *gateway.Deployment) (lns []net.Listener, metrics net.Listener, err error) {
+	defer func() {
+		if err != nil {
+			for _, l := range append(lns, metrics) {
+				if l != nil {
+					l.Close()
+				}
+			}
+		}
+	}()
+	activated, err := activation.Listeners()
+	if err != nil {
+		return nil, nil, withExit(ExitFailure, fmt.Errorf("socket activation: %w", err))
 	}
-	if len(errs) > 0 && ctx.Err() == nil {
-		return errors.Join(errs...)
+	for _, l := range activated {
+		if l != nil {
+			lns = append(lns, l)
+		}
 	}
-	return nil
+	if len(lns) == 0 {
+		for _, addr := range c.StringSlice("listen") {
+			l, err := net.Listen("tcp", addr)
+			if err != nil {
+				return lns, nil, usageError(fmt.Errorf("--listen %s: %w", addr, err))
+			}
+			lns = append(lns, l)
+		}
+	}
+	for _, l := range lns {
+		if err := dep.CheckListener(l.Addr()); err != nil {
+			return lns, nil, usageError(err)
+		}
+	}
+	if a := c.String("metrics-listen"); a != "" {
+		if metrics, err = net.Listen("tcp", a); err != nil {
+			return lns, nil, usageError(fmt.Errorf("--metrics-listen %s: %w", a, err))
+		}
+		if err := dep.CheckMetricsListener(metrics.Addr()); err != nil {
+			return lns, metrics, usageError(err)
+		}
+	}
+	return lns, metrics, nil
 }
 
 // announceListener prints where the server listens (stdout), so scripts and
