@@ -74,6 +74,20 @@ func Usage(v *gc.View) *UsageReport {
 		roots[mi].ids = append(roots[mi].ids, id)
 	}
 
+	// The reachable graph once, as arrays: each root's walk then costs
+	// array reads, not a decode of the walk's record per visit (roots
+	// share most of their closures).
+	n := v.Len()
+	off := make([]int32, n+1)
+	var to []int32
+	for id := range n {
+		off[id] = int32(len(to))
+		for t := range v.Edges(gc.PathID(id)) {
+			to = append(to, int32(t))
+		}
+	}
+	off[n] = int32(len(to))
+
 	// owner[id] is the one root that keeps id, -1 none yet, -2 several.
 	owner := make([]int32, v.Len())
 	for i := range owner {
@@ -107,10 +121,10 @@ func Usage(v *gc.View) *UsageReport {
 			default:
 				owner[id] = -2
 			}
-			for to := range v.Edges(id) {
-				if seen[to] != mark {
-					seen[to] = mark
-					stack = append(stack, to)
+			for _, t := range to[off[id]:off[id+1]] {
+				if seen[t] != mark {
+					seen[t] = mark
+					stack = append(stack, gc.PathID(t))
 				}
 			}
 		}
