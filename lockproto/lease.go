@@ -609,15 +609,21 @@ func readHolder(ctx context.Context, st storage.Store, key string) (Holder, erro
 		h.BodyError = err.Error()
 		return h, nil
 	}
+	h.Record, h.BodyError = parseRecord(data)
+	return h, nil
+}
+
+// parseRecord reads a lease body. A body that is not a record with a nonce
+// yields no Record and says why: the lease still counts (fail closed).
+func parseRecord(data []byte) (*Record, string) {
 	var rec Record
 	if err := json.Unmarshal(data, &rec); err != nil {
-		h.BodyError = err.Error()
-	} else if rec.Nonce == "" {
-		h.BodyError = "no nonce"
-	} else {
-		h.Record = &rec
+		return nil, err.Error()
 	}
-	return h, nil
+	if rec.Nonce == "" {
+		return nil, "no nonce"
+	}
+	return &rec, ""
 }
 
 func kindOfKey(key string) Kind {

@@ -206,6 +206,7 @@ func (a *withLockArgs) splitMarker() error {
 		if root == "" {
 			root = "/"
 		}
+		root = filepath.Clean(root) // file:///srv/./cache/gcroots/x names /srv/cache
 		a.kind, a.fileRoot = "file", root
 		a.storeURL = (&url.URL{Scheme: "file", Path: root}).String()
 	case "s3":
