@@ -499,7 +499,7 @@ func TestDamagedCacheCorpus(t *testing.T) {
 				})
 			}
 			t.Logf("%s: %d cases, %d as expected, %d rooted objects checked, %d lost", backend, ran, matched, rooted, lost)
-			if err := reliability.Record(reliability.Result{
+			if err := reliability.Record(os.Getenv(reliability.EnvDir), reliability.Result{
 				Suite: "damaged-cache", Variant: backend, Test: "TestDamagedCacheCorpus/" + backend,
 				Command: "go test -run 'TestDamagedCacheCorpus/" + backend + "' -v ./e2e/",
 				Tried:   map[string]int64{"cases": ran, "rooted objects checked": rooted},

@@ -2,9 +2,11 @@
 # The whole kiss test suite, as README.md shows and CI runs (.ci/run).
 # Installs what it needs (scripts/install-deps.sh), then: gofmt, go vet,
 # go test -race on every package (unit, storage conformance on mem/file/
-# versitygw, spin model check, e2e with real nix, nginx and versitygw,
-# Terraform validated/tested/planned offline and its policies enforced by
-# MinIO), tflint and terraform-docs, and the pruner smoke benchmark. Fails loudly; never skips a real component in CI.
+# versitygw, spin model check, e2e with real nix, nginx and versitygw, the
+# reliability suite: torture, faults, damaged-cache corpus; Terraform
+# validated/tested/planned offline and its policies enforced by MinIO),
+# bounded fuzzing, tflint and terraform-docs, and the pruner smoke benchmark.
+# Fails loudly; never skips a real component in CI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -40,6 +42,11 @@ go vet ./...
 
 step "go test -race (unit, conformance, model, e2e)"
 go test -race -count=1 -timeout 30m ./...
+
+step "fuzz (every Fuzz target, bounded: \$KISS_FUZZTIME each)"
+# The seed corpora already ran as tests above; this explores for a few
+# seconds per target (docs/reliability.md has the long-run command).
+KISS_FUZZTIME=${KISS_FUZZTIME:-5s} bash scripts/fuzz.sh
 
 # (The Terraform is validated, tested, planned and enforced against MinIO by
 # go test ./terraform above.)

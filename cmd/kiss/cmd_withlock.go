@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"time"
@@ -341,12 +342,25 @@ func runLocked(ctx, lctx context.Context, argv []string, kissStore string, log *
 	cmd.Env = append(os.Environ(), "KISS_STORE="+kissStore)
 	// Its own process group, so stopping it reaches everything it started
 	// (a shell's children too). kiss forwards SIGINT/SIGTERM as SIGTERM.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
+	// If kiss itself is killed (SIGKILL, OOM), the kernel kills the command
+	// (PR_SET_PDEATHSIG): on file:// it would go on writing without a lease.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	started, waited := make(chan error, 1), make(chan error, 1)
+	go func() {
+		// The death signal fires when the thread that forked exits, not
+		// the process: this goroutine keeps its thread until the command
+		// has ended (the locked thread then ends with it).
+		runtime.LockOSThread()
+		if err := cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
+		waited <- cmd.Wait()
+	}()
+	if err := <-started; err != nil {
 		return 0, fmt.Errorf("starting %s: %w", argv[0], err)
 	}
-	waited := make(chan error, 1)
-	go func() { waited <- cmd.Wait() }()
 	var werr error
 	select {
 	case werr = <-waited:

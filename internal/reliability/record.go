@@ -10,8 +10,8 @@ import (
 	"time"
 )
 
-// EnvDir names the directory tests record their results in; unset, Record
-// does nothing.
+// EnvDir names the environment variable that gives tests the directory to
+// record their results in (scripts/reliability.sh sets it).
 const EnvDir = "KISS_RELIABILITY_DIR"
 
 // Result is what one suite (one test, on one backend) tried and saw.
@@ -38,10 +38,9 @@ type Result struct {
 	Passed   bool      `json:"passed"`
 }
 
-// Record writes r to $KISS_RELIABILITY_DIR/<suite>-<variant>.json when the
-// variable is set. A test records once, at its end, whether it passed.
-func Record(r Result) error {
-	dir := os.Getenv(EnvDir)
+// Record writes r to dir/<suite>-<variant>.json; an empty dir records
+// nothing. A test records once, at its end, whether it passed.
+func Record(dir string, r Result) error {
 	if dir == "" {
 		return nil
 	}
