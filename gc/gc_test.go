@@ -1,6 +1,7 @@
 package gc_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -300,6 +301,18 @@ func testI4FailClosed(t *testing.T, newMemCache func(testing.TB) *cache) {
 			w.age(48 * time.Hour)
 			return gc.Options{Grace: -1, RootMaxAge: 24 * time.Hour}
 		}, gc.ErrEmptyRoots},
+		{"a marker names no store path", func(w *world, _ *spy) gc.Options {
+			w.put("gcroots/sub/web2", nil) // what a write cut short by a full disk leaves
+			return gc.Options{Grace: -1}
+		}, gc.ErrEmptyMarker},
+		{"a marker is not text", func(w *world, _ *spy) gc.Options {
+			w.put("gcroots/sub/web2", []byte("\xff\xfe\x00"))
+			return gc.Options{Grace: -1}
+		}, gc.ErrEmptyMarker},
+		{"a marker over the size limit", func(w *world, _ *spy) gc.Options {
+			w.put("gcroots/huge", bytes.Repeat([]byte("\n"), nixcache.MaxMarkerSize+1))
+			return gc.Options{Grace: -1}
+		}, gc.ErrRootsUnavailable},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -330,6 +343,13 @@ func testI4FailClosed(t *testing.T, newMemCache func(testing.TB) *cache) {
 	if !w.exists("nix-cache-info") {
 		t.Fatal("nix-cache-info deleted")
 	}
+	// --allow-empty-markers: the empty marker roots nothing, the other
+	// marker's closure stays.
+	w = newWorld(newMemCache(t))
+	w.put("gcroots/sub/web2", nil)
+	w.prune(gc.Options{Grace: -1, AllowEmptyMarkers: true})
+	w.present(w.app1, true)
+	w.present(w.app2, false)
 }
 
 func readKey(t *testing.T, st storage.Store, key string) string {
