@@ -74,7 +74,10 @@ func (p *Plan) batchSize() int {
 	if c := p.st.Capabilities(); c.MaxBatchDelete > 0 {
 		return c.MaxBatchDelete * max(1, c.DeleteParallel)
 	}
-	return 1000
+	// A store that deletes key by key (file://: an unlinkat each, about
+	// 10 µs) confirms the fence every 4096: a confirmation (an fsynced
+	// replace of the lease, about 5 ms) then costs about 1 µs per key.
+	return 4096
 }
 
 func (p *Plan) execute(ctx context.Context, fence Fence, prog Progress) error {

@@ -51,7 +51,7 @@ type Options struct {
 	// executed, so no next memo is built; Execute refuses (ErrDryRun).
 	DryRun bool
 	// BatchSize of DeleteMany calls (one fence confirmation each); 0 = the
-	// store's MaxBatchDelete × DeleteParallel, or 1000.
+	// store's MaxBatchDelete × DeleteParallel, or 4096.
 	BatchSize int
 	// ListPagesInFlight bounds the page requests of a parallel listing
 	// (S3); 0 = storage.DefaultPagesInFlight.

@@ -14,7 +14,6 @@ import (
 	"syscall"
 	"time"
 
-	"golang.org/x/sync/errgroup"
 	"golang.org/x/sys/unix"
 )
 
@@ -457,26 +456,28 @@ func unlink(p string) error {
 }
 
 func (s *fileStore) DeleteMany(ctx context.Context, keys []string) error {
-	var (
-		mu   sync.Mutex
-		errs []error
-		g    errgroup.Group // bounds the parallel unlinks; no call fails the group
-	)
-	g.SetLimit(8)
-	for _, k := range keys {
-		if ctx.Err() != nil {
+	// One unlinkat(2) after another, relative to the root descriptor: the
+	// unlinks of one directory serialise on its lock in the kernel anyway,
+	// so goroutines would only add contention (and a path to resolve from
+	// / for each key).
+	var errs []error
+	for i, k := range keys {
+		if i%256 == 0 && ctx.Err() != nil {
 			break
 		}
-		g.Go(func() error {
-			if err := s.Delete(ctx, k, DeleteOptions{}); err != nil {
-				mu.Lock()
-				errs = append(errs, err)
-				mu.Unlock()
-			}
-			return nil
-		})
+		if err := ValidateKey(k); err != nil {
+			errs = append(errs, wrap("delete", k, err))
+			continue
+		}
+		err := ignoringEINTR(func() error { return unix.Unlinkat(s.rootFD, k, 0) })
+		switch {
+		case err == nil, err == unix.ENOENT, err == unix.ENOTDIR:
+		case err == unix.EISDIR, err == unix.EPERM:
+			errs = append(errs, wrap("delete", k, fmt.Errorf("%s is a directory: %w", k, ErrInvalidKey)))
+		default:
+			errs = append(errs, wrap("delete", k, &os.PathError{Op: "unlinkat", Path: k, Err: err}))
+		}
 	}
-	g.Wait()
 	if err := ctx.Err(); err != nil {
 		errs = append(errs, err)
 	}

@@ -112,6 +112,9 @@ func runChild(ctx context.Context, timeout time.Duration, bin string, args ...st
 	if err != nil {
 		return r, fmt.Errorf("%s %s: %w\n%s", bin, strings.Join(args, " "), err, tail(stderr.String(), 2000))
 	}
+	if plainOutput(bin) {
+		return r, nil
+	}
 	if err := json.Unmarshal(stdout.Bytes(), &r.Report); err != nil {
 		return r, fmt.Errorf("%s %s: output is not one JSON report: %w\n%s", bin, strings.Join(args, " "), err, tail(stdout.String(), 2000))
 	}

@@ -91,6 +91,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 				Action: check,
 			},
 			benchCommand(),
+			versusCommand(),
 		},
 	}
 }

@@ -1,0 +1,268 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/kiss-cache/kiss/gc"
+	"github.com/kiss-cache/kiss/internal/synth"
+	"github.com/kiss-cache/kiss/storage"
+)
+
+// The comparison with the original (issue 15): the Rust kiss-cache pruner,
+// built beside the project (never in it), and kiss on the same generated
+// cache, in paired runs (the two alternate, so both see the same machine):
+//
+//	cold   dry runs without a memo
+//	prune  real prunes, each on its own hard-linked copy of the cache
+//	warm   dry runs on the cache with each one's memo from its real prune
+//	steady a second real prune of each pruned copy
+//
+// The original takes the marker directory as its GC roots (it has no grace
+// period and no notion of logs, so it deletes newborns and leaves logs:
+// the work differs in those 0.2 % and 5 %). Each ratio is the median of
+// the paired ratios kiss ÷ original.
+func versusCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "versus",
+		Usage: "kiss prune against the original kiss-cache pruner on one generated cache, in paired runs",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "kiss", Required: true, Usage: "path of the kiss binary"},
+			&cli.StringFlag{Name: "orig", Required: true, Usage: "path of the original's kiss-cache binary"},
+			&cli.StringFlag{Name: "work", Required: true, Usage: "scratch directory (must be empty or absent)"},
+			&cli.IntFlag{Name: "paths", Aliases: []string{"n"}, Value: 100000},
+			&cli.Uint64Flag{Name: "seed", Value: 1},
+			&cli.IntFlag{Name: "repeat", Value: 3, Usage: "pairs of runs per measurement"},
+			&cli.DurationFlag{Name: "grace", Value: time.Hour},
+			&cli.DurationFlag{Name: "timeout", Value: 30 * time.Minute, Usage: "bound on each run"},
+			&cli.StringFlag{Name: "json-out", Usage: "also write the results here"},
+		},
+		Action: versus,
+	}
+}
+
+var (
+	plainMu   sync.Mutex
+	plainBins = map[string]bool{}
+)
+
+// plainOutput: bin prints no JSON report (the original).
+func plainOutput(bin string) bool {
+	plainMu.Lock()
+	defer plainMu.Unlock()
+	return plainBins[bin]
+}
+
+type pair struct {
+	Orig, Kiss []run
+}
+
+func (p pair) median(f func(run) float64) float64 {
+	var r []float64
+	for i := range p.Kiss {
+		if o := f(p.Orig[i]); o > 0 {
+			r = append(r, f(p.Kiss[i])/o)
+		}
+	}
+	if len(r) == 0 {
+		return -1
+	}
+	slices.Sort(r)
+	return r[len(r)/2]
+}
+
+func maxRSS(rs []run) float64 {
+	m := 0.0
+	for _, r := range rs {
+		m = max(m, r.RSSMiB)
+	}
+	return m
+}
+
+func minOf(rs []run, f func(run) float64) float64 {
+	m := -1.0
+	for _, r := range rs {
+		if v := f(r); m < 0 || v < m {
+			m = v
+		}
+	}
+	return m
+}
+
+func versus(c *cli.Context) error {
+	ctx := c.Context
+	say := func(format string, a ...any) { fmt.Fprintf(c.App.ErrWriter, format+"\n", a...) }
+	work := c.String("work")
+	if ents, err := os.ReadDir(work); err == nil && len(ents) > 0 {
+		return cli.Exit(fmt.Sprintf("versus: %s is not empty", work), 2)
+	}
+	kiss, err := filepath.Abs(c.String("kiss"))
+	if err != nil {
+		return err
+	}
+	orig, err := filepath.Abs(c.String("orig"))
+	if err != nil {
+		return err
+	}
+	plainMu.Lock()
+	plainBins[orig] = true
+	plainMu.Unlock()
+	cacheDir, manDir := filepath.Join(work, "cache"), filepath.Join(work, "manifest")
+	timeout, repeat := c.Duration("timeout"), max(1, c.Int("repeat"))
+	grace := "--grace=" + c.Duration("grace").String()
+
+	t0 := time.Now()
+	cache, err := synth.Generate(synth.Config{Paths: c.Int("paths"), Seed: c.Uint64("seed")})
+	if err != nil {
+		return cli.Exit(err, 2)
+	}
+	if err := cache.WriteDir(ctx, cacheDir, 8, nil); err != nil {
+		return err
+	}
+	if err := cache.WriteManifest(manDir); err != nil {
+		return err
+	}
+	cache = nil
+	say("generated %d paths in %.1fs", c.Int("paths"), time.Since(t0).Seconds())
+	syscall.Sync()
+
+	origArgs := func(dir string, dry bool) []string {
+		a := []string{"prune"}
+		if dry {
+			a = append(a, "-n")
+		}
+		return append(a, dir, filepath.Join(dir, "gcroots"))
+	}
+	kissArgs := func(dir string, dry bool) []string {
+		a := []string{"--json", "prune", grace}
+		if dry {
+			a = append(a, "--dry-run")
+		}
+		return append(a, dir)
+	}
+	// measure runs both, alternating who goes first.
+	measure := func(name string, i int, dirOrig, dirKiss string, dry bool, p *pair) error {
+		o := func() error {
+			r, err := runChild(ctx, timeout, orig, origArgs(dirOrig, dry)...)
+			p.Orig = append(p.Orig, r)
+			return err
+		}
+		k := func() error {
+			r, err := runKiss(ctx, timeout, kiss, kissArgs(dirKiss, dry)...)
+			p.Kiss = append(p.Kiss, r)
+			return err
+		}
+		first, second := o, k
+		if i%2 == 1 {
+			first, second = k, o
+		}
+		if err := first(); err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		if err := second(); err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		n := len(p.Kiss) - 1
+		say("%-7s %d: original %.3fs (%.3fs CPU, %.0f MiB)  kiss %.3fs (%.3fs CPU, %.0f MiB)", name, i,
+			p.Orig[n].Seconds, p.Orig[n].CPU, p.Orig[n].RSSMiB, p.Kiss[n].Seconds, p.Kiss[n].CPU, p.Kiss[n].RSSMiB)
+		return nil
+	}
+	cp := func(dst string) error {
+		os.RemoveAll(dst)
+		if out, err := exec.CommandContext(ctx, "cp", "-al", cacheDir, dst).CombinedOutput(); err != nil {
+			return fmt.Errorf("versus: cp -al: %w: %s", err, out)
+		}
+		return nil
+	}
+
+	var cold, prune, warm, steady pair
+	for i := range repeat {
+		if err := measure("cold", i, cacheDir, cacheDir, true, &cold); err != nil {
+			return err
+		}
+	}
+	origCopy, kissCopy := filepath.Join(work, "orig"), filepath.Join(work, "kiss")
+	for i := range repeat {
+		if err := cp(origCopy); err != nil {
+			return err
+		}
+		if err := cp(kissCopy); err != nil {
+			return err
+		}
+		syscall.Sync()
+		if err := measure("prune", i, origCopy, kissCopy, false, &prune); err != nil {
+			return err
+		}
+	}
+	st, err := storage.OpenFile(kissCopy)
+	if err != nil {
+		return err
+	}
+	chk, err := synth.Check(ctx, st, manDir, 8)
+	st.Close()
+	if err != nil {
+		return err
+	}
+	if len(chk.LiveMissing) > 0 || chk.NewbornMissing > 0 || chk.GarbageLeft > 0 {
+		return fmt.Errorf("versus: kiss's prune: %d live and %d newborn missing, %d garbage left", len(chk.LiveMissing), chk.NewbornMissing, chk.GarbageLeft)
+	}
+	// Both memos into the unpruned cache (hard links share inodes, so the
+	// fingerprints match).
+	for _, m := range []struct{ from, to string }{
+		{filepath.Join(origCopy, ".kiss-cache.closures"), filepath.Join(cacheDir, ".kiss-cache.closures")},
+		{filepath.Join(kissCopy, filepath.FromSlash(gc.MemoKey)), filepath.Join(cacheDir, filepath.FromSlash(gc.MemoKey))},
+	} {
+		data, err := os.ReadFile(m.from)
+		if err != nil {
+			return fmt.Errorf("versus: no memo: %w", err)
+		}
+		os.MkdirAll(filepath.Dir(m.to), 0o755)
+		if err := os.WriteFile(m.to, data, 0o644); err != nil {
+			return err
+		}
+	}
+	for i := range repeat {
+		if err := measure("warm", i, cacheDir, cacheDir, true, &warm); err != nil {
+			return err
+		}
+	}
+	if err := measure("steady", 0, origCopy, kissCopy, false, &steady); err != nil {
+		return err
+	}
+	if num(warm.Kiss[0].Report, "narinfo_reads") != 0 {
+		return fmt.Errorf("versus: kiss's warm run read narinfos")
+	}
+
+	wall := func(r run) float64 { return r.Seconds }
+	cpu := func(r run) float64 { return r.CPU }
+	res := map[string]any{"paths": c.Int("paths"), "pairs": repeat}
+	say("\n| measurement | original wall (best) | kiss wall (best) | wall ratio (median of pairs) | CPU ratio | peak RSS original / kiss (MiB) | RSS ratio |")
+	say("|---|---:|---:|---:|---:|---:|---:|")
+	for _, m := range []struct {
+		name string
+		p    pair
+	}{{"cold dry run", cold}, {"warm dry run", warm}, {"real prune", prune}, {"steady state", steady}} {
+		ro, rk := maxRSS(m.p.Orig), maxRSS(m.p.Kiss)
+		say("| %s | %.3f s | %.3f s | %.2f× | %.2f× | %.0f / %.0f | %.2f× |", m.name, minOf(m.p.Orig, wall), minOf(m.p.Kiss, wall),
+			m.p.median(wall), m.p.median(cpu), ro, rk, rk/ro)
+		res[m.name] = map[string]any{"orig": m.p.Orig, "kiss": m.p.Kiss, "wall_ratio": m.p.median(wall), "cpu_ratio": m.p.median(cpu), "rss_orig_mib": ro, "rss_kiss_mib": rk}
+	}
+	enc, _ := json.MarshalIndent(res, "", "  ")
+	if p := c.String("json-out"); p != "" {
+		if err := os.WriteFile(p, append(enc, '\n'), 0o644); err != nil {
+			return err
+		}
+	}
+	_ = context.Background
+	return nil
+}
