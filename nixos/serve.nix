@@ -296,27 +296,17 @@ let
       dir = dirOf v;
       sfx = suffix name;
     in
-    optionalAttrs (v.backend == "kiss") {
+    # kiss serve: listening itself (kiss backend), or behind nginx on a unix socket.
+    optionalAttrs (v.backend == "kiss" || nginxProxied v) {
       "kiss-serve${sfx}" = serveUnit {
-        description = "kiss binary cache gateway${lib.optionalString (name != "") " (${name})"}";
+        description = "kiss binary cache gateway${lib.optionalString (nginxProxied v) " behind nginx"}${lib.optionalString (name != "") " (${name})"}";
         args = serveArgs name v;
         inherit dir;
         user = ownerOf dir;
         group = groupOf dir;
-        credentials = optionals (v.sslCertificate != null) [ "tls-cert:${v.sslCertificate}" "tls-key:${v.sslCertificateKey}" ]
+        credentials = optionals (v.backend == "kiss" && v.sslCertificate != null) [ "tls-cert:${v.sslCertificate}" "tls-key:${v.sslCertificateKey}" ]
           ++ optional (mtls v) "client-ca:${v.clientCA}";
-        socket = if v.socketActivation then "kiss-serve${sfx}" else null;
-        inherit (v) environmentFile;
-      };
-    }
-    // optionalAttrs (nginxProxied v) {
-      "kiss-serve${sfx}" = serveUnit {
-        description = "kiss binary cache gateway behind nginx${lib.optionalString (name != "") " (${name})"}";
-        args = serveArgs name v;
-        inherit dir;
-        user = ownerOf dir;
-        group = groupOf dir;
-        socket = "kiss-serve${sfx}";
+        socket = if nginxProxied v || v.socketActivation then "kiss-serve${sfx}" else null;
         inherit (v) environmentFile;
       };
     }
