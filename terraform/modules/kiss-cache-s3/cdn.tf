@@ -17,13 +17,15 @@
 locals {
   cdn_enabled = var.cdn != null
   origin_id   = "kiss-cache-s3"
-  # Cache policies by key kind: TTL and whether the edge may compress
-  # (narinfos are text; NARs are compressed already).
-  cdn_policies = local.cdn_enabled ? {
-    nar        = { ttl = var.cdn.nar_ttl, compress = false }
-    narinfo    = { ttl = var.cdn.narinfo_ttl, compress = true }
-    cache-info = { ttl = var.cdn.cache_info_ttl, compress = false }
-  } : {}
+  # The cacheable kinds of key, in behaviour order: path pattern, TTL and
+  # whether the edge may compress (narinfos are text; NARs are compressed
+  # already).
+  cdn_kinds = local.cdn_enabled ? [
+    { kind = "nar", path = "nar/*", ttl = var.cdn.nar_ttl, compress = false },
+    { kind = "narinfo", path = "*.narinfo", ttl = var.cdn.narinfo_ttl, compress = true },
+    { kind = "cache-info", path = "nix-cache-info", ttl = var.cdn.cache_info_ttl, compress = false },
+  ] : []
+  cdn_policies = { for k in local.cdn_kinds : k.kind => k }
   # CloudFront's managed CachingDisabled policy.
   caching_disabled_policy_id = "4135ea2d-6df8-44a3-9df3-4b5a84be39ad"
 }
@@ -110,34 +112,18 @@ resource "aws_cloudfront_distribution" "this" {
     }
   }
 
-  ordered_cache_behavior {
-    path_pattern           = "nar/*"
-    target_origin_id       = local.origin_id
-    viewer_protocol_policy = "https-only"
-    allowed_methods        = ["GET", "HEAD"]
-    cached_methods         = ["GET", "HEAD"]
-    cache_policy_id        = aws_cloudfront_cache_policy.this["nar"].id
-    compress               = false
-  }
-
-  ordered_cache_behavior {
-    path_pattern           = "*.narinfo"
-    target_origin_id       = local.origin_id
-    viewer_protocol_policy = "https-only"
-    allowed_methods        = ["GET", "HEAD"]
-    cached_methods         = ["GET", "HEAD"]
-    cache_policy_id        = aws_cloudfront_cache_policy.this["narinfo"].id
-    compress               = true
-  }
-
-  ordered_cache_behavior {
-    path_pattern           = "nix-cache-info"
-    target_origin_id       = local.origin_id
-    viewer_protocol_policy = "https-only"
-    allowed_methods        = ["GET", "HEAD"]
-    cached_methods         = ["GET", "HEAD"]
-    cache_policy_id        = aws_cloudfront_cache_policy.this["cache-info"].id
-    compress               = false
+  # Cache objects, each kind with its cache policy.
+  dynamic "ordered_cache_behavior" {
+    for_each = local.cdn_kinds
+    content {
+      path_pattern           = ordered_cache_behavior.value.path
+      target_origin_id       = local.origin_id
+      viewer_protocol_policy = "https-only"
+      allowed_methods        = ["GET", "HEAD"]
+      cached_methods         = ["GET", "HEAD"]
+      cache_policy_id        = aws_cloudfront_cache_policy.this[ordered_cache_behavior.value.kind].id
+      compress               = ordered_cache_behavior.value.compress
+    }
   }
 
   default_cache_behavior {

@@ -27,13 +27,16 @@ resource "aws_cloudwatch_log_group" "this" {
   tags              = var.tags
 }
 
-data "aws_iam_policy_document" "function_assume" {
+# Who may assume each role: the function's and the scheduler's.
+data "aws_iam_policy_document" "assume" {
+  for_each = { function = "lambda.amazonaws.com", scheduler = "scheduler.amazonaws.com" }
+
   statement {
     actions = ["sts:AssumeRole"]
 
     principals {
       type        = "Service"
-      identifiers = ["lambda.amazonaws.com"]
+      identifiers = [each.value]
     }
   }
 }
@@ -41,7 +44,7 @@ data "aws_iam_policy_document" "function_assume" {
 resource "aws_iam_role" "function" {
   name               = "${var.name}-function"
   description        = "kiss prune Lambda function: the pruner policy and its own logs"
-  assume_role_policy = data.aws_iam_policy_document.function_assume.json
+  assume_role_policy = data.aws_iam_policy_document.assume["function"].json
   tags               = var.tags
 }
 
@@ -105,21 +108,10 @@ resource "aws_lambda_function_event_invoke_config" "this" {
   maximum_retry_attempts = 0
 }
 
-data "aws_iam_policy_document" "scheduler_assume" {
-  statement {
-    actions = ["sts:AssumeRole"]
-
-    principals {
-      type        = "Service"
-      identifiers = ["scheduler.amazonaws.com"]
-    }
-  }
-}
-
 resource "aws_iam_role" "scheduler" {
   name               = "${var.name}-scheduler"
   description        = "EventBridge Scheduler invokes the kiss prune function"
-  assume_role_policy = data.aws_iam_policy_document.scheduler_assume.json
+  assume_role_policy = data.aws_iam_policy_document.assume["scheduler"].json
   tags               = var.tags
 }
 
