@@ -47,7 +47,8 @@ func LambdaRIE(t testing.TB, bootstrap string, env []string, timeout int) *Lambd
 	cmd := exec.Command(bin, "--runtime-interface-emulator-address", invoke, "--runtime-api-address", api, bootstrap)
 	cmd.Dir = t.TempDir()
 	cmd.Env = append(cleanEnv(), env...)
-	cmd.Env = append(cmd.Env, fmt.Sprintf("AWS_LAMBDA_FUNCTION_TIMEOUT=%d", timeout), "AWS_LAMBDA_FUNCTION_NAME=kiss-prune")
+	// HOME too: nothing of the developer's ~/.aws reaches the function.
+	cmd.Env = append(cmd.Env, "HOME="+cmd.Dir, fmt.Sprintf("AWS_LAMBDA_FUNCTION_TIMEOUT=%d", timeout), "AWS_LAMBDA_FUNCTION_NAME=kiss-prune")
 	e := &LambdaEmulator{URL: "http://" + invoke + "/2015-03-31/functions/function/invocations"}
 	e.Proc = StartProcess(t, "aws-lambda-rie", cmd)
 	if err := WaitTCP(invoke, 15*time.Second); err != nil {
