@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -298,9 +299,50 @@ func (d *damagedStore) apply(t *testing.T, b *baseCache, damage string) {
 			if err := os.Symlink(target, filepath.Join(d.dir, key)); err != nil {
 				t.Fatal(err)
 			}
+		case "link": // file only: a symlink at KEY to TARGET ("outside/…" is outside the cache)
+			target := b.expand(t, arg)
+			if strings.HasPrefix(target, "outside/") {
+				target = filepath.Join(d.parent, target)
+			}
+			d.fileOnly(t, op)
+			if err := os.MkdirAll(filepath.Dir(filepath.Join(d.dir, key)), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Symlink(target, filepath.Join(d.dir, key)); err != nil {
+				t.Fatal(err)
+			}
+		case "outside": // file only: a file outside the cache, next to it
+			d.fileOnly(t, op)
+			p := filepath.Join(d.parent, "outside", key)
+			if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(p, unescape(t, b.expand(t, arg)), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		case "fifo": // file only: a named pipe at KEY
+			d.fileOnly(t, op)
+			if err := syscall.Mkfifo(filepath.Join(d.dir, key), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		case "fileat": // file only: KEY becomes a regular file, whatever was there
+			d.fileOnly(t, op)
+			if err := os.RemoveAll(filepath.Join(d.dir, key)); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(d.dir, key), unescape(t, b.expand(t, arg)), 0o644); err != nil {
+				t.Fatal(err)
+			}
 		default:
 			t.Fatalf("unknown op %q", op)
 		}
+	}
+}
+
+func (d *damagedStore) fileOnly(t *testing.T, op string) {
+	t.Helper()
+	if d.dir == "" {
+		t.Fatalf("%q needs a file:// cache (mark the case file)", op)
 	}
 }
 

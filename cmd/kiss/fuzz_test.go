@@ -5,19 +5,21 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/kiss-cache/kiss/nixcache"
 	"github.com/kiss-cache/kiss/storage"
 )
 
 // FuzzWithLockMarker: whatever MARKER `kiss with-lock` accepts names a
-// marker key under gcroots/ (never a lease under gcroots/.lock/, never a
-// key that could leave the cache) in a cache of a known kind, and a file://
-// cache root is an absolute, clean directory.
+// marker key the pruner reads (issue 11 item 3: with-lock accepted
+// gcroots/team/.x, which roots nothing), never a lease under
+// gcroots/.lock/, never a key that could leave the cache, in a cache of a
+// known kind; and a file:// cache root is an absolute, clean directory.
 func FuzzWithLockMarker(f *testing.F) {
 	for _, s := range []string{
 		"/srv/cache/gcroots/web1", "file:///srv/cache/gcroots/team/web", "s3://bucket/gcroots/web?region=x",
 		"https://cache.example/prefix/gcroots/web", "/srv/cache/gcroots/.lock/prune", "/srv/cache/gcroots/",
 		"relative/gcroots/x", "s3://bucket/sub/gcroots/x", "ftp://x/gcroots/y", "/a/gcroots/b/gcroots/c",
-		"https://h/gcroots/%2e%2e/x", "file://host/gcroots/x",
+		"https://h/gcroots/%2e%2e/x", "file://host/gcroots/x", "/srv/cache/gcroots/team/.x", "/srv/cache/gcroots/a//b",
 	} {
 		f.Add(s)
 	}
@@ -27,7 +29,7 @@ func FuzzWithLockMarker(f *testing.F) {
 			return
 		}
 		k := a.markerKey
-		if !strings.HasPrefix(k, "gcroots/") || strings.HasPrefix(k, "gcroots/.lock") || storage.ValidateKey(k) != nil {
+		if !strings.HasPrefix(k, "gcroots/") || strings.HasPrefix(k, "gcroots/.lock") || storage.ValidateKey(k) != nil || !nixcache.IsMarkerKey(k) {
 			t.Fatalf("MARKER %q accepted as key %q", marker, k)
 		}
 		switch a.kind {
