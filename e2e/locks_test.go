@@ -148,20 +148,7 @@ func TestS1_ConcurrentWithLockAndPrune(t *testing.T) {
 			storeURL := backendStore(t, backend)
 			st := openStore(t, storeURL)
 			ctx := e2eCtx(t)
-			if _, err := st.Put(ctx, "nix-cache-info", strings.NewReader("StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 40\n"), storage.PutOptions{}); err != nil {
-				t.Fatal(err)
-			}
-			stage := t.TempDir()
-			script := filepath.Join(stage, "upload.sh")
-			if err := os.WriteFile(script, []byte(uploadScript), 0o755); err != nil {
-				t.Fatal(err)
-			}
-			// A permanent root so a prune never runs on empty roots.
-			base := mkSynthPath(t, stage, "base")
-			putSynth(t, st, base)
-			if _, err := st.Put(ctx, "gcroots/base", strings.NewReader(base.StorePath+"\n"), storage.PutOptions{}); err != nil {
-				t.Fatal(err)
-			}
+			stage, script := writersScene(t, st)
 
 			// Contention seen (for the log: the schedule makes it likely,
 			// not certain): writers that waited for a pruner, pruners

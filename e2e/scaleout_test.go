@@ -35,19 +35,7 @@ func TestScaleOut(t *testing.T) {
 	ctx := e2eCtx(t)
 	bk := testenv.VersitygwBucket(t)
 	st := openStore(t, bk.URL)
-	if _, err := st.Put(ctx, "nix-cache-info", strings.NewReader("StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 40\n"), storage.PutOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	stage := t.TempDir()
-	script := filepath.Join(stage, "upload.sh")
-	if err := os.WriteFile(script, []byte(uploadScript), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	base := mkSynthPath(t, stage, "base")
-	putSynth(t, st, base)
-	if _, err := st.Put(ctx, "gcroots/base", strings.NewReader(base.StorePath+"\n"), storage.PutOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	stage, script := writersScene(t, st)
 
 	// N gateways over the one bucket, the same lease judging on each.
 	const instances = 3
@@ -188,4 +176,27 @@ func checkAllClosures(t *testing.T, st storage.Store) {
 	if res.ExitCode != 0 {
 		t.Errorf("kiss verify exited %d:\n%s\n%s", res.ExitCode, res.Stdout, res.Stderr)
 	}
+}
+
+// writersScene prepares a cache for concurrent writers and pruners: its
+// nix-cache-info, a permanent root (so a prune never runs on empty roots),
+// and the upload script the writers run under with-lock, in a stage
+// directory it returns with the script's path.
+func writersScene(t *testing.T, st storage.Store) (stage, script string) {
+	t.Helper()
+	ctx := e2eCtx(t)
+	if _, err := st.Put(ctx, "nix-cache-info", strings.NewReader("StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 40\n"), storage.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	stage = t.TempDir()
+	script = filepath.Join(stage, "upload.sh")
+	if err := os.WriteFile(script, []byte(uploadScript), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	base := mkSynthPath(t, stage, "base")
+	putSynth(t, st, base)
+	if _, err := st.Put(ctx, "gcroots/base", strings.NewReader(base.StorePath+"\n"), storage.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	return stage, script
 }

@@ -36,21 +36,55 @@ func benchCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "bench",
 		Usage: "the prune benchmark: baseline vs cold/warm `kiss prune` on a generated cache",
-		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "kiss", Required: true, Usage: "path of the kiss binary"},
-			&cli.StringFlag{Name: "work", Required: true, Usage: "scratch directory (must be empty or absent)"},
-			&cli.IntFlag{Name: "paths", Aliases: []string{"n"}, Value: 100000},
-			&cli.Uint64Flag{Name: "seed", Value: 1},
-			&cli.IntFlag{Name: "repeat", Value: 3, Usage: "runs of each measurement; the fastest counts"},
-			&cli.DurationFlag{Name: "grace", Value: time.Hour},
+		Flags: append(runFlags("runs of each measurement; the fastest counts"),
 			&cli.Float64Flag{Name: "cold-target", Value: 1.5},
 			&cli.Float64Flag{Name: "warm-target", Value: 0.3},
 			&cli.Float64Flag{Name: "rss-target-mib", Value: 400},
 			&cli.Float64Flag{Name: "fail-factor", Value: 0, Usage: "exit 1 when a target is missed by more than this factor (0: report only)"},
-			&cli.DurationFlag{Name: "timeout", Value: 30 * time.Minute, Usage: "bound on each kiss run"},
-			&cli.StringFlag{Name: "json-out", Usage: "also write the results here"},
-		},
+		),
 		Action: bench,
+	}
+}
+
+// generate writes the cache the flags describe into cacheDir and its
+// manifest into manDir, and flushes them to disk: otherwise the first
+// measurement competes with the writeback of gigabytes and the ones after
+// it do not.
+func generate(c *cli.Context, cacheDir, manDir string) (synth.Summary, error) {
+	var sum synth.Summary
+	t0 := time.Now()
+	cache, err := synth.Generate(synth.Config{Paths: c.Int("paths"), Seed: c.Uint64("seed")})
+	if err != nil {
+		return sum, cli.Exit(err, 2)
+	}
+	if err := cache.WriteDir(c.Context, cacheDir, 8, nil); err != nil {
+		return sum, err
+	}
+	if err := cache.WriteManifest(manDir); err != nil {
+		return sum, err
+	}
+	cache = nil // the manifest says all the rest needs
+	if b, err := os.ReadFile(filepath.Join(manDir, synth.SummaryFile)); err == nil {
+		_ = json.Unmarshal(b, &sum)
+	}
+	fmt.Fprintf(c.App.ErrWriter, "generated %d narinfos (%d reachable, %d objects, mean narinfo %.0f B, %.1f refs, depth %d) in %.1fs\n",
+		sum.Narinfos, sum.Reachable, total(sum.Counts), sum.MeanNarinfo, sum.MeanRefs, sum.MaxDepth, time.Since(t0).Seconds())
+	syscall.Sync()
+	return sum, nil
+}
+
+// runFlags are the flags of the commands that generate a cache and run
+// kiss on it (bench, versus).
+func runFlags(repeat string) []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "kiss", Required: true, Usage: "path of the kiss binary"},
+		&cli.StringFlag{Name: "work", Required: true, Usage: "scratch directory (must be empty or absent)"},
+		&cli.IntFlag{Name: "paths", Aliases: []string{"n"}, Value: 100000},
+		&cli.Uint64Flag{Name: "seed", Value: 1},
+		&cli.IntFlag{Name: "repeat", Value: 3, Usage: repeat},
+		&cli.DurationFlag{Name: "grace", Value: time.Hour},
+		&cli.DurationFlag{Name: "timeout", Value: 30 * time.Minute, Usage: "bound on each run"},
+		&cli.StringFlag{Name: "json-out", Usage: "also write the results here"},
 	}
 }
 
@@ -192,29 +226,10 @@ func bench(c *cli.Context) error {
 	timeout, repeat := c.Duration("timeout"), c.Int("repeat")
 	grace := "--grace=" + c.Duration("grace").String()
 
-	t0 := time.Now()
-	cache, err := synth.Generate(synth.Config{Paths: c.Int("paths"), Seed: c.Uint64("seed")})
+	sum, err := generate(c, cacheDir, manDir)
 	if err != nil {
-		return cli.Exit(err, 2)
-	}
-	if err := cache.WriteDir(ctx, cacheDir, 8, nil); err != nil {
 		return err
 	}
-	if err := cache.WriteManifest(manDir); err != nil {
-		return err
-	}
-	cache = nil // the manifest says all the rest needs
-	var sum synth.Summary
-	if b, err := os.ReadFile(filepath.Join(manDir, synth.SummaryFile)); err == nil {
-		_ = json.Unmarshal(b, &sum)
-	}
-	say("generated %d narinfos (%d reachable, %d objects, mean narinfo %.0f B, %.1f refs, depth %d) in %.1fs",
-		sum.Narinfos, sum.Reachable, total(sum.Counts), sum.MeanNarinfo, sum.MeanRefs, sum.MaxDepth, time.Since(t0).Seconds())
-
-	// Flush the generator's writes first: otherwise the first measurement
-	// (cold) competes with the writeback of gigabytes and the baseline,
-	// measured after it, does not.
-	syscall.Sync()
 
 	// Cold: no memo exists yet in cacheDir.
 	cold, err := best(ctx, repeat, timeout, kiss, "--json", "prune", "--dry-run", grace, cacheDir)

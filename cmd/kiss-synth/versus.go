@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -10,7 +9,6 @@ import (
 	"slices"
 	"sync"
 	"syscall"
-	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -36,17 +34,9 @@ func versusCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "versus",
 		Usage: "kiss prune against the original kiss-cache pruner on one generated cache, in paired runs",
-		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "kiss", Required: true, Usage: "path of the kiss binary"},
+		Flags: append(runFlags("pairs of runs per measurement"),
 			&cli.StringFlag{Name: "orig", Required: true, Usage: "path of the original's kiss-cache binary"},
-			&cli.StringFlag{Name: "work", Required: true, Usage: "scratch directory (must be empty or absent)"},
-			&cli.IntFlag{Name: "paths", Aliases: []string{"n"}, Value: 100000},
-			&cli.Uint64Flag{Name: "seed", Value: 1},
-			&cli.IntFlag{Name: "repeat", Value: 3, Usage: "pairs of runs per measurement"},
-			&cli.DurationFlag{Name: "grace", Value: time.Hour},
-			&cli.DurationFlag{Name: "timeout", Value: 30 * time.Minute, Usage: "bound on each run"},
-			&cli.StringFlag{Name: "json-out", Usage: "also write the results here"},
-		},
+		),
 		Action: versus,
 	}
 }
@@ -121,20 +111,9 @@ func versus(c *cli.Context) error {
 	timeout, repeat := c.Duration("timeout"), max(1, c.Int("repeat"))
 	grace := "--grace=" + c.Duration("grace").String()
 
-	t0 := time.Now()
-	cache, err := synth.Generate(synth.Config{Paths: c.Int("paths"), Seed: c.Uint64("seed")})
-	if err != nil {
-		return cli.Exit(err, 2)
-	}
-	if err := cache.WriteDir(ctx, cacheDir, 8, nil); err != nil {
+	if _, err := generate(c, cacheDir, manDir); err != nil {
 		return err
 	}
-	if err := cache.WriteManifest(manDir); err != nil {
-		return err
-	}
-	cache = nil
-	say("generated %d paths in %.1fs", c.Int("paths"), time.Since(t0).Seconds())
-	syscall.Sync()
 
 	origArgs := func(dir string, dry bool) []string {
 		a := []string{"prune"}
@@ -263,6 +242,5 @@ func versus(c *cli.Context) error {
 			return err
 		}
 	}
-	_ = context.Background
 	return nil
 }

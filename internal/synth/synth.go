@@ -427,7 +427,9 @@ func (g *gen) reach() {
 	cache.MaxDepth = depth
 }
 
-var pnames = []string{
+// PackageNames are the package names synthetic paths are called by (also
+// internal/vstore's).
+var PackageNames = []string{
 	"glibc", "bash", "coreutils", "openssl", "zlib", "gcc-unwrapped", "python3", "perl", "ncurses",
 	"readline", "libffi", "sqlite", "curl", "xz", "bzip2", "gnused", "gnugrep", "gawk", "findutils",
 	"systemd", "util-linux", "dbus", "glib", "gtk+3", "cairo", "pango", "harfbuzz", "freetype",
@@ -439,13 +441,14 @@ var pnames = []string{
 	"rust-lib-serde", "haskell-aeson", "node-lodash", "gettext", "libiconv", "expat", "pcre2",
 }
 
-var outSuffix = []string{"", "", "", "", "-dev", "-lib", "-man", "-doc", "-bin", "-debug"}
+// OutputSuffixes are the output names appended to them, weighted ("" most).
+var OutputSuffixes = []string{"", "", "", "", "-dev", "-lib", "-man", "-doc", "-bin", "-debug"}
 
 func (g *gen) name(i int) string {
-	base := pnames[g.rng.IntN(len(pnames))]
+	base := PackageNames[g.rng.IntN(len(PackageNames))]
 	major, minor, patch := 1+g.rng.IntN(20), g.rng.IntN(40), g.rng.IntN(12)
 	v := strconv.Itoa(major) + "." + strconv.Itoa(minor) + "." + strconv.Itoa(patch)
-	return base + "-" + v + outSuffix[g.rng.IntN(len(outSuffix))]
+	return base + "-" + v + OutputSuffixes[g.rng.IntN(len(OutputSuffixes))]
 }
 
 // narBody is the fake content of NAR number i: deterministic and unique, so

@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strconv"
 	"time"
+
+	"github.com/kiss-cache/kiss/internal/synth"
 )
 
 // Config describes the virtual cache. Zero fields take the documented
@@ -371,19 +373,10 @@ func (g *gen) refs(o uint64, out []uint64) []uint64 {
 
 // Names.
 
-var pnames = []string{
-	"glibc", "bash", "coreutils", "openssl", "zlib", "gcc-unwrapped", "python3", "perl", "ncurses",
-	"readline", "libffi", "sqlite", "curl", "xz", "bzip2", "gnused", "gnugrep", "gawk", "findutils",
-	"systemd", "util-linux", "dbus", "glib", "gtk+3", "cairo", "pango", "harfbuzz", "freetype",
-	"fontconfig", "libpng", "libjpeg-turbo", "mesa", "llvm", "clang", "rustc", "cargo", "go",
-	"nodejs", "openjdk", "ghc", "icu", "boost", "qtbase", "libxml2", "libxslt", "git", "vim",
-	"emacs", "nginx", "postgresql", "redis", "ffmpeg", "gstreamer", "pipewire", "wayland",
-	"libX11", "libxcb", "kernel-modules", "linux", "firmware", "nix", "man-db", "texinfo",
-	"python3.12-requests", "python3.12-numpy", "python3.12-setuptools", "perl5.38-JSON",
-	"rust-lib-serde", "haskell-aeson", "node-lodash", "gettext", "libiconv", "expat", "pcre2",
-}
-
-var outSuffix = []string{"", "", "", "", "-dev", "-lib", "-man", "-doc", "-bin", "-debug"}
+var (
+	pnames    = synth.PackageNames
+	outSuffix = synth.OutputSuffixes
+)
 
 // appendName appends output o's name (the part after "<hash>-").
 func (g *gen) appendName(b []byte, o uint64) []byte {
@@ -462,25 +455,7 @@ func (g *gen) niSlotOfRank(rank uint64) uint64 { return g.niPerm.inv(rank) }
 // niSlotOf parses a 32-character hash back to its slot (ok false if no slot
 // has that hash).
 func (g *gen) niSlotOf(h string) (uint64, bool) {
-	if len(h) != 32 {
-		return 0, false
-	}
-	var pos uint64
-	for i := range 12 {
-		d := digitOf[h[i]]
-		if d < 0 {
-			return 0, false
-		}
-		pos = pos<<5 | uint64(d)
-	}
-	rank := pos / g.niSpacing
-	if rank >= g.niSlots {
-		return 0, false
-	}
-	s := g.niSlotOfRank(rank)
-	var b [32]byte
-	g.niHash(b[:], s)
-	return s, string(b[:]) == h
+	return slotOf(h, 32, 12, g.niSpacing, g.niSlots, &g.niPerm, g.niHash)
 }
 
 // narHash writes NAR slot n's 52-character file hash: a 0/1 digit and 12
@@ -496,25 +471,32 @@ func (g *gen) narHash(b []byte, n uint64) {
 }
 
 func (g *gen) narSlotOf(h string) (uint64, bool) {
-	if len(h) != 52 {
+	return slotOf(h, 52, 13, g.narSpace, g.narSlots, &g.narPerm, g.narHash)
+}
+
+// slotOf maps a hash of size characters, whose first digits encode a
+// position (rank·spacing + jitter), back to its slot and checks it: the
+// inverse of the hash functions above.
+func slotOf(h string, size, digits int, spacing, slots uint64, perm *feistel, render func([]byte, uint64)) (uint64, bool) {
+	if len(h) != size {
 		return 0, false
 	}
 	var pos uint64
-	for i := range 13 {
+	for i := range digits {
 		d := digitOf[h[i]]
 		if d < 0 {
 			return 0, false
 		}
 		pos = pos<<5 | uint64(d)
 	}
-	rank := pos / g.narSpace
-	if rank >= g.narSlots {
+	rank := pos / spacing
+	if rank >= slots {
 		return 0, false
 	}
-	n := g.narPerm.inv(rank)
-	var b [52]byte
-	g.narHash(b[:], n)
-	return n, string(b[:]) == h
+	s := perm.inv(rank)
+	b := make([]byte, size)
+	render(b, s)
+	return s, string(b) == h
 }
 
 // Sizes and times.

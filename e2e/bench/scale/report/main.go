@@ -23,30 +23,11 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/kiss-cache/kiss/e2e/bench/scale/result"
 )
 
-type run struct {
-	Paths            int64              `json:"paths"`
-	Mode             string             `json:"mode"`
-	WallSeconds      float64            `json:"wall_seconds"`
-	UserSeconds      float64            `json:"user_seconds"`
-	SysSeconds       float64            `json:"sys_seconds"`
-	PeakRSS          int64              `json:"peak_rss_bytes"`
-	StartRSS         int64              `json:"start_rss_bytes"`
-	Requests         map[string]int64   `json:"requests"`
-	Phases           map[string]float64 `json:"phase_seconds"`
-	Reachable        int64              `json:"reachable"`
-	Reads            int64              `json:"narinfo_reads"`
-	MemoHits         int64              `json:"memo_hits"`
-	Deleted          int64              `json:"deleted"`
-	DeleteTotal      int64              `json:"delete_total"`
-	MemoBytes        int64              `json:"memo_bytes"`
-	Check            string             `json:"check"`
-	CheckOK          bool               `json:"check_ok"`
-	Inventory        bool               `json:"inventory"`
-	InventoryObjects int64              `json:"inventory_objects"`
-	Error            string             `json:"error"`
-}
+type run = result.Run
 
 // Prices: S3 Standard, us-east-1, per request (list prices).
 const (

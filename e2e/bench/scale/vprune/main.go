@@ -24,40 +24,11 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/kiss-cache/kiss/e2e/bench/scale/result"
 	"github.com/kiss-cache/kiss/gc"
 	"github.com/kiss-cache/kiss/internal/vstore"
 	"github.com/kiss-cache/kiss/storage"
 )
-
-type result struct {
-	Paths            int64              `json:"paths"`
-	Mode             string             `json:"mode"`
-	WallSeconds      float64            `json:"wall_seconds"`
-	UserSeconds      float64            `json:"user_seconds"`
-	SysSeconds       float64            `json:"sys_seconds"`
-	PeakRSS          int64              `json:"peak_rss_bytes"`
-	StartRSS         int64              `json:"start_rss_bytes"`
-	Requests         map[string]int64   `json:"requests"`
-	Phases           map[string]float64 `json:"phase_seconds"`
-	Reachable        int64              `json:"reachable"`
-	WantReach        int64              `json:"want_reachable,omitempty"`
-	NarInfos         int64              `json:"narinfos,omitempty"`
-	Objects          int64              `json:"objects,omitempty"`
-	Reads            int64              `json:"narinfo_reads"`
-	MemoHits         int64              `json:"memo_hits"`
-	MemoLoaded       bool               `json:"memo_loaded"`
-	DeleteTotal      int64              `json:"delete_total"`
-	Deleted          int64              `json:"deleted"`
-	Batches          int                `json:"batches"`
-	MemoBytes        int64              `json:"memo_bytes"`
-	Check            string             `json:"check,omitempty"`
-	CheckOK          bool               `json:"check_ok"`
-	Concurrency      int                `json:"concurrency"`
-	PagesInFlght     int                `json:"pages_in_flight"`
-	Inventory        bool               `json:"inventory,omitempty"`
-	InventoryObjects int64              `json:"inventory_objects,omitempty"`
-	Error            string             `json:"error,omitempty"`
-}
 
 type fence struct{}
 
@@ -111,7 +82,7 @@ func main() {
 	if *mode == "warm" || *mode == "warmreal" {
 		vs.ForgetDeletions() // the memo of a real prune, over the unpruned cache
 	}
-	res := result{Paths: *paths, Mode: *mode, Concurrency: *conc, PagesInFlght: *pages}
+	res := result.Run{Paths: *paths, Mode: *mode, Concurrency: *conc, PagesInFlight: *pages}
 	if *answer {
 		a := vs.Answer()
 		res.WantReach, res.NarInfos, res.Objects = a.Reachable, a.NarInfos, a.Objects
