@@ -9,6 +9,7 @@ import (
 
 	"github.com/kiss-cache/kiss/gc"
 	"github.com/kiss-cache/kiss/nixcache"
+	"github.com/kiss-cache/kiss/storage"
 )
 
 // viewFence confirms always (the tests hold no lease).
@@ -161,4 +162,30 @@ func sameSet(a, b []string) bool {
 	slices.Sort(a)
 	slices.Sort(b)
 	return slices.Equal(a, b)
+}
+
+// TestQuarantineIsNotANarinfo: a narinfo kiss verify --quarantine moved to
+// .kiss/quarantine/ is kiss's own object to the pruner — never deleted,
+// never counted or read as a narinfo (the path is absent) — whatever its age.
+func TestQuarantineIsNotANarinfo(t *testing.T) {
+	c := newMemCache(t)
+	lib := c.add("lib")
+	app := c.add("app", lib)
+	c.root("web", app)
+	moved := c.add("moved")
+	q := nixcache.QuarantineKey(moved.hash)
+	c.put(q, []byte("StorePath: "+moved.abs()+"\nURL: nar/gone.nar\n"))
+	if err := c.st.Delete(context.Background(), moved.narinfo(), storage.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	c.age(30 * 24 * time.Hour)
+	rep := c.prune(gc.Options{Grace: -1})
+	if !c.exists(q) {
+		t.Fatalf("the prune deleted the quarantined %s", q)
+	}
+	if n := rep.Listed[nixcache.KindNarInfo.String()].Objects; n != 2 {
+		t.Errorf("listed narinfos %d, want 2 (the quarantined one is not a narinfo)", n)
+	}
+	c.present(app, true)
+	c.present(lib, true)
 }
