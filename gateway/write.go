@@ -201,7 +201,13 @@ func (s *Server) storeCacheInfo(ctx context.Context) {
 	}
 	body := "StoreDir: " + s.cfg.StoreDir + "\n"
 	_, err := s.st.Put(ctx, nixcache.CacheInfoKey, strings.NewReader(body), storage.PutOptions{IfNotExist: true, ContentType: nixcache.KindCacheInfo.Rules().ContentType})
-	if err != nil && !errors.Is(err, storage.ErrPreconditionFailed) {
+	switch {
+	case errors.Is(err, storage.ErrAccessDenied):
+		// The store's owner keeps it (terraform/modules/kiss-cache-s3
+		// writes it and denies every kiss role writing it): not ours to
+		// write, and not worth a refused request per narinfo.
+		s.log.Info("not allowed to store nix-cache-info; leaving it to the store's owner", "err", err)
+	case err != nil && !errors.Is(err, storage.ErrPreconditionFailed):
 		s.log.Warn("could not store nix-cache-info", "err", err)
 		return
 	}
