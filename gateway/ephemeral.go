@@ -63,7 +63,7 @@ func Ephemeral(ctx context.Context, st storage.Store, opts ...EphemeralOption) (
 	// first; requests in flight then get 5 seconds to finish.
 	sctx, cancel := context.WithCancel(ctx)
 	served := make(chan error, 1)
-	go func() { served <- serve(sctx, ln, nil, 5*time.Second, cfg.Logger, h.handler, h.bodyTimeout) }()
+	go func() { served <- serve(sctx, ln, nil, 5*time.Second, cfg.Logger, h.handler, h.bodyTimeout, h.expect) }()
 	var once sync.Once
 	stop = func(stopCtx context.Context) error {
 		var err error

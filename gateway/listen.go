@@ -62,7 +62,7 @@ func IsLoopback(addr net.Addr) bool {
 // gracefully: no new connections, requests in flight get up to grace to
 // finish, then their connections are closed.
 func Serve(ctx context.Context, ln net.Listener, s *Server, tc *tls.Config, grace time.Duration) error {
-	return serve(ctx, ln, tc, grace, s.log, s.handler, s.bodyTimeout)
+	return serve(ctx, ln, tc, grace, s.log, s.handler, s.bodyTimeout, s.expect)
 }
 
 // bodyTimeout bounds the reading of a request body that fasthttp does
@@ -97,14 +97,15 @@ func ServeMetrics(ctx context.Context, ln net.Listener, s *Server, grace time.Du
 			}
 			s.metricsHandler(rc)
 		}
-	}, nil)
+	}, nil, nil)
 }
 
 // serve runs a fasthttp server with the settings every gateway listener
 // uses. handler gets the context store calls run under: it outlives ctx by
 // the shutdown grace, so requests in flight can finish.
 func serve(ctx context.Context, ln net.Listener, tc *tls.Config, grace time.Duration, log *slog.Logger,
-	handler func(context.Context) fasthttp.RequestHandler, headerReceived func(*fasthttp.RequestHeader) fasthttp.RequestConfig) error {
+	handler func(context.Context) fasthttp.RequestHandler, headerReceived func(*fasthttp.RequestHeader) fasthttp.RequestConfig,
+	expect func(context.Context) func(*fasthttp.RequestCtx) int) error {
 	if log == nil {
 		log = slog.Default()
 	}
@@ -113,6 +114,9 @@ func serve(ctx context.Context, ln net.Listener, tc *tls.Config, grace time.Dura
 	conns := &connSet{m: map[net.Conn]struct{}{}}
 	srv := newServer(handler(reqCtx), log, conns.track)
 	srv.HeaderReceived = headerReceived
+	if expect != nil {
+		srv.ExpectHandler = expect(reqCtx)
+	}
 	if tc != nil {
 		ln = tls.NewListener(ln, tc)
 	}

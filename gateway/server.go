@@ -17,6 +17,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/nix-community/go-nix/pkg/narinfo/signature"
@@ -294,15 +295,38 @@ func methodName(rc *fasthttp.RequestCtx) string {
 }
 
 func (s *Server) writeError(x *exchange, err error) {
+	he := s.httpErrorOf(x, err)
+	var ae *AuthError
+	if errors.As(err, &ae) && ae.Status == http.StatusUnauthorized && x.hasHeader("Authorization") {
+		x.set("WWW-Authenticate", `Bearer error="invalid_token"`)
+	}
+	h := &x.rc.Response.Header
+	if he.retry > 0 {
+		h.Set("Retry-After", strconv.Itoa(int((he.retry+time.Second-1)/time.Second)))
+	}
+	if he.reason != "" {
+		h.Set(httpstore.HeaderError, he.reason)
+	}
+	for _, k := range [...]string{"ETag", "Last-Modified", httpstore.HeaderMtime, "Accept-Ranges"} {
+		h.Del(k)
+	}
+	h.SetContentType("text/plain; charset=utf-8")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Content-Type-Options", "nosniff")
+	x.rc.Response.SetStatusCode(he.status)
+	x.rc.Response.ResetBody()
+	x.body([]byte(he.msg + "\n"))
+}
+
+// httpErrorOf maps an error to the answer it gets (status, reason, message)
+// and counts a refused write.
+func (s *Server) httpErrorOf(x *exchange, err error) *httpError {
 	var he *httpError
 	var ae *AuthError
 	var re *httpstore.RemoteError
 	switch {
 	case errors.As(err, &ae):
 		he = &httpError{status: ae.Status, reason: "unauthenticated", msg: "authentication required"}
-		if ae.Status == http.StatusUnauthorized && x.hasHeader("Authorization") {
-			x.set("WWW-Authenticate", `Bearer error="invalid_token"`)
-		}
 	case errors.As(err, &he):
 	case errors.As(err, &re):
 		// The store is itself a gateway (the ephemeral endpoint over the
@@ -326,28 +350,19 @@ func (s *Server) writeError(x *exchange, err error) {
 		he = fail(http.StatusNotImplemented, "not_supported", "%v", err)
 	case errors.Is(err, context.Canceled):
 		he = fail(499, "", "client went away")
+	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
+		// The store's disk is full: not the client's fault, nor a broken
+		// store. 507, so clients and proxies see it for what it is, and an
+		// error in the log, so the operator does before the writers.
+		he = fail(http.StatusInsufficientStorage, "insufficient_storage", "insufficient storage")
+		s.log.Error("the store is out of space", "method", x.method, "path", x.path, "err", err)
 	default:
 		he = fail(http.StatusBadGateway, "store_error", "store error")
 	}
 	if he.reason != "" && isWrite(x.method) {
 		s.m.rejected.WithLabelValues(he.reason).Inc()
 	}
-	h := &x.rc.Response.Header
-	if he.retry > 0 {
-		h.Set("Retry-After", strconv.Itoa(int((he.retry+time.Second-1)/time.Second)))
-	}
-	if he.reason != "" {
-		h.Set(httpstore.HeaderError, he.reason)
-	}
-	for _, k := range [...]string{"ETag", "Last-Modified", httpstore.HeaderMtime, "Accept-Ranges"} {
-		h.Del(k)
-	}
-	h.SetContentType("text/plain; charset=utf-8")
-	h.Set("Cache-Control", "no-store")
-	h.Set("X-Content-Type-Options", "nosniff")
-	x.rc.Response.SetStatusCode(he.status)
-	x.rc.Response.ResetBody()
-	x.body([]byte(he.msg + "\n"))
+	return he
 }
 
 func isWrite(m string) bool {
@@ -356,24 +371,9 @@ func isWrite(m string) bool {
 
 // serve routes one request.
 func (s *Server) serve(x *exchange) error {
-	p, err := url.PathUnescape(string(x.rc.URI().PathOriginal()))
-	if err != nil || !strings.HasPrefix(p, "/") {
-		x.path = "?"
-		return fail(http.StatusBadRequest, "bad_path", "malformed request path")
-	}
-	x.path = p
-	if s.cfg.Prefix != "" {
-		// constant-time: the ephemeral endpoint's prefix is its credential
-		n := len(s.cfg.Prefix)
-		if len(p) < n || subtle.ConstantTimeCompare([]byte(p[:n]), []byte(s.cfg.Prefix)) != 1 || (len(p) > n && p[n] != '/') {
-			x.path = "/…"
-			return fail(http.StatusNotFound, "", "not found")
-		}
-		p = p[n:]
-		x.path = "/…" + p // the secret prefix stays out of logs
-	}
-	if p == "" {
-		p = "/"
+	p, err := s.target(x)
+	if err != nil {
+		return err
 	}
 	if p == "/healthz" {
 		x.rc.Response.Header.SetContentType("text/plain; charset=utf-8")
@@ -413,6 +413,71 @@ func (s *Server) serve(x *exchange) error {
 	default:
 		return methodNotAllowed(x, "GET, HEAD, PUT, DELETE")
 	}
+}
+
+// target reads the request's path: unescaped, without the endpoint's
+// prefix ("/" at least). It also sets what the access log shows.
+func (s *Server) target(x *exchange) (string, error) {
+	p, err := url.PathUnescape(string(x.rc.URI().PathOriginal()))
+	if err != nil || !strings.HasPrefix(p, "/") {
+		x.path = "?"
+		return "", fail(http.StatusBadRequest, "bad_path", "malformed request path")
+	}
+	x.path = p
+	if s.cfg.Prefix != "" {
+		// constant-time: the ephemeral endpoint's prefix is its credential
+		n := len(s.cfg.Prefix)
+		if len(p) < n || subtle.ConstantTimeCompare([]byte(p[:n]), []byte(s.cfg.Prefix)) != 1 || (len(p) > n && p[n] != '/') {
+			x.path = "/…"
+			return "", fail(http.StatusNotFound, "", "not found")
+		}
+		p = p[n:]
+		x.path = "/…" + p // the secret prefix stays out of logs
+	}
+	if p == "" {
+		p = "/"
+	}
+	return p, nil
+}
+
+// expect answers a request that sent "Expect: 100-continue" before its
+// body comes: 100 Continue, or — when its headers alone already decide —
+// the final status the handler would give it (401/403, 400 for a key that
+// cannot be written, 413 for a Content-Length over the limit), so a
+// refused upload is never sent. fasthttp then closes the connection
+// without running the handler; the refusal is counted and logged here.
+func (s *Server) expect(base context.Context) func(*fasthttp.RequestCtx) int {
+	return func(rc *fasthttp.RequestCtx) int {
+		x := &exchange{srv: s, rc: rc, ctx: base, method: methodName(rc), start: time.Now(), access: Access{Subject: "-"}}
+		err := s.admitBody(x)
+		if err == nil {
+			return fasthttp.StatusContinue
+		}
+		he := s.httpErrorOf(x, err)
+		s.m.observe(x.method, he.status, time.Since(x.start), 0)
+		s.log.Info("request refused before its body (Expect: 100-continue)", "method", x.method, "path", x.path,
+			"status", he.status, "remote", rc.RemoteAddr().String(), "subject", x.access.Subject, "err", he.msg)
+		return he.status
+	}
+}
+
+// admitBody decides from the headers alone whether a request's body may
+// come: the path, the credentials, and for a PUT the key and the size.
+func (s *Server) admitBody(x *exchange) error {
+	p, err := s.target(x)
+	if err != nil || p == "/healthz" {
+		return err
+	}
+	a, err := s.cfg.Auth.Authenticate(x.ctx, credentials(x.rc, s.authTLS))
+	if err != nil {
+		return err
+	}
+	x.access = a
+	if x.method != http.MethodPut || x.rc.QueryArgs().Len() > 0 {
+		return nil // a PUT with a query is refused by the handler, body or not
+	}
+	_, _, err = s.admitPut(x, p[1:])
+	return err
 }
 
 func methodNotAllowed(x *exchange, allow string) error {

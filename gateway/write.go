@@ -76,17 +76,28 @@ func (s *Server) limitFor(k nixcache.Kind) int64 {
 	return s.cfg.MaxUploadSize
 }
 
-func (s *Server) put(x *exchange, key string) error {
+// admitPut checks what the headers of a PUT decide: that the client may
+// write key, and that a declared Content-Length is within the limit of the
+// key's kind. Before the body is read (also for Expect: 100-continue).
+func (s *Server) admitPut(x *exchange, key string) (nixcache.Kind, int64, error) {
 	k, err := s.writeKind(x, key)
+	if err != nil {
+		return k, 0, err
+	}
+	limit := s.limitFor(k)
+	if length := bodyLength(&x.rc.Request.Header); limit > 0 && length > limit {
+		return k, limit, fail(http.StatusRequestEntityTooLarge, "too_large", "body of %d bytes exceeds the limit of %d for %s", length, limit, key)
+	}
+	return k, limit, nil
+}
+
+func (s *Server) put(x *exchange, key string) error {
+	k, limit, err := s.admitPut(x, key)
 	if err != nil {
 		return err
 	}
 	ctx := x.ctx
-	limit := s.limitFor(k)
 	length := bodyLength(&x.rc.Request.Header) // -1: chunked
-	if limit > 0 && length > limit {
-		return fail(http.StatusRequestEntityTooLarge, "too_large", "body of %d bytes exceeds the limit of %d for %s", length, limit, key)
-	}
 	ifNotExist, ifMatch, err := s.conditions(x, key)
 	if err != nil {
 		return err

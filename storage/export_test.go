@@ -15,3 +15,11 @@ func PresignsDirectly(st Store) bool {
 	s, ok := As[*s3Store](st)
 	return ok && s.urls() != nil
 }
+
+// WithoutOpenat2 makes the file driver walk directories itself, as on a
+// kernel without openat2(2), until the returned function is called.
+func WithoutOpenat2() (restore func()) {
+	old := noOpenat2.Load()
+	noOpenat2.Store(true)
+	return func() { noOpenat2.Store(old) }
+}

@@ -10,7 +10,9 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -129,11 +131,64 @@ func statObject(key string, st *unix.Stat_t) Object {
 	return Object{Key: key, Size: st.Size, ModTime: mod, ETag: formatETag(st.Ino, mod.UnixNano(), st.Size)}
 }
 
+// notFoundOr maps what the kernel says about a key that is not a regular
+// file reachable without a symlink to ErrNotFound: absent, a file where a
+// directory was expected, a symlink on the way (ELOOP, from
+// RESOLVE_NO_SYMLINKS or O_NOFOLLOW) or a way out of the root (EXDEV).
 func notFoundOr(err error) error {
-	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
+	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) ||
+		errors.Is(err, syscall.ELOOP) || errors.Is(err, syscall.EXDEV) {
 		return ErrNotFound
 	}
 	return err
+}
+
+// noOpenat2 is set once openat2(2) turned out to be missing (Linux < 5.6).
+var noOpenat2 atomic.Bool
+
+// openNoLinks opens key below the root without following any symlink, at
+// any depth: what List shows is exactly what Get and Stat can reach (a
+// symlink inside the cache is absent, wherever it points). openat2 with
+// RESOLVE_NO_SYMLINKS|RESOLVE_BENEATH does it in one call; without openat2,
+// each directory is opened O_NOFOLLOW in turn.
+func (s *fileStore) openNoLinks(key string, flags int) (int, error) {
+	flags |= unix.O_CLOEXEC | unix.O_NOFOLLOW
+	if !noOpenat2.Load() {
+		var fd int
+		err := ignoringEINTR(func() (err error) {
+			fd, err = unix.Openat2(s.rootFD, key, &unix.OpenHow{Flags: uint64(flags),
+				Resolve: unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_BENEATH | unix.RESOLVE_NO_MAGICLINKS})
+			return err
+		})
+		if err != unix.ENOSYS {
+			return fd, err
+		}
+		noOpenat2.Store(true)
+	}
+	dir := s.rootFD
+	for {
+		seg, rest, more := strings.Cut(key, "/")
+		if !more {
+			var fd int
+			err := ignoringEINTR(func() (err error) { fd, err = unix.Openat(dir, seg, flags, 0); return err })
+			if dir != s.rootFD {
+				unix.Close(dir)
+			}
+			return fd, err
+		}
+		var next int
+		err := ignoringEINTR(func() (err error) {
+			next, err = unix.Openat(dir, seg, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+			return err
+		})
+		if dir != s.rootFD {
+			unix.Close(dir)
+		}
+		if err != nil {
+			return -1, err
+		}
+		dir, key = next, rest
+	}
 }
 
 func (s *fileStore) Stat(_ context.Context, key string) (Object, error) {
@@ -141,7 +196,18 @@ func (s *fileStore) Stat(_ context.Context, key string) (Object, error) {
 		return Object{}, wrap("stat", key, err)
 	}
 	var st unix.Stat_t
-	err := ignoringEINTR(func() error { return unix.Fstatat(s.rootFD, key, &st, 0) })
+	var err error
+	if !strings.Contains(key, "/") {
+		// A top-level key (every narinfo): no directory on the way, so
+		// not following the last component is enough, in one syscall.
+		err = ignoringEINTR(func() error { return unix.Fstatat(s.rootFD, key, &st, unix.AT_SYMLINK_NOFOLLOW) })
+	} else {
+		var fd int
+		if fd, err = s.openNoLinks(key, unix.O_PATH); err == nil {
+			err = unix.Fstat(fd, &st)
+			unix.Close(fd)
+		}
+	}
 	if err != nil {
 		return Object{}, wrap("stat", key, notFoundOr(&fs.PathError{Op: "stat", Path: s.root + "/" + key, Err: err}))
 	}
@@ -237,11 +303,7 @@ func (s *fileStore) GetRange(_ context.Context, key string, offset, length int64
 	// openat(2) relative to the root, and os.NewFile rather than os.Open:
 	// a regular file gains nothing from the netpoller, whose registration
 	// attempt costs syscalls on every narinfo read.
-	var fd int
-	err := ignoringEINTR(func() (err error) {
-		fd, err = unix.Openat(s.rootFD, key, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		return err
-	})
+	fd, err := s.openNoLinks(key, unix.O_RDONLY)
 	if err != nil {
 		return nil, wrap(op, key, notFoundOr(&fs.PathError{Op: "open", Path: s.root + "/" + key, Err: err}))
 	}
