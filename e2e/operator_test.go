@@ -258,7 +258,10 @@ func TestOperatorCommands(t *testing.T) {
 			}
 			var restore struct {
 				Restored []string `json:"restored"`
-				Kept     []string `json:"kept_in_quarantine"`
+				Kept     []struct {
+					Key    string `json:"key"`
+					Reason string `json:"reason"`
+				} `json:"kept_in_quarantine"`
 			}
 			if backend == "file" {
 				// The repair a quarantine allows: the path is absent, so Nix
@@ -271,7 +274,12 @@ func TestOperatorCommands(t *testing.T) {
 					t.Errorf("restore after a re-push: %+v, want the quarantined copy kept", restore)
 				}
 			} else {
-				// Put the NAR back, then undo the quarantine.
+				// Undoing the quarantine while the NAR is still missing keeps
+				// it; with the NAR back, the narinfo returns.
+				kissJSON(t, &restore, 0, "verify", "--json", "--restore", url)
+				if len(restore.Restored) != 0 || len(restore.Kept) != 1 || !strings.Contains(restore.Kept[0].Reason, "NAR") {
+					t.Errorf("restore with the NAR missing: %+v, want the quarantined copy kept for its NAR", restore)
+				}
 				orig := openStore(t, fileURL)
 				r, err := orig.Get(e2eCtx(t), utilNAR)
 				if err != nil {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/kiss-cache/kiss/lockproto"
 	"github.com/kiss-cache/kiss/nixcache"
+	"github.com/kiss-cache/kiss/roots"
 	"github.com/kiss-cache/kiss/storage"
 )
 
@@ -79,11 +80,20 @@ func quarantine(ctx context.Context, st storage.Store, storeDir string, h nixcac
 	return err == nil, err
 }
 
+// Kept is a quarantined narinfo that Restore left where it is, and why.
+type Kept struct {
+	Key    string `json:"key"`
+	Reason string `json:"reason"`
+}
+
 // Restore moves quarantined narinfos back (all of them, or those of hashes),
-// each only where no narinfo exists now: a path pushed again since keeps its
-// new narinfo and its quarantined copy stays (reported in kept). It holds a
-// writer lease while it writes.
-func Restore(ctx context.Context, st storage.Store, hashes []nixcache.Hash, lo LockOptions) (restored, kept []string, err error) {
+// each only where it would be whole again: no narinfo exists for the path
+// now (a path pushed again since keeps its new narinfo), and its NAR and
+// every reference are present — putting back a narinfo whose NAR is still
+// missing would only bring back the error quarantine removed (invariant I2).
+// Anything left in quarantine is reported in kept, with the reason. It
+// holds a writer lease while it writes.
+func Restore(ctx context.Context, st storage.Store, hashes []nixcache.Hash, lo LockOptions) (restored []string, kept []Kept, err error) {
 	var todo []nixcache.Hash
 	for o, err := range st.List(ctx, nixcache.QuarantinePrefix) {
 		if err != nil {
@@ -96,21 +106,34 @@ func Restore(ctx context.Context, st storage.Store, hashes []nixcache.Hash, lo L
 	if len(todo) == 0 {
 		return nil, nil, nil
 	}
+	storeDir, err := roots.StoreDir(ctx, st)
+	if err != nil {
+		return nil, nil, err
+	}
 	err = underWriterLease(ctx, st, lo, func(ctx context.Context) error {
 		for _, h := range todo {
-			data, err := readAll(ctx, st, nixcache.QuarantineKey(h), nixcache.MaxNarInfoSize)
+			qkey := nixcache.QuarantineKey(h)
+			data, err := readAll(ctx, st, qkey, nixcache.MaxNarInfoSize)
 			if err != nil {
 				return err
 			}
+			why, err := incomplete(ctx, st, storeDir, h, data)
+			if err != nil {
+				return err
+			}
+			if why != "" {
+				kept = append(kept, Kept{Key: qkey, Reason: why})
+				continue
+			}
 			_, err = st.Put(ctx, nixcache.NarInfoKey(h), bytes.NewReader(data), storage.PutOptions{IfNotExist: true, ContentType: "text/x-nix-narinfo"})
 			if errors.Is(err, storage.ErrPreconditionFailed) {
-				kept = append(kept, nixcache.QuarantineKey(h))
+				kept = append(kept, Kept{Key: qkey, Reason: "a narinfo for the path exists again"})
 				continue
 			}
 			if err != nil {
 				return err
 			}
-			if err := st.Delete(ctx, nixcache.QuarantineKey(h), storage.DeleteOptions{}); err != nil {
+			if err := st.Delete(ctx, qkey, storage.DeleteOptions{}); err != nil {
 				return err
 			}
 			restored = append(restored, nixcache.NarInfoKey(h))
@@ -118,4 +141,37 @@ func Restore(ctx context.Context, st storage.Store, hashes []nixcache.Hash, lo L
 		return nil
 	})
 	return restored, kept, err
+}
+
+// incomplete says why the quarantined narinfo data of h cannot go back yet
+// ("" when it can): it does not parse, its NAR is missing, or a reference's
+// narinfo is missing.
+func incomplete(ctx context.Context, st storage.Store, storeDir string, h nixcache.Hash, data []byte) (string, error) {
+	ni, err := nixcache.ParseNarInfo(data, storeDir)
+	if err != nil {
+		return fmt.Sprintf("does not parse: %v", err), nil
+	}
+	nk, ok := ni.NarKey()
+	if !ok {
+		return fmt.Sprintf("URL %q names no NAR", ni.URL), nil
+	}
+	present := func(key string) (bool, error) {
+		_, err := st.Stat(ctx, key)
+		if errors.Is(err, storage.ErrNotFound) {
+			return false, nil
+		}
+		return err == nil, err
+	}
+	if ok, err := present(nk); err != nil || !ok {
+		return "its NAR " + nk + " is still missing", err
+	}
+	for _, ref := range ni.References {
+		if ref == h {
+			continue
+		}
+		if ok, err := present(nixcache.NarInfoKey(ref)); err != nil || !ok {
+			return "its reference " + nixcache.NarInfoKey(ref) + " is missing", err
+		}
+	}
+	return "", nil
 }

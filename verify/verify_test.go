@@ -172,6 +172,7 @@ func TestQuarantine(t *testing.T) {
 	f := newFixture(t)
 	f.add("lib")
 	gone := f.add("broken", "lib")
+	nar := readKey(t, f.st, gone)
 	if err := f.st.Delete(ctx, gone, storage.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -203,7 +204,19 @@ func TestQuarantine(t *testing.T) {
 	if n != 1 {
 		t.Errorf("%d verify reports saved, want 1", n)
 	}
+	// While its NAR is still missing, the narinfo stays in quarantine:
+	// putting it back would only bring back the broken path.
 	restored, kept, err := verify.Restore(ctx, f.st, nil, verify.LockOptions{Wait: time.Second})
+	if err != nil || len(restored) != 0 || len(kept) != 1 || !strings.Contains(kept[0].Reason, "NAR") {
+		t.Fatalf("restore with the NAR missing: %v %+v %v, want it kept for its NAR", restored, kept, err)
+	}
+	if _, err := f.st.Stat(ctx, key); !errors.Is(err, storage.ErrNotFound) {
+		t.Fatalf("restore with the NAR missing put %s back: %v", key, err)
+	}
+	if _, err := f.st.Put(ctx, gone, bytes.NewReader(nar), storage.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	restored, kept, err = verify.Restore(ctx, f.st, nil, verify.LockOptions{Wait: time.Second})
 	if err != nil || len(restored) != 1 || len(kept) != 0 {
 		t.Fatalf("restore: %v %v %v", restored, kept, err)
 	}

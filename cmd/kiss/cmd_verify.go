@@ -28,7 +28,8 @@ Problems are reported by kind; nothing is changed, except:
 .kiss/quarantine/<hash>.narinfo (under a writer lease), so Nix clients stop
 failing on it and the next push uploads the path again. The pruner never
 deletes quarantined narinfos nor counts them. --restore puts them back
-(where no narinfo has appeared since).
+where the path is whole again (no narinfo has appeared since, and its NAR
+and references are present); the others stay, with the reason.
 
 The report is kept in the cache (.kiss/reports/verify/<time>.json) for
 kiss report, unless --no-save. See docs/operator.md.
@@ -80,13 +81,13 @@ func runVerify(c *cli.Context) error {
 			return withExit(verifyExitCode(err), err)
 		}
 		if jsonWanted(c) {
-			return writeJSON(c.App.Writer, map[string][]string{"restored": restored, "kept_in_quarantine": kept})
+			return writeJSON(c.App.Writer, map[string]any{"restored": restored, "kept_in_quarantine": kept})
 		}
 		for _, k := range restored {
 			fmt.Fprintf(c.App.Writer, "restored %s\n", k)
 		}
 		for _, k := range kept {
-			fmt.Fprintf(c.App.Writer, "kept %s: a narinfo for the path exists again\n", k)
+			fmt.Fprintf(c.App.Writer, "kept %s: %s\n", k.Key, k.Reason)
 		}
 		return nil
 	}
