@@ -141,7 +141,7 @@ func TestOperatorCommands(t *testing.T) {
 
 	for _, backend := range backends {
 		t.Run(backend, func(t *testing.T) {
-			url := fileURL
+			var url string
 			if backend == "s3" {
 				url = backendStore(t, "s3")
 				copyStore(t, openStore(t, fileURL), openStore(t, url))

@@ -28,6 +28,7 @@ type rootLossCache struct {
 
 func newRootLossCache(t *testing.T, storeURL string) *rootLossCache {
 	t.Helper()
+	testenv.SkipShort(t, "an end-to-end scenario with the kiss binary")
 	src := t.TempDir()
 	c := &rootLossCache{storeURL: storeURL, st: openStore(t, storeURL)}
 	c.keepDep = mkSynthPath(t, src, "keep-dep")

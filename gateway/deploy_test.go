@@ -78,7 +78,7 @@ func TestDeploymentListeners(t *testing.T) {
 	loop := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 8080}
 	loop6 := &net.TCPAddr{IP: net.IPv6loopback, Port: 8080}
 	public := &net.TCPAddr{IP: net.IPv4(192, 0, 2, 1), Port: 8080}
-	any := &net.TCPAddr{IP: net.IPv4zero, Port: 8080}
+	anyAddr := &net.TCPAddr{IP: net.IPv4zero, Port: 8080}
 	sock := &net.UnixAddr{Name: "/run/kiss.sock", Net: "unix"}
 	for _, tc := range []struct {
 		name    string
@@ -91,7 +91,7 @@ func TestDeploymentListeners(t *testing.T) {
 		{"plain on ::1", gateway.Security{}, loop6, true, true},
 		{"plain on a unix socket", gateway.Security{}, sock, true, true},
 		{"plain on a public address", gateway.Security{}, public, false, false},
-		{"plain on 0.0.0.0", gateway.Security{}, any, false, false},
+		{"plain on 0.0.0.0", gateway.Security{}, anyAddr, false, false},
 		{"plain, forced", gateway.Security{InsecureHTTP: true}, public, true, true},
 		{"TLS on a public address", tlsSec, public, true, false},
 		{"anonymous writes on loopback", gateway.Security{AnonymousWrites: true}, loop, true, true},

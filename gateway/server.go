@@ -566,19 +566,19 @@ func (l *listStream) Read(p []byte) (int, error) {
 	enc := json.NewEncoder(&l.buf)
 	for l.buf.Len() < len(p) && !l.done {
 		if !l.more {
-			enc.Encode(httpstore.ListTrailer{End: true, Count: l.n})
+			_ = enc.Encode(httpstore.ListTrailer{End: true, Count: l.n})
 			l.done = true
 			break
 		}
 		obj := l.pending
 		if l.keep == nil || l.keep(obj.Key) {
-			enc.Encode(httpstore.ListEntry{Key: obj.Key, Size: obj.Size, MTime: obj.ModTime.UTC(), ETag: httpstore.ETag(obj.ETag)})
+			_ = enc.Encode(httpstore.ListEntry{Key: obj.Key, Size: obj.Size, MTime: obj.ModTime.UTC(), ETag: httpstore.ETag(obj.ETag)})
 			l.n++
 		}
 		var err error
 		l.pending, err, l.more = l.next()
 		if l.more && err != nil {
-			enc.Encode(httpstore.ListTrailer{End: false, Count: l.n, Error: err.Error()})
+			_ = enc.Encode(httpstore.ListTrailer{End: false, Count: l.n, Error: err.Error()})
 			l.done = true
 		}
 	}

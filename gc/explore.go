@@ -172,7 +172,7 @@ func explore(ctx context.Context, c exploreConfig) (*exploration, error) {
 	for _, v := range ix.reach {
 		ex.reachable += int64(bits.OnesCount64(v))
 	}
-	w, attach = nil, nil // free the memo maps before writing the next memo
+	w = nil // free the walk before writing the next memo
 	if adj != nil {
 		if ex.memo, err = buildMemo(ix, adj, c.tmp); err != nil {
 			return nil, err

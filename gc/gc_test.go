@@ -507,7 +507,7 @@ func testMemo(t *testing.T, newMemCache func(testing.TB) *cache) {
 	w.lib.refs = append(w.lib.refs, extra)
 	c.putNarInfo(w.lib, "")
 	sp = newSpy(c.st)
-	rep, err = prune(sp, gc.Options{Grace: -1})
+	_, err = prune(sp, gc.Options{Grace: -1})
 	if err != nil {
 		t.Fatal(err)
 	}

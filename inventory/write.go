@@ -69,7 +69,7 @@ func Write(ctx context.Context, dest storage.Store, prefix, sourceBucket, format
 			gz := gzip.NewWriter(&buf)
 			w := csv.NewWriter(gz)
 			for _, o := range part {
-				w.Write([]string{sourceBucket, url.QueryEscape(o.Key), strconv.FormatInt(o.Size, 10),
+				_ = w.Write([]string{sourceBucket, url.QueryEscape(o.Key), strconv.FormatInt(o.Size, 10),
 					o.ModTime.UTC().Format("2006-01-02T15:04:05.000Z"), strings.Trim(o.ETag, `"`), "true", "false"})
 			}
 			w.Flush()

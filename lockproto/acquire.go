@@ -214,30 +214,30 @@ func AcquirePrune(ctx context.Context, st storage.Store, o Options) (*Lease, err
 			if len(fresh) == 0 {
 				cleanStaleWriters(lease.ctx, st, writers, o)
 				if err := lease.Err(); err != nil {
-					lease.Release(ctx)
+					_ = lease.Release(ctx) // best effort: it goes stale by itself
 					return nil, fmt.Errorf("%w: %w", ErrLeaseLost, err)
 				}
 				log.Info("prune lease held", "ttl", o.TTL)
 				return lease, nil
 			}
 			if !wallNow().Before(deadline) {
-				lease.Release(ctx)
+				_ = lease.Release(ctx) // best effort: it goes stale by itself
 				return nil, &LockedError{Want: KindPrune, Holders: fresh}
 			}
 			log.Info("waiting for writers to finish", "writers", len(fresh))
 		}
 		if err != nil {
 			if lerr := lease.Err(); lerr != nil {
-				lease.Release(ctx)
+				_ = lease.Release(ctx) // best effort: it goes stale by itself
 				return nil, fmt.Errorf("%w: %w", ErrLeaseLost, lerr)
 			}
 			if !storage.IsTransient(err) || !wallNow().Before(deadline) {
-				lease.Release(ctx)
+				_ = lease.Release(ctx) // best effort: it goes stale by itself
 				return nil, fmt.Errorf("listing writer leases: %w", err)
 			}
 		}
 		if e := sleepCtx(lease.ctx, jitter(o.Poll)); e != nil {
-			lease.Release(ctx)
+			_ = lease.Release(ctx) // best effort: it goes stale by itself
 			if lerr := lease.Err(); lerr != nil && ctx.Err() == nil {
 				return nil, fmt.Errorf("%w: %w", ErrLeaseLost, lerr)
 			}

@@ -8,7 +8,8 @@
 #         (parses the NixOS VM test scripts), gnuplot-nox (the scale benchmark's plot)
 #   go:   versitygw v1.8.0 (S3 server with conditional writes), pinned;
 #         for the Terraform tests: MinIO (S3 with AWS's policy language), the
-#         Lambda Runtime Interface Emulator, tflint and terraform-docs, pinned
+#         Lambda Runtime Interface Emulator, tflint and terraform-docs, pinned;
+#         golangci-lint (the layer rules and linters of .golangci.yml), pinned
 #   Terraform 1.11.4 and the AWS provider mirror (/opt/tf-plugins) come with
 #   the machine image (no registry serves them here): only checked.
 set -euo pipefail
@@ -20,6 +21,7 @@ MINIO_VERSION=v0.0.0-20260212201848-7aac2a2c5b7c
 RIE_VERSION=v0.0.0-20261030222936-bef5c4ba774d
 TFLINT_VERSION=v0.64.0
 TFDOCS_VERSION=v0.20.0
+GOLANGCI_LINT_VERSION=v2.15.0
 GOBIN=${GOBIN:-$(go env GOPATH)/bin}
 export GOBIN
 
@@ -53,6 +55,8 @@ go_tool minio github.com/minio/minio "$MINIO_VERSION" github.com/minio/minio
 go_tool aws-lambda-rie github.com/aws/aws-lambda-runtime-interface-emulator "$RIE_VERSION" \
 	github.com/aws/aws-lambda-runtime-interface-emulator/cmd/aws-lambda-rie
 go_tool tflint github.com/terraform-linters/tflint "$TFLINT_VERSION" github.com/terraform-linters/tflint
+go_tool golangci-lint github.com/golangci/golangci-lint/v2 "$GOLANGCI_LINT_VERSION" \
+	github.com/golangci/golangci-lint/v2/cmd/golangci-lint
 # `go install terraform-docs@v0.20.0` stops at the module's deprecation
 # lookup, which the proxy here refuses; building it in a throw-away module
 # resolves the same versions from its go.mod.
@@ -68,4 +72,4 @@ if ! command -v terraform >/dev/null || [ ! -d /opt/tf-plugins/registry.terrafor
 	echo "install-deps: WARNING: terraform or the AWS provider mirror /opt/tf-plugins is missing; the Terraform tests will fail in CI" >&2
 fi
 
-echo "install-deps: ok (nix $(nix --version | awk '{print $3}'), nginx $(nginx -v 2>&1 | sed 's|.*/||'), spin $(spin -V 2>&1 | awk '{print $3}'), versitygw $VERSITYGW_VERSION, minio $MINIO_VERSION, aws-lambda-rie $RIE_VERSION, tflint $TFLINT_VERSION, terraform-docs $TFDOCS_VERSION, $(terraform version 2>/dev/null | head -1))" >&2
+echo "install-deps: ok (nix $(nix --version | awk '{print $3}'), nginx $(nginx -v 2>&1 | sed 's|.*/||'), spin $(spin -V 2>&1 | awk '{print $3}'), versitygw $VERSITYGW_VERSION, minio $MINIO_VERSION, aws-lambda-rie $RIE_VERSION, tflint $TFLINT_VERSION, terraform-docs $TFDOCS_VERSION, golangci-lint $GOLANGCI_LINT_VERSION, $(terraform version 2>/dev/null | head -1))" >&2

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole kiss test suite, as README.md shows and CI runs (.ci/run).
 # Installs what it needs (scripts/install-deps.sh), then: gofmt, go vet,
+# golangci-lint,
 # go test -race on every package (unit, storage conformance on mem/file/
 # versitygw, spin model check, e2e with real nix, nginx and versitygw, the
 # reliability suite: torture, faults, damaged-cache corpus; Terraform
@@ -39,6 +40,9 @@ fi
 
 step "go vet"
 go vet ./...
+
+step "golangci-lint (layer rules: depguard; errcheck, staticcheck, revive; .golangci.yml)"
+golangci-lint run ./...
 
 step "go test -race (unit, conformance, model, e2e)"
 go test -race -count=1 -timeout 30m ./...

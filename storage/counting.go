@@ -155,12 +155,12 @@ func (c *Counting) ListKeys(ctx context.Context, prefix string) iter.Seq2[Object
 
 // ListPage counts one page request (PageLister); it is used only when the
 // wrapped store lists by pages (see ListParallel).
-func (c *Counting) ListPage(ctx context.Context, prefix, startAfter string, max int) ([]Object, bool, error) {
+func (c *Counting) ListPage(ctx context.Context, prefix, startAfter string, limit int) ([]Object, bool, error) {
 	pl, ok := As[PageLister](c.inner)
 	if !ok {
 		return nil, false, wrap("list", prefix, ErrNotSupported)
 	}
-	objs, more, err := pl.ListPage(ctx, prefix, startAfter, max)
+	objs, more, err := pl.ListPage(ctx, prefix, startAfter, limit)
 	c.mu.Lock()
 	c.n["list-pages"]++
 	c.n["list-objects"] += int64(len(objs))

@@ -471,7 +471,7 @@ func withDirLock(dir string, fn func() error) error {
 	if err := ignoringEINTR(func() error { return unix.Flock(fd, unix.LOCK_EX) }); err != nil {
 		return fmt.Errorf("flock %s: %w", dir, err)
 	}
-	defer unix.Flock(fd, unix.LOCK_UN)
+	defer func() { _ = unix.Flock(fd, unix.LOCK_UN) }() // closing fd would release it too
 	return fn()
 }
 

@@ -13,10 +13,10 @@ import (
 // bounded by round trips, not by the client: ListParallel cuts the key space
 // into ranges and keeps several pages in flight.
 type PageLister interface {
-	// ListPage returns up to max objects (with attributes) whose keys start
+	// ListPage returns up to limit objects (with attributes) whose keys start
 	// with prefix and sort after startAfter, in byte order, and whether
 	// more follow.
-	ListPage(ctx context.Context, prefix, startAfter string, max int) (objs []Object, more bool, err error)
+	ListPage(ctx context.Context, prefix, startAfter string, limit int) (objs []Object, more bool, err error)
 }
 
 // PageSize is the number of keys one ListPage request asks for (S3's maximum).

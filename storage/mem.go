@@ -232,7 +232,7 @@ func (s *memStore) List(ctx context.Context, prefix string) iter.Seq2[Object, er
 
 // ListPage lists like S3 ListObjectsV2 with StartAfter (PageLister). It
 // scans every key per call: fine for tests, which is what mem:// is for.
-func (s *memStore) ListPage(ctx context.Context, prefix, startAfter string, max int) ([]Object, bool, error) {
+func (s *memStore) ListPage(ctx context.Context, prefix, startAfter string, limit int) ([]Object, bool, error) {
 	if err := ValidatePrefix(prefix); err != nil {
 		return nil, false, wrap("list", prefix, err)
 	}
@@ -248,9 +248,9 @@ func (s *memStore) ListPage(ctx context.Context, prefix, startAfter string, max 
 		}
 	}
 	sort.Strings(keys)
-	more := len(keys) > max
+	more := len(keys) > limit
 	if more {
-		keys = keys[:max]
+		keys = keys[:limit]
 	}
 	out := make([]Object, len(keys))
 	for i, k := range keys {

@@ -14,13 +14,13 @@ var _ PageLister = (*s3Store)(nil)
 // ListPage is one ListObjectsV2 request with StartAfter (PageLister), so
 // ListParallel can list several key ranges of a bucket at once: one page at
 // a time, a bucket of 10⁸ keys is 10⁵ round trips in a row.
-func (s *s3Store) ListPage(ctx context.Context, prefix, startAfter string, max int) ([]Object, bool, error) {
+func (s *s3Store) ListPage(ctx context.Context, prefix, startAfter string, limit int) ([]Object, bool, error) {
 	if err := ValidatePrefix(prefix); err != nil {
 		return nil, false, wrap("list", prefix, err)
 	}
 	in := &s3.ListObjectsV2Input{
 		Bucket:  aws.String(s.name),
-		MaxKeys: aws.Int32(int32(min(max, PageSize))),
+		MaxKeys: aws.Int32(int32(min(limit, PageSize))),
 	}
 	if prefix != "" {
 		in.Prefix = aws.String(s3Key(prefix))

@@ -205,7 +205,9 @@ func versus(c *cli.Context) error {
 		if err != nil {
 			return fmt.Errorf("versus: no memo: %w", err)
 		}
-		os.MkdirAll(filepath.Dir(m.to), 0o755)
+		if err := os.MkdirAll(filepath.Dir(m.to), 0o755); err != nil {
+			return err
+		}
 		if err := os.WriteFile(m.to, data, 0o644); err != nil {
 			return err
 		}

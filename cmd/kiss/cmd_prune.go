@@ -156,13 +156,13 @@ func runPrune(c *cli.Context) error {
 	rep, err := prune.Run(ctx, st, opts)
 	code := ExitOK
 	if err != nil {
-		code = pruneExitCode(err, ctx)
+		code = pruneExitCode(ctx, err)
 	}
 	return finishPrune(c, rep, dels, code, err)
 }
 
 // pruneExitCode is the documented exit code of a failed prune.
-func pruneExitCode(err error, ctx context.Context) int {
+func pruneExitCode(ctx context.Context, err error) int {
 	return map[prune.Failure]int{
 		prune.FailStore:       ExitStore,
 		prune.FailRefused:     ExitRefused,

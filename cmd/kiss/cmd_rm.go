@@ -52,7 +52,7 @@ EXIT STATUS
 
 func runRm(c *cli.Context) error {
 	if c.NArg() < 2 {
-		return usageError(errors.New("rm: want STORE PATH..."))
+		return usageError(errors.New("rm: want STORE PATH…"))
 	}
 	opts, err := rootOptions(c)
 	if err != nil {
@@ -85,7 +85,7 @@ func runRm(c *cli.Context) error {
 	case errors.Is(err, gc.ErrNotInCache):
 		code = ExitFailure
 	default:
-		code = pruneExitCode(err, ctx)
+		code = pruneExitCode(ctx, err)
 	}
 	if jsonWanted(c) {
 		if werr := writeJSON(c.App.Writer, pruneOutput{Report: rep, Deletions: dels, ExitCode: code}); werr != nil {

@@ -67,7 +67,7 @@ reserved for generations.`,
 
 func runRootsAdd(c *cli.Context) error {
 	if c.NArg() < 3 {
-		return usageError(errors.New("roots add: want STORE NAME STORE-PATH..."))
+		return usageError(errors.New("roots add: want STORE NAME STORE-PATH…"))
 	}
 	name, paths := c.Args().Get(1), c.Args().Slice()[2:]
 	if _, err := roots.Key(name); err != nil {
@@ -245,7 +245,7 @@ func shortAge(d time.Duration) string {
 
 func runRootsRm(c *cli.Context) error {
 	if c.NArg() < 2 {
-		return usageError(errors.New("roots rm: want STORE NAME..."))
+		return usageError(errors.New("roots rm: want STORE NAME…"))
 	}
 	for _, n := range c.Args().Slice()[1:] {
 		if _, err := roots.Key(n); err != nil {

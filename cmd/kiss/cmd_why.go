@@ -102,7 +102,7 @@ EXIT STATUS
 
 func runWhy(c *cli.Context) error {
 	if c.NArg() < 2 {
-		return usageError(errors.New("why: want STORE PATH..."))
+		return usageError(errors.New("why: want STORE PATH…"))
 	}
 	opts, err := rootOptions(c)
 	if err != nil {

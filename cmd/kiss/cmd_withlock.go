@@ -284,7 +284,7 @@ func runWithLock(c *cli.Context) error {
 		}
 		return withExit(ExitStore, err)
 	}
-	defer lease.Release(ctx)
+	defer func() { _ = lease.Release(ctx) }() // released below on success; best effort otherwise
 	lctx := lease.Context()
 
 	storeForCommand := "file://" + a.fileRoot

@@ -105,7 +105,7 @@ func textHandler(w io.Writer, c *cli.Context) (slog.Handler, error) {
 	}
 	switch format {
 	case "human":
-		return tint.NewHandler(w, &tint.Options{Level: lvl, TimeFormat: time.TimeOnly, NoColor: !tty}), nil
+		return tint.NewTextHandler(w, &tint.Options{Level: lvl, TimeFormat: time.TimeOnly, NoColor: !tty}), nil
 	case "logfmt":
 		return slog.NewTextHandler(w, &slog.HandlerOptions{Level: lvl}), nil
 	case "json":

@@ -91,9 +91,9 @@ func (c Config) Defaults() Config {
 
 func (c Config) validate() error {
 	var errs []error
-	frac := func(name string, v float64, max float64) {
-		if v < 0 || v > max || math.IsNaN(v) {
-			errs = append(errs, fmt.Errorf("%s = %v: want 0..%v", name, v, max))
+	frac := func(name string, v float64, most float64) {
+		if v < 0 || v > most || math.IsNaN(v) {
+			errs = append(errs, fmt.Errorf("%s = %v: want 0..%v", name, v, most))
 		}
 	}
 	if c.Paths < 4*c.Roots || c.Paths < 16 {

@@ -15,6 +15,7 @@ import (
 	"github.com/nix-community/go-nix/pkg/nixbase32"
 
 	"github.com/kiss-cache/kiss/internal/synth"
+	"github.com/kiss-cache/kiss/internal/testenv"
 	"github.com/kiss-cache/kiss/storage"
 )
 
@@ -68,6 +69,7 @@ func TestBadConfig(t *testing.T) {
 // narinfos, the requested size, about half garbage, ~10 references, and
 // a reachability computed from the bytes written equal to the generator's.
 func TestShape(t *testing.T) {
+	testenv.SkipShort(t, "a synthetic cache of thousands of paths")
 	const n = 8000
 	c := gen(t, synth.Config{Paths: n, Seed: 42})
 	if len(c.Paths) != n {
@@ -228,6 +230,7 @@ func TestConsistentNARs(t *testing.T) {
 // TestWriteDirAndCheck writes through the fast path, reads it back through
 // the file driver, checks mtimes, and has Check notice a deleted live key.
 func TestWriteDirAndCheck(t *testing.T) {
+	testenv.SkipShort(t, "a synthetic cache of thousands of paths")
 	ctx := context.Background()
 	dir := filepath.Join(t.TempDir(), "cache")
 	man := t.TempDir()

@@ -45,7 +45,7 @@ func GoTool() string {
 	if p, err := exec.LookPath("go"); err == nil {
 		return p
 	}
-	return filepath.Join(runtime.GOROOT(), "bin", "go")
+	return "go" // not on PATH: the build fails and says so
 }
 
 // KissBinary builds ./cmd/kiss once per test process and returns the path
@@ -53,6 +53,7 @@ func GoTool() string {
 // release under test).
 func KissBinary(t testing.TB) string {
 	t.Helper()
+	SkipShort(t, "a test of the built kiss binary")
 	if p := os.Getenv("KISS_BINARY"); p != "" {
 		return p
 	}
@@ -68,6 +69,7 @@ func KissBinary(t testing.TB) string {
 // decision.
 func BuildBinary(t testing.TB, pkg, name string, tags ...string) string {
 	t.Helper()
+	SkipShort(t, "a test of a built binary ("+pkg+")")
 	goBuilds.mu.Lock()
 	if !goBuilds.swept {
 		sweepOldBinDirs()
@@ -164,9 +166,9 @@ func indent(label, s string) string {
 	if strings.TrimSpace(s) == "" {
 		return ""
 	}
-	const max = 8000
-	if len(s) > max {
-		s = s[:max/2] + "\n…[truncated]…\n" + s[len(s)-max/2:]
+	const limit = 8000
+	if len(s) > limit {
+		s = s[:limit/2] + "\n…[truncated]…\n" + s[len(s)-limit/2:]
 	}
 	return "  [" + label + "]\n    " + strings.ReplaceAll(strings.TrimRight(s, "\n"), "\n", "\n    ") + "\n"
 }

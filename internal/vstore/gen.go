@@ -89,9 +89,9 @@ func (c Config) withDefaults() Config {
 
 func (c Config) validate() error {
 	var errs []error
-	frac := func(name string, v, max float64) {
-		if v < 0 || v > max || math.IsNaN(v) {
-			errs = append(errs, fmt.Errorf("%s = %v: want 0..%v", name, v, max))
+	frac := func(name string, v, most float64) {
+		if v < 0 || v > most || math.IsNaN(v) {
+			errs = append(errs, fmt.Errorf("%s = %v: want 0..%v", name, v, most))
 		}
 	}
 	if c.Paths < int64(64*c.Roots) {

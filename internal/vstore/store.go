@@ -636,14 +636,14 @@ func (s *Store) List(ctx context.Context, prefix string) iter.Seq2[storage.Objec
 // ListPage lists like ListObjectsV2 with StartAfter: a merge of the sorted
 // streams of generated keys (top level, nar/, log/, markers) and of the
 // overlay, each positioned by binary search on its rank.
-func (s *Store) ListPage(ctx context.Context, prefix, startAfter string, max int) ([]storage.Object, bool, error) {
+func (s *Store) ListPage(ctx context.Context, prefix, startAfter string, limit int) ([]storage.Object, bool, error) {
 	if err := s.request(ctx, opList, kNone, 1); err != nil {
 		return nil, false, err
 	}
-	return s.listPage(prefix, startAfter, max)
+	return s.listPage(prefix, startAfter, limit)
 }
 
-func (s *Store) listPage(prefix, startAfter string, max int) ([]storage.Object, bool, error) {
+func (s *Store) listPage(prefix, startAfter string, limit int) ([]storage.Object, bool, error) {
 	s.mu.RLock()
 	ovKeys := make([]string, 0, len(s.overlay))
 	for k := range s.overlay {
@@ -662,7 +662,7 @@ func (s *Store) listPage(prefix, startAfter string, max int) ([]storage.Object, 
 	}
 	var out []storage.Object
 	var scratch, refs []uint64
-	for len(out) < max {
+	for len(out) < limit {
 		var best *stream
 		for _, st := range streams {
 			if st.ok && (best == nil || bytes.Compare(st.cur, best.cur) < 0 || st.over && bytes.Equal(st.cur, best.cur)) {

@@ -472,7 +472,7 @@ func benchPush(t *testing.T, b *bench) {
 	davDir, kissDir := t.TempDir(), t.TempDir()
 	_, davURL := testenv.NginxStatic(t, davDir, true)
 	kissURL, _ := startKiss(t, kissDir, "http", "--anonymous-writes")
-	clear := func(d string) {
+	clearDir := func(d string) {
 		ents, _ := os.ReadDir(d)
 		for _, e := range ents {
 			if e.Name() != ".kiss" {
@@ -481,7 +481,7 @@ func benchPush(t *testing.T, b *bench) {
 		}
 	}
 	push := func(url, dir string) time.Duration {
-		clear(dir)
+		clearDir(dir)
 		start := time.Now()
 		if err := n.CopyTo(url+"?compression=none", top); err != nil {
 			t.Fatal(err)
