@@ -130,7 +130,7 @@ func TestScaleOut(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, u := range append(backends, lb, lb, lb) {
-		gw := openStore(t, u)
+		gw := openGateway(t, u)
 		_, err := lockproto.AcquireWriter(ctx, gw, "probe", lockproto.Options{TTL: 10 * time.Second, Wait: 0, Owner: "probe"})
 		var re *httpstore.RemoteError
 		if err == nil || !lockproto.IsLocked(err) && !(errors.As(err, &re) && re.PruneInProgress()) {
@@ -140,7 +140,7 @@ func TestScaleOut(t *testing.T) {
 	if err := lease.Release(ctx); err != nil {
 		t.Fatal(err)
 	}
-	gw := openStore(t, lb)
+	gw := openGateway(t, lb)
 	wl, err := lockproto.AcquireWriter(ctx, gw, "probe", lockproto.Options{TTL: 10 * time.Second, Wait: 30 * time.Second, Owner: "probe"})
 	if err != nil {
 		t.Fatalf("no writer lease after the prune lease was released: %v", err)
@@ -199,4 +199,15 @@ func writersScene(t *testing.T, st storage.Store) (stage, script string) {
 		t.Fatal(err)
 	}
 	return stage, script
+}
+
+// openGateway opens a kiss serve as a store (the http client store).
+func openGateway(t *testing.T, u string) storage.Store {
+	t.Helper()
+	c, err := httpstore.Open(u, httpstore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
 }
