@@ -33,13 +33,13 @@ func TestSymlinksAreNotServed(t *testing.T) {
 	write(filepath.Join(outside, "secret"), secret)
 	write(filepath.Join(outside, "logs", "x.drv"), secret)
 	write(filepath.Join(dir, "nix-cache-info"), "StoreDir: /nix/store\n")
-	real := newPath("real")
-	write(filepath.Join(dir, real.narKey()), "a real NAR")
+	genuine := newPath("real")
+	write(filepath.Join(dir, genuine.narKey()), "a real NAR")
 	evil := newPath("evil")
 	links := map[string]string{
 		evil.narKey():     filepath.Join(outside, "secret"), // absolute, out of the cache
 		evil.narinfoKey(): "../outside/secret",              // relative, out of the cache
-		"nar/alias.nar":   filepath.Base(real.narKey()),     // relative, inside the cache
+		"nar/alias.nar":   filepath.Base(genuine.narKey()),     // relative, inside the cache
 		"passwd.narinfo":  "/etc/passwd",
 		"log":             filepath.Join(outside, "logs"), // a directory
 	}
@@ -64,8 +64,8 @@ func TestSymlinksAreNotServed(t *testing.T) {
 		listed[obj.Key] = true
 	}
 	e := newEnv(t, st, gateway.Config{Auth: gateway.OpenReads{}})
-	if r := e.do("GET", "/"+real.narKey(), nil); r.code != 200 || !listed[real.narKey()] {
-		t.Fatalf("the real NAR: %d (listed %v)", r.code, listed[real.narKey()])
+	if r := e.do("GET", "/"+genuine.narKey(), nil); r.code != 200 || !listed[genuine.narKey()] {
+		t.Fatalf("the real NAR: %d (listed %v)", r.code, listed[genuine.narKey()])
 	}
 	for _, key := range []string{evil.narKey(), evil.narinfoKey(), "nar/alias.nar", "passwd.narinfo", "log/x.drv"} {
 		if listed[key] {
