@@ -39,7 +39,7 @@ func TestSymlinksAreNotServed(t *testing.T) {
 	links := map[string]string{
 		evil.narKey():     filepath.Join(outside, "secret"), // absolute, out of the cache
 		evil.narinfoKey(): "../outside/secret",              // relative, out of the cache
-		"nar/alias.nar":   filepath.Base(genuine.narKey()),     // relative, inside the cache
+		"nar/alias.nar":   filepath.Base(genuine.narKey()),  // relative, inside the cache
 		"passwd.narinfo":  "/etc/passwd",
 		"log":             filepath.Join(outside, "logs"), // a directory
 	}
