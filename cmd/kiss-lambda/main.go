@@ -27,9 +27,9 @@ import (
 
 	"github.com/aws/aws-lambda-go/lambda"
 	"github.com/aws/aws-lambda-go/lambda/messages"
-	"github.com/xhit/go-str2duration/v2"
 
 	"github.com/kiss-cache/kiss/gc"
+	"github.com/kiss-cache/kiss/internal/duration"
 	"github.com/kiss-cache/kiss/prune"
 	"github.com/kiss-cache/kiss/storage"
 )
@@ -54,9 +54,12 @@ type Event struct {
 	// timeout holds the lease, and so blocks writers, at most this long).
 	LockTTL         string `json:"lock_ttl,omitempty"`
 	AllowEmptyRoots bool   `json:"allow_empty_roots,omitempty"`
-	AllowDangling   bool   `json:"allow_dangling,omitempty"`
-	NoMemo          bool   `json:"no_memo,omitempty"`
-	Concurrency     int    `json:"concurrency,omitempty"`
+	// AllowEmptyMarkers: a marker naming no store path (0 bytes, only
+	// non-text bytes) roots nothing instead of stopping the prune.
+	AllowEmptyMarkers bool `json:"allow_empty_markers,omitempty"`
+	AllowDangling     bool `json:"allow_dangling,omitempty"`
+	NoMemo            bool `json:"no_memo,omitempty"`
+	Concurrency       int  `json:"concurrency,omitempty"`
 }
 
 // Defaults of the function where they differ from kiss prune's.
@@ -89,9 +92,12 @@ func options(ev Event, fallback string, log *slog.Logger) (string, prune.Options
 		if s == "" {
 			return def, nil
 		}
-		d, err := parseDuration(s)
-		if err != nil || d < 0 {
-			return 0, fmt.Errorf("%w: %s=%q: want a number with a unit (s, m, h, d, w), e.g. 2h, 0s, 30d", errUsage, name, s)
+		d, err := duration.Parse(s)
+		if err == nil && d < 0 {
+			err = fmt.Errorf("%q is negative: %w", s, duration.ErrSyntax)
+		}
+		if err != nil {
+			return 0, fmt.Errorf("%w: %s: %w", errUsage, name, err)
 		}
 		return d, nil
 	}
@@ -119,31 +125,21 @@ func options(ev Event, fallback string, log *slog.Logger) (string, prune.Options
 	}
 	return store, prune.Options{
 		Options: gc.Options{
-			RootSources:     ev.Roots,
-			Grace:           grace,
-			RootMaxAge:      maxAge,
-			Concurrency:     ev.Concurrency,
-			AllowEmptyRoots: ev.AllowEmptyRoots,
-			AllowDangling:   ev.AllowDangling,
-			NoMemo:          ev.NoMemo,
-			Logger:          log,
+			RootSources:       ev.Roots,
+			Grace:             grace,
+			RootMaxAge:        maxAge,
+			Concurrency:       ev.Concurrency,
+			AllowEmptyRoots:   ev.AllowEmptyRoots,
+			AllowEmptyMarkers: ev.AllowEmptyMarkers,
+			AllowDangling:     ev.AllowDangling,
+			NoMemo:            ev.NoMemo,
+			Logger:            log,
 		},
 		DryRun:   ev.DryRun,
 		LockTTL:  ttl,
 		LockWait: wait,
 		Owner:    "kiss-lambda",
 	}, nil
-}
-
-// parseDuration reads kiss's one duration syntax (kiss prune's flags take
-// the same): a number with a unit, days and weeks included (2h, 1d12h, 30d);
-// a bare number is refused rather than guessed.
-func parseDuration(s string) (time.Duration, error) {
-	t := strings.TrimSpace(s)
-	if t != "0" && strings.Trim(t, "0123456789.") == "" {
-		return 0, fmt.Errorf("%q has no unit", s)
-	}
-	return str2duration.ParseDuration(t)
 }
 
 // handler prunes the store an event names and returns the report.

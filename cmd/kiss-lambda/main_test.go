@@ -25,8 +25,8 @@ func TestOptions(t *testing.T) {
 		o.LockWait != defaultLockWait || o.DryRun || o.RootMaxAge != 0 || o.Owner != "kiss-lambda" {
 		t.Errorf("defaults: %q %+v %v", store, o, err)
 	}
-	store, o, err = options(Event{Store: "s3://other", Grace: "0s", RootMaxAge: "30d", Roots: []string{"releases/"}, DryRun: true, LockTTL: "1m"}, "s3://cache", quiet)
-	if err != nil || store != "s3://other" || o.Grace >= 0 || o.RootMaxAge != 30*24*time.Hour || !o.DryRun || o.LockTTL != time.Minute || len(o.RootSources) != 1 {
+	store, o, err = options(Event{Store: "s3://other", Grace: "0s", RootMaxAge: "30d", Roots: []string{"releases/"}, DryRun: true, LockTTL: "1m", AllowEmptyMarkers: true}, "s3://cache", quiet)
+	if err != nil || store != "s3://other" || o.Grace >= 0 || o.RootMaxAge != 30*24*time.Hour || !o.DryRun || o.LockTTL != time.Minute || len(o.RootSources) != 1 || !o.AllowEmptyMarkers {
 		t.Errorf("explicit: %q %+v %v", store, o, err)
 	}
 	for _, ev := range []Event{{}, {Store: "s3://c", Grace: "2 days"}, {Store: "s3://c", Grace: "-1h"}, {Store: "s3://c", RootMaxAge: "soon"}, {Store: "s3://c", RootMaxAge: "30"}, {Store: "s3://c", LockWait: "x"}, {Store: "s3://c", Concurrency: -1}} {
