@@ -7,7 +7,7 @@ let
   inherit (lib) types mkOptionType;
   inherit (builtins) isString match substring;
 
-  # kiss's duration syntax (cmd/kiss/durations.go, DurationSyntax): numbers
+  # kiss's duration syntax (internal/duration; TestDurationTypeAgreesWithCLI): numbers
   # with units, combined ("1d12h"); a bare number only as "0".
   durationRe = "0|(([0-9]+([.][0-9]*)?|[.][0-9]+)(ns|us|µs|ms|s|m|h|d|w))+";
 in

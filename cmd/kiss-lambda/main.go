@@ -93,9 +93,6 @@ func options(ev Event, fallback string, log *slog.Logger) (string, prune.Options
 			return def, nil
 		}
 		d, err := duration.Parse(s)
-		if err == nil && d < 0 {
-			err = fmt.Errorf("%q is negative: %w", s, duration.ErrSyntax)
-		}
 		if err != nil {
 			return 0, fmt.Errorf("%w: %s: %w", errUsage, name, err)
 		}

@@ -20,11 +20,16 @@ const Syntax = "a number with a unit (ms, s, m, h, d, w), e.g. 90s, 10m, 2h, 1d1
 var ErrSyntax = errors.New("want " + Syntax)
 
 // Parse reads s in Syntax. A bare number other than "0" is refused rather
-// than guessed (is --root-max-age 30 thirty seconds or thirty days?).
+// than guessed (is --root-max-age 30 thirty seconds or thirty days?), and so
+// is a sign: no kiss duration is negative, and the NixOS module's type
+// (nixos/lib.nix) takes exactly this syntax.
 func Parse(s string) (time.Duration, error) {
 	t := strings.TrimSpace(s)
 	if t != "0" && strings.Trim(t, "0123456789.") == "" {
 		return 0, fmt.Errorf("%q has no unit: %w", s, ErrSyntax)
+	}
+	if strings.HasPrefix(t, "+") || strings.HasPrefix(t, "-") {
+		return 0, fmt.Errorf("%q has a sign: %w", s, ErrSyntax)
 	}
 	d, err := str2duration.ParseDuration(t)
 	if err != nil {

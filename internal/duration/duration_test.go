@@ -16,7 +16,7 @@ func TestParse(t *testing.T) {
 			t.Errorf("Parse(%q) = %v, %v; want %v", s, d, err, want)
 		}
 	}
-	for _, s := range []string{"600", "30", "1.5", "", "2x", "d", "-"} {
+	for _, s := range []string{"600", "30", "1.5", "", "2x", "d", "-", "-1h", "+1h"} {
 		if _, err := Parse(s); !errors.Is(err, ErrSyntax) {
 			t.Errorf("Parse(%q) = %v, want ErrSyntax", s, err)
 		}
