@@ -115,14 +115,7 @@ func faultFigures(t *testing.T, variant string, start time.Time, tried, held map
 func faultyBucket(t *testing.T, seed uint64) (*storagetest.FaultProxy, string, storage.Store) {
 	t.Helper()
 	b := testenv.VersitygwBucket(t)
-	p, err := storagetest.NewFaultProxy(t, b.Server.Endpoint, seed)
-	if err != nil {
-		t.Fatal(err)
-	}
-	u, err := p.StoreURL(b.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
+	p, u := storagetest.ProxyBucket(t, b.Server.Endpoint, b.URL, seed)
 	return p, u, openStore(t, b.URL)
 }
 

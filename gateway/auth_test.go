@@ -272,12 +272,18 @@ func (is *issuer) token(kid, alg string, claims map[string]any) string {
 		m.Write([]byte(signing))
 		return signing + "." + b64(m.Sum(nil))
 	}
+	return signing + "." + b64(rs256(is.t, k, signing))
+}
+
+// rs256 signs a JWT's signing input with key.
+func rs256(t *testing.T, key *rsa.PrivateKey, signing string) []byte {
+	t.Helper()
 	h := sha256.Sum256([]byte(signing))
-	sig, err := rsa.SignPKCS1v15(rand.Reader, k, crypto.SHA256, h[:])
+	sig, err := rsa.SignPKCS1v15(rand.Reader, key, crypto.SHA256, h[:])
 	if err != nil {
-		is.t.Fatal(err)
+		t.Fatal(err)
 	}
-	return signing + "." + b64(sig)
+	return sig
 }
 
 func TestOIDC(t *testing.T) {

@@ -1,10 +1,8 @@
 package gateway_test
 
 import (
-	"crypto"
 	"crypto/rand"
 	"crypto/rsa"
-	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"testing"
@@ -19,12 +17,7 @@ func forge(t *testing.T, key *rsa.PrivateKey, kid string, claims map[string]any)
 	hdr, _ := json.Marshal(map[string]string{"alg": "RS256", "kid": kid, "typ": "JWT"})
 	pl, _ := json.Marshal(claims)
 	signing := b64(hdr) + "." + b64(pl)
-	h := sha256.Sum256([]byte(signing))
-	sig, err := rsa.SignPKCS1v15(rand.Reader, key, crypto.SHA256, h[:])
-	if err != nil {
-		t.Fatal(err)
-	}
-	return signing + "." + b64(sig)
+	return signing + "." + b64(rs256(t, key, signing))
 }
 
 // Issue 11 item 5: forged tokens — an unknown kid, or a known kid with a

@@ -16,7 +16,8 @@ export KISS_REQUIRE_S3=1 KISS_REQUIRE_NIX=1 AWS_EC2_METADATA_DISABLED=true
 results=$(mktemp -d)
 trap 'rm -rf "$results"' EXIT
 export KISS_RELIABILITY_DIR=$results
-torture=${KISS_TORTURE_DURATION:-60s}
+export KISS_TORTURE_DURATION=${KISS_TORTURE_DURATION:-60s}
+torture=$KISS_TORTURE_DURATION
 fuzztime=${KISS_FUZZTIME:-10s}
 cmd="KISS_TORTURE_DURATION=$torture KISS_FUZZTIME=$fuzztime bash scripts/reliability.sh"
 

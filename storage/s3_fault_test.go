@@ -22,14 +22,7 @@ import (
 // real s3:// driver and counted.
 func faultyS3(t *testing.T) (*storage.Counting, *storagetest.FaultProxy) {
 	b := testenv.VersitygwBucket(t)
-	p, err := storagetest.NewFaultProxy(t, b.Server.Endpoint, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	u, err := p.StoreURL(b.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
+	p, u := storagetest.ProxyBucket(t, b.Server.Endpoint, b.URL, 1)
 	st, err := storage.Open(context.Background(), u)
 	if err != nil {
 		t.Fatal(err)

@@ -107,15 +107,7 @@ func TestStorageCheckUsage(t *testing.T) {
 func faultyVersitygw(t *testing.T, seed uint64) (*storagetest.FaultProxy, string) {
 	t.Helper()
 	b := testenv.VersitygwBucket(t)
-	p, err := storagetest.NewFaultProxy(t, b.Server.Endpoint, seed)
-	if err != nil {
-		t.Fatal(err)
-	}
-	u, err := p.StoreURL(b.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return p, u
+	return storagetest.ProxyBucket(t, b.Server.Endpoint, b.URL, seed)
 }
 
 // Issue 11 item 8: a store that only answers with transient errors (503s,

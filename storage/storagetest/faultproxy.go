@@ -104,8 +104,9 @@ type FaultProxy struct {
 	// URL is the proxy's base URL (http://127.0.0.1:PORT).
 	URL string
 
-	rp  *httputil.ReverseProxy
-	srv *httptest.Server
+	rp     *httputil.ReverseProxy
+	srv    *httptest.Server
+	closed chan struct{} // ends held (delayed) requests when the test ends
 
 	mu     sync.Mutex
 	rules  []*proxyRule
@@ -127,6 +128,7 @@ func NewFaultProxy(t Cleanup, target string, seed uint64) (*FaultProxy, error) {
 		return nil, fmt.Errorf("fault proxy: target %q is not a URL", target)
 	}
 	p := &FaultProxy{
+		closed: make(chan struct{}),
 		rp:     httputil.NewSingleHostReverseProxy(u),
 		rng:    rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)),
 		ops:    map[string]int{},
@@ -140,7 +142,10 @@ func NewFaultProxy(t Cleanup, target string, seed uint64) (*FaultProxy, error) {
 	}
 	p.srv = httptest.NewServer(p)
 	p.URL = p.srv.URL
-	t.Cleanup(p.srv.Close)
+	t.Cleanup(func() {
+		close(p.closed)
+		p.srv.Close()
+	})
 	return p, nil
 }
 
@@ -205,12 +210,7 @@ func (p *FaultProxy) match(op, key string) (ProxyFault, bool) {
 			continue
 		}
 		r.seen++
-		nth := max(r.Nth, 1)
-		times := r.Times
-		if times == 0 {
-			times = 1
-		}
-		if r.seen < nth || (times > 0 && r.seen >= nth+times) {
+		if !inWindow(r.seen, r.Nth, r.Times) {
 			continue
 		}
 		if r.Prob > 0 && p.rng.Float64() >= r.Prob {
@@ -248,6 +248,9 @@ func (p *FaultProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		t := time.NewTimer(f.Delay)
 		select {
 		case <-r.Context().Done():
+			t.Stop()
+			return
+		case <-p.closed:
 			t.Stop()
 			return
 		case <-t.C:
@@ -307,6 +310,23 @@ func resetConn(w http.ResponseWriter) {
 		_ = tc.SetLinger(0)
 	}
 	_ = conn.Close()
+}
+
+// ProxyBucket starts a fault proxy in front of an S3 endpoint and returns it
+// with the store URL of bucketURL (an s3:// URL on that endpoint) through it.
+func ProxyBucket(t interface {
+	Cleanup(func())
+	Fatal(...any)
+}, endpoint, bucketURL string, seed uint64) (*FaultProxy, string) {
+	p, err := NewFaultProxy(t, endpoint, seed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, err := p.StoreURL(bucketURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p, u
 }
 
 // StoreURL returns s3URL (an s3:// store URL with an endpoint parameter)

@@ -158,12 +158,7 @@ func (f *Faulty) match(op Op, key, cond string) (Fault, bool) {
 			continue
 		}
 		r.seen++
-		nth := max(r.Nth, 1)
-		times := r.Times
-		if times == 0 {
-			times = 1
-		}
-		if r.seen < nth || (times > 0 && r.seen >= nth+times) {
+		if !inWindow(r.seen, r.Nth, r.Times) {
 			continue
 		}
 		r.fired++
@@ -174,6 +169,18 @@ func (f *Faulty) match(op Op, key, cond string) (Fault, bool) {
 		return fl, true
 	}
 	return Fault{}, false
+}
+
+// inWindow reports whether the seen-th matching call is affected by a rule
+// that hits the nth matching call (0 means the first) and the times-1
+// following ones (0 means 1, negative means forever). Faulty and FaultProxy
+// count the same way.
+func inWindow(seen, nth, times int) bool {
+	nth = max(nth, 1)
+	if times == 0 {
+		times = 1
+	}
+	return seen >= nth && (times < 0 || seen < nth+times)
 }
 
 // before applies Delay/Hook and reports whether the call must fail without
