@@ -10,6 +10,7 @@ cd "$(dirname "$0")/.."
 fuzztime=${KISS_FUZZTIME:-10s}
 export GOFLAGS=${GOFLAGS:--mod=mod}
 n=0
+flakes=0
 execs=0
 tried=""
 start=$(date +%s)
@@ -19,7 +20,23 @@ for pkg in $(go list ./...); do
 	targets=$(go test -list '^Fuzz' "$pkg" | grep '^Fuzz' || true)
 	for target in $targets; do
 		echo "=== fuzz $pkg $target ($fuzztime)" >&2
-		go test -run '^$' -fuzz "^${target}\$" -fuzztime "$fuzztime" "$pkg" 2>&1 | tee "$log"
+		# Go 1.26's fuzz coordinator may report a bare "context deadline
+		# exceeded" as -fuzztime ends, with no input found (golang/go#75804,
+		# fixed in Go 1.27): retried once. A real finding writes its input
+		# to testdata/fuzz/ and says so; that always fails.
+		for attempt in 1 2; do
+			if go test -run '^$' -fuzz "^${target}\$" -fuzztime "$fuzztime" "$pkg" >"$log" 2>&1; then
+				cat "$log"
+				break
+			fi
+			cat "$log"
+			if grep -q 'Failing input written' "$log" || ! grep -q 'context deadline exceeded' "$log" || [ "$attempt" = 2 ]; then
+				echo "fuzz: $target FAILED" >&2
+				exit 1
+			fi
+			echo "fuzz: $target: the coordinator's deadline race (golang/go#75804), no input found; once more" >&2
+			flakes=$((flakes + 1))
+		done
 		# the last progress line: "fuzz: elapsed: 10s, execs: 44159 (…)"
 		e=$(grep -o 'execs: [0-9]*' "$log" | tail -1 | grep -o '[0-9]*' || echo 0)
 		execs=$((execs + e))
@@ -36,6 +53,6 @@ echo "fuzz: $n targets, ${fuzztime} each, $execs inputs, all passed in ${secs}s"
 # Recorded for docs/reliability.md when scripts/reliability.sh asks.
 if [ -n "${KISS_RELIABILITY_DIR:-}" ]; then
 	mkdir -p "$KISS_RELIABILITY_DIR"
-	printf '{"suite":"fuzz","variant":"all targets","test":"scripts/fuzz.sh","command":"KISS_FUZZTIME=%s bash scripts/fuzz.sh","tried":{%s"targets":%d,"inputs run":%d},"lost_rooted_paths":0,"unauthorized_writes":0,"seconds":%d,"passed":true}\n' \
-		"$fuzztime" "$tried" "$n" "$execs" "$secs" >"$KISS_RELIABILITY_DIR/fuzz.json"
+	printf '{"suite":"fuzz","variant":"all targets","test":"scripts/fuzz.sh","command":"KISS_FUZZTIME=%s bash scripts/fuzz.sh","tried":{%s"targets":%d,"inputs run":%d,"runs retried for golang/go#75804":%d},"lost_rooted_paths":0,"unauthorized_writes":0,"seconds":%d,"passed":true}\n' \
+		"$fuzztime" "$tried" "$n" "$execs" "$flakes" "$secs" >"$KISS_RELIABILITY_DIR/fuzz.json"
 fi

@@ -198,6 +198,15 @@ const limitsText = `
   killed endpoint and fails). with-lock asks the kernel to SIGKILL its direct child when it dies
   (PR_SET_PDEATHSIG); start the upload with ` + "`exec`" + ` (` + "`sh -c 'exec nix copy …'`" + `) so that child
   is the upload itself.
+- **A host clock off by hours** is not simulated end to end here. libfaketime does not reach
+  Go binaries (verified with Debian's faketime 0.9.10: ` + "`faketime -f -5h date`" + ` moves,
+  Go's ` + "`time.Now`" + ` under the same preload does not — the runtime reads the clock through the
+  vDSO). What guards against it: kiss judges every age on the store's clock (invariant I6;
+  file:// stamps and reads one kernel clock, S3 ages are ` + "`Date`" + ` minus ` + "`LastModified`" + `, both the
+  server's), lockproto's ` + "`TestC1_ClockSkew`" + ` runs holders skewed by ±3 h against a fake store
+  clock, and ` + "`kiss storage check`" + ` fails a host more than 5 min off its store. Doing it end to
+  end takes an S3 proxy that shifts every time the store reports and re-signs requests (the
+  SDK corrects its signing clock to the store's ` + "`Date`" + `): not built yet.
 - The short run (CI) is bounded in time; the long run is the same code with
   ` + "`KISS_TORTURE_DURATION`" + ` and ` + "`KISS_FUZZTIME`" + ` raised (see the command above).
 `

@@ -2,6 +2,9 @@
 // reliability suite recorded (scripts/reliability.sh runs it):
 //
 //	go run ./internal/reliability/render -dir RESULTS -commit SHA -command CMD > docs/reliability.md
+//
+// With -from docs/reliability.md it renders the results a document already
+// holds again (after a change to the document's text, without a new run).
 package main
 
 import (
@@ -18,7 +21,23 @@ func main() {
 	dir := flag.String("dir", "", "directory of recorded results (*.json)")
 	commit := flag.String("commit", "", "commit the run tested")
 	command := flag.String("command", "", "the command that made the run")
+	from := flag.String("from", "", "re-render the results held by this document")
 	flag.Parse()
+	if *from != "" {
+		old, err := os.ReadFile(*from)
+		if err == nil {
+			var run reliability.Run
+			if run, err = reliability.Parse(old); err == nil {
+				var doc []byte
+				if doc, err = reliability.Render(run); err == nil {
+					os.Stdout.Write(doc)
+					return
+				}
+			}
+		}
+		fmt.Fprintln(os.Stderr, "render:", err)
+		os.Exit(1)
+	}
 	results, err := reliability.Load(*dir)
 	if err == nil && len(results) == 0 {
 		err = fmt.Errorf("no results in %q", *dir)
