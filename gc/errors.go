@@ -17,7 +17,7 @@ var (
 	// ErrEmptyMarker: a marker names no store path (it is empty, or not
 	// text: what a write cut short leaves), and Options.AllowEmptyMarkers
 	// is false. Whatever it was meant to root would be deleted.
-	ErrEmptyMarker = errors.New("a marker names no store path (refusing to delete what it may have rooted; use --allow-empty-markers)")
+	ErrEmptyMarker = errors.New("a marker names no store path, or has lines that are not store paths (refusing to delete what it may have rooted; use --allow-empty-markers)")
 	// ErrEmptyRoots: no root counts, and Options.AllowEmptyRoots is false.
 	ErrEmptyRoots = errors.New("no gc roots (refusing to delete everything; use --allow-empty-roots)")
 	// ErrIntegrity: a reachable narinfo cannot be read or parsed, does not

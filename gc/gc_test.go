@@ -305,6 +305,13 @@ func testI4FailClosed(t *testing.T, newMemCache func(testing.TB) *cache) {
 			w.put("gcroots/sub/web2", nil) // what a write cut short by a full disk leaves
 			return gc.Options{Grace: -1}
 		}, gc.ErrEmptyMarker},
+		{"a marker line is cut short", func(w *world, _ *spy) gc.Options {
+			// The first path survives, the second was being written when
+			// the disk filled: what it meant to root must not go.
+			full := w.app2.abs()
+			w.put("gcroots/sub/web2", []byte(w.app1.abs()+"\n"+full[:len(full)-20]))
+			return gc.Options{Grace: -1}
+		}, gc.ErrEmptyMarker},
 		{"a marker is not text", func(w *world, _ *spy) gc.Options {
 			w.put("gcroots/sub/web2", []byte("\xff\xfe\x00"))
 			return gc.Options{Grace: -1}
@@ -625,7 +632,9 @@ func testRootSources(t *testing.T, newMemCache func(testing.TB) *cache) {
 	}
 	os.WriteFile(filepath.Join(dir, "deep", "m"), nixcache.FormatMarker([]string{d.abs() + "/bin/d", "junk line"}), 0o644)
 	os.WriteFile(filepath.Join(dir, ".ignored"), nixcache.FormatMarker([]string{x.abs()}), 0o644)
-	rep := c.prune(gc.Options{Grace: -1, RootSources: []string{"releases", dir}})
+	// The junk line stops a prune unless the operator allows it; allowed,
+	// the marker roots the paths it does name.
+	rep := c.prune(gc.Options{Grace: -1, RootSources: []string{"releases", dir}, AllowEmptyMarkers: true})
 	for _, p := range []*path{a, b, d} {
 		c.present(p, true)
 	}

@@ -76,7 +76,7 @@ func ParseMarker(data []byte, storeDir string) (roots []Hash, ignored int, err e
 			line, data = data, nil
 		}
 		s := strings.TrimSpace(string(line))
-		if s == "" {
+		if s == "" || strings.HasPrefix(s, "#") {
 			continue
 		}
 		h, _, perr := ParseStorePath(s, storeDir)

@@ -208,7 +208,7 @@ func TestParseMarker(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(roots) != 2 || roots[0].String() != "dsdpfp4hyv22f4dqg1d0spdsv1fq33xx" || roots[1].String() != "2180hhkf15y0d94rpm7qjmr08n19qhmn" || ignored != 3 {
+	if len(roots) != 2 || roots[0].String() != "dsdpfp4hyv22f4dqg1d0spdsv1fq33xx" || roots[1].String() != "2180hhkf15y0d94rpm7qjmr08n19qhmn" || ignored != 2 {
 		t.Fatalf("roots %v ignored %d", roots, ignored)
 	}
 }

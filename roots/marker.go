@@ -27,6 +27,11 @@ var ErrUnavailable = errors.New("gc roots unavailable")
 // NoStorePath is the Problem of a marker that names no store path.
 const NoStorePath = "names no store path"
 
+// ForeignLines is the Problem of a marker with lines that are neither a
+// store path, a comment nor blank: a write cut short mid-path ("/nix/st")
+// reads that way, and what the line meant to root would go.
+const ForeignLines = "has lines that are not store paths"
+
 // Marker is one root marker as the registry read it.
 type Marker struct {
 	// Source is the store key ("gcroots/web1") or local file path.
@@ -40,9 +45,11 @@ type Marker struct {
 	// count, and the pruner deletes it.
 	Expired bool            `json:"expired,omitempty"`
 	Paths   []nixcache.Hash `json:"-"`
-	// Ignored counts lines that are not store paths.
+	// Ignored counts lines that are not store paths (nor blank, nor "#"
+	// comments).
 	Ignored int `json:"ignored_lines,omitempty"`
-	// Problem says why a marker that was read roots nothing (NoStorePath).
+	// Problem says why a marker that was read may not root what it was
+	// meant to (NoStorePath, ForeignLines): the pruner refuses to run.
 	Problem string `json:"problem,omitempty"`
 	// ETag is the version listed: an expired marker is deleted only if it
 	// is still that version (a marker rewritten meanwhile is fresh).
@@ -247,8 +254,11 @@ func (m *Marker) parse(data []byte, storeDir string) error {
 		return fmt.Errorf("%w: marker %s: %w", ErrUnavailable, m.Source, err)
 	}
 	m.Paths, m.Ignored = paths, ignored
-	if len(paths) == 0 {
+	switch {
+	case len(paths) == 0:
 		m.Problem = NoStorePath
+	case ignored > 0:
+		m.Problem = fmt.Sprintf("%s (%d of %d)", ForeignLines, ignored, ignored+len(paths))
 	}
 	return nil
 }

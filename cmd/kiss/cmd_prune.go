@@ -61,7 +61,7 @@ EXIT STATUS
 			maxLockTTLFlag(),
 			&cli.BoolFlag{Name: "allow-empty-roots", Usage: "allow a prune with no root at all (deletes everything older than --grace)"},
 			&cli.BoolFlag{Name: "allow-dangling", Usage: "prune even if reachable paths name missing references or NARs"},
-			&cli.BoolFlag{Name: "allow-empty-markers", Usage: "prune even if a marker names no store path (it then roots nothing)"},
+			&cli.BoolFlag{Name: "allow-empty-markers", Usage: "prune even if a marker names no store path or has lines that are not store paths (it then roots only the paths it names)"},
 			&cli.BoolFlag{Name: "allow-no-cache-info", Usage: "prune a directory that has no nix-cache-info (by default it is refused as not a binary cache)"},
 			&cli.IntFlag{Name: "concurrency", Usage: "parallel narinfo reads (default: 8 on a local store, 64 otherwise)"},
 			&cli.StringFlag{Name: "metrics-file", Usage: "write Prometheus metrics to this file (atomically; node_exporter textfile collector)"},
