@@ -17,6 +17,7 @@ import (
 	"github.com/kiss-cache/kiss/nixcache"
 	"github.com/kiss-cache/kiss/roots"
 	"github.com/kiss-cache/kiss/storage"
+	"github.com/kiss-cache/kiss/storage/storagetest"
 )
 
 var ctx = context.Background()
@@ -840,4 +841,26 @@ func TestOverlongKeyUntouched(t *testing.T) {
 		t.Fatalf("over-long key touched: %v", err)
 	}
 	c.present(keep, true)
+}
+
+// TestSmallBucketListRequests: pruning a bucket of a handful of objects on a real
+// S3 server costs a handful of ListObjectsV2 requests, not one per range of
+// the parallel listing (it made 195 before it became adaptive: a small cache
+// pruned hourly paid ~140k LISTs a month).
+func TestSmallBucketListRequests(t *testing.T) {
+	c := newS3Cache(t)
+	lib := c.add("lib")
+	app := c.add("app", lib)
+	c.add("garbage", lib)
+	c.root("host", app)
+	counted := storage.NewCounting(c.st)
+	if _, err := prune(counted, gc.Options{Grace: -1}); err != nil {
+		t.Fatal(err)
+	}
+	n := counted.Counts()
+	// gcroots/ (the markers), then the whole bucket in one page.
+	if lists := n["http:"+storagetest.S3ListObjects]; lists == 0 || lists > 3 {
+		t.Fatalf("%d ListObjectsV2 requests for a bucket of %d objects, want 1 to 3 (counts %v)", lists, len(c.keys()), n)
+	}
+	t.Logf("%d objects: %d ListObjectsV2 requests", len(c.keys()), n["http:"+storagetest.S3ListObjects])
 }

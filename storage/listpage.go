@@ -47,8 +47,15 @@ type ParallelListOptions struct {
 func skipPast(p string) string { return p[:len(p)-1] + "0" }
 
 // ListParallel lists st under prefix and yields the objects in batches, in no
-// particular order. On a PageLister it lists the ranges of opts.Splits at
-// once with at most opts.PagesInFlight requests outstanding; on any other
+// particular order. On a PageLister it starts with one plain listing and
+// splits it into ranges (at opts.Splits) only as pages show the listing is
+// large: a range whose page came back full hands the upper half of its
+// remaining splits to a new range while fewer than opts.PagesInFlight ranges
+// are running. So a small bucket costs what one listing costs (a bucket of
+// up to 1000 keys one request), a large one reaches PagesInFlight pages in
+// flight after a few round trips, and no listing makes more than twice the
+// requests of a plain one plus one (every split follows a full page, and
+// each range ends with at most one page that is not full). On any other
 // store it is ListKeys (objects may then lack attributes) in batches of
 // PageSize. After an error nothing more is yielded. Wrappers that implement
 // PageLister themselves (Counting) keep the parallel path.
@@ -77,88 +84,21 @@ func ListParallel(ctx context.Context, st Store, prefix string, opts ParallelLis
 
 		ctx, cancel := context.WithCancel(ctx)
 		defer cancel()
-		type page struct {
-			objs []Object
-			err  error
-		}
-		pages := make(chan page, inFlight)
-		sem := make(chan struct{}, inFlight)
-		var wg sync.WaitGroup
-		for i := 0; i <= len(splits); i++ {
-			lo, hi := "", ""
-			if i > 0 {
-				lo = splits[i-1]
-			}
-			if i < len(splits) {
-				hi = splits[i]
-			}
-			wg.Go(func() {
-				after := lo
-				for {
-					select {
-					case sem <- struct{}{}:
-					case <-ctx.Done():
-						return
-					}
-					objs, more, err := pl.ListPage(ctx, prefix, after, PageSize)
-					<-sem
-					if err != nil {
-						select {
-						case pages <- page{err: err}:
-						case <-ctx.Done():
-						}
-						return
-					}
-					end := len(objs)
-					if hi != "" {
-						end, _ = slices.BinarySearchFunc(objs, hi, func(o Object, k string) int { return strings.Compare(o.Key, k) })
-						if end < len(objs) && objs[end].Key == hi {
-							end++ // ranges are (lo, hi]
-						}
-						if end < len(objs) {
-							more = false
-						}
-					}
-					resume := ""
-					for i := range end {
-						if p := skipped(objs[i].Key, opts.SkipPrefixes); p != "" {
-							end, resume = i, skipPast(p)
-							break
-						}
-					}
-					if end > 0 {
-						after = objs[end-1].Key
-						select {
-						case pages <- page{objs: objs[:end]}:
-						case <-ctx.Done():
-							return
-						}
-					}
-					if resume != "" {
-						if hi != "" && resume > hi {
-							return
-						}
-						after = resume
-						continue
-					}
-					if !more || end == 0 {
-						return
-					}
-				}
-			})
-		}
-		go func() { wg.Wait(); close(pages) }()
-		for p := range pages {
+		l := &rangeLister{pl: pl, prefix: prefix, skip: opts.SkipPrefixes, splits: splits, inFlight: inFlight,
+			pages: make(chan listedPage, inFlight)}
+		l.start(ctx, keyRange{j: len(splits)})
+		go func() { l.wg.Wait(); close(l.pages) }()
+		for p := range l.pages {
 			if p.err != nil {
 				yield(nil, p.err)
 				cancel()
-				for range pages { // let the workers finish
+				for range l.pages { // let the workers finish
 				}
 				return
 			}
 			if !yield(p.objs, nil) {
 				cancel()
-				for range pages {
+				for range l.pages {
 				}
 				return
 			}
@@ -167,6 +107,134 @@ func ListParallel(ctx context.Context, st Store, prefix string, opts ParallelLis
 			yield(nil, err)
 		}
 	}
+}
+
+// keyRange is the part (after, hi] of the key space that one worker lists
+// (hi "" = no end); splits[i:j] are the cut points that may still split it.
+type keyRange struct {
+	after, hi string
+	i, j      int
+}
+
+type listedPage struct {
+	objs []Object
+	err  error
+}
+
+// rangeLister runs ListParallel's workers: one per range, at most inFlight
+// at once, each with one page request outstanding.
+type rangeLister struct {
+	pl       PageLister
+	prefix   string
+	skip     []string
+	splits   []string
+	inFlight int
+	pages    chan listedPage
+	wg       sync.WaitGroup
+
+	mu      sync.Mutex
+	running int
+}
+
+func (l *rangeLister) start(ctx context.Context, r keyRange) {
+	l.running++
+	l.wg.Go(func() {
+		l.list(ctx, r)
+		l.mu.Lock()
+		l.running--
+		l.mu.Unlock()
+	})
+}
+
+// split hands the upper half of r's remaining cut points to a new worker if
+// a slot is free (the caller has just seen a full page: the range is large).
+func (l *rangeLister) split(ctx context.Context, r *keyRange) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.running >= l.inFlight {
+		return
+	}
+	for r.i < r.j && l.splits[r.i] <= r.after {
+		r.i++
+	}
+	if r.i == r.j {
+		return
+	}
+	m := (r.i + r.j) / 2
+	l.start(ctx, keyRange{after: l.splits[m], hi: r.hi, i: m + 1, j: r.j})
+	r.hi, r.j = l.splits[m], m
+}
+
+// list pages through r. Keys in skipped subtrees are dropped from a page;
+// a page that ends inside one continues after it (one request per subtree
+// met, however large).
+func (l *rangeLister) list(ctx context.Context, r keyRange) {
+	for {
+		if ctx.Err() != nil {
+			return
+		}
+		objs, more, err := l.pl.ListPage(ctx, l.prefix, r.after, PageSize)
+		if err != nil {
+			select {
+			case l.pages <- listedPage{err: err}:
+			case <-ctx.Done():
+			}
+			return
+		}
+		full := more
+		end := len(objs)
+		if r.hi != "" {
+			end, _ = slices.BinarySearchFunc(objs, r.hi, func(o Object, k string) int { return strings.Compare(o.Key, k) })
+			if end < len(objs) && objs[end].Key == r.hi {
+				end++ // ranges are (after, hi]
+			}
+			if end < len(objs) {
+				more = false
+			}
+		}
+		if end == 0 {
+			return
+		}
+		last := objs[end-1].Key
+		if kept := l.unskipped(objs[:end]); len(kept) > 0 {
+			select {
+			case l.pages <- listedPage{objs: kept}:
+			case <-ctx.Done():
+				return
+			}
+		}
+		if !more {
+			return
+		}
+		r.after = last
+		if p := skipped(last, l.skip); p != "" {
+			if r.after = skipPast(p); r.hi != "" && r.after >= r.hi {
+				return
+			}
+		}
+		if full {
+			l.split(ctx, &r)
+		}
+	}
+}
+
+// unskipped is objs without the keys in skipped subtrees (objs itself when
+// there are none).
+func (l *rangeLister) unskipped(objs []Object) []Object {
+	if len(l.skip) == 0 {
+		return objs
+	}
+	first := slices.IndexFunc(objs, func(o Object) bool { return skipped(o.Key, l.skip) != "" })
+	if first < 0 {
+		return objs
+	}
+	kept := slices.Clone(objs[:first])
+	for _, o := range objs[first+1:] {
+		if skipped(o.Key, l.skip) == "" {
+			kept = append(kept, o)
+		}
+	}
+	return kept
 }
 
 func skipped(key string, prefixes []string) string {

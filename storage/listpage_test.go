@@ -7,7 +7,9 @@ import (
 	"iter"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/nix-community/go-nix/pkg/nixbase32"
 
@@ -98,8 +100,112 @@ func TestListParallel(t *testing.T) {
 		t.Fatalf("through Counting: %d keys, want %d", len(got), len(keys))
 	}
 	n := c.Counts()
-	if n["list-objects"] < int64(len(keys)) || n["list-pages"] < int64(len(nixcache.ListSplits())) {
-		t.Fatalf("counts %v: want %d objects and a request per range at least", n, len(keys))
+	if n["list-objects"] < int64(len(keys)) || n["list-pages"] > maxRequests(len(keys)) {
+		t.Fatalf("counts %v: want %d objects in at most %d requests", n, len(keys), maxRequests(len(keys)))
+	}
+}
+
+// maxRequests is ListParallel's bound on page requests for n keys: twice a
+// plain listing's, plus one.
+func maxRequests(n int) int64 { return 2*int64((n+storage.PageSize-1)/storage.PageSize) + 1 }
+
+// TestListParallelSmallBucket: a bucket that fits in one page costs one
+// request, with or without skipped subtrees (the 192 ranges of ListSplits
+// are not listed one by one: a small cache pruned hourly would pay ~140k
+// LISTs a month), and a bucket of a few pages costs a few.
+func TestListParallelSmallBucket(t *testing.T) {
+	ctx := context.Background()
+	for _, n := range []int{0, 10, 900, 2500} {
+		st := storage.NewMem(nil)
+		keys := nixKeys(n)
+		putKeys(t, st, keys)
+		for _, skip := range [][]string{nil, nixcache.Subtrees()} {
+			c := storage.NewCounting(st)
+			got := collect(t, storage.ListParallel(ctx, c, "", storage.ParallelListOptions{Splits: nixcache.ListSplits(), SkipPrefixes: skip}))
+			want := 0
+			for _, k := range keys {
+				if skip == nil || !strings.Contains(k, "/") {
+					want++
+				}
+			}
+			if len(got) != want {
+				t.Fatalf("%d keys (skip %v): %d listed, want %d", len(keys), skip, len(got), want)
+			}
+			pages := c.Counts()["list-pages"]
+			if len(keys) <= storage.PageSize && pages != 1 {
+				t.Fatalf("%d keys (skip %v): %d list requests, want 1", len(keys), skip, pages)
+			}
+			if pages > maxRequests(len(keys)) {
+				t.Fatalf("%d keys (skip %v): %d list requests, want at most %d", len(keys), skip, pages, maxRequests(len(keys)))
+			}
+		}
+	}
+}
+
+// gauge is a paged bucket in memory (keys sorted once, unlike Mem) that
+// records the most ListPage requests outstanding at once; each takes a
+// millisecond, so requests that may overlap do.
+type gauge struct {
+	storage.Store // a PageLister underneath, for ListParallel's check
+	objs          []storage.Object
+	mu            sync.Mutex
+	cur, max      int
+}
+
+func newGauge(keys []string) *gauge {
+	g := &gauge{Store: storage.NewMem(nil)}
+	now := time.Now()
+	for _, k := range keys {
+		g.objs = append(g.objs, storage.Object{Key: k, Size: int64(len(k)), ModTime: now})
+	}
+	slices.SortFunc(g.objs, func(a, b storage.Object) int { return strings.Compare(a.Key, b.Key) })
+	return g
+}
+
+func (g *gauge) Unwrap() storage.Store { return g.Store }
+
+func (g *gauge) ListPage(_ context.Context, prefix, after string, limit int) ([]storage.Object, bool, error) {
+	g.mu.Lock()
+	g.cur++
+	g.max = max(g.max, g.cur)
+	g.mu.Unlock()
+	defer func() {
+		g.mu.Lock()
+		g.cur--
+		g.mu.Unlock()
+	}()
+	time.Sleep(time.Millisecond)
+	i, _ := slices.BinarySearchFunc(g.objs, max(after+"\x00", prefix), func(o storage.Object, k string) int { return strings.Compare(o.Key, k) })
+	var page []storage.Object
+	for ; i < len(g.objs) && strings.HasPrefix(g.objs[i].Key, prefix); i++ {
+		if len(page) == limit {
+			return page, true, nil
+		}
+		page = append(page, g.objs[i])
+	}
+	return page, false, nil
+}
+
+// TestListParallelLargeBucket: a bucket of many pages is listed with
+// exactly the bound of pages in flight at the peak, never more, in at most
+// twice the requests of a plain listing.
+func TestListParallelLargeBucket(t *testing.T) {
+	keys := nixKeys(100000)
+	for _, inFlight := range []int{1, 4, 16} {
+		g := newGauge(keys)
+		c := storage.NewCounting(g)
+		got := collect(t, storage.ListParallel(context.Background(), c, "", storage.ParallelListOptions{Splits: nixcache.ListSplits(), PagesInFlight: inFlight}))
+		if len(got) != len(keys) {
+			t.Fatalf("%d in flight: %d keys listed, want %d", inFlight, len(got), len(keys))
+		}
+		if g.max != inFlight {
+			t.Fatalf("%d in flight allowed: %d at the peak", inFlight, g.max)
+		}
+		pages := c.Counts()["list-pages"]
+		if pages > maxRequests(len(keys)) {
+			t.Fatalf("%d in flight: %d list requests, want at most %d", inFlight, pages, maxRequests(len(keys)))
+		}
+		t.Logf("%d keys, %d in flight: %d list requests", len(keys), inFlight, pages)
 	}
 }
 
