@@ -54,6 +54,7 @@ func BenchmarkDuSynthFile(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	defer p.Close()
 	if _, err := p.Execute(ctx, refuse{}, nil); !errors.Is(err, errRefused) {
 		b.Fatal(err)
 	}
@@ -70,12 +71,16 @@ func BenchmarkDuSynthFile(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		u := explain.Usage(v)
+		u, err := explain.Usage(v)
+		if err != nil {
+			b.Fatal(err)
+		}
 		v.Close()
 		t2 := time.Now()
 		if pw.Report().NarInfoReads != 0 || int64(u.Kept.Paths) != pw.Report().Reachable.Objects {
 			b.Fatalf("warm: %d narinfo reads; du kept %d paths, plan %d", pw.Report().NarInfoReads, u.Kept.Paths, pw.Report().Reachable.Objects)
 		}
+		pw.Close()
 		plan += t1.Sub(t0)
 		du += t2.Sub(t1)
 	}

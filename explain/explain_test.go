@@ -79,7 +79,10 @@ func TestUsageAndWhy(t *testing.T) {
 	c.now = c.now.Add(3 * time.Hour) // everything is old…
 	c.add("young", 5, "tool")        // …but this upload in flight.
 
-	u := explain.Usage(c.view(gc.Options{}))
+	u, err := explain.Usage(c.view(gc.Options{}))
+	if err != nil {
+		t.Fatal(err)
+	}
 	byRoot := map[string]explain.RootUsage{}
 	for _, r := range u.Roots {
 		byRoot[r.Root] = r
@@ -126,7 +129,9 @@ func TestUsageAndWhy(t *testing.T) {
 		t.Error("why absent: no error")
 	}
 	// An expired marker roots nothing.
-	u = explain.Usage(c.view(gc.Options{RootMaxAge: time.Hour}))
+	if u, err = explain.Usage(c.view(gc.Options{RootMaxAge: time.Hour})); err != nil {
+		t.Fatal(err)
+	}
 	for _, r := range u.Roots {
 		if strings.HasPrefix(r.Root, "gcroots/") && (!r.Expired || r.Closure.Paths != 0) {
 			t.Errorf("expired marker %+v keeps something", r)

@@ -48,8 +48,9 @@ type UsageReport struct {
 }
 
 // Usage computes each root's closure over v, and which paths only it keeps.
-// Expired markers are listed with empty closures: they keep nothing.
-func Usage(v *gc.View) *UsageReport {
+// Expired markers are listed with empty closures: they keep nothing. The
+// error is the view's (its temporary files could not be read back).
+func Usage(v *gc.View) (*UsageReport, error) {
 	type root struct {
 		name    string
 		expired bool
@@ -82,7 +83,11 @@ func Usage(v *gc.View) *UsageReport {
 	var to []int32
 	for id := range n {
 		off[id] = int32(len(to))
-		for t := range v.Edges(gc.PathID(id)) {
+		edges, err := v.Edges(gc.PathID(id))
+		if err != nil {
+			return nil, err
+		}
+		for t := range edges {
 			to = append(to, int32(t))
 		}
 	}
@@ -150,5 +155,5 @@ func Usage(v *gc.View) *UsageReport {
 		}
 		return cmp.Compare(a.Root, b.Root)
 	})
-	return out
+	return out, nil
 }

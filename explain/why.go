@@ -49,10 +49,17 @@ func Why(ctx context.Context, st storage.Store, v *gc.View, h nixcache.Hash) (*A
 	if !ok {
 		return nil, fmt.Errorf("%s: %w", nixcache.NarInfoKey(h), gc.ErrNotInCache)
 	}
-	a := &Answer{Path: storePath(ctx, st, v, id), Now: v.Now(), Grace: gc.Duration(v.Grace())}
-	c, ok := v.ShortestChain(id, nil)
+	a := &Answer{Path: storePath(ctx, st, v, h), Now: v.Now(), Grace: gc.Duration(v.Grace())}
+	c, ok, err := v.ShortestChain(id, nil)
+	if err != nil {
+		return nil, err
+	}
 	if !ok {
-		if t, ok := v.ModTime(id); ok {
+		t, ok, err := v.ModTime(id)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
 			a.ModTime, a.DeletableAt = t, t.Add(v.Grace())
 		}
 		return a, nil
@@ -62,7 +69,7 @@ func Why(ctx context.Context, st storage.Store, v *gc.View, h nixcache.Hash) (*A
 		a.Marker = v.Markers()[c.Marker].Source
 	}
 	for i, s := range c.Steps {
-		l := Link{Path: storePath(ctx, st, v, s.ID)}
+		l := Link{Path: storePath(ctx, st, v, s.Hash)}
 		if i > 0 {
 			l.Via = s.Via.String()
 		}
@@ -71,10 +78,9 @@ func Why(ctx context.Context, st storage.Store, v *gc.View, h nixcache.Hash) (*A
 	return a, nil
 }
 
-// storePath names id by its narinfo's StorePath (the View keeps hashes only);
-// a narinfo that cannot be read is named by its hash.
-func storePath(ctx context.Context, st storage.Store, v *gc.View, id gc.PathID) string {
-	h := v.Hash(id)
+// storePath names h by its narinfo's StorePath (the View keeps hashes
+// only); a narinfo that cannot be read is named by its hash.
+func storePath(ctx context.Context, st storage.Store, v *gc.View, h nixcache.Hash) string {
 	key := nixcache.NarInfoKey(h)
 	r, err := st.Get(ctx, key)
 	if err != nil {

@@ -51,6 +51,7 @@ func TestUncheckableDeleteBatchIsUncertain(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer p.Close()
 	// From now on: the first batch lands but its answer is lost, and every
 	// stat fails.
 	f.Inject(storagetest.Fault{Op: storagetest.OpDeleteMany, LoseResponse: true})

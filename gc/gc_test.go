@@ -107,6 +107,7 @@ func TestI1CompleteClosures(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			defer p.Close()
 			rep, err = p.Execute(lease.Context(), lease, nil)
 			if err != nil || sp.narinfoGets() != 0 || rep.Memo.Hits != 4 || rep.Deleted.Objects != 0 {
 				t.Fatalf("warm: err %v, narinfo GETs %d, memo hits %d, deleted %d", err, sp.narinfoGets(), rep.Memo.Hits, rep.Deleted.Objects)
@@ -401,6 +402,7 @@ func testI5Exclusion(t *testing.T, newMemCache func(testing.TB) *cache) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer p.Close()
 	if _, err := p.Execute(ctx, nil, nil); !errors.Is(err, gc.ErrNoFence) {
 		t.Fatalf("nil fence: %v", err)
 	}
@@ -426,6 +428,7 @@ func testI5Exclusion(t *testing.T, newMemCache func(testing.TB) *cache) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer p2.Close()
 	if err := w2.st.Delete(ctx, lease.Key(), storage.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -449,6 +452,7 @@ func testI5Exclusion(t *testing.T, newMemCache func(testing.TB) *cache) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer p3.Close()
 	if _, err := p3.Execute(ctx, lease3, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -657,6 +661,7 @@ func testDryRunPlanDeletesNothing(t *testing.T, newMemCache func(testing.TB) *ca
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer p.Close()
 	var keys []string
 	for d := range p.Deletions() {
 		keys = append(keys, d.Key)
@@ -800,6 +805,7 @@ func testExpiredMarkerDeletedOnlyIfUnchanged(t *testing.T, newMemCache func(test
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer p.Close()
 	c.root("stale", a) // rewritten after the plan: fresh again
 	rep, err := p.Execute(ctx, &countFence{}, nil)
 	if err != nil {

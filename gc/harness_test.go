@@ -259,6 +259,7 @@ func prune(st storage.Store, opts gc.Options) (*gc.Report, error) {
 	if err != nil {
 		return nil, err
 	}
+	defer p.Close()
 	return p.Execute(context.Background(), &countFence{}, nil)
 }
 

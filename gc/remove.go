@@ -46,7 +46,7 @@ func (v *View) RootName(c Chain) string {
 	if c.Marker >= 0 {
 		return "marker " + v.markers[c.Marker].Source
 	}
-	return "the young narinfo " + nixcache.NarInfoKey(v.Hash(c.Steps[0].ID)) + " (an upload within the grace period)"
+	return "the young narinfo " + nixcache.NarInfoKey(c.Steps[0].Hash) + " (an upload within the grace period)"
 }
 
 // Removal plans deleting the store paths targets now (kiss rm): each one's
@@ -77,10 +77,14 @@ func (v *View) Removal(ctx context.Context, targets []nixcache.Hash) (*Plan, err
 	}
 	skip := func(id PathID) bool { return isTarget[id] }
 	for id := range isTarget {
-		if c, ok := v.ShortestChain(id, skip); ok {
-			re := &RootedError{Hash: v.Hash(id), Chain: c, Root: v.RootName(c)}
+		c, ok, err := v.ShortestChain(id, skip)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			re := &RootedError{Hash: c.Steps[len(c.Steps)-1].Hash, Chain: c, Root: v.RootName(c)}
 			for _, s := range c.Steps {
-				re.Path = append(re.Path, v.Hash(s.ID))
+				re.Path = append(re.Path, s.Hash)
 			}
 			errs = append(errs, re)
 		}
@@ -116,7 +120,10 @@ func (v *View) Removal(ctx context.Context, targets []nixcache.Hash) (*Plan, err
 	drvOf := map[nixcache.Hash]bool{} // derivations whose logs may go
 	var ni nixcache.NarInfo
 	for id := range isTarget {
-		h := v.Hash(id)
+		h, err := v.Hash(id)
+		if err != nil {
+			return nil, err
+		}
 		dels = append(dels, objRec{kind: nixcache.KindNarInfo, key: nixcache.NarInfoKey(h), size: -1, mtime: noTime})
 		drvOf[h] = true // the target may be a .drv itself
 		found, _, err := readReachableInto(ctx, v.st, v.storeDir, h, &ni)
@@ -154,7 +161,10 @@ func (v *View) Removal(ctx context.Context, targets []nixcache.Hash) (*Plan, err
 		if e.hasDer {
 			d := e.der.h
 			if e.der.entry >= 0 {
-				d = v.Hash(PathID(v.ids[e.der.entry]))
+				var err error
+				if d, err = v.Hash(PathID(v.ids[e.der.entry])); err != nil {
+					return err
+				}
 			}
 			if drvOf[d] {
 				keepDrv[d] = true

@@ -55,7 +55,11 @@ func ListRoots(ctx context.Context, st storage.Store, opts Options) ([]RootInfo,
 			stack = stack[:len(stack)-1]
 			ri.ClosurePaths++
 			ri.ClosureBytes += v.FileSize(id)
-			for to := range v.Edges(id) {
+			edges, err := v.Edges(id)
+			if err != nil {
+				return nil, err
+			}
+			for to := range edges {
 				if seen[to] != mark {
 					seen[to] = mark
 					stack = append(stack, to)

@@ -88,6 +88,7 @@ func synthWriteMemo(b *testing.B, ctx context.Context, st storage.Store, opts gc
 	if err != nil {
 		b.Fatal(err)
 	}
+	defer p.Close()
 	r, err := p.Execute(ctx, synthRefuse{}, nil)
 	if !errors.Is(err, errSynthRefused) || r.Deleted.Objects != 0 || !r.Memo.Saved {
 		b.Fatalf("memo run: err %v, deleted %d, memo saved %v", err, r.Deleted.Objects, r.Memo.Saved)
@@ -117,6 +118,7 @@ func BenchmarkPruneSynthFile(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	defer p.Close()
 	synthCheckPlan(b, p.Report(), c, true)
 	conc := p.Report().Concurrency
 	synthWriteMemo(b, ctx, st, opts)
@@ -144,6 +146,8 @@ func BenchmarkPruneSynthFile(b *testing.B) {
 			b.Fatalf("narinfo reads: cold %d, warm %d (reachable %d)", pc.Report().NarInfoReads, pw.Report().NarInfoReads, len(keys))
 		}
 		lastCold, lastWarm = pc.Report(), pw.Report()
+		pc.Close()
+		pw.Close()
 		base += t1.Sub(t0)
 		cold += t2.Sub(t1)
 		warm += t3.Sub(t2)
@@ -206,6 +210,7 @@ func BenchmarkPruneSynthS3(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
+		defer cold.Close()
 		synthCheckPlan(b, cold.Report(), c, false)
 		b.ReportMetric(float64(dc["get"]), "cold-gets")
 		b.ReportMetric(float64(dc["get"]-int64(len(keys))), "cold-gets-minus-reachable")
@@ -218,6 +223,7 @@ func BenchmarkPruneSynthS3(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
+		defer warm.Close()
 		b.ReportMetric(float64(dw["get"]), "warm-gets")
 		if warm.Report().NarInfoReads != 0 || dw["get"] > 20 {
 			b.Fatalf("warm plan read %d narinfos, %d GETs", warm.Report().NarInfoReads, dw["get"])

@@ -190,30 +190,34 @@ func (v *View) Lookup(h nixcache.Hash) (PathID, bool) {
 
 // record reads id's narinfo record from the view's table (a pread: the
 // table is a temporary file; failing to read it back is a broken disk).
-func (v *View) record(id PathID) niRec {
+func (v *View) record(id PathID) (niRec, error) {
 	var b [niRecSize]byte
 	var r niRec
 	if _, err := v.ix.nis.f.ReadAt(b[:], int64(id)*niRecSize); err != nil {
-		panic(fmt.Sprintf("gc: reading back the narinfo table: %v", err))
+		return r, fmt.Errorf("gc: reading back the narinfo table: %w", err)
 	}
 	r.get(b[:])
-	return r
+	return r, nil
 }
 
-// Hash is the store path hash of id.
-func (v *View) Hash(id PathID) nixcache.Hash { return v.record(id).h }
+// Hash is the store path hash of id. The view keeps hashes in a temporary
+// file: the error is a failure to read it back.
+func (v *View) Hash(id PathID) (nixcache.Hash, error) {
+	r, err := v.record(id)
+	return r.h, err
+}
 
 // Reachable reports whether a root or a young narinfo keeps id.
 func (v *View) Reachable(id PathID) bool { return v.ix.isReach(int(id)) }
 
 // ModTime is when id's narinfo was written, on the store's clock; ok is
 // false when the store could not say (it vanished while listed).
-func (v *View) ModTime(id PathID) (t time.Time, ok bool) {
-	m := v.record(id).mtime
-	if !known(m) {
-		return time.Time{}, false
+func (v *View) ModTime(id PathID) (t time.Time, ok bool, err error) {
+	r, err := v.record(id)
+	if err != nil || !known(r.mtime) {
+		return time.Time{}, false, err
 	}
-	return time.Unix(0, m), true
+	return time.Unix(0, r.mtime), true, nil
 }
 
 // Young reports whether id is younger than the grace period, and so a root
@@ -235,22 +239,23 @@ func (v *View) FileSize(id PathID) uint64 {
 	return v.fileSize[v.entry(id)]
 }
 
-// Edges iterates the paths id keeps alive that are in the cache, with how.
-// A path no root reaches has no known edges (its narinfo was not read).
-func (v *View) Edges(id PathID) iter.Seq2[PathID, Edge] {
-	return func(yield func(PathID, Edge) bool) {
-		if !v.Reachable(id) {
-			return
-		}
+// Edges returns an iterator over the paths id keeps alive that are in the
+// cache, with how. A path no root reaches has no known edges (its narinfo
+// was not read). The edges are read when Edges is called (the walk's record
+// of id, in a temporary file): the error is a failure to read it back.
+func (v *View) Edges(id PathID) (iter.Seq2[PathID, Edge], error) {
+	var e memoEntry
+	if v.Reachable(id) {
 		var rb recordBuf
-		var e memoEntry
 		b, err := v.memo.record(v.offs[v.entry(id)], &rb)
 		if err == nil {
 			_, err = decodeRecord(b, v.memo.entries, &e)
 		}
 		if err != nil {
-			panic(fmt.Sprintf("gc: reading back the walk: %v", err))
+			return nil, fmt.Errorf("gc: reading back the walk: %w", err)
 		}
+	}
+	return func(yield func(PathID, Edge) bool) {
 		for _, r := range e.refs {
 			if r.entry >= 0 && !yield(PathID(v.ids[r.entry]), EdgeReference) {
 				return
@@ -259,7 +264,7 @@ func (v *View) Edges(id PathID) iter.Seq2[PathID, Edge] {
 		if e.hasDer && e.der.entry >= 0 {
 			yield(PathID(v.ids[e.der.entry]), EdgeDeriver)
 		}
-	}
+	}, nil
 }
 
 // RootPaths iterates the PathIDs that are roots of their own: the listed
@@ -288,8 +293,9 @@ func (v *View) RootPaths() iter.Seq2[int, PathID] {
 // Step is one path of a Chain and the edge that led to it (the first step's
 // Via is meaningless: a root leads to it).
 type Step struct {
-	ID  PathID
-	Via Edge
+	ID   PathID
+	Hash nixcache.Hash
+	Via  Edge
 }
 
 // Chain is the shortest way a root keeps a path: the marker (index in
@@ -305,20 +311,21 @@ type Chain struct {
 // while it is younger than the grace period). ok is false when nothing keeps
 // target. Paths for which skip is true are left out, except target itself
 // when a marker names it (kiss rm asks whether anything but the paths it
-// deletes keeps one: a young target roots only itself).
-func (v *View) ShortestChain(target PathID, skip func(PathID) bool) (Chain, bool) {
+// deletes keeps one: a young target roots only itself). The error is a
+// failure to read the view's temporary files back.
+func (v *View) ShortestChain(target PathID, skip func(PathID) bool) (Chain, bool, error) {
 	if !v.Reachable(target) {
-		return Chain{}, false
+		return Chain{}, false, nil
 	}
-	if c, ok := v.chain(target, skip, false); ok {
-		return c, true
+	if c, ok, err := v.chain(target, skip, false); ok || err != nil {
+		return c, ok, err
 	}
 	return v.chain(target, skip, true)
 }
 
 // chain is a breadth-first search from every marker root (and, with young,
 // every young narinfo) at once.
-func (v *View) chain(target PathID, skip func(PathID) bool, young bool) (Chain, bool) {
+func (v *View) chain(target PathID, skip func(PathID) bool, young bool) (Chain, bool, error) {
 	parent := make(map[PathID]int32) // -1: a root; else the PathID it came from
 	via := make(map[PathID]Edge)
 	rootOf := make(map[PathID]int)
@@ -342,7 +349,11 @@ func (v *View) chain(target PathID, skip func(PathID) bool, young bool) (Chain, 
 		if id == target {
 			var steps []Step
 			for cur := id; ; {
-				steps = append(steps, Step{ID: cur, Via: via[cur]})
+				h, err := v.Hash(cur)
+				if err != nil {
+					return Chain{}, false, err
+				}
+				steps = append(steps, Step{ID: cur, Hash: h, Via: via[cur]})
 				p := parent[cur]
 				if p < 0 {
 					break
@@ -350,9 +361,13 @@ func (v *View) chain(target PathID, skip func(PathID) bool, young bool) (Chain, 
 				cur = PathID(p)
 			}
 			slices.Reverse(steps)
-			return Chain{Marker: rootOf[steps[0].ID], Steps: steps}, true
+			return Chain{Marker: rootOf[steps[0].ID], Steps: steps}, true, nil
 		}
-		for to, e := range v.Edges(id) {
+		edges, err := v.Edges(id)
+		if err != nil {
+			return Chain{}, false, err
+		}
+		for to, e := range edges {
 			if to != target && skip != nil && skip(to) {
 				continue
 			}
@@ -363,7 +378,7 @@ func (v *View) chain(target PathID, skip func(PathID) bool, young bool) (Chain, 
 			queue = append(queue, to)
 		}
 	}
-	return Chain{}, false
+	return Chain{}, false, nil
 }
 
 // DefaultConcurrency is how many reads at once a walk of st makes when

@@ -30,9 +30,19 @@ func newView(t *testing.T, c *cache, opts gc.Options) *gc.View {
 func chainNames(v *gc.View, c gc.Chain, names map[nixcache.Hash]string) []string {
 	var out []string
 	for _, s := range c.Steps {
-		out = append(out, names[v.Hash(s.ID)])
+		out = append(out, names[s.Hash])
 	}
 	return out
+}
+
+// shortest is v.ShortestChain, failing t on a read error.
+func shortest(t *testing.T, v *gc.View, id gc.PathID, skip func(gc.PathID) bool) (gc.Chain, bool) {
+	t.Helper()
+	c, ok, err := v.ShortestChain(id, skip)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, ok
 }
 
 func TestViewShortestChain(t *testing.T) {
@@ -53,7 +63,7 @@ func TestViewShortestChain(t *testing.T) {
 		}
 		v := newView(t, c, gc.Options{})
 		id, _ := v.Lookup(lib.hash)
-		ch, ok := v.ShortestChain(id, nil)
+		ch, ok := shortest(t, v, id, nil)
 		if !ok {
 			t.Fatal("lib not kept")
 		}
@@ -62,13 +72,13 @@ func TestViewShortestChain(t *testing.T) {
 			t.Errorf("chain %v from %s, want [app lib] from gcroots/web", got, v.Markers()[ch.Marker].Source)
 		}
 		id, _ = v.Lookup(mid.hash)
-		ch, _ = v.ShortestChain(id, nil)
+		ch, _ = shortest(t, v, id, nil)
 		if got := chainNames(v, ch, names); !slices.Equal(got, []string{"other", "mid"}) {
 			t.Errorf("mid chain %v, want [other mid]", got)
 		}
 		// Skipping "other" leaves the long way round.
 		otherID, _ := v.Lookup(other.hash)
-		ch, _ = v.ShortestChain(id, func(p gc.PathID) bool { return p == otherID })
+		ch, _ = shortest(t, v, id, func(p gc.PathID) bool { return p == otherID })
 		if got := chainNames(v, ch, names); !slices.Equal(got, []string{"app", "long1", "mid"}) {
 			t.Errorf("mid chain without other %v, want [app long1 mid]", got)
 		}
@@ -76,7 +86,7 @@ func TestViewShortestChain(t *testing.T) {
 		if !ok || v.Reachable(gid) {
 			t.Fatal("garbage should be listed and unreachable")
 		}
-		if _, ok := v.ShortestChain(gid, nil); ok {
+		if _, ok := shortest(t, v, gid, nil); ok {
 			t.Error("garbage has a chain")
 		}
 	})

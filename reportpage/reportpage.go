@@ -86,7 +86,11 @@ func Collect(ctx context.Context, st storage.Store, o Options) (*Data, error) {
 		return nil, err
 	}
 	defer v.Close()
-	d := &Data{Store: st.URL(), Now: v.Now(), Usage: explain.Usage(v)}
+	u, err := explain.Usage(v)
+	if err != nil {
+		return nil, err
+	}
+	d := &Data{Store: st.URL(), Now: v.Now(), Usage: u}
 	list, err := reports.List(ctx, st, nixcache.ReportsPrefix)
 	if err != nil {
 		return nil, err

@@ -67,7 +67,10 @@ func runDu(c *cli.Context) error {
 		return viewError(err)
 	}
 	defer v.Close()
-	u := explain.Usage(v)
+	u, err := explain.Usage(v)
+	if err != nil {
+		return err
+	}
 	slices.SortStableFunc(u.Roots, func(a, b explain.RootUsage) int {
 		switch {
 		case order(a, b):
