@@ -53,11 +53,7 @@ func runDu(c *cli.Context) error {
 	if !ok {
 		return usageError(fmt.Errorf("--sort %q: want closure, unique or name", c.String("sort")))
 	}
-	opts, err := rootOptions(c)
-	if err != nil {
-		return err
-	}
-	st, err := openStore(c.Context, c.Args().First())
+	st, opts, err := openForRoots(c)
 	if err != nil {
 		return err
 	}

@@ -46,11 +46,7 @@ func runReport(c *cli.Context) error {
 	if err := storage.ValidateKey(c.String("key")); err != nil {
 		return usageError(fmt.Errorf("--key: %w", err))
 	}
-	opts, err := rootOptions(c)
-	if err != nil {
-		return err
-	}
-	st, err := openStore(c.Context, c.Args().First())
+	st, opts, err := openForRoots(c)
 	if err != nil {
 		return err
 	}

@@ -54,12 +54,8 @@ func runRm(c *cli.Context) error {
 	if c.NArg() < 2 {
 		return usageError(errors.New("rm: want STORE PATH…"))
 	}
-	opts, err := rootOptions(c)
-	if err != nil {
-		return err
-	}
 	ctx := c.Context
-	st, err := openStore(ctx, c.Args().First())
+	st, opts, err := openForRoots(c)
 	if err != nil {
 		return err
 	}

@@ -50,6 +50,21 @@ func rootOptions(c *cli.Context) (gc.Options, error) {
 	}, nil
 }
 
+// openForRoots reads the root flags and opens STORE, the first argument,
+// for the commands that judge reachability as prune does (why, du, rm,
+// report). The caller closes the store.
+func openForRoots(c *cli.Context) (storage.Store, gc.Options, error) {
+	opts, err := rootOptions(c)
+	if err != nil {
+		return nil, gc.Options{}, err
+	}
+	st, err := openStore(c.Context, c.Args().First())
+	if err != nil {
+		return nil, gc.Options{}, err
+	}
+	return st, opts, nil
+}
+
 // pathHashes maps store paths, base names or hashes to hashes, in the
 // cache's store directory.
 func pathHashes(ctx context.Context, st storage.Store, args []string) ([]nixcache.Hash, error) {
@@ -104,12 +119,8 @@ func runWhy(c *cli.Context) error {
 	if c.NArg() < 2 {
 		return usageError(errors.New("why: want STORE PATH…"))
 	}
-	opts, err := rootOptions(c)
-	if err != nil {
-		return err
-	}
 	ctx := c.Context
-	st, err := openStore(ctx, c.Args().First())
+	st, opts, err := openForRoots(c)
 	if err != nil {
 		return err
 	}
