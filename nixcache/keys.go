@@ -20,7 +20,10 @@ const (
 	PruneLeaseKey = LockPrefix + "prune"
 	// KissPrefix holds kiss's own objects (memo, temp files of the file
 	// driver, storage check probes). Only KissTempPrefix is ever collected.
-	KissPrefix     = ".kiss/"
+	KissPrefix = ".kiss/"
+	// KissTempPrefix is where the file driver stages writes
+	// (storage.TempPrefix; gc's TestFileDriverTempIsCollectable keeps the
+	// two equal, as neither package may import the other).
 	KissTempPrefix = KissPrefix + "tmp/"
 	// CheckPrefix holds `kiss storage check` probes: .kiss/check/<run>/….
 	CheckPrefix = KissPrefix + "check/"

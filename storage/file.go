@@ -22,7 +22,9 @@ import (
 // TempPrefix is where the file driver stages objects before publishing them
 // with rename(2) or link(2): inside the cache root, so both are on the same
 // filesystem and atomic. Keys under it are never cache objects; the pruner
-// collects stale ones.
+// collects stale ones: nixcache.KissTempPrefix is the same prefix (storage
+// and nixcache import nothing of kiss; gc's TestFileDriverTempIsCollectable
+// keeps the two equal).
 const TempPrefix = ".kiss/tmp/"
 
 // fileStore is the flat directory that `nix copy --to file://` writes and nginx
