@@ -75,49 +75,23 @@ func Usage(v *gc.View) (*UsageReport, error) {
 		roots[mi].ids = append(roots[mi].ids, id)
 	}
 
-	// The reachable graph once, as arrays: each root's walk then costs
-	// array reads, not a decode of the walk's record per visit (roots
-	// share most of their closures).
-	n := v.Len()
-	off := make([]int32, n+1)
-	var to []int32
-	for id := range n {
-		off[id] = int32(len(to))
-		edges, err := v.Edges(gc.PathID(id))
-		if err != nil {
-			return nil, err
-		}
-		for t := range edges {
-			to = append(to, int32(t))
-		}
+	walk, err := gc.NewClosures(v)
+	if err != nil {
+		return nil, err
 	}
-	off[n] = int32(len(to))
-
 	// owner[id] is the one root that keeps id, -1 none yet, -2 several.
 	owner := make([]int32, v.Len())
 	for i := range owner {
 		owner[i] = -1
 	}
-	seen := make([]uint32, v.Len()) // generation marks: no clearing per root
 	out := &UsageReport{Roots: make([]RootUsage, len(roots))}
-	var stack []gc.PathID
 	for ri, r := range roots {
 		ru := &out.Roots[ri]
 		ru.Root, ru.Expired, ru.Paths = r.name, r.expired, r.named
 		if ri != young {
 			ru.Missing = r.named - len(r.ids)
 		}
-		mark := uint32(ri + 1)
-		stack = stack[:0]
-		for _, id := range r.ids {
-			if seen[id] != mark {
-				seen[id] = mark
-				stack = append(stack, id)
-			}
-		}
-		for len(stack) > 0 {
-			id := stack[len(stack)-1]
-			stack = stack[:len(stack)-1]
+		walk.Walk(r.ids, func(id gc.PathID) {
 			ru.Closure.add(v.FileSize(id))
 			switch owner[id] {
 			case -1:
@@ -126,13 +100,7 @@ func Usage(v *gc.View) (*UsageReport, error) {
 			default:
 				owner[id] = -2
 			}
-			for _, t := range to[off[id]:off[id+1]] {
-				if seen[t] != mark {
-					seen[t] = mark
-					stack = append(stack, gc.PathID(t))
-				}
-			}
-		}
+		})
 	}
 	for id, o := range owner {
 		if o == -1 {

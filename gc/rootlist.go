@@ -32,40 +32,27 @@ func ListRoots(ctx context.Context, st storage.Store, opts Options) ([]RootInfo,
 		return nil, err
 	}
 	defer v.Close()
+	walk, err := NewClosures(v)
+	if err != nil {
+		return nil, err
+	}
 	out := make([]RootInfo, 0, len(v.markers))
-	seen := make([]uint32, v.Len()) // generation marks, no clearing between markers
-	var stack []PathID
-	for gen, mk := range v.markers {
+	var start []PathID
+	for _, mk := range v.markers {
 		ri := RootInfo{Marker: mk, Age: Duration(v.now.Sub(mk.ModTime).Truncate(time.Second))}
-		mark := uint32(gen + 1)
-		stack = stack[:0]
+		start = start[:0]
 		for _, h := range mk.Paths {
 			id, ok := v.Lookup(h)
 			if !ok || !v.Reachable(id) {
 				ri.Missing++
 				continue
 			}
-			if seen[id] != mark {
-				seen[id] = mark
-				stack = append(stack, id)
-			}
+			start = append(start, id)
 		}
-		for len(stack) > 0 {
-			id := stack[len(stack)-1]
-			stack = stack[:len(stack)-1]
+		walk.Walk(start, func(id PathID) {
 			ri.ClosurePaths++
 			ri.ClosureBytes += v.FileSize(id)
-			edges, err := v.Edges(id)
-			if err != nil {
-				return nil, err
-			}
-			for to := range edges {
-				if seen[to] != mark {
-					seen[to] = mark
-					stack = append(stack, to)
-				}
-			}
-		}
+		})
 		out = append(out, ri)
 	}
 	return out, nil
