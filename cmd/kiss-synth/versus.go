@@ -29,13 +29,15 @@ import (
 // The original takes the marker directory as its GC roots (it has no grace
 // period and no notion of logs, so it deletes newborns and leaves logs:
 // the work differs in those 0.2 % and 5 %). Each ratio is the median of
-// the paired ratios kiss ÷ original.
+// the paired ratios kiss ÷ original. With --orig-kiss the "original" is
+// another build of kiss (an A/B between two versions on one cache).
 func versusCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "versus",
 		Usage: "kiss prune against the original kiss-cache pruner on one generated cache, in paired runs",
 		Flags: append(runFlags("pairs of runs per measurement"),
-			&cli.StringFlag{Name: "orig", Required: true, Usage: "path of the original's kiss-cache binary"},
+			&cli.StringFlag{Name: "orig", Required: true, Usage: "path of the original's kiss-cache binary (or, with --orig-kiss, of an older kiss)"},
+			&cli.BoolFlag{Name: "orig-kiss", Usage: "--orig is another build of kiss (an A/B of two versions): same arguments, its own memo"},
 		),
 		Action: versus,
 	}
@@ -104,9 +106,12 @@ func versus(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	plainMu.Lock()
-	plainBins[orig] = true
-	plainMu.Unlock()
+	origKiss := c.Bool("orig-kiss")
+	if !origKiss {
+		plainMu.Lock()
+		plainBins[orig] = true
+		plainMu.Unlock()
+	}
 	cacheDir, manDir := filepath.Join(work, "cache"), filepath.Join(work, "manifest")
 	timeout, repeat := c.Duration("timeout"), max(1, c.Int("repeat"))
 	grace := "--grace=" + c.Duration("grace").String()
@@ -115,19 +120,22 @@ func versus(c *cli.Context) error {
 		return err
 	}
 
-	origArgs := func(dir string, dry bool) []string {
-		a := []string{"prune"}
-		if dry {
-			a = append(a, "-n")
-		}
-		return append(a, dir, filepath.Join(dir, "gcroots"))
-	}
 	kissArgs := func(dir string, dry bool) []string {
 		a := []string{"--json", "prune", grace}
 		if dry {
 			a = append(a, "--dry-run")
 		}
 		return append(a, dir)
+	}
+	origArgs := func(dir string, dry bool) []string {
+		if origKiss {
+			return kissArgs(dir, dry)
+		}
+		a := []string{"prune"}
+		if dry {
+			a = append(a, "-n")
+		}
+		return append(a, dir, filepath.Join(dir, "gcroots"))
 	}
 	// measure runs both, alternating who goes first.
 	measure := func(name string, i int, dirOrig, dirKiss string, dry bool, p *pair) error {
@@ -196,11 +204,29 @@ func versus(c *cli.Context) error {
 		return fmt.Errorf("versus: kiss's prune: %d live and %d newborn missing, %d garbage left", len(chk.LiveMissing), chk.NewbornMissing, chk.GarbageLeft)
 	}
 	// Both memos into the unpruned cache (hard links share inodes, so the
-	// fingerprints match).
-	for _, m := range []struct{ from, to string }{
-		{filepath.Join(origCopy, ".kiss-cache.closures"), filepath.Join(cacheDir, ".kiss-cache.closures")},
+	// fingerprints match). Another kiss keeps its memo under .kiss/memo/
+	// too (another version of it: both are copied).
+	memos := []struct{ from, to string }{
 		{filepath.Join(kissCopy, filepath.FromSlash(gc.MemoKey)), filepath.Join(cacheDir, filepath.FromSlash(gc.MemoKey))},
-	} {
+	}
+	if origKiss {
+		dir := filepath.Dir(filepath.FromSlash(gc.MemoKey))
+		ents, err := os.ReadDir(filepath.Join(origCopy, dir))
+		if err != nil {
+			return fmt.Errorf("versus: no memo: %w", err)
+		}
+		for _, e := range ents {
+			if p := filepath.Join(dir, e.Name()); p != filepath.FromSlash(gc.MemoKey) && e.Type().IsRegular() {
+				memos = append(memos, struct{ from, to string }{filepath.Join(origCopy, p), filepath.Join(cacheDir, p)})
+			}
+		}
+	} else {
+		memos = append(memos, struct{ from, to string }{filepath.Join(origCopy, ".kiss-cache.closures"), filepath.Join(cacheDir, ".kiss-cache.closures")})
+	}
+	if len(memos) < 2 {
+		return fmt.Errorf("versus: the other kiss left no memo of another version in %s", origCopy)
+	}
+	for _, m := range memos {
 		data, err := os.ReadFile(m.from)
 		if err != nil {
 			return fmt.Errorf("versus: no memo: %w", err)
@@ -222,6 +248,9 @@ func versus(c *cli.Context) error {
 	}
 	if num(warm.Kiss[0].Report, "narinfo_reads") != 0 {
 		return fmt.Errorf("versus: kiss's warm run read narinfos")
+	}
+	if origKiss && num(warm.Orig[0].Report, "narinfo_reads") != 0 {
+		return fmt.Errorf("versus: the other kiss's warm run read narinfos (did it find its memo?)")
 	}
 
 	wall := func(r run) float64 { return r.Seconds }

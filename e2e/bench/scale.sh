@@ -5,6 +5,7 @@
 #   e2e/bench/scale.sh [N ...]        default: 1000000 10000000 100000000
 #
 # For each N, one fresh process per run (so each peak RSS is that run's):
+#   list      the listing alone, every object dropped (the floor of a prune)
 #   cold      dry run, no memo
 #   real      real prune, no memo (the first prune); writes the memo; checked
 #             against the generator's own answer (nothing live or newborn
@@ -23,6 +24,8 @@
 #   KISS_BENCH_TMP      the pruner's temporary files (default $TMPDIR or /tmp);
 #                       about 300 bytes per path at the peak
 #   KISS_BENCH_LATENCY  per-request latency for vprune -latency (default none)
+#   KISS_BENCH_GOGC     also run cold and warm with this GOGC (e.g. 100), each
+#                       right after its run at kiss prune's default
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 SIZES=("$@")
@@ -64,9 +67,12 @@ run() { # N STATE MODE [args...]
 for n in "${SIZES[@]}"; do
   s="$WORK/state-$n"; si="$WORK/state-inv-$n"
   mkdir -p "$s" "$si"
+  run "$n" "$WORK/none-$n" list
   run "$n" "$WORK/none-$n" cold -answer
+  [ -z "${KISS_BENCH_GOGC:-}" ] || GOGC=$KISS_BENCH_GOGC run "$n" "$WORK/none-$n" cold
   run "$n" "$s" real
   run "$n" "$s" warm
+  [ -z "${KISS_BENCH_GOGC:-}" ] || GOGC=$KISS_BENCH_GOGC run "$n" "$s" warm
   run "$n" "$s" warmreal
   if [ "${KISS_BENCH_INVENTORY:-1}" != 0 ]; then
     run "$n" "$si" real -inventory

@@ -72,6 +72,8 @@ func main() {
 	sort.SliceStable(runs, func(i, j int) bool { return runs[i].Paths < runs[j].Paths })
 	scaleTable(os.Stdout, runs)
 	costTable(os.Stdout, runs)
+	targets(os.Stdout, runs)
+	gogcTable(os.Stdout, runs)
 	if *png != "" {
 		if err := plot(runs, *png); err != nil {
 			fail(err)
@@ -90,6 +92,9 @@ func name(r run) string {
 	n := r.Mode
 	if r.Inventory {
 		n += " + inventory"
+	}
+	if r.GOGC != "" {
+		n += ", GOGC=" + r.GOGC
 	}
 	return n
 }
@@ -139,10 +144,7 @@ func costTable(w io.Writer, runs []run) {
 		q := r.Requests
 		price := float64(q["ListObjectsV2"]+q["PutObject"])*priceTier1 + float64(q["GetObject"]+q["HeadObject"])*priceTier2 +
 			float64(r.InventoryObjects)*priceInventory
-		var wall time.Duration
-		for op, l := range latency {
-			wall += time.Duration(float64(q[op]) * float64(l.d) / float64(l.inFlight))
-		}
+		wall := modeledWall(q)
 		kind := "cold (no memo)"
 		if r.Mode == "warmreal" {
 			kind = "warm (memo)"
@@ -164,6 +166,109 @@ func costTable(w io.Writer, runs []run) {
 	fmt.Fprintln(w)
 }
 
+// modeledWall is the wall time of requests q under the latency model:
+// Σ requests × latency / in flight.
+func modeledWall(q map[string]int64) time.Duration {
+	var wall time.Duration
+	for op, l := range latency {
+		wall += time.Duration(float64(q[op]) * float64(l.d) / float64(l.inFlight))
+	}
+	return wall
+}
+
+// targets checks issue 15's targets on the runs with kiss's defaults (no
+// inventory, no GOGC override): RSS growth per path and time per path from
+// the smallest to each larger N, and the warm dry run at the largest N
+// against the cold one, measured, its floor (the listing, which a warm run
+// does as a cold one does), and under the latency model.
+func targets(w io.Writer, runs []run) {
+	by := map[string]map[int64]run{}
+	var sizes []int64
+	for _, r := range runs {
+		if r.Inventory || r.GOGC != "" || r.Error != "" {
+			continue
+		}
+		if by[r.Mode] == nil {
+			by[r.Mode] = map[int64]run{}
+		}
+		if _, ok := by[r.Mode][r.Paths]; !ok && r.Mode == "cold" {
+			sizes = append(sizes, r.Paths)
+		}
+		by[r.Mode][r.Paths] = r
+	}
+	if len(sizes) < 2 {
+		return
+	}
+	lo, hi := sizes[0], sizes[len(sizes)-1]
+	fmt.Fprintf(w, "| run | RSS growth B/path, %s → each larger N (target ≤ 40) | time per path at each N ÷ at %s (target 0.8–1.2) |\n", paths(lo), paths(lo))
+	fmt.Fprintln(w, "|---|---|---|")
+	for _, mode := range []string{"cold", "real", "warm", "warmreal"} {
+		b, ok := by[mode][lo]
+		if !ok {
+			continue
+		}
+		var growth, linear []string
+		for _, n := range sizes[1:] {
+			r, ok := by[mode][n]
+			if !ok {
+				continue
+			}
+			growth = append(growth, fmt.Sprintf("%s: %.1f", paths(n), float64(r.PeakRSS-b.PeakRSS)/float64(n-lo)))
+			linear = append(linear, fmt.Sprintf("%s: %.2f", paths(n), (r.WallSeconds/float64(n))/(b.WallSeconds/float64(lo))))
+		}
+		fmt.Fprintf(w, "| %s | %s | %s |\n", mode, strings.Join(growth, ", "), strings.Join(linear, ", "))
+	}
+	fmt.Fprintln(w)
+	cold, okc := by["cold"][hi]
+	warm, okw := by["warm"][hi]
+	if !okc || !okw {
+		return
+	}
+	mc, mw := modeledWall(cold.Requests), modeledWall(warm.Requests)
+	fmt.Fprintf(w, "Warm dry run at %s: %d narinfo reads (target 0), %.1f s against %.1f s cold = **%.3f×** (target ≤ 0.1×). "+
+		"Its floor is the listing, which a warm run makes as a cold one does: its list phase (listing and indexing) took %.1f s = %.3f× the cold run "+
+		"(the cold run's own %.1f s)",
+		paths(hi), warm.Reads, warm.WallSeconds, cold.WallSeconds, warm.WallSeconds/cold.WallSeconds,
+		warm.Phases["list"], warm.Phases["list"]/cold.WallSeconds, cold.Phases["list"])
+	if l, ok := by["list"][hi]; ok {
+		fmt.Fprintf(w, ", and the listing alone (`vprune -mode list`: %d objects listed and dropped, the virtual store generating them) %.1f s = %.3f×",
+			l.Listed, l.WallSeconds, l.WallSeconds/cold.WallSeconds)
+	}
+	fmt.Fprintf(w, ". Under the latency model above (dry runs: %d LIST pages, %d GETs cold, %d warm) "+
+		"the cold dry run takes %s and the warm one %s = **%.3f×**.\n\n",
+		warm.Requests["ListObjectsV2"], cold.Requests["GetObject"], warm.Requests["GetObject"],
+		mc.Round(time.Second), mw.Round(time.Second), float64(mw)/float64(mc))
+}
+
+// gogcTable sets the runs made with another GOGC beside the same run at
+// kiss prune's default (prune.GCPercent).
+func gogcTable(w io.Writer, runs []run) {
+	def := map[string]run{}
+	for _, r := range runs {
+		if r.GOGC == "" && !r.Inventory {
+			def[fmt.Sprint(r.Paths, r.Mode)] = r
+		}
+	}
+	header := false
+	for _, r := range runs {
+		d, ok := def[fmt.Sprint(r.Paths, r.Mode)]
+		if r.GOGC == "" || r.Inventory || !ok {
+			continue
+		}
+		if !header {
+			fmt.Fprintln(w, "| paths | run | GOGC | wall s (default → this) | CPU s (default → this) | CPU ratio | peak RSS MiB (default → this) |")
+			fmt.Fprintln(w, "|---:|---|---:|---:|---:|---:|---:|")
+			header = true
+		}
+		dc, rc := d.UserSeconds+d.SysSeconds, r.UserSeconds+r.SysSeconds
+		fmt.Fprintf(w, "| %s | %s | %s | %.1f → %.1f | %.1f → %.1f | %.2f× | %.0f → %.0f |\n", paths(r.Paths), r.Mode, r.GOGC,
+			d.WallSeconds, r.WallSeconds, dc, rc, rc/dc, mib(d.PeakRSS), mib(r.PeakRSS))
+	}
+	if header {
+		fmt.Fprintln(w)
+	}
+}
+
 func plot(runs []run, out string) error {
 	dir, err := os.MkdirTemp("", "scale-plot")
 	if err != nil {
@@ -173,7 +278,7 @@ func plot(runs []run, out string) error {
 	series := map[string]*strings.Builder{}
 	var order []string
 	for _, r := range runs {
-		if r.Inventory || r.Mode == "warmreal" || r.Mode == "steady" {
+		if r.Inventory || r.GOGC != "" || r.Mode == "warmreal" || r.Mode == "steady" {
 			continue
 		}
 		k := name(r)
@@ -189,7 +294,7 @@ func plot(runs []run, out string) error {
 		if err := os.WriteFile(file, []byte(series[k].String()), 0o644); err != nil {
 			return err
 		}
-		title := map[string]string{"cold": "cold dry run", "real": "real prune (cold)", "warm": "warm dry run"}[k]
+		title := map[string]string{"list": "the listing alone", "cold": "cold dry run", "real": "real prune (cold)", "warm": "warm dry run"}[k]
 		if title == "" {
 			title = k
 		}

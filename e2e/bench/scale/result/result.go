@@ -31,4 +31,8 @@ type Run struct {
 	Inventory        bool               `json:"inventory,omitempty"`
 	InventoryObjects int64              `json:"inventory_objects,omitempty"`
 	Error            string             `json:"error,omitempty"`
+	// Listed is the objects a "list" run listed.
+	Listed int64 `json:"listed,omitempty"`
+	// GOGC is the process's $GOGC when it overrides kiss prune's default.
+	GOGC string `json:"gogc,omitempty"`
 }

@@ -8,6 +8,7 @@
 //	vprune -paths 1000000 -mode real -state DIR    # prunes, saves memo + deletions in DIR
 //	vprune -paths 1000000 -mode warm -state DIR    # dry run, unpruned cache, DIR's memo
 //	vprune -paths 1000000 -mode steady -state DIR  # real prune of the pruned cache
+//	vprune -paths 1000000 -mode list               # the listing alone (the floor of a prune)
 package main
 
 import (
@@ -27,6 +28,8 @@ import (
 	"github.com/kiss-cache/kiss/e2e/bench/scale/result"
 	"github.com/kiss-cache/kiss/gc"
 	"github.com/kiss-cache/kiss/internal/vstore"
+	"github.com/kiss-cache/kiss/nixcache"
+	"github.com/kiss-cache/kiss/prune"
 	"github.com/kiss-cache/kiss/storage"
 )
 
@@ -52,7 +55,7 @@ func status(field string) int64 {
 func main() {
 	paths := flag.Int64("paths", 1000000, "narinfos in the virtual cache")
 	seed := flag.Uint64("seed", 1, "generator seed")
-	mode := flag.String("mode", "cold", "cold (dry, no memo) | real (prune, saves memo and deletions) | warm (dry, memo, unpruned cache) | warmreal (prune, memo, unpruned cache) | steady (prune of the pruned cache)")
+	mode := flag.String("mode", "cold", "list (the listing alone) | cold (dry, no memo) | real (prune, saves memo and deletions) | warm (dry, memo, unpruned cache) | warmreal (prune, memo, unpruned cache) | steady (prune of the pruned cache)")
 	inv := flag.Bool("inventory", false, "list below the top level from the cache's inventory report (as taken at its creation)")
 	state := flag.String("state", "", "vstore state directory (memo and deletions between runs)")
 	tmp := flag.String("tmp", "", "the pruner's temporary directory")
@@ -62,7 +65,9 @@ func main() {
 	check := flag.Bool("check", true, "check a real prune against the generator's answer")
 	answer := flag.Bool("answer", false, "compute the generator's reachable count (a pass over every object)")
 	flag.Parse()
-	debug.SetGCPercent(10) // as kiss prune does
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(prune.GCPercent) // as kiss prune does
+	}
 
 	cfg := vstore.Config{Paths: *paths, Seed: *seed, StateDir: *state, Now: time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)}
 	if *lat != "" {
@@ -82,7 +87,7 @@ func main() {
 	if *mode == "warm" || *mode == "warmreal" {
 		vs.ForgetDeletions() // the memo of a real prune, over the unpruned cache
 	}
-	res := result.Run{Paths: *paths, Mode: *mode, Concurrency: *conc, PagesInFlight: *pages}
+	res := result.Run{Paths: *paths, Mode: *mode, Concurrency: *conc, PagesInFlight: *pages, GOGC: os.Getenv("GOGC")}
 	if *answer {
 		a := vs.Answer()
 		res.WantReach, res.NarInfos, res.Objects = a.Reachable, a.NarInfos, a.Objects
@@ -123,9 +128,22 @@ func main() {
 			}
 		}()
 	}
-	plan, err := gc.NewPlan(ctx, st, opts)
+	var plan *gc.Plan
 	var rep *gc.Report
-	if err == nil {
+	if *mode == "list" {
+		// The listing alone, as the pruner makes it, every object dropped:
+		// the floor of any prune that lists the store.
+		for batch, lerr := range storage.ListParallel(ctx, st, "", storage.ParallelListOptions{Splits: nixcache.ListSplits(), PagesInFlight: *pages}) {
+			if lerr != nil {
+				err = lerr
+				break
+			}
+			res.Listed += int64(len(batch))
+		}
+	} else {
+		plan, err = gc.NewPlan(ctx, st, opts)
+	}
+	if err == nil && plan != nil {
 		defer plan.Close()
 		rep = plan.Report()
 		switch *mode {
