@@ -49,13 +49,15 @@ func skipPast(p string) string { return p[:len(p)-1] + "0" }
 // ListParallel lists st under prefix and yields the objects in batches, in no
 // particular order. On a PageLister it starts with one plain listing and
 // splits it into ranges (at opts.Splits) only as pages show the listing is
-// large: a range whose page came back full hands the upper half of its
-// remaining splits to a new range while fewer than opts.PagesInFlight ranges
-// are running. So a small bucket costs what one listing costs (a bucket of
-// up to 1000 keys one request), a large one reaches PagesInFlight pages in
-// flight after a few round trips, and no listing makes more than twice the
-// requests of a plain one plus one (every split follows a full page, and
-// each range ends with at most one page that is not full). On any other
+// large: every full page earns one split, and a range whose page came back
+// full hands the upper half of its remaining splits to a new range while
+// earned splits are left. The ranges share opts.PagesInFlight page requests
+// (first come, first served). So a small bucket costs what one listing costs
+// (a bucket of up to 1000 keys one request), a large one has PagesInFlight
+// pages in flight after a few round trips and ends up cut at every split,
+// its ranges advancing side by side (none is left to finish alone), and no
+// listing makes more than twice the requests of a plain one plus one (a
+// range ends with at most one page that is not full). On any other
 // store it is ListKeys (objects may then lack attributes) in batches of
 // PageSize. After an error nothing more is yielded. Wrappers that implement
 // PageLister themselves (Counting) keep the parallel path.
@@ -84,8 +86,8 @@ func ListParallel(ctx context.Context, st Store, prefix string, opts ParallelLis
 
 		ctx, cancel := context.WithCancel(ctx)
 		defer cancel()
-		l := &rangeLister{pl: pl, prefix: prefix, skip: opts.SkipPrefixes, splits: splits, inFlight: inFlight,
-			pages: make(chan listedPage, inFlight)}
+		l := &rangeLister{pl: pl, prefix: prefix, skip: opts.SkipPrefixes, splits: splits,
+			sem: make(chan struct{}, inFlight), pages: make(chan listedPage, inFlight)}
 		l.start(ctx, keyRange{j: len(splits)})
 		go func() { l.wg.Wait(); close(l.pages) }()
 		for p := range l.pages {
@@ -121,37 +123,34 @@ type listedPage struct {
 	err  error
 }
 
-// rangeLister runs ListParallel's workers: one per range, at most inFlight
-// at once, each with one page request outstanding.
+// rangeLister runs ListParallel's workers: one per range, each with at most
+// one page request outstanding, all of them at most cap(sem).
 type rangeLister struct {
-	pl       PageLister
-	prefix   string
-	skip     []string
-	splits   []string
-	inFlight int
-	pages    chan listedPage
-	wg       sync.WaitGroup
+	pl     PageLister
+	prefix string
+	skip   []string
+	splits []string
+	sem    chan struct{}
+	pages  chan listedPage
+	wg     sync.WaitGroup
 
-	mu      sync.Mutex
-	running int
+	mu sync.Mutex
+	// earned counts full pages, spent the ranges started after the first:
+	// a split is made only while spent < earned.
+	earned, spent int
 }
 
 func (l *rangeLister) start(ctx context.Context, r keyRange) {
-	l.running++
-	l.wg.Go(func() {
-		l.list(ctx, r)
-		l.mu.Lock()
-		l.running--
-		l.mu.Unlock()
-	})
+	l.wg.Go(func() { l.list(ctx, r) })
 }
 
-// split hands the upper half of r's remaining cut points to a new worker if
-// a slot is free (the caller has just seen a full page: the range is large).
+// split: r's last page was full. That earns a split, and if one is left, r
+// hands the upper half of its remaining cut points to a new range.
 func (l *rangeLister) split(ctx context.Context, r *keyRange) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.running >= l.inFlight {
+	l.earned++
+	if l.spent >= l.earned {
 		return
 	}
 	for r.i < r.j && l.splits[r.i] <= r.after {
@@ -161,6 +160,7 @@ func (l *rangeLister) split(ctx context.Context, r *keyRange) {
 		return
 	}
 	m := (r.i + r.j) / 2
+	l.spent++
 	l.start(ctx, keyRange{after: l.splits[m], hi: r.hi, i: m + 1, j: r.j})
 	r.hi, r.j = l.splits[m], m
 }
@@ -170,10 +170,13 @@ func (l *rangeLister) split(ctx context.Context, r *keyRange) {
 // met, however large).
 func (l *rangeLister) list(ctx context.Context, r keyRange) {
 	for {
-		if ctx.Err() != nil {
+		select {
+		case l.sem <- struct{}{}:
+		case <-ctx.Done():
 			return
 		}
 		objs, more, err := l.pl.ListPage(ctx, l.prefix, r.after, PageSize)
+		<-l.sem
 		if err != nil {
 			select {
 			case l.pages <- listedPage{err: err}:
