@@ -42,6 +42,21 @@ func Generations(ctx context.Context, st storage.Store, key string) ([]Generatio
 	return out, nil
 }
 
+// WritableKey is Key for a marker AddKeeping may write: also refused (with
+// ErrGenerationName) is a generation's name, which only AddKeeping itself
+// writes, as the history of another marker. Callers that check before they
+// take a lease call it.
+func WritableKey(name string) (string, error) {
+	key, err := Key(name)
+	if err != nil {
+		return "", err
+	}
+	if _, _, ok := nixcache.ParseGenerationKey(key); ok {
+		return "", fmt.Errorf("root name %q: %w: %w", name, storage.ErrInvalidKey, ErrGenerationName)
+	}
+	return key, nil
+}
+
 // AddKeeping is Add that keeps the marker's last keep values (keep ≤ 0:
 // exactly Add, no history kept or trimmed): when the marker exists with
 // another body, that body first becomes a new generation; then the marker
@@ -50,12 +65,9 @@ func Generations(ctx context.Context, st storage.Store, key string) ([]Generatio
 // keep is named by some marker. Call it under a writer lease, as Add.
 // trimmed lists the generations deleted.
 func AddKeeping(ctx context.Context, st storage.Store, name string, paths []string, storeDir string, keep int) (o storage.Object, trimmed []string, err error) {
-	key, err := Key(name)
+	key, err := WritableKey(name)
 	if err != nil {
 		return storage.Object{}, nil, err
-	}
-	if _, _, ok := nixcache.ParseGenerationKey(key); ok {
-		return storage.Object{}, nil, fmt.Errorf("root name %q: %w: %w", name, storage.ErrInvalidKey, ErrGenerationName)
 	}
 	if keep > 1 {
 		if err := saveGeneration(ctx, st, key, nixcache.FormatMarker(paths), storeDir); err != nil {

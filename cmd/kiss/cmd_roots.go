@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,8 +15,8 @@ import (
 	"github.com/kiss-cache/kiss/gc"
 	"github.com/kiss-cache/kiss/lockproto"
 	"github.com/kiss-cache/kiss/nixcache"
+	"github.com/kiss-cache/kiss/publish"
 	"github.com/kiss-cache/kiss/roots"
-	"github.com/kiss-cache/kiss/storage"
 )
 
 func init() {
@@ -70,58 +69,27 @@ func runRootsAdd(c *cli.Context) error {
 		return usageError(errors.New("roots add: want STORE NAME STORE-PATH…"))
 	}
 	name, paths := c.Args().Get(1), c.Args().Slice()[2:]
-	if _, err := roots.Key(name); err != nil {
-		return usageError(err)
+	if _, err := roots.WritableKey(name); err != nil {
+		return usageError(err) // before the store is opened: a usage error whatever the store says
 	}
 	st, err := openStore(c.Context, c.Args().First())
 	if err != nil {
 		return err
 	}
 	defer st.Close()
-	ctx := c.Context
-	storeDir, err := roots.StoreDir(ctx, st)
-	if err == nil {
-		err = roots.CheckDir(ctx, st)
-	}
+	res, err := publish.Root(c.Context, st, publish.Options{
+		Name: name, Paths: paths, Keep: c.Int("keep"), Job: "roots-add",
+		Lease:  lockproto.Options{Wait: c.Duration("lock-wait"), Owner: "kiss roots add " + name},
+		Logger: slog.Default(),
+	})
 	if err != nil {
-		return withExit(ExitStore, err)
-	}
-	for _, p := range paths {
-		key, err := nixcache.NarInfoKeyFor(p, storeDir)
-		if err != nil {
-			return usageError(err)
-		}
-		if _, err := st.Stat(ctx, key); errors.Is(err, storage.ErrNotFound) {
-			slog.Warn("store path is not in the cache (marker written anyway)", "path", p)
-		}
-	}
-	lease, err := lockproto.AcquireWriter(ctx, st, "roots-add", lockproto.Options{Wait: c.Duration("lock-wait"), Owner: "kiss roots add " + name})
-	if err != nil {
-		if lockproto.IsLocked(err) {
-			return withExit(ExitLocked, err)
-		}
-		return withExit(ExitStore, err)
-	}
-	defer func() {
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
-		defer cancel()
-		_ = lease.Release(rctx)
-	}()
-	if c.Int("keep") < 0 {
-		return usageError(fmt.Errorf("--keep %d: want 0 (no history) or a number of values to keep", c.Int("keep")))
-	}
-	o, trimmed, err := roots.AddKeeping(lease.Context(), st, name, paths, storeDir, c.Int("keep"))
-	if err != nil {
-		if lease.Err() != nil {
-			return withExit(ExitLeaseLost, err)
-		}
-		return withExit(ExitStore, err)
+		return publishError("roots add", err)
 	}
 	if jsonWanted(c) {
-		return json.NewEncoder(c.App.Writer).Encode(map[string]any{"key": o.Key, "paths": paths, "mtime": o.ModTime, "trimmed_generations": trimmed})
+		return json.NewEncoder(c.App.Writer).Encode(map[string]any{"key": res.Marker.Key, "paths": paths, "mtime": res.Marker.ModTime, "trimmed_generations": res.Trimmed})
 	}
-	fmt.Fprintf(c.App.Writer, "%s: %d store paths\n", o.Key, len(paths))
-	for _, k := range trimmed {
+	fmt.Fprintf(c.App.Writer, "%s: %d store paths\n", res.Marker.Key, len(paths))
+	for _, k := range res.Trimmed {
 		fmt.Fprintf(c.App.Writer, "removed old generation %s\n", k)
 	}
 	return nil

@@ -21,7 +21,7 @@ import (
 	"github.com/kiss-cache/kiss/gateway"
 	"github.com/kiss-cache/kiss/httpstore"
 	"github.com/kiss-cache/kiss/lockproto"
-	"github.com/kiss-cache/kiss/nixcache"
+	"github.com/kiss-cache/kiss/publish"
 	"github.com/kiss-cache/kiss/roots"
 	"github.com/kiss-cache/kiss/storage"
 )
@@ -173,7 +173,7 @@ func (a *withLockArgs) splitMarker() error {
 			return "", "", bad("must be …/gcroots/NAME")
 		}
 		root, name = p[:i], p[i+len("/gcroots/"):]
-		if _, err := roots.Key(name); err != nil {
+		if _, err := roots.WritableKey(name); err != nil {
 			return "", "", bad(err.Error())
 		}
 		return root, name, nil
@@ -258,79 +258,40 @@ func runWithLock(c *cli.Context) error {
 	}
 	defer st.Close()
 
-	// STORE-PATH must be a store path of this cache's store directory, so
-	// the marker roots something (a marker that roots nothing is refused).
-	storeDir, err := roots.StoreDir(ctx, st)
-	if err == nil {
-		err = roots.CheckDir(ctx, st)
-	}
-	if err != nil {
-		return withExit(ExitStore, fmt.Errorf("with-lock: %w", err))
-	}
-	if _, _, err := nixcache.ParseStorePath(a.storePath, storeDir); err != nil {
-		return usageError(fmt.Errorf("with-lock: STORE-PATH %q: %w", a.storePath, err))
-	}
-
-	job := lockproto.SanitizeJob(strings.ReplaceAll(strings.TrimPrefix(a.markerKey, "gcroots/"), "/", "-"))
-	lease, err := lockproto.AcquireWriter(ctx, st, job, lockproto.Options{
-		TTL: a.ttl, MaxTTL: a.maxTTL, Wait: a.wait, Owner: "kiss with-lock " + a.markerKey, Logger: log,
+	res, err := publish.Root(ctx, st, publish.Options{
+		Name: a.markerKey, Paths: []string{a.storePath}, Keep: a.keep,
+		Lease:   lockproto.Options{TTL: a.ttl, MaxTTL: a.maxTTL, Wait: a.wait, Owner: "kiss with-lock " + a.markerKey},
+		Command: func(lctx context.Context) (int, error) { return a.runCommand(ctx, lctx, st, log) },
+		Logger:  log,
 	})
+	var failed *publish.CommandFailedError
+	if errors.As(err, &failed) {
+		log.Info("command failed; no marker written", "status", failed.Status)
+	}
 	if err != nil {
-		switch {
-		case lockproto.IsLocked(err):
-			return withExit(ExitLocked, err)
-		case ctx.Err() != nil:
-			return withExit(ExitInterrupted, err)
-		}
-		return withExit(ExitStore, err)
+		return publishError("with-lock", err)
 	}
-	defer func() { _ = lease.Release(ctx) }() // released below on success; best effort otherwise
-	lctx := lease.Context()
-
-	storeForCommand := "file://" + a.fileRoot
-	var stopEndpoint func(context.Context) error
-	if a.kind != "file" {
-		base, stop, err := gateway.Ephemeral(lctx, st, gateway.WithLogger(log))
-		if err != nil {
-			return withExit(ExitFailure, fmt.Errorf("with-lock: ephemeral endpoint: %w", err))
-		}
-		storeForCommand, stopEndpoint = base, stop
-	}
-
-	code, cmdErr := runLocked(ctx, lctx, a.command, storeForCommand, log)
-	if stopEndpoint != nil {
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-		_ = stopEndpoint(sctx)
-		cancel()
-	}
-	if cmdErr != nil {
-		return withExit(ExitFailure, fmt.Errorf("with-lock: %w", cmdErr))
-	}
-	if lerr := lease.Err(); lerr != nil && ctx.Err() == nil {
-		return withExit(ExitLeaseLost, fmt.Errorf("with-lock: lease lost while the command ran; no marker written: %w", lerr))
-	}
-	if code != 0 {
-		log.Info("command failed; no marker written", "status", code)
-		return &silentExit{code}
-	}
-	if ctx.Err() != nil {
-		return withExit(ExitInterrupted, errors.New("with-lock: interrupted; no marker written"))
-	}
-	// Fencing: the marker lands only under a lease confirmed just now.
-	if err := lease.Confirm(ctx); err != nil {
-		return withExit(ExitLeaseLost, fmt.Errorf("with-lock: no marker written: %w", err))
-	}
-	if _, _, err := roots.AddKeeping(lctx, st, a.markerKey, []string{a.storePath}, storeDir, a.keep); err != nil {
-		if lease.Err() != nil {
-			return withExit(ExitLeaseLost, fmt.Errorf("with-lock: marker not written: %w", err))
-		}
-		return withExit(ExitStore, fmt.Errorf("with-lock: writing marker %s: %w", a.markerKey, err))
-	}
-	log.Info("marker written", "key", a.markerKey, "path", a.storePath)
-	if err := lease.Release(ctx); err != nil {
-		log.Warn("releasing the writer lease failed; it goes stale by itself", "err", err)
-	}
+	log.Info("marker written", "key", res.Key, "path", a.storePath)
 	return nil
+}
+
+// runCommand runs COMMAND under the lease (lctx) with $KISS_STORE naming
+// the cache: its file:// URL, or, for s3:// and https:// caches, an
+// ephemeral loopback endpoint that writes to st for as long as it runs.
+func (a *withLockArgs) runCommand(ctx, lctx context.Context, st storage.Store, log *slog.Logger) (int, error) {
+	if a.kind == "file" {
+		return runLocked(ctx, lctx, a.command, "file://"+a.fileRoot, log)
+	}
+	base, stop, err := gateway.Ephemeral(lctx, st, gateway.WithLogger(log))
+	if err != nil {
+		return 0, fmt.Errorf("ephemeral endpoint: %w", err)
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		_ = stop(sctx)
+		cancel()
+	}()
+	return runLocked(ctx, lctx, a.command, base, log)
 }
 
 // runLocked runs the command with KISS_STORE set and returns its exit

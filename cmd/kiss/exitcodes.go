@@ -2,10 +2,12 @@ package main
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/kiss-cache/kiss/publish"
 	"github.com/kiss-cache/kiss/storage"
 )
 
@@ -88,4 +90,30 @@ func openError(err error) error {
 		return usageError(err)
 	}
 	return withExit(ExitStore, err)
+}
+
+// publishError maps an error of publish.Root (kiss roots add, kiss
+// with-lock) to its exit code; a command that failed passes its own status
+// through, silently (it already said why).
+func publishError(command string, err error) error {
+	var failed *publish.CommandFailedError
+	if errors.As(err, &failed) {
+		return &silentExit{failed.Status}
+	}
+	err = fmt.Errorf("%s: %w", command, err)
+	for _, m := range []struct {
+		kind error
+		code int
+	}{
+		{publish.ErrInvalid, ExitUsage},
+		{publish.ErrLocked, ExitLocked},
+		{publish.ErrLeaseLost, ExitLeaseLost},
+		{publish.ErrInterrupted, ExitInterrupted},
+		{publish.ErrStore, ExitStore},
+	} {
+		if errors.Is(err, m.kind) {
+			return withExit(m.code, err)
+		}
+	}
+	return withExit(ExitFailure, err) // publish.ErrCommand
 }
