@@ -69,12 +69,10 @@ func runVerify(c *cli.Context) error {
 	lock := verify.LockOptions{Wait: c.Duration("lock-wait"), Owner: "kiss verify"}
 	if c.Bool("restore") {
 		var hashes []nixcache.Hash
-		for _, a := range c.Args().Slice()[1:] {
-			h, err := nixcache.HashOf(a, "")
-			if err != nil {
-				return usageError(err)
+		if args := c.Args().Slice()[1:]; len(args) > 0 {
+			if hashes, err = pathHashes(c.Context, st, args); err != nil { // in the cache's StoreDir, as rm and why
+				return err
 			}
-			hashes = append(hashes, h)
 		}
 		restored, kept, err := verify.Restore(c.Context, st, hashes, lock)
 		if err != nil {
