@@ -36,6 +36,13 @@ func TestRootsAddExitCodes(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, "gcroots", "web")); err != nil {
 		t.Fatalf("marker not written: %v", err)
 	}
+	ran := filepath.Join(dir, "ran")
+	if code, _, stderr := runKiss(t, "with-lock", filepath.Join(dir, "gcroots", "web~3"), live, "--", "touch", ran); code != ExitUsage {
+		t.Errorf("with-lock to a generation's name: exit %d, want %d: %s", code, ExitUsage, stderr)
+	}
+	if _, err := os.Stat(ran); err == nil {
+		t.Error("with-lock ran its command for a marker it cannot write")
+	}
 
 	st, err := storage.OpenFile(dir)
 	if err != nil {
