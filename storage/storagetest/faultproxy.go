@@ -2,6 +2,7 @@ package storagetest
 
 import (
 	"bytes"
+	"encoding/xml"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -114,6 +115,7 @@ type FaultProxy struct {
 	ops    map[string]int
 	keys   map[string]int // op + " " + key
 	faults map[string]int
+	shift  *ClockShift // nil: the store's own clock
 }
 
 // Cleanup is what NewFaultProxy needs from a testing.TB.
@@ -138,8 +140,10 @@ func NewFaultProxy(t Cleanup, target string, seed uint64) (*FaultProxy, error) {
 	// The proxy's own errors (the target went away) must look like what
 	// they are: a gateway failure, which S3 clients retry.
 	p.rp.ErrorHandler = func(w http.ResponseWriter, _ *http.Request, err error) {
-		s3Error(w, http.StatusBadGateway, "ProxyError", err.Error())
+		p.s3Error(w, http.StatusBadGateway, "ProxyError", err.Error())
 	}
+	p.rp.Transport = resigner{p: p, next: http.DefaultTransport}
+	p.rp.ModifyResponse = p.shiftResponse
 	p.srv = httptest.NewServer(p)
 	p.URL = p.srv.URL
 	t.Cleanup(func() {
@@ -186,7 +190,8 @@ func (p *FaultProxy) RequestsFor(op, key string) int {
 }
 
 // Faults returns how many faults of each kind fired: "status", "reset",
-// "delay", "applied-status", "applied-reset".
+// "delay", "applied-status", "applied-reset", and, with a shifted clock,
+// "request-time-too-skewed" and "clock-shift-refused" (see ClockShift).
 func (p *FaultProxy) Faults() map[string]int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -195,6 +200,12 @@ func (p *FaultProxy) Faults() map[string]int {
 		out[k] = v
 	}
 	return out
+}
+
+func (p *FaultProxy) count(kind string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.faults[kind]++
 }
 
 func (p *FaultProxy) match(op, key string) (ProxyFault, bool) {
@@ -240,6 +251,9 @@ func (p *FaultProxy) match(op, key string) (ProxyFault, bool) {
 func (p *FaultProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	op, key := S3Op(r)
 	f, hit := p.match(op, key)
+	if c := p.clockShift(); c != nil && !p.admitShifted(w, r, c) {
+		return
+	}
 	if !hit {
 		p.rp.ServeHTTP(w, r)
 		return
@@ -261,14 +275,14 @@ func (p *FaultProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		rec := httptest.NewRecorder()
 		p.rp.ServeHTTP(rec, r)
 		if f.Status > 0 {
-			s3Error(w, f.Status, statusCode(f.Status), "response lost after the request was applied (injected)")
+			p.s3Error(w, f.Status, statusCode(f.Status), "response lost after the request was applied (injected)")
 			return
 		}
 		resetConn(w)
 	case f.Status > 0:
 		// Drain what the client sends, so it reads the answer, not a reset.
 		_, _ = io.Copy(io.Discard, io.LimitReader(r.Body, 64<<20))
-		s3Error(w, f.Status, statusCode(f.Status), "injected fault")
+		p.s3Error(w, f.Status, statusCode(f.Status), "injected fault")
 	case f.Reset:
 		resetConn(w)
 	default:
@@ -286,11 +300,15 @@ func statusCode(status int) string {
 	return strings.ReplaceAll(http.StatusText(status), " ", "")
 }
 
-func s3Error(w http.ResponseWriter, status int, code, msg string) {
+// s3Error answers with an S3 XML error, dated by the store's clock.
+func (p *FaultProxy) s3Error(w http.ResponseWriter, status int, code, msg string) {
 	var b bytes.Buffer
-	fmt.Fprintf(&b, `<?xml version="1.0" encoding="UTF-8"?>`+"\n<Error><Code>%s</Code><Message>%s</Message></Error>", code, msg)
+	fmt.Fprintf(&b, `<?xml version="1.0" encoding="UTF-8"?>`+"\n<Error><Code>%s</Code><Message>", code)
+	_ = xml.EscapeText(&b, []byte(msg))
+	b.WriteString("</Message></Error>")
 	w.Header().Set("Content-Type", "application/xml")
 	w.Header().Set("Connection", "close")
+	w.Header().Set("Date", p.storeNow().UTC().Format(http.TimeFormat))
 	w.WriteHeader(status)
 	_, _ = w.Write(b.Bytes())
 }
