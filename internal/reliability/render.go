@@ -183,7 +183,8 @@ Fault injection: an S3 fault proxy in front of versitygw (` + "`storagetest.Faul
 connection resets, delays, and answers dropped after the server applied the request) under
 pruners and writers; SIGKILL of the pruner and of writers at chosen points; a full filesystem
 (a small tmpfs the test mounts) under prune, the closure memo, the gateway and with-lock; and
-hosts whose clock is hours off the store's.`,
+a host whose clock is 3 h behind or ahead of its S3 store (the proxy shifts the store's clock,
+see Limits): grace periods, writer leases, a grace-0 prune and ` + "`kiss storage check`" + `.`,
 }
 
 const limitsText = `
@@ -198,15 +199,23 @@ const limitsText = `
   killed endpoint and fails). with-lock asks the kernel to SIGKILL its direct child when it dies
   (PR_SET_PDEATHSIG); start the upload with ` + "`exec`" + ` (` + "`sh -c 'exec nix copy …'`" + `) so that child
   is the upload itself.
-- **A host clock off by hours** is not simulated end to end here. libfaketime does not reach
-  Go binaries (verified with Debian's faketime 0.9.10: ` + "`faketime -f -5h date`" + ` moves,
-  Go's ` + "`time.Now`" + ` under the same preload does not — the runtime reads the clock through the
-  vDSO). What guards against it: kiss judges every age on the store's clock (invariant I6;
-  file:// stamps and reads one kernel clock, S3 ages are ` + "`Date`" + ` minus ` + "`LastModified`" + `, both the
-  server's), lockproto's ` + "`TestC1_ClockSkew`" + ` runs holders skewed by ±3 h against a fake store
-  clock, and ` + "`kiss storage check`" + ` fails a host more than 5 min off its store. Doing it end to
-  end takes an S3 proxy that shifts every time the store reports and re-signs requests (the
-  SDK corrects its signing clock to the store's ` + "`Date`" + `): not built yet.
+- **A host clock off by hours** is simulated on S3 only, by shifting the store's clock rather
+  than the host's: libfaketime does not reach Go binaries (verified with Debian's faketime
+  0.9.10: ` + "`faketime -f -5h date`" + ` moves, Go's ` + "`time.Now`" + ` under the same preload does not — the
+  runtime reads the clock through the vDSO). The fault proxy (` + "`storagetest.ClockShift`" + `)
+  shifts every time the store reports — ` + "`Date`" + ` and ` + "`Last-Modified`" + ` headers, ` + "`LastModified`" + ` in
+  listings — by ±3 h, which to kiss is its host 3 h behind or ahead (kiss judges every age on
+  the store's clock, invariant I6, so nothing may change; test ` + "`TestFaultHostClockOffByHours`" + `,
+  which fails when ` + "`s3Store.Now`" + ` returns the host's clock: tried). Like S3 it refuses a
+  request signed more than 15 min off its clock (` + "`RequestTimeTooSkewed`" + `; each kiss process's
+  first request is refused, then the AWS SDK corrects its signing clock to the store's
+  ` + "`Date`" + `), and it re-signs what it admits with the real time for versitygw, which judges
+  signatures on the real clock (without re-signing, versitygw refuses every corrected request
+  as too skewed: tried). The proxy checks the signing time and access key, not the client's
+  signature, which it replaces; it refuses presigned URLs and chunk-signed uploads (501), so
+  ` + "`kiss serve --redirect-reads`" + ` under a skewed clock is not covered. On file:// the store's clock is
+  the host's kernel clock, so host and store cannot disagree there. Besides the end-to-end
+  test, lockproto's ` + "`TestC1_ClockSkew`" + ` runs holders skewed by ±3 h against a fake store clock.
 - The short run (CI) is bounded in time; the long run is the same code with
   ` + "`KISS_TORTURE_DURATION`" + ` and ` + "`KISS_FUZZTIME`" + ` raised (see the command above).
 `

@@ -76,7 +76,7 @@ func TestReliabilityDocIsGeneratedAndClean(t *testing.T) {
 		}
 	}
 	for _, want := range []string{"torture/file+s3+gateways", "damaged-cache/file", "damaged-cache/s3", "fuzz/all targets",
-		"faults/s3 fault proxy", "faults/pruner killed mid-delete", "faults/full filesystem (tmpfs)"} {
+		"faults/s3 fault proxy", "faults/pruner killed mid-delete", "faults/full filesystem (tmpfs)", "faults/host clock off by hours"} {
 		if !suites[want] {
 			t.Errorf("docs/reliability.md has no results for %s", want)
 		}
