@@ -194,8 +194,8 @@ func (p *FaultProxy) shiftResponse(resp *http.Response) error {
 		resp.Header.Set("Date", p.storeNow().UTC().Format(http.TimeFormat))
 	}
 	op, _ := S3Op(resp.Request)
-	if op == S3GetObject && resp.StatusCode < 300 {
-		return nil // object contents, not the store's words
+	if resp.Request.Method == http.MethodHead || (op == S3GetObject && resp.StatusCode < 300) {
+		return nil // no body, or object content: not the store's words
 	}
 	if !strings.Contains(resp.Header.Get("Content-Type"), "xml") || resp.Body == nil {
 		return nil
