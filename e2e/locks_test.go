@@ -224,10 +224,14 @@ func TestS1_ConcurrentWithLockAndPrune(t *testing.T) {
 					t.FailNow()
 				}
 			}
-			// Quiescent: one more prune keeps every rooted closure.
-			res := testenv.RunKiss(t, nil, "prune", "--grace", "0s", storeURL)
+			// Quiescent: one more prune keeps every rooted closure. Every
+			// writer has exited, so no fresh lease may be left behind: a
+			// bounded wait turns a leaked lease into a failure that names
+			// it, not a prune waiting out the default --lock-wait.
+			res := testenv.RunKiss(t, nil, "prune", "--grace", "0s", "--lock-wait", "60s", storeURL)
 			if res.ExitCode != 0 {
-				t.Fatalf("final prune exited %d", res.ExitCode)
+				hs := testenv.RunKiss(t, nil, "locks", "list", storeURL)
+				t.Fatalf("final prune exited %d\n%s\nleases:\n%s", res.ExitCode, res.Stderr, hs.Stdout)
 			}
 			hs := testenv.RunKiss(t, nil, "locks", "list", storeURL)
 			if !strings.Contains(hs.Stdout, "no leases") {
