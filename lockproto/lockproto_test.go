@@ -598,21 +598,13 @@ func TestP4_StaleWritersIgnoredAndCleaned(t *testing.T) {
 
 // MUST U1: a store without atomic create or compare-and-swap is refused.
 func TestU1_UnsupportedStore(t *testing.T) {
-	st := noCAS{storage.NewMem(nil)}
+	st := storagetest.WithoutCAS(storage.NewMem(nil))
 	if _, err := AcquirePrune(t.Context(), st, opts()); !errors.Is(err, ErrUnsupportedStore) || !errors.Is(err, storage.ErrNotSupported) {
 		t.Fatalf("err = %v", err)
 	}
 	if _, err := AcquireWriter(t.Context(), st, "w", opts()); !errors.Is(err, ErrUnsupportedStore) {
 		t.Fatalf("err = %v", err)
 	}
-}
-
-type noCAS struct{ storage.Store }
-
-func (s noCAS) Capabilities() storage.Capabilities {
-	c := s.Store.Capabilities()
-	c.CompareAndSwap = false
-	return c
 }
 
 func TestJobNames(t *testing.T) {

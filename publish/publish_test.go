@@ -16,6 +16,7 @@ import (
 	"github.com/kiss-cache/kiss/nixcache"
 	"github.com/kiss-cache/kiss/publish"
 	"github.com/kiss-cache/kiss/storage"
+	"github.com/kiss-cache/kiss/storage/storagetest"
 )
 
 // The fencing rules of the package doc, each on an in-memory store with the
@@ -319,14 +320,6 @@ func TestLockedCommandDoesNotRun(t *testing.T) {
 	requireNoMarker(t, st, "gcroots/app")
 }
 
-type noCAS struct{ storage.Store }
-
-func (s noCAS) Capabilities() storage.Capabilities {
-	c := s.Store.Capabilities()
-	c.CompareAndSwap = false
-	return c
-}
-
 // A store without conditional writes, or whose gcroots is a file, is
 // ErrStore before anything runs.
 func TestStoreUnusable(t *testing.T) {
@@ -334,7 +327,7 @@ func TestStoreUnusable(t *testing.T) {
 		t.Error("command ran on an unusable store")
 		return 0, nil
 	}
-	_, err := publish.Root(t.Context(), noCAS{storage.NewMem(nil)}, options("app", ran, pathA))
+	_, err := publish.Root(t.Context(), storagetest.WithoutCAS(storage.NewMem(nil)), options("app", ran, pathA))
 	requireKind(t, err, publish.ErrStore)
 	if !errors.Is(err, lockproto.ErrUnsupportedStore) {
 		t.Fatalf("err = %v, want the lock protocol's reason", err)
