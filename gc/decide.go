@@ -156,6 +156,7 @@ func (p *Plan) decide(ctx context.Context, ix *index, ex *exploration, cutoffT t
 	chunk := make([]objRec, 0, objChunk)
 	var unref []bool
 	var stat []int
+	var keys []string
 	flush := func() error {
 		unref, stat = unref[:0], stat[:0]
 		for i := range chunk {
@@ -168,18 +169,17 @@ func (p *Plan) decide(ctx context.Context, ix *index, ex *exploration, cutoffT t
 		}
 		if len(stat) > 0 {
 			p.opts.Progress.Start(PhaseStat, -1, -1)
-			err := parallel(ctx, len(stat), conc, func(ctx context.Context, j int) error {
+			keys = keys[:0]
+			for _, i := range stat {
+				keys = append(keys, chunk[i].key)
+			}
+			err := statKeys(ctx, p.st, keys, conc, func(j int, a storage.Object) {
 				o := &chunk[stat[j]]
-				a, err := statKey(ctx, p.st, o.key)
-				if err != nil {
-					return err
-				}
 				if a.HasAttrs() {
 					o.mtime, o.size = a.ModTime.UnixNano(), a.Size
 				} else {
 					o.mtime = goneTime
 				}
-				return nil
 			})
 			p.opts.Progress.Advance(PhaseStat, int64(len(stat)), 0)
 			if err != nil {

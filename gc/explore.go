@@ -226,6 +226,27 @@ func statNarInfos(ctx context.Context, c exploreConfig, ix *index, total int64, 
 // statKey stats key; a key that vanished is a zero Object (no attributes).
 func statKey(ctx context.Context, st storage.Store, key string) (storage.Object, error) {
 	o, err := st.Stat(ctx, key)
+	return statResult(ctx, key, o, err)
+}
+
+// statKeys stats keys, conc runs at a time (storage.StatMany: on file://
+// a run of one directory opens it once), and calls each with every result
+// as statKey gives it. each is called concurrently for different i.
+func statKeys(ctx context.Context, st storage.Store, keys []string, conc int, each func(i int, o storage.Object)) error {
+	return parallelRuns(ctx, len(keys), conc, func(ctx context.Context, start, end int) error {
+		return storage.StatMany(ctx, st, keys[start:end], func(i int, o storage.Object, err error) error {
+			o, err = statResult(ctx, keys[start+i], o, err)
+			if err == nil {
+				each(start+i, o)
+			}
+			return err
+		})
+	})
+}
+
+// statResult is what a pruner makes of a stat: a vanished key is a zero
+// Object, and any other failure stops the plan (it cannot tell the age).
+func statResult(ctx context.Context, key string, o storage.Object, err error) (storage.Object, error) {
 	switch {
 	case errors.Is(err, storage.ErrNotFound):
 		return storage.Object{}, nil
@@ -241,6 +262,19 @@ func statKey(ctx context.Context, st storage.Store, key string) (storage.Object,
 // parallel runs fn(0..n-1), conc at a time, in runs of a few (a million
 // stats are cheap; a million goroutines are not).
 func parallel(ctx context.Context, n, conc int, fn func(ctx context.Context, i int) error) error {
+	return parallelRuns(ctx, n, conc, func(ctx context.Context, start, end int) error {
+		for i := start; i < end; i++ {
+			if err := fn(ctx, i); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// parallelRuns splits 0..n-1 into runs of up to 64 and calls fn(start,
+// end) for each, conc at a time.
+func parallelRuns(ctx context.Context, n, conc int, fn func(ctx context.Context, start, end int) error) error {
 	if n == 0 {
 		return nil
 	}
@@ -249,14 +283,7 @@ func parallel(ctx context.Context, n, conc int, fn func(ctx context.Context, i i
 	run := max(1, min(64, n/max(1, conc)))
 	for start := 0; start < n; start += run {
 		end := min(start+run, n)
-		eg.Go(func() error {
-			for i := start; i < end; i++ {
-				if err := fn(ectx, i); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
+		eg.Go(func() error { return fn(ectx, start, end) })
 	}
 	return eg.Wait()
 }

@@ -105,6 +105,15 @@ func (c *Counting) Stat(ctx context.Context, key string) (Object, error) {
 	return o, err
 }
 
+// StatMany passes the run on (so the file driver's directory reuse
+// survives counting) and counts one stat per key.
+func (c *Counting) StatMany(ctx context.Context, keys []string, each func(i int, o Object, err error) error) error {
+	return StatMany(ctx, c.inner, keys, func(i int, o Object, err error) error {
+		c.add("stat", 1, err)
+		return each(i, o, err)
+	})
+}
+
 func (c *Counting) Put(ctx context.Context, key string, r io.Reader, opts PutOptions) (Object, error) {
 	o, err := c.inner.Put(ctx, key, r, opts)
 	op := "put"

@@ -194,21 +194,42 @@ func (s *fileStore) openNoLinks(key string, flags int) (int, error) {
 }
 
 func (s *fileStore) Stat(_ context.Context, key string) (Object, error) {
+	d := s.dirs()
+	defer d.close()
+	return s.statIn(&d, key)
+}
+
+// StatMany stats a run of keys with one fstatat(2) each, opening each
+// directory once while consecutive keys stay in it (sorted keys: one open
+// per directory and run).
+func (s *fileStore) StatMany(ctx context.Context, keys []string, each func(i int, o Object, err error) error) error {
+	d := s.dirs()
+	defer d.close()
+	for i, key := range keys {
+		if i%256 == 0 {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+		}
+		o, err := s.statIn(&d, key)
+		if err := each(i, o, err); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// statIn stats key through d: the last component is not followed, and d
+// opened its directory without following links, so a symlink anywhere on
+// the way makes the key absent, as for Get.
+func (s *fileStore) statIn(d *dirCursor, key string) (Object, error) {
 	if err := ValidateKey(key); err != nil {
 		return Object{}, wrap("stat", key, err)
 	}
 	var st unix.Stat_t
-	var err error
-	if !strings.Contains(key, "/") {
-		// A top-level key (every narinfo): no directory on the way, so
-		// not following the last component is enough, in one syscall.
-		err = ignoringEINTR(func() error { return unix.Fstatat(s.rootFD, key, &st, unix.AT_SYMLINK_NOFOLLOW) })
-	} else {
-		var fd int
-		if fd, err = s.openNoLinks(key, unix.O_PATH); err == nil {
-			err = unix.Fstat(fd, &st)
-			unix.Close(fd)
-		}
+	fd, base, err := d.at(key)
+	if err == nil {
+		err = ignoringEINTR(func() error { return unix.Fstatat(fd, base, &st, unix.AT_SYMLINK_NOFOLLOW) })
 	}
 	if err != nil {
 		return Object{}, wrap("stat", key, notFoundOr(&fs.PathError{Op: "stat", Path: s.root + "/" + key, Err: err}))
@@ -217,6 +238,44 @@ func (s *fileStore) Stat(_ context.Context, key string) (Object, error) {
 		return Object{}, wrap("stat", key, ErrNotFound)
 	}
 	return statObject(key, &st), nil
+}
+
+// dirCursor resolves validated keys to a directory descriptor and a base
+// name. It keeps the directory of the last key open, so a run of keys in
+// one directory costs one openat2(2) in all; keys at the top level need
+// none (the root's descriptor).
+type dirCursor struct {
+	s    *fileStore
+	name string // the directory fd is open on ("" = the root)
+	fd   int
+	err  error // opening name failed: every key in it gets this error
+}
+
+func (s *fileStore) dirs() dirCursor { return dirCursor{s: s, fd: s.rootFD} }
+
+func (d *dirCursor) at(key string) (fd int, base string, err error) {
+	dir, base := "", key
+	if i := strings.LastIndexByte(key, '/'); i >= 0 {
+		dir, base = key[:i], key[i+1:]
+	}
+	if dir != d.name {
+		d.close()
+		d.name, d.fd, d.err = dir, d.s.rootFD, nil
+		if dir != "" {
+			if d.fd, d.err = d.s.openNoLinks(dir, unix.O_PATH|unix.O_DIRECTORY); d.err != nil {
+				d.fd = -1
+			}
+		}
+	}
+	return d.fd, base, d.err
+}
+
+func (d *dirCursor) close() {
+	if d.fd >= 0 && d.fd != d.s.rootFD {
+		unix.Close(d.fd)
+	}
+	d.fd = -1
+	d.name = "\x00" // matches no directory: the next key opens its own
 }
 
 // ignoringEINTR retries a syscall that a signal interrupted.
@@ -520,10 +579,13 @@ func unlink(p string) error {
 }
 
 func (s *fileStore) DeleteMany(ctx context.Context, keys []string) error {
-	// One unlinkat(2) after another, relative to the root descriptor: the
-	// unlinks of one directory serialise on its lock in the kernel anyway,
-	// so goroutines would only add contention (and a path to resolve from
-	// / for each key).
+	// One unlinkat(2) after another, relative to the key's directory,
+	// opened once for a run of keys in it without following links (a
+	// symlinked directory is not part of the store, as for List and Get):
+	// the unlinks of one directory serialise on its lock in the kernel
+	// anyway, so goroutines would only add contention.
+	d := s.dirs()
+	defer d.close()
 	var errs []error
 	for i, k := range keys {
 		if i%256 == 0 && ctx.Err() != nil {
@@ -533,9 +595,12 @@ func (s *fileStore) DeleteMany(ctx context.Context, keys []string) error {
 			errs = append(errs, wrap("delete", k, err))
 			continue
 		}
-		err := ignoringEINTR(func() error { return unix.Unlinkat(s.rootFD, k, 0) })
+		fd, base, err := d.at(k)
+		if err == nil {
+			err = ignoringEINTR(func() error { return unix.Unlinkat(fd, base, 0) })
+		}
 		switch {
-		case err == nil, err == unix.ENOENT, err == unix.ENOTDIR:
+		case err == nil, errors.Is(notFoundOr(err), ErrNotFound):
 		case err == unix.EISDIR, err == unix.EPERM:
 			errs = append(errs, wrap("delete", k, fmt.Errorf("%s is a directory: %w", k, ErrInvalidKey)))
 		default:
