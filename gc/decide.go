@@ -8,6 +8,7 @@ import (
 	"io"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/kiss-cache/kiss/nixcache"
@@ -69,8 +70,8 @@ type keepSets struct {
 func (k *keepSets) keepsNAR(kh uint64, mark bool) bool {
 	i, ok := slices.BinarySearchFunc(k.nar, kh, func(n narRef, kh uint64) int { return cmp.Compare(n.kh(), kh) })
 	if ok {
-		if mark {
-			k.narSeen[i/64] |= 1 << (i % 64)
+		if mark { // concurrently for different objects (decide's parallel pass)
+			atomic.OrUint64(&k.narSeen[i/64], 1<<(i%64))
 		}
 		return true
 	}
@@ -152,39 +153,50 @@ func (p *Plan) decide(ctx context.Context, ix *index, ex *exploration, cutoffT t
 		return p.delMeta.write(buf)
 	}
 
-	// Objects, a chunk at a time: stat what may go and has no age yet.
+	// Objects, a chunk at a time: in one parallel pass, find what would
+	// keep each and stat those that may go and have no age yet (runs of
+	// them: storage.StatMany); then decide in listing order.
 	chunk := make([]objRec, 0, objChunk)
-	var unref []bool
-	var stat []int
-	var keys []string
+	unref := make([]bool, objChunk)
+	var stated atomic.Int64
+	statStarted := false
 	flush := func() error {
-		unref, stat = unref[:0], stat[:0]
-		for i := range chunk {
-			o := &chunk[i]
-			u := ks.unreferenced(ix, o, true)
-			unref = append(unref, u)
-			if o.mtime == noTime && (u || o.kind == nixcache.KindRealisation || o.kind == nixcache.KindBuildTrace || o.kind == nixcache.KindDebugInfo) {
-				stat = append(stat, i)
+		stated.Store(0)
+		err := parallelRuns(ctx, len(chunk), conc, func(ctx context.Context, start, end int) error {
+			var keys []string
+			var idx []int
+			for i := start; i < end; i++ {
+				o := &chunk[i]
+				u := ks.unreferenced(ix, o, true)
+				unref[i] = u
+				if o.mtime == noTime && (u || o.kind == nixcache.KindRealisation || o.kind == nixcache.KindBuildTrace || o.kind == nixcache.KindDebugInfo) {
+					keys = append(keys, o.key)
+					idx = append(idx, i)
+				}
 			}
-		}
-		if len(stat) > 0 {
-			p.opts.Progress.Start(PhaseStat, -1, -1)
-			keys = keys[:0]
-			for _, i := range stat {
-				keys = append(keys, chunk[i].key)
-			}
-			err := statKeys(ctx, p.st, keys, conc, func(j int, a storage.Object) {
-				o := &chunk[stat[j]]
+			stated.Add(int64(len(keys)))
+			return storage.StatMany(ctx, p.st, keys, func(j int, a storage.Object, err error) error {
+				if a, err = statResult(ctx, keys[j], a, err); err != nil {
+					return err
+				}
+				o := &chunk[idx[j]]
 				if a.HasAttrs() {
 					o.mtime, o.size = a.ModTime.UnixNano(), a.Size
 				} else {
 					o.mtime = goneTime
 				}
+				return nil
 			})
-			p.opts.Progress.Advance(PhaseStat, int64(len(stat)), 0)
-			if err != nil {
-				return err
+		})
+		if n := stated.Load(); n > 0 {
+			if !statStarted {
+				p.opts.Progress.Start(PhaseStat, -1, -1)
+				statStarted = true
 			}
+			p.opts.Progress.Advance(PhaseStat, n, 0)
+		}
+		if err != nil {
+			return err
 		}
 		for i := range chunk {
 			o := &chunk[i]

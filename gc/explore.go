@@ -229,21 +229,6 @@ func statKey(ctx context.Context, st storage.Store, key string) (storage.Object,
 	return statResult(ctx, key, o, err)
 }
 
-// statKeys stats keys, conc runs at a time (storage.StatMany: on file://
-// a run of one directory opens it once), and calls each with every result
-// as statKey gives it. each is called concurrently for different i.
-func statKeys(ctx context.Context, st storage.Store, keys []string, conc int, each func(i int, o storage.Object)) error {
-	return parallelRuns(ctx, len(keys), conc, func(ctx context.Context, start, end int) error {
-		return storage.StatMany(ctx, st, keys[start:end], func(i int, o storage.Object, err error) error {
-			o, err = statResult(ctx, keys[start+i], o, err)
-			if err == nil {
-				each(start+i, o)
-			}
-			return err
-		})
-	})
-}
-
 // statResult is what a pruner makes of a stat: a vanished key is a zero
 // Object, and any other failure stops the plan (it cannot tell the age).
 func statResult(ctx context.Context, key string, o storage.Object, err error) (storage.Object, error) {
