@@ -3,6 +3,7 @@ package gc
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/binary"
 	"fmt"
@@ -468,7 +469,13 @@ func (ix *index) sortNarInfos(tmp *tempFiles, buckets []*spool) error {
 	ix.chk = make([]uint32, 0, ix.n)
 	ix.reach = make([]uint64, (ix.n+63)/64)
 	var data []byte
-	var order []int32
+	// Sorted by the hash's first 8 bytes as one integer (the whole 20
+	// bytes break a tie): several times cheaper than comparing byte slices.
+	type sortKey struct {
+		pre uint64
+		i   int32
+	}
+	var order []sortKey
 	for _, b := range buckets {
 		if b == nil {
 			continue
@@ -485,17 +492,23 @@ func (ix *index) sortNarInfos(tmp *tempFiles, buckets []*spool) error {
 		}
 		b.f.Close()
 		k := len(data) / niRecSize
-		order = order[:0]
-		for i := range k {
-			order = append(order, int32(i))
-		}
 		rec := func(i int32) []byte { return data[int(i)*niRecSize : int(i)*niRecSize+20] }
-		slices.SortFunc(order, func(a, b int32) int { return bytes.Compare(rec(a), rec(b)) })
-		for j, i := range order {
+		order = order[:0]
+		for i := range int32(k) {
+			order = append(order, sortKey{binary.BigEndian.Uint64(rec(i)), i})
+		}
+		slices.SortFunc(order, func(a, b sortKey) int {
+			if c := cmp.Compare(a.pre, b.pre); c != 0 {
+				return c
+			}
+			return bytes.Compare(rec(a.i), rec(b.i))
+		})
+		for j, o := range order {
+			i := o.i
 			r := data[int(i)*niRecSize : (int(i)+1)*niRecSize]
 			h := nixcache.Hash(r[:20])
 			if j > 0 {
-				prev := nixcache.Hash(rec(order[j-1]))
+				prev := nixcache.Hash(rec(order[j-1].i))
 				if prev == h {
 					continue // listed twice (a listing is not atomic)
 				}

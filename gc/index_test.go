@@ -58,6 +58,9 @@ func testIndex(t *testing.T) {
 		if i%7 == 0 { // crowd one bucket and one directory entry
 			h[0], h[1], h[2] = 0xab, 0xcd, 0xef
 		}
+		if i%11 == 0 { // the same first 8 bytes: the sort's integer key ties
+			copy(h[:8], "\x12\x34\x56\x78\x9a\xbc\xde\xf0")
+		}
 		hashes = append(hashes, h)
 	}
 	ix := listed(t, hashes, "nar/x.nar.xz", "log/abc", "nix-cache-info")
