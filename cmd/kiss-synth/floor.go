@@ -17,6 +17,8 @@ package main
 
 import (
 	"bufio"
+	"bytes"
+	"encoding/binary"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -102,7 +104,11 @@ func floor(c *cli.Context) error {
 	}
 
 	t0 := time.Now()
-	names, err := listTree(dir)
+	var known []string
+	for d := range dirs {
+		known = append(known, d)
+	}
+	names, err := listTree(dir, known)
 	if err != nil {
 		return err
 	}
@@ -134,41 +140,82 @@ func floor(c *cli.Context) error {
 	return nil
 }
 
-// listTree reads every directory under dir (getdents only), the
-// subdirectories of the top in parallel, and counts the names.
-func listTree(dir string) (int, error) {
+// listTree reads every directory under dir with getdents(2) into a 1 MiB
+// buffer and counts the names (no per-name allocation: the least a
+// listing can cost). The directories known in advance (known, relative:
+// those of the manifest's keys, as a pruner knows nar/ and log/) are read
+// at once beside the top, the others when found.
+func listTree(dir string, known []string) (int, error) {
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	var firstErr error
 	total := 0
+	started := map[string]bool{}
 	var read func(d string)
-	read = func(d string) {
-		defer wg.Done()
-		f, err := os.Open(d)
-		if err == nil {
-			var ents []os.DirEntry
-			ents, err = f.ReadDir(-1)
-			f.Close()
-			for _, e := range ents {
-				if e.IsDir() {
-					wg.Add(1)
-					go read(filepath.Join(d, e.Name()))
-				}
-			}
-			mu.Lock()
-			total += len(ents)
-			mu.Unlock()
-		}
-		if err != nil {
-			mu.Lock()
-			firstErr = err
-			mu.Unlock()
+	start := func(d string) {
+		mu.Lock()
+		defer mu.Unlock()
+		if !started[d] {
+			started[d] = true
+			wg.Add(1)
+			go read(d)
 		}
 	}
-	wg.Add(1)
-	read(dir)
+	read = func(d string) {
+		defer wg.Done()
+		n, subdirs, err := readNames(filepath.Join(dir, d))
+		for _, sub := range subdirs {
+			start(filepath.Join(d, sub))
+		}
+		mu.Lock()
+		total += n
+		if err != nil && firstErr == nil {
+			firstErr = err
+		}
+		mu.Unlock()
+	}
+	start(".")
+	for _, d := range known {
+		start(filepath.Clean(d))
+	}
 	wg.Wait()
 	return total, firstErr
+}
+
+// readNames counts the names in directory d and returns its subdirectories.
+func readNames(d string) (int, []string, error) {
+	fd, err := unix.Open(d, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer unix.Close(fd)
+	buf := make([]byte, 1<<20)
+	n := 0
+	var subdirs []string
+	for {
+		got, err := unix.Getdents(fd, buf)
+		if err != nil {
+			return n, subdirs, fmt.Errorf("floor: getdents %s: %w", d, err)
+		}
+		if got <= 0 {
+			return n, subdirs, nil
+		}
+		for b := buf[:got]; len(b) > 0; {
+			reclen := int(binary.NativeEndian.Uint16(b[16:18]))
+			typ := b[18]
+			name := b[19:reclen]
+			if i := bytes.IndexByte(name, 0); i >= 0 {
+				name = name[:i]
+			}
+			if string(name) != "." && string(name) != ".." {
+				n++
+				if typ == unix.DT_DIR {
+					subdirs = append(subdirs, string(name))
+				}
+			}
+			b = b[reclen:]
+		}
+	}
 }
 
 func statAll(keys []dirKey, jobs int) error {
