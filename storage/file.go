@@ -550,32 +550,40 @@ func (s *fileStore) Delete(_ context.Context, key string, opts DeleteOptions) er
 	if err != nil {
 		return wrap("delete", key, err)
 	}
+	// Through the key's directory opened without following links, as
+	// DeleteMany: a key behind a symlink is absent, and nothing outside the
+	// cache is ever unlinked.
+	d := s.dirs()
+	defer d.close()
 	if opts.IfMatch == "" {
-		return wrap("delete", key, unlink(p))
+		return wrap("delete", key, s.unlinkIn(&d, key))
 	}
 	return wrap("delete", key, withDirLock(filepath.Dir(p), func() error {
-		cur, err := os.Stat(p)
+		cur, err := s.statIn(&d, key)
 		if err != nil {
-			return notFoundOr(err)
+			return err
 		}
-		if fileETag(cur) != opts.IfMatch {
+		if cur.ETag != opts.IfMatch {
 			return ErrPreconditionFailed
 		}
-		return unlink(p)
+		return s.unlinkIn(&d, key)
 	}))
 }
 
-// unlink removes a file; an absent one is fine, a directory is refused
-// (unlink(2) never removes directories).
-func unlink(p string) error {
-	err := unix.Unlink(p)
-	if err == nil || err == unix.ENOENT || err == unix.ENOTDIR {
+// unlinkIn removes key through d; an absent key (or one behind a symlink)
+// is already gone.
+func (s *fileStore) unlinkIn(d *dirCursor, key string) error {
+	fd, base, err := d.at(key)
+	if err == nil {
+		err = ignoringEINTR(func() error { return unix.Unlinkat(fd, base, 0) })
+	}
+	switch {
+	case err == nil, errors.Is(notFoundOr(err), ErrNotFound):
 		return nil
+	case err == unix.EISDIR, err == unix.EPERM:
+		return fmt.Errorf("%s is a directory: %w", key, ErrInvalidKey)
 	}
-	if err == unix.EISDIR || err == unix.EPERM {
-		return fmt.Errorf("%s is a directory: %w", p, ErrInvalidKey)
-	}
-	return &os.PathError{Op: "unlink", Path: p, Err: err}
+	return &os.PathError{Op: "unlinkat", Path: s.root + "/" + key, Err: err}
 }
 
 func (s *fileStore) DeleteMany(ctx context.Context, keys []string) error {
@@ -595,16 +603,8 @@ func (s *fileStore) DeleteMany(ctx context.Context, keys []string) error {
 			errs = append(errs, wrap("delete", k, err))
 			continue
 		}
-		fd, base, err := d.at(k)
-		if err == nil {
-			err = ignoringEINTR(func() error { return unix.Unlinkat(fd, base, 0) })
-		}
-		switch {
-		case err == nil, errors.Is(notFoundOr(err), ErrNotFound):
-		case err == unix.EISDIR, err == unix.EPERM:
-			errs = append(errs, wrap("delete", k, fmt.Errorf("%s is a directory: %w", k, ErrInvalidKey)))
-		default:
-			errs = append(errs, wrap("delete", k, &os.PathError{Op: "unlinkat", Path: k, Err: err}))
+		if err := s.unlinkIn(&d, k); err != nil {
+			errs = append(errs, wrap("delete", k, err))
 		}
 	}
 	if err := ctx.Err(); err != nil {

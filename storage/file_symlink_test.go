@@ -140,14 +140,42 @@ func TestFileStatManyIsStat(t *testing.T) {
 	}
 }
 
-// DeleteMany never reaches through a symlinked directory: the files behind
-// dirlink/ and outdir/ (one outside the cache) survive, while a symlink
-// that is itself a key's last component is removed, not its target.
-// (Before: one unlinkat(2) relative to the root followed dirlink and outdir.)
+// DeleteMany and Delete never reach through a symlinked directory: the
+// files behind dirlink/ and outdir/ (one outside the cache) survive, while
+// a symlink that is itself a key's last component is removed, not its
+// target; a conditional Delete sees a key behind a symlink as absent.
+// (Before: unlinkat(2) relative to the root, or unlink(2) of the joined
+// path, followed dirlink and outdir.)
 func TestFileDeleteManyStaysInTheCache(t *testing.T) {
+	for _, mode := range []string{"DeleteMany", "Delete"} {
+		t.Run(mode, func(t *testing.T) { testDeleteStaysInTheCache(t, mode) })
+	}
+}
+
+func testDeleteStaysInTheCache(t *testing.T, mode string) {
 	st, parent := symlinkedCache(t)
 	cache := filepath.Join(parent, "cache")
-	if err := st.DeleteMany(t.Context(), []string{"dirlink/real.nar", "outdir/x", "selfdir/top.narinfo", "nar/out.nar", "nar/absent.nar"}); err != nil {
+	del := func(keys []string) error {
+		if mode == "DeleteMany" {
+			return st.DeleteMany(t.Context(), keys)
+		}
+		for _, k := range keys {
+			if err := st.Delete(t.Context(), k, storage.DeleteOptions{}); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if mode == "Delete" {
+		target, err := st.Stat(t.Context(), "nar/real.nar")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := st.Delete(t.Context(), "dirlink/real.nar", storage.DeleteOptions{IfMatch: target.ETag}); !errors.Is(err, storage.ErrNotFound) {
+			t.Errorf("conditional Delete through a symlinked directory: %v, want not found", err)
+		}
+	}
+	if err := del([]string{"dirlink/real.nar", "outdir/x", "selfdir/top.narinfo", "nar/out.nar", "nar/absent.nar"}); err != nil {
 		t.Fatal(err)
 	}
 	for _, f := range []string{filepath.Join(cache, "nar", "real.nar"), filepath.Join(parent, "out", "x"), filepath.Join(cache, "top.narinfo")} {
@@ -158,7 +186,7 @@ func TestFileDeleteManyStaysInTheCache(t *testing.T) {
 	if _, err := os.Lstat(filepath.Join(cache, "nar", "out.nar")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("the symlink nar/out.nar itself was not deleted: %v", err)
 	}
-	if err := st.DeleteMany(t.Context(), realKeys); err != nil {
+	if err := del(realKeys); err != nil {
 		t.Fatal(err)
 	}
 	for _, k := range realKeys {
