@@ -14,36 +14,31 @@ import (
 // or out of it) is absent for Get, GetRange and Stat, with openat2 and on
 // the fallback walk for kernels without it (issue 11 item 12).
 func TestFileSymlinksAreAbsent(t *testing.T) {
-	for _, mode := range []string{"openat2", "walk"} {
-		t.Run(mode, func(t *testing.T) {
-			if mode == "walk" {
-				defer storage.WithoutOpenat2()()
+	eachResolver(t, func(t *testing.T) {
+		st, _ := symlinkedCache(t)
+		for _, key := range realKeys {
+			if _, err := st.Stat(t.Context(), key); err != nil {
+				t.Errorf("Stat(%s): %v", key, err)
 			}
-			st, _ := symlinkedCache(t)
-			for _, key := range realKeys {
-				if _, err := st.Stat(t.Context(), key); err != nil {
-					t.Errorf("Stat(%s): %v", key, err)
-				}
-				r, err := st.Get(t.Context(), key)
-				if err != nil {
-					t.Errorf("Get(%s): %v", key, err)
-					continue
-				}
-				r.Close()
+			r, err := st.Get(t.Context(), key)
+			if err != nil {
+				t.Errorf("Get(%s): %v", key, err)
+				continue
 			}
-			for _, key := range symlinkKeys {
-				if _, err := st.Stat(t.Context(), key); !errors.Is(err, storage.ErrNotFound) {
-					t.Errorf("Stat(%s) through a symlink: %v, want not found", key, err)
-				}
-				if r, err := st.GetRange(t.Context(), key, 1, 2); !errors.Is(err, storage.ErrNotFound) {
-					if err == nil {
-						r.Close()
-					}
-					t.Errorf("GetRange(%s) through a symlink: %v, want not found", key, err)
-				}
+			r.Close()
+		}
+		for _, key := range symlinkKeys {
+			if _, err := st.Stat(t.Context(), key); !errors.Is(err, storage.ErrNotFound) {
+				t.Errorf("Stat(%s) through a symlink: %v, want not found", key, err)
 			}
-		})
-	}
+			if r, err := st.GetRange(t.Context(), key, 1, 2); !errors.Is(err, storage.ErrNotFound) {
+				if err == nil {
+					r.Close()
+				}
+				t.Errorf("GetRange(%s) through a symlink: %v, want not found", key, err)
+			}
+		}
+	})
 }
 
 // Keys of symlinkedCache: real files, and keys through a symlink.
@@ -97,47 +92,42 @@ func symlinkedCache(t *testing.T) (storage.Store, string) {
 // one directory descriptor for a run, so a stale or followed one would
 // show); through Counting too, which counts one stat per key.
 func TestFileStatManyIsStat(t *testing.T) {
-	for _, mode := range []string{"openat2", "walk"} {
-		t.Run(mode, func(t *testing.T) {
-			if mode == "walk" {
-				defer storage.WithoutOpenat2()()
+	eachResolver(t, func(t *testing.T) {
+		st, _ := symlinkedCache(t)
+		var keys []string
+		for i := range max(len(realKeys), len(symlinkKeys)) {
+			if i < len(symlinkKeys) {
+				keys = append(keys, symlinkKeys[i])
 			}
-			st, _ := symlinkedCache(t)
-			var keys []string
-			for i := range max(len(realKeys), len(symlinkKeys)) {
-				if i < len(symlinkKeys) {
-					keys = append(keys, symlinkKeys[i])
+			if i < len(realKeys) {
+				keys = append(keys, realKeys[i])
+			}
+		}
+		keys = append(keys, "nar/absent.nar", "nar/real.nar", "nar/sub", "absent/x.nar", "../x", "nar/real.nar")
+		counted := storage.NewCounting(st)
+		for _, s := range []storage.Store{st, counted} {
+			seen := 0
+			err := storage.StatMany(t.Context(), s, keys, func(i int, got storage.Object, gotErr error) error {
+				seen++
+				want, wantErr := st.Stat(t.Context(), keys[i])
+				if got != want || (gotErr == nil) != (wantErr == nil) || errors.Is(gotErr, storage.ErrNotFound) != errors.Is(wantErr, storage.ErrNotFound) {
+					t.Errorf("StatMany %s = %+v, %v; Stat = %+v, %v", keys[i], got, gotErr, want, wantErr)
 				}
-				if i < len(realKeys) {
-					keys = append(keys, realKeys[i])
-				}
+				return nil
+			})
+			if err != nil || seen != len(keys) {
+				t.Fatalf("StatMany: %v after %d of %d keys", err, seen, len(keys))
 			}
-			keys = append(keys, "nar/absent.nar", "nar/real.nar", "nar/sub", "absent/x.nar", "../x", "nar/real.nar")
-			counted := storage.NewCounting(st)
-			for _, s := range []storage.Store{st, counted} {
-				seen := 0
-				err := storage.StatMany(t.Context(), s, keys, func(i int, got storage.Object, gotErr error) error {
-					seen++
-					want, wantErr := st.Stat(t.Context(), keys[i])
-					if got != want || (gotErr == nil) != (wantErr == nil) || errors.Is(gotErr, storage.ErrNotFound) != errors.Is(wantErr, storage.ErrNotFound) {
-						t.Errorf("StatMany %s = %+v, %v; Stat = %+v, %v", keys[i], got, gotErr, want, wantErr)
-					}
-					return nil
-				})
-				if err != nil || seen != len(keys) {
-					t.Fatalf("StatMany: %v after %d of %d keys", err, seen, len(keys))
-				}
-			}
-			if n := counted.Counts()["stat"]; n != int64(len(keys)) {
-				t.Errorf("Counting counted %d stats for %d keys", n, len(keys))
-			}
-			stop := errors.New("stop")
-			calls := 0
-			if err := storage.StatMany(t.Context(), st, keys, func(int, storage.Object, error) error { calls++; return stop }); !errors.Is(err, stop) || calls != 1 {
-				t.Errorf("StatMany after each failed: %v, %d calls", err, calls)
-			}
-		})
-	}
+		}
+		if n := counted.Counts()["stat"]; n != int64(len(keys)) {
+			t.Errorf("Counting counted %d stats for %d keys", n, len(keys))
+		}
+		stop := errors.New("stop")
+		calls := 0
+		if err := storage.StatMany(t.Context(), st, keys, func(int, storage.Object, error) error { calls++; return stop }); !errors.Is(err, stop) || calls != 1 {
+			t.Errorf("StatMany after each failed: %v, %d calls", err, calls)
+		}
+	})
 }
 
 // DeleteMany and Delete never reach through a symlinked directory: the
@@ -147,9 +137,11 @@ func TestFileStatManyIsStat(t *testing.T) {
 // (Before: unlinkat(2) relative to the root, or unlink(2) of the joined
 // path, followed dirlink and outdir.)
 func TestFileDeleteManyStaysInTheCache(t *testing.T) {
-	for _, mode := range []string{"DeleteMany", "Delete"} {
-		t.Run(mode, func(t *testing.T) { testDeleteStaysInTheCache(t, mode) })
-	}
+	eachResolver(t, func(t *testing.T) {
+		for _, mode := range []string{"DeleteMany", "Delete"} {
+			t.Run(mode, func(t *testing.T) { testDeleteStaysInTheCache(t, mode) })
+		}
+	})
 }
 
 func testDeleteStaysInTheCache(t *testing.T, mode string) {
@@ -194,4 +186,14 @@ func testDeleteStaysInTheCache(t *testing.T, mode string) {
 			t.Errorf("%s survived DeleteMany: %v", k, err)
 		}
 	}
+}
+
+// eachResolver runs fn with openat2(2) and again with the walk kernels
+// without it get (storage.WithoutOpenat2).
+func eachResolver(t *testing.T, fn func(t *testing.T)) {
+	t.Run("openat2", fn)
+	t.Run("walk", func(t *testing.T) {
+		defer storage.WithoutOpenat2()()
+		fn(t)
+	})
 }
