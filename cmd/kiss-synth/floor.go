@@ -260,7 +260,9 @@ func unlinkAll(keys []dirKey) error {
 			for _, n := range names {
 				if err := unix.Unlinkat(fd, n, 0); err != nil && err != unix.ENOENT {
 					mu.Lock()
-					firstErr = fmt.Errorf("floor: unlink %s: %w", n, err)
+					if firstErr == nil {
+						firstErr = fmt.Errorf("floor: unlink %s: %w", n, err)
+					}
 					mu.Unlock()
 					return
 				}
