@@ -26,6 +26,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/kiss-cache/kiss/nixcache"
 	"github.com/urfave/cli/v2"
 	"golang.org/x/sys/unix"
 )
@@ -89,7 +90,7 @@ func floor(c *cli.Context) error {
 		}
 		return out, sc.Err()
 	}
-	isNarInfo := func(k string) bool { return strings.HasSuffix(k, ".narinfo") && !strings.Contains(k, "/") }
+	isNarInfo := func(k string) bool { kind, _ := nixcache.Classify(k); return kind == nixcache.KindNarInfo }
 	var narinfos []dirKey
 	for _, f := range []string{"live.txt", "garbage.txt", "newborn.txt"} {
 		ks, err := keys(f, isNarInfo)
