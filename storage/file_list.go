@@ -46,8 +46,26 @@ func (s *fileStore) List(ctx context.Context, prefix string) iter.Seq2[Object, e
 // waits for it to finish.
 func listFrom(ctx context.Context, prefix string, produce func(ctx context.Context, prefix string, out chan<- listBatch)) iter.Seq2[Object, error] {
 	return func(yield func(Object, error) bool) {
+		for b, err := range listBatchesFrom(ctx, prefix, produce) {
+			if err != nil {
+				yield(Object{}, err)
+				return
+			}
+			for _, o := range b {
+				if !yield(o, nil) {
+					return
+				}
+			}
+		}
+	}
+}
+
+// listBatchesFrom is listFrom that yields the batches as produced (each a
+// new slice, the caller's to keep).
+func listBatchesFrom(ctx context.Context, prefix string, produce func(ctx context.Context, prefix string, out chan<- listBatch)) iter.Seq2[[]Object, error] {
+	return func(yield func([]Object, error) bool) {
 		if err := ValidatePrefix(prefix); err != nil {
-			yield(Object{}, wrap("list", prefix, err))
+			yield(nil, wrap("list", prefix, err))
 			return
 		}
 		wctx, cancel := context.WithCancel(ctx)
@@ -62,18 +80,16 @@ func listFrom(ctx context.Context, prefix string, produce func(ctx context.Conte
 		for b := range out {
 			if b.err != nil {
 				stop()
-				yield(Object{}, wrap("list", prefix, b.err))
+				yield(nil, wrap("list", prefix, b.err))
 				return
 			}
-			for _, o := range b.objs {
-				if !yield(o, nil) {
-					stop()
-					return
-				}
+			if len(b.objs) > 0 && !yield(b.objs, nil) {
+				stop()
+				return
 			}
 		}
 		if err := ctx.Err(); err != nil {
-			yield(Object{}, wrap("list", prefix, err))
+			yield(nil, wrap("list", prefix, err))
 		}
 	}
 }
@@ -162,6 +178,12 @@ func matchesDir(key, prefix string) bool {
 // root and nar/), handing keys over in batches.
 func (s *fileStore) ListKeys(ctx context.Context, prefix string) iter.Seq2[Object, error] {
 	return listFrom(ctx, prefix, s.listKeys)
+}
+
+// ListKeyBatches is ListKeys in the batches the workers hand over
+// (KeyBatchLister).
+func (s *fileStore) ListKeyBatches(ctx context.Context, prefix string) iter.Seq2[[]Object, error] {
+	return listBatchesFrom(ctx, prefix, s.listKeys)
 }
 
 // listKeys reads the directories below prefix with listWorkers workers,

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -71,6 +72,27 @@ func TestFileListKeys(t *testing.T) {
 		if !want[k] && !strings.HasPrefix(k, ".kiss/") {
 			t.Fatalf("%s listed, but it is not an object", k)
 		}
+	}
+	// ListParallel takes the driver's own batches, through a Counting
+	// decorator, and names the same keys (counted once each).
+	counting := storage.NewCounting(st)
+	batched := map[string]bool{}
+	for b, err := range storage.ListParallel(ctx, counting, "", storage.ParallelListOptions{}) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, o := range b {
+			if batched[o.Key] {
+				t.Fatalf("%s listed twice in batches", o.Key)
+			}
+			batched[o.Key] = true
+		}
+	}
+	if !maps.Equal(batched, got) {
+		t.Fatalf("ListParallel named %d keys, ListKeys %d", len(batched), len(got))
+	}
+	if c := counting.Counts(); c["list"] != 1 || c["list-objects"] != int64(len(got)) {
+		t.Fatalf("counts %v, want one listing of %d objects", c, len(got))
 	}
 	n := 0
 	for _, err := range kl.ListKeys(ctx, "nar/") {

@@ -29,3 +29,26 @@ func ListKeys(ctx context.Context, st Store, prefix string) iter.Seq2[Object, er
 	}
 	return st.List(ctx, prefix)
 }
+
+// KeyBatchLister is a KeyLister that can hand its listing over in the
+// batches it makes (file://: up to 1024 keys of one directory), so a caller
+// that works in batches (ListParallel) copies no object twice.
+type KeyBatchLister interface {
+	KeyLister
+	// ListKeyBatches is ListKeys in batches: each a new slice, the
+	// caller's to keep.
+	ListKeyBatches(ctx context.Context, prefix string) iter.Seq2[[]Object, error]
+}
+
+// listKeyBatches is ListKeys in batches: straight from the KeyLister that
+// ListKeys would use if it batches itself, re-batched otherwise.
+func listKeyBatches(ctx context.Context, st Store, prefix string) iter.Seq2[[]Object, error] {
+	kl, ok := As[KeyLister](st)
+	if !ok {
+		return batched(st.List(ctx, prefix))
+	}
+	if bl, ok := kl.(KeyBatchLister); ok {
+		return bl.ListKeyBatches(ctx, prefix)
+	}
+	return batched(kl.ListKeys(ctx, prefix))
+}
