@@ -203,19 +203,26 @@ func statNarInfos(ctx context.Context, c exploreConfig, ix *index, total int64, 
 				idx = append(idx, k)
 			}
 		}
-		err := parallel(ctx, len(idx), c.conc, func(ctx context.Context, j int) error {
-			r := &recs[idx[j]]
-			o, err := statKey(ctx, c.store, nixcache.NarInfoKey(r.h))
-			if err != nil {
-				return err
+		// Runs of keys through one StatMany each (file://: one fstatat a
+		// key, no per-key setup).
+		err := parallelRuns(ctx, len(idx), c.conc, func(ctx context.Context, start, end int) error {
+			keys := make([]string, 0, end-start)
+			for _, k := range idx[start:end] {
+				keys = append(keys, nixcache.NarInfoKey(recs[k].h))
 			}
-			r.setAttrs(o)
-			if c.youngRoots && r.mtime > cutoff {
-				mu.Lock()
-				young = append(young, r.h)
-				mu.Unlock()
-			}
-			return nil
+			return storage.StatMany(ctx, c.store, keys, func(j int, o storage.Object, err error) error {
+				if o, err = statResult(ctx, keys[j], o, err); err != nil {
+					return err
+				}
+				r := &recs[idx[start+j]]
+				r.setAttrs(o)
+				if c.youngRoots && r.mtime > cutoff {
+					mu.Lock()
+					young = append(young, r.h)
+					mu.Unlock()
+				}
+				return nil
+			})
 		})
 		c.prog.Advance(PhaseStat, int64(len(idx)), 0)
 		return err
