@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/bits"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -59,16 +60,23 @@ type decision struct {
 // reachable narinfos (sorted, with a bit set when the listing has the NAR),
 // young NARs, and the derivations whose logs are kept.
 type keepSets struct {
-	nar      []narRef // sorted by NAR key hash
-	narSeen  []uint64 // bitset over nar: the listing has that NAR
-	youngNAR []uint64
+	nar     []narRef // sorted by NAR key hash
+	narSeen []uint64 // bitset over nar: the listing has that NAR
+	// narDir[j] is the first index of nar whose key hash has top bits j
+	// (narDirBits of them): a lookup searches about eight entries, not all.
+	narDir     []uint32
+	narDirBits uint
+	youngNAR   []uint64
 	// drv: first 8 bytes of the derivers of reachable paths that are not in
 	// the cache (a deriver that is in the cache is reachable itself).
 	drv []uint64
 }
 
 func (k *keepSets) keepsNAR(kh uint64, mark bool) bool {
-	i, ok := slices.BinarySearchFunc(k.nar, kh, func(n narRef, kh uint64) int { return cmp.Compare(n.kh(), kh) })
+	top := kh >> (64 - k.narDirBits)
+	lo, hi := int(k.narDir[top]), int(k.narDir[top+1])
+	i, ok := slices.BinarySearchFunc(k.nar[lo:hi], kh, func(n narRef, kh uint64) int { return cmp.Compare(n.kh(), kh) })
+	i += lo
 	if ok {
 		if mark { // concurrently for different objects (decide's parallel pass)
 			atomic.OrUint64(&k.narSeen[i/64], 1<<(i%64))
@@ -77,6 +85,22 @@ func (k *keepSets) keepsNAR(kh uint64, mark bool) bool {
 	}
 	_, ok = slices.BinarySearch(k.youngNAR, kh)
 	return ok
+}
+
+// buildNARDir makes narDir over the sorted nar: about eight entries per
+// slot (the hashes are FNV-1a, whose top bits are well mixed).
+func (k *keepSets) buildNARDir() {
+	k.narDirBits = uint(max(1, bits.Len(uint(len(k.nar)))-3))
+	k.narDir = make([]uint32, 1<<k.narDirBits+1)
+	j := 0
+	for i, n := range k.nar {
+		for top := int(n.kh() >> (64 - k.narDirBits)); j <= top; j++ {
+			k.narDir[j] = uint32(i)
+		}
+	}
+	for ; j < len(k.narDir); j++ {
+		k.narDir[j] = uint32(len(k.nar))
+	}
 }
 
 func (k *keepSets) keepsDrv(ix *index, h *nixcache.Hash) bool {
@@ -120,6 +144,7 @@ func (p *Plan) decide(ctx context.Context, ix *index, ex *exploration, cutoffT t
 	ex.keepNAR, ex.keepDrv = nil, nil
 	slices.SortFunc(ks.nar, func(a, b narRef) int { return cmp.Compare(a.kh(), b.kh()) })
 	ks.narSeen = make([]uint64, (len(ks.nar)+63)/64)
+	ks.buildNARDir()
 	slices.Sort(ks.drv)
 	ks.drv = slices.Compact(ks.drv)
 	var err error
@@ -133,104 +158,65 @@ func (p *Plan) decide(ctx context.Context, ix *index, ex *exploration, cutoffT t
 	if err != nil {
 		return nil, err
 	}
-	del := map[string]*Count{}
-	keep := map[string]*Count{}
-	count := func(m map[string]*Count, k nixcache.Kind, size int64) {
-		c := m[k.String()]
-		if c == nil {
-			c = &Count{}
-			m[k.String()] = c
-		}
-		c.add(size)
-	}
+	// Counted by kind in arrays (a map lookup per object was a measurable
+	// part of a million-object pass); the report's maps are made at the end.
+	var del, keep kindCounts
 	var buf []byte
 	drop := func(o *objRec) error {
 		buf = appendObjRec(buf[:0], o)
-		count(del, o.kind, o.size)
+		del[o.kind].add(o.size)
 		if o.kind == nixcache.KindNAR {
 			return p.delNAR.write(buf)
 		}
 		return p.delMeta.write(buf)
 	}
 
-	// Objects, a chunk at a time: in one parallel pass, find what would
-	// keep each and stat those that may go and have no age yet (runs of
-	// them: storage.StatMany); then decide in listing order.
-	chunk := make([]objRec, 0, objChunk)
-	unref := make([]bool, objChunk)
-	var stated atomic.Int64
+	// Objects, a chunk at a time. One parallel pass per chunk finds what
+	// would keep each object, stats those that may go and have no age yet
+	// (runs of them: storage.StatMany), decides them and encodes their
+	// records; the runs' outputs are then written in listing order. The
+	// next chunk is read from the object list meanwhile.
+	outs := make([]objRunOut, objChunk)
 	statStarted := false
-	flush := func() error {
-		stated.Store(0)
+	flush := func(chunk []objRec) error {
 		err := parallelRuns(ctx, len(chunk), conc, func(ctx context.Context, start, end int) error {
-			var keys []string
-			var idx []int
-			for i := start; i < end; i++ {
-				o := &chunk[i]
-				u := ks.unreferenced(ix, o, true)
-				unref[i] = u
-				if o.mtime == noTime && (u || o.kind == nixcache.KindRealisation || o.kind == nixcache.KindBuildTrace || o.kind == nixcache.KindDebugInfo) {
-					keys = append(keys, o.key)
-					idx = append(idx, i)
-				}
-			}
-			stated.Add(int64(len(keys)))
-			return storage.StatMany(ctx, p.st, keys, func(j int, a storage.Object, err error) error {
-				if a, err = statResult(ctx, keys[j], a, err); err != nil {
-					return err
-				}
-				o := &chunk[idx[j]]
-				if a.HasAttrs() {
-					o.mtime, o.size = a.ModTime.UnixNano(), a.Size
-				} else {
-					o.mtime = goneTime
-				}
-				return nil
-			})
+			out := &outs[start]
+			out.reset(end)
+			return p.decideRun(ctx, ix, ks, chunk[start:end], cutoff, out)
 		})
-		if n := stated.Load(); n > 0 {
+		var stated int64
+		for i := 0; i < len(chunk) && err == nil; i = outs[i].end {
+			stated += outs[i].stated
+		}
+		if stated > 0 {
 			if !statStarted {
 				p.opts.Progress.Start(PhaseStat, -1, -1)
 				statStarted = true
 			}
-			p.opts.Progress.Advance(PhaseStat, n, 0)
+			p.opts.Progress.Advance(PhaseStat, stated, 0)
 		}
 		if err != nil {
 			return err
 		}
-		for i := range chunk {
-			o := &chunk[i]
-			if o.kind == nixcache.KindNAR && o.mtime > cutoff {
-				ks.youngNAR = append(ks.youngNAR, keyHash(o.key))
-			}
-			switch objectFate(o.kind, o.mtime, cutoff, unref[i]) {
-			case deleteIt:
-				if err := drop(o); err != nil {
-					return err
+		for i := 0; i < len(chunk); i = outs[i].end {
+			out := &outs[i]
+			ks.youngNAR = append(ks.youngNAR, out.youngNAR...)
+			del.merge(&out.del)
+			keep.merge(&out.keep)
+			for _, w := range []struct {
+				sp *spool
+				b  []byte
+			}{{p.delMeta, out.meta}, {p.delNAR, out.nar}, {content, out.content}} {
+				if len(w.b) > 0 {
+					if err := w.sp.write(w.b); err != nil {
+						return err
+					}
 				}
-			case readContent:
-				buf = appendObjRec(buf[:0], o)
-				if err := content.write(buf); err != nil {
-					return err
-				}
-			default:
-				count(keep, o.kind, o.size)
 			}
 		}
-		chunk = chunk[:0]
 		return nil
 	}
-	err = ix.forObjects(func(o *objRec) error {
-		chunk = append(chunk, *o)
-		if len(chunk) == objChunk {
-			return flush()
-		}
-		return nil
-	})
-	if err == nil {
-		err = flush()
-	}
-	if err != nil {
+	if err := ix.forObjectChunks(ctx, objChunk, flush); err != nil {
 		return nil, err
 	}
 	p.opts.Progress.Done(PhaseStat)
@@ -241,7 +227,7 @@ func (p *Plan) decide(ctx context.Context, ix *index, ex *exploration, cutoffT t
 	if err := content.finish(); err != nil {
 		return nil, err
 	}
-	if err := p.readContent(ctx, ix, ks, content, storeDir, conc, drop, func(o *objRec) { count(keep, o.kind, o.size) }); err != nil {
+	if err := p.readContent(ctx, ix, ks, content, storeDir, conc, drop, func(o *objRec) { keep[o.kind].add(o.size) }); err != nil {
 		return nil, err
 	}
 	content.f.Close()
@@ -251,7 +237,7 @@ func (p *Plan) decide(ctx context.Context, ix *index, ex *exploration, cutoffT t
 		for k := range recs {
 			r := &recs[k]
 			if narinfoFate(ix.isReach(start+k), r.mtime, cutoff) == keepIt {
-				count(keep, nixcache.KindNarInfo, int64(r.size))
+				keep[nixcache.KindNarInfo].add(int64(r.size))
 				continue
 			}
 			if err := drop(&objRec{kind: nixcache.KindNarInfo, size: int64(r.size), key: nixcache.NarInfoKey(r.h)}); err != nil {
@@ -321,15 +307,11 @@ func (p *Plan) decide(ctx context.Context, ix *index, ex *exploration, cutoffT t
 		}
 	}
 
-	p.report.Delete, p.report.Keep = map[string]Count{}, map[string]Count{}
+	p.report.Delete, p.report.Keep = del.byName(), keep.byName()
 	var total Count
-	for k, c := range del {
-		p.report.Delete[k] = *c
+	for _, c := range del {
 		total.Objects += c.Objects
 		total.Bytes += c.Bytes
-	}
-	for k, c := range keep {
-		p.report.Keep[k] = *c
 	}
 	if len(p.delMarkers) > 0 {
 		p.report.Delete[nixcache.KindRoot.String()] = Count{Objects: int64(len(p.delMarkers))}
@@ -410,4 +392,100 @@ func (p *Plan) readContent(ctx context.Context, ix *index, ks *keepSets, content
 		}
 	}
 	return flush()
+}
+
+// kindCounts counts objects by kind.
+type kindCounts [nixcache.NumKinds]Count
+
+func (c *kindCounts) merge(o *kindCounts) {
+	for k := range c {
+		c[k].Objects += o[k].Objects
+		c[k].Bytes += o[k].Bytes
+	}
+}
+
+// byName is the report's form: the kinds seen, by name.
+func (c *kindCounts) byName() map[string]Count {
+	m := map[string]Count{}
+	for k, n := range c {
+		if n.Objects > 0 {
+			m[nixcache.Kind(k).String()] = n
+		}
+	}
+	return m
+}
+
+// objRunOut is what deciding one run of a chunk's objects produced: the
+// encoded records for each deletion list and for the content pass, the
+// young NARs, the counts, and how many objects it stat'ed.
+type objRunOut struct {
+	end                int // the next run's start in the chunk
+	meta, nar, content []byte
+	youngNAR           []uint64
+	del, keep          kindCounts
+	stated             int64
+	keys               []string
+	idx                []int
+	unref              []bool
+}
+
+func (o *objRunOut) reset(end int) {
+	o.end = end
+	o.meta, o.nar, o.content = o.meta[:0], o.nar[:0], o.content[:0]
+	o.youngNAR = o.youngNAR[:0]
+	o.del, o.keep = kindCounts{}, kindCounts{}
+	o.stated = 0
+	o.keys, o.idx = o.keys[:0], o.idx[:0]
+}
+
+// decideRun decides a run of listed objects other than narinfos: what
+// would keep each (no I/O), the age of those that may go (one StatMany),
+// then each one's fate, encoded into out.
+func (p *Plan) decideRun(ctx context.Context, ix *index, ks *keepSets, objs []objRec, cutoff int64, out *objRunOut) error {
+	out.unref = slices.Grow(out.unref[:0], len(objs))[:len(objs)]
+	for i := range objs {
+		o := &objs[i]
+		u := ks.unreferenced(ix, o, true)
+		out.unref[i] = u
+		if o.mtime == noTime && (u || o.kind == nixcache.KindRealisation || o.kind == nixcache.KindBuildTrace || o.kind == nixcache.KindDebugInfo) {
+			out.keys = append(out.keys, o.key)
+			out.idx = append(out.idx, i)
+		}
+	}
+	out.stated = int64(len(out.keys))
+	err := storage.StatMany(ctx, p.st, out.keys, func(j int, a storage.Object, err error) error {
+		if a, err = statResult(ctx, out.keys[j], a, err); err != nil {
+			return err
+		}
+		o := &objs[out.idx[j]]
+		if a.HasAttrs() {
+			o.mtime, o.size = a.ModTime.UnixNano(), a.Size
+		} else {
+			o.mtime = goneTime
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for i := range objs {
+		o := &objs[i]
+		if o.kind == nixcache.KindNAR && o.mtime > cutoff {
+			out.youngNAR = append(out.youngNAR, keyHash(o.key))
+		}
+		switch objectFate(o.kind, o.mtime, cutoff, out.unref[i]) {
+		case deleteIt:
+			out.del[o.kind].add(o.size)
+			if o.kind == nixcache.KindNAR {
+				out.nar = appendObjRec(out.nar, o)
+			} else {
+				out.meta = appendObjRec(out.meta, o)
+			}
+		case readContent:
+			out.content = appendObjRec(out.content, o)
+		default:
+			out.keep[o.kind].add(o.size)
+		}
+	}
+	return nil
 }

@@ -285,6 +285,69 @@ func (ix *index) forObjects(fn func(o *objRec) error) error {
 	}
 }
 
+// forObjectChunks calls fn with the other listed objects, in listing order,
+// size at a time. The next chunk is read while fn works on one (a second
+// goroutine; fn must not keep a chunk after it returns).
+func (ix *index) forObjectChunks(ctx context.Context, size int, fn func([]objRec) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	full := make(chan []objRec, 1)
+	free := make(chan []objRec, 2)
+	free <- make([]objRec, 0, size)
+	free <- make([]objRec, 0, size)
+	readErr := make(chan error, 1)
+	go func() {
+		defer close(full)
+		var chunk []objRec
+		next := func() bool {
+			select {
+			case chunk = <-free:
+				chunk = chunk[:0]
+				return true
+			case <-ctx.Done():
+				return false
+			}
+		}
+		if !next() {
+			readErr <- ctx.Err()
+			return
+		}
+		err := ix.forObjects(func(o *objRec) error {
+			chunk = append(chunk, *o)
+			if len(chunk) < size {
+				return nil
+			}
+			select {
+			case full <- chunk:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			if !next() {
+				return ctx.Err()
+			}
+			return nil
+		})
+		if err == nil && len(chunk) > 0 {
+			select {
+			case full <- chunk:
+			case <-ctx.Done():
+				err = ctx.Err()
+			}
+		}
+		readErr <- err
+	}()
+	for chunk := range full {
+		if err := fn(chunk); err != nil {
+			cancel()
+			for range full { // let the reader stop
+			}
+			return err
+		}
+		free <- chunk
+	}
+	return <-readErr
+}
+
 // listConfig is how a store is listed.
 type listConfig struct {
 	st   storage.Store
@@ -459,7 +522,8 @@ func distribute(tmp *tempFiles, all *spool) ([]*spool, error) {
 }
 
 // sortNarInfos sorts each bucket in memory, writes the narinfo table in
-// id order and fills the heap arrays.
+// id order and fills the heap arrays. Two buckets are sorted at once (the
+// next one while this one is written): at most two are in memory.
 func (ix *index) sortNarInfos(tmp *tempFiles, buckets []*spool) error {
 	var err error
 	if ix.nis, err = newSpool(tmp, "narinfo-table"); err != nil {
@@ -468,59 +532,42 @@ func (ix *index) sortNarInfos(tmp *tempFiles, buckets []*spool) error {
 	ix.pre = make([]uint64, 0, ix.n)
 	ix.chk = make([]uint32, 0, ix.n)
 	ix.reach = make([]uint64, (ix.n+63)/64)
-	var data []byte
-	// Sorted by the hash's first 8 bytes as one integer (the whole 20
-	// bytes break a tie): several times cheaper than comparing byte slices.
-	type sortKey struct {
-		pre uint64
-		i   int32
-	}
-	var order []sortKey
 	for _, b := range buckets {
-		if b == nil {
-			continue
-		}
 		if err := b.finish(); err != nil {
 			return err
 		}
-		if cap(data) < int(b.size) {
-			data = make([]byte, b.size)
-		}
-		data = data[:b.size]
-		if _, err := b.f.ReadAt(data, 0); err != nil {
-			return fmt.Errorf("gc: reading a temporary file: %w", err)
-		}
-		b.f.Close()
-		k := len(data) / niRecSize
-		rec := func(i int32) []byte { return data[int(i)*niRecSize : int(i)*niRecSize+20] }
-		order = order[:0]
-		for i := range int32(k) {
-			order = append(order, sortKey{binary.BigEndian.Uint64(rec(i)), i})
-		}
-		slices.SortFunc(order, func(a, b sortKey) int {
-			if c := cmp.Compare(a.pre, b.pre); c != 0 {
-				return c
+	}
+	sorted := make([]chan sortedBucket, len(buckets))
+	for i := range sorted {
+		sorted[i] = make(chan sortedBucket, 1)
+	}
+	slots := make(chan struct{}, 2)
+	// Each slot's memory is reused by the bucket that takes it next.
+	free := make(chan *sortBuf, 2)
+	free <- &sortBuf{}
+	free <- &sortBuf{}
+	quit := make(chan struct{})
+	defer close(quit)
+	go func() {
+		for i, b := range buckets {
+			select {
+			case slots <- struct{}{}:
+			case <-quit:
+				return
 			}
-			return bytes.Compare(rec(a.i), rec(b.i))
-		})
-		for j, o := range order {
-			i := o.i
-			r := data[int(i)*niRecSize : (int(i)+1)*niRecSize]
-			h := nixcache.Hash(r[:20])
-			if j > 0 {
-				prev := nixcache.Hash(rec(order[j-1].i))
-				if prev == h {
-					continue // listed twice (a listing is not atomic)
-				}
-				if hashPre(&prev) == hashPre(&h) && hashChk(&prev) == hashChk(&h) {
-					return fmt.Errorf("%w: %s and %s share their first 96 bits; this pruner cannot tell them apart", ErrIntegrity, prev, h)
-				}
-			}
-			ix.pre = append(ix.pre, hashPre(&h))
-			ix.chk = append(ix.chk, hashChk(&h))
-			if err := ix.nis.write(r); err != nil {
-				return err
-			}
+			go func() { sorted[i] <- sortBucket(b, <-free) }()
+		}
+	}()
+	for i := range buckets {
+		sb := <-sorted[i]
+		if sb.err != nil {
+			return sb.err
+		}
+		err := ix.appendSorted(sb)
+		free <- sb.buf
+		<-slots
+		if err != nil {
+			return err
 		}
 	}
 	if err := ix.nis.finish(); err != nil {
@@ -528,6 +575,84 @@ func (ix *index) sortNarInfos(tmp *tempFiles, buckets []*spool) error {
 	}
 	ix.n = len(ix.pre)
 	ix.buildDir()
+	return nil
+}
+
+// sortedBucket is one bucket's records and their order by hash, in buf.
+type sortedBucket struct {
+	data  []byte
+	order []int32
+	buf   *sortBuf
+	err   error
+}
+
+// sortBuf is the memory one bucket is sorted in.
+type sortBuf struct {
+	data  []byte
+	keys  []sortKey
+	order []int32
+}
+
+// sortKey orders a record by the first 8 bytes of its hash (i: its index).
+type sortKey struct {
+	pre uint64
+	i   int32
+}
+
+func (sb *sortedBucket) hash(i int32) []byte {
+	return sb.data[int(i)*niRecSize : int(i)*niRecSize+20]
+}
+
+// sortBucket reads a bucket of narinfo records and orders them by hash:
+// by the hash's first 8 bytes as one integer (the whole 20 bytes break a
+// tie), several times cheaper than comparing byte slices.
+func sortBucket(b *spool, buf *sortBuf) sortedBucket {
+	defer b.f.Close()
+	buf.data = slices.Grow(buf.data[:0], int(b.size))[:b.size]
+	sb := sortedBucket{data: buf.data, buf: buf}
+	if _, err := b.f.ReadAt(sb.data, 0); err != nil {
+		return sortedBucket{buf: buf, err: fmt.Errorf("gc: reading a temporary file: %w", err)}
+	}
+	k := len(sb.data) / niRecSize
+	keys := slices.Grow(buf.keys[:0], k)[:k]
+	for i := range int32(k) {
+		keys[i] = sortKey{binary.BigEndian.Uint64(sb.hash(i)), i}
+	}
+	slices.SortFunc(keys, func(a, b sortKey) int {
+		if c := cmp.Compare(a.pre, b.pre); c != 0 {
+			return c
+		}
+		return bytes.Compare(sb.hash(a.i), sb.hash(b.i))
+	})
+	sb.order = slices.Grow(buf.order[:0], k)[:k]
+	for j, key := range keys {
+		sb.order[j] = key.i
+	}
+	buf.keys, buf.order = keys, sb.order
+	return sb
+}
+
+// appendSorted writes a sorted bucket to the narinfo table and the heap
+// arrays, dropping a narinfo listed twice.
+func (ix *index) appendSorted(sb sortedBucket) error {
+	for j, i := range sb.order {
+		r := sb.data[int(i)*niRecSize : (int(i)+1)*niRecSize]
+		h := nixcache.Hash(r[:20])
+		if j > 0 {
+			prev := nixcache.Hash(sb.hash(sb.order[j-1]))
+			if prev == h {
+				continue // listed twice (a listing is not atomic)
+			}
+			if hashPre(&prev) == hashPre(&h) && hashChk(&prev) == hashChk(&h) {
+				return fmt.Errorf("%w: %s and %s share their first 96 bits; this pruner cannot tell them apart", ErrIntegrity, prev, h)
+			}
+		}
+		ix.pre = append(ix.pre, hashPre(&h))
+		ix.chk = append(ix.chk, hashChk(&h))
+		if err := ix.nis.write(r); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
