@@ -57,20 +57,22 @@ func decodeHash[S ~string | ~[]byte](s S) (Hash, bool) {
 	if len(s) != HashLen {
 		return h, false
 	}
-	// Nix base32 is little-endian: the last character holds the lowest bits.
+	// Nix base32 is little-endian: the last character holds the lowest
+	// bits. 32 characters of 5 bits are the 20 bytes exactly, so the bits
+	// are gathered in a word and a byte is stored as soon as it is whole.
+	var acc uint32
+	var nbits, out uint
 	for n := 0; n < HashLen; n++ {
 		d := decodeTable[s[HashLen-1-n]]
 		if d == 0xff {
 			return Hash{}, false
 		}
-		b := n * 5
-		i, j := b/8, b%8
-		h[i] |= d << j
-		if carry := d >> (8 - j); carry != 0 {
-			if i+1 >= len(h) {
-				return Hash{}, false
-			}
-			h[i+1] |= carry
+		acc |= uint32(d) << nbits
+		if nbits += 5; nbits >= 8 {
+			h[out] = byte(acc)
+			acc >>= 8
+			nbits -= 8
+			out++
 		}
 	}
 	return h, true
