@@ -3,6 +3,8 @@ package nixcache
 import (
 	"path"
 	"strings"
+
+	"github.com/nix-community/go-nix/pkg/nixbase32"
 )
 
 // Well-known keys and prefixes of a binary cache and of kiss itself.
@@ -241,10 +243,19 @@ func ContentType(key string) string {
 }
 
 // NarInfoKey is the key of the narinfo describing the store path with hash h.
-func NarInfoKey(h Hash) string { return h.String() + ".narinfo" }
+func NarInfoKey(h Hash) string { return hashKey(h, ".narinfo") }
 
 // ListingKey is the key of the NAR listing (write-nar-listing=true) of h.
-func ListingKey(h Hash) string { return h.String() + ".ls" }
+func ListingKey(h Hash) string { return hashKey(h, ".ls") }
+
+// hashKey is h's nixbase32 form and suffix, built with one allocation (a
+// pruner makes one for every narinfo it reads or stats).
+func hashKey(h Hash, suffix string) string {
+	var b [HashLen + len(".narinfo")]byte
+	nixbase32.Encode(b[:HashLen], h[:])
+	n := HashLen + copy(b[HashLen:], suffix)
+	return string(b[:n])
+}
 
 // NarInfoKeyFor maps a store path, a References entry or a bare hash to the
 // key of its narinfo (see HashOf).

@@ -110,9 +110,10 @@ func fileETag(fi os.FileInfo) string {
 }
 
 // formatETag is `"<ino>-<mtime ns>-<size>"` in hex, without fmt: List calls
-// it once per file.
+// it once per file. Built on the stack, so the string is the one allocation.
 func formatETag(ino uint64, mtimeNs, size int64) string {
-	b := make([]byte, 0, 48)
+	var buf [64]byte
+	b := buf[:0]
 	b = append(b, '"')
 	b = strconv.AppendUint(b, ino, 16)
 	b = append(b, '-')
