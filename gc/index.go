@@ -317,6 +317,9 @@ func (ix *index) forObjectChunks(ctx context.Context, size int, fn func([]objRec
 			if len(chunk) < size {
 				return nil
 			}
+			if err := ctx.Err(); err != nil {
+				return err
+			}
 			select {
 			case full <- chunk:
 			case <-ctx.Done():
@@ -327,6 +330,9 @@ func (ix *index) forObjectChunks(ctx context.Context, size int, fn func([]objRec
 			}
 			return nil
 		})
+		if err == nil {
+			err = ctx.Err()
+		}
 		if err == nil && len(chunk) > 0 {
 			select {
 			case full <- chunk:
@@ -337,7 +343,11 @@ func (ix *index) forObjectChunks(ctx context.Context, size int, fn func([]objRec
 		readErr <- err
 	}()
 	for chunk := range full {
-		if err := fn(chunk); err != nil {
+		err := ctx.Err()
+		if err == nil {
+			err = fn(chunk)
+		}
+		if err != nil {
 			cancel()
 			for range full { // let the reader stop
 			}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -188,5 +189,61 @@ func TestFates(t *testing.T) {
 		if got := narinfoFate(c.reached, c.mtime, cutoff); got != c.want {
 			t.Errorf("narinfo reached %v mtime %d: %d, want %d", c.reached, c.mtime, got, c.want)
 		}
+	}
+}
+
+// TestForObjectChunks: the chunks hold every listed object once, in listing
+// order; an error from fn stops the read-ahead and is returned; a cancelled
+// context ends it with the context's error.
+func TestForObjectChunks(t *testing.T) {
+	var extra []string
+	for i := range 1000 {
+		extra = append(extra, fmt.Sprintf("nar/%s.nar.xz", testHash(i)))
+	}
+	ix := listed(t, []nixcache.Hash{testHash(0)}, extra...)
+	var want []string
+	if err := ix.forObjects(func(o *objRec) error { want = append(want, o.key); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if len(want) != len(extra) {
+		t.Fatalf("%d objects listed, want %d", len(want), len(extra))
+	}
+	ctx := context.Background()
+	var got []string
+	err := ix.forObjectChunks(ctx, 64, func(chunk []objRec) error {
+		if len(chunk) == 0 || len(chunk) > 64 {
+			t.Errorf("chunk of %d", len(chunk))
+		}
+		for i := range chunk {
+			got = append(got, chunk[i].key)
+		}
+		return nil
+	})
+	if err != nil || !slices.Equal(got, want) {
+		t.Fatalf("chunks named %d objects (err %v), want the %d listed in order", len(got), err, len(want))
+	}
+
+	stop := fmt.Errorf("stop here")
+	calls := 0
+	err = ix.forObjectChunks(ctx, 64, func([]objRec) error {
+		if calls++; calls == 3 {
+			return stop
+		}
+		return nil
+	})
+	if err != stop || calls != 3 {
+		t.Fatalf("fn's error: got %v after %d calls, want %v after 3", err, calls, stop)
+	}
+
+	cctx, cancel := context.WithCancel(ctx)
+	calls = 0
+	err = ix.forObjectChunks(cctx, 64, func([]objRec) error {
+		if calls++; calls == 2 {
+			cancel()
+		}
+		return nil
+	})
+	if !errors.Is(err, context.Canceled) || calls >= len(want)/64 {
+		t.Fatalf("cancelled: got %v after %d calls, want context.Canceled early", err, calls)
 	}
 }
