@@ -205,7 +205,8 @@ func versus(c *cli.Context) error {
 	}
 	// Both memos into the unpruned cache (hard links share inodes, so the
 	// fingerprints match). Another kiss keeps its memo under .kiss/memo/
-	// too (another version of it: both are copied).
+	// too: another version of it is copied beside kiss's; the same version
+	// is the same format, and both read kiss's.
 	memos := []struct{ from, to string }{
 		{filepath.Join(kissCopy, filepath.FromSlash(gc.MemoKey)), filepath.Join(cacheDir, filepath.FromSlash(gc.MemoKey))},
 	}
@@ -215,10 +216,20 @@ func versus(c *cli.Context) error {
 		if err != nil {
 			return fmt.Errorf("versus: no memo: %w", err)
 		}
+		sameVersion := false
 		for _, e := range ents {
-			if p := filepath.Join(dir, e.Name()); p != filepath.FromSlash(gc.MemoKey) && e.Type().IsRegular() {
+			p := filepath.Join(dir, e.Name())
+			switch {
+			case !e.Type().IsRegular():
+			case p == filepath.FromSlash(gc.MemoKey):
+				sameVersion = true
+			default:
 				memos = append(memos, struct{ from, to string }{filepath.Join(origCopy, p), filepath.Join(cacheDir, p)})
 			}
+		}
+		if len(memos) == 1 && sameVersion {
+			say("the other kiss keeps the same memo version (%s): both warm runs read kiss's", gc.MemoKey)
+			memos = append(memos, memos[0]) // checked and copied twice: harmless
 		}
 	} else {
 		memos = append(memos, struct{ from, to string }{filepath.Join(origCopy, ".kiss-cache.closures"), filepath.Join(cacheDir, ".kiss-cache.closures")})
