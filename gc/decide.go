@@ -165,10 +165,7 @@ func (p *Plan) decide(ctx context.Context, ix *index, ex *exploration, cutoffT t
 	drop := func(o *objRec) error {
 		buf = appendObjRec(buf[:0], o)
 		del[o.kind].add(o.size)
-		if o.kind == nixcache.KindNAR {
-			return p.delNAR.write(buf)
-		}
-		return p.delMeta.write(buf)
+		return p.deletions(o.kind).write(buf)
 	}
 
 	// Objects, a chunk at a time. One parallel pass per chunk finds what
@@ -476,7 +473,7 @@ func (p *Plan) decideRun(ctx context.Context, ix *index, ks *keepSets, objs []ob
 		switch objectFate(o.kind, o.mtime, cutoff, out.unref[i]) {
 		case deleteIt:
 			out.del[o.kind].add(o.size)
-			if o.kind == nixcache.KindNAR {
+			if inNARPhase(o.kind) {
 				out.nar = appendObjRec(out.nar, o)
 			} else {
 				out.meta = appendObjRec(out.meta, o)

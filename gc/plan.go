@@ -115,6 +115,18 @@ type Plan struct {
 	mu       sync.Mutex
 }
 
+// inNARPhase says which delete phase an object goes in: NARs last, after
+// every metadata object (I2: no narinfo left names a deleted NAR).
+func inNARPhase(k nixcache.Kind) bool { return k == nixcache.KindNAR }
+
+// deletions is the deletion list an object of kind k goes on.
+func (p *Plan) deletions(k nixcache.Kind) *spool {
+	if inNARPhase(k) {
+		return p.delNAR
+	}
+	return p.delMeta
+}
+
 // Deletion is one object a plan would delete.
 type Deletion struct {
 	Key  string `json:"key"`

@@ -257,11 +257,7 @@ func (v *View) Removal(ctx context.Context, targets []nixcache.Hash) (*Plan, err
 	for i := range dels {
 		o := &dels[i]
 		buf = appendObjRec(buf[:0], o)
-		sp := p.delMeta
-		if o.kind == nixcache.KindNAR {
-			sp = p.delNAR
-		}
-		if err := sp.write(buf); err != nil {
+		if err := p.deletions(o.kind).write(buf); err != nil {
 			return nil, err
 		}
 		c := p.report.Delete[o.kind.String()]
