@@ -1,8 +1,10 @@
 package storage
 
 import (
+	"bytes"
 	"context"
 	"iter"
+	"slices"
 	"strings"
 	"sync"
 	"unsafe"
@@ -12,14 +14,16 @@ import (
 
 // Listing a flat cache is dominated by one stat per file (the pruner needs
 // every object's size, mtime and ETag). The walker reads directories with
-// getdents(2) in 64 KiB chunks, so a million-entry nar/ is never held at once,
+// getdents(2) in 1 MiB chunks, so a million-entry nar/ is never held at once,
 // and fans the names out in batches to a few workers that fstatat(2) them
 // relative to the open directory: no path resolution per file, and the stats
-// of one huge directory run in parallel.
+// of one huge directory run in parallel. (Measured on ext4: the 2.1 million
+// names of a 10⁶-path cache took 1.11–1.14 s to list in 64 KiB chunks and
+// 0.75–0.86 s in 1 MiB chunks, nearly all of it inside getdents.)
 const (
 	listWorkers   = 4
 	listBatchSize = 256
-	direntBufSize = 64 << 10
+	direntBufSize = 1 << 20
 )
 
 type listBatch struct {
@@ -148,17 +152,25 @@ func startDir(prefix string) string {
 	return ""
 }
 
-// openDir opens the directory rel below the root. A directory that vanished,
-// or a prefix naming a file's parent that is not a directory, is fd -1 and
-// no error.
+// openDir opens the directory rel below the root, never through a symbolic
+// link (openNoLinks: a listing shows what Stat and Get reach). A directory
+// that vanished, a prefix naming a file's parent that is not a directory, or
+// a link on the way, is fd -1 and no error.
 func (s *fileStore) openDir(rel string) (string, int, error) {
 	dirPath := s.root
-	if rel != "" {
+	var fd int
+	var err error
+	if rel == "" {
+		err = ignoringEINTR(func() (err error) {
+			fd, err = unix.Open(dirPath, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+			return err
+		})
+	} else {
 		dirPath = s.root + "/" + rel
+		fd, err = s.openNoLinks(rel, unix.O_RDONLY|unix.O_DIRECTORY)
 	}
-	fd, err := unix.Open(dirPath, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		if err == unix.ENOENT || err == unix.ENOTDIR {
+		if notFoundOr(err) == ErrNotFound {
 			return dirPath, -1, nil
 		}
 		return dirPath, -1, &pathErr{dirPath, err}
@@ -177,33 +189,64 @@ func matchesDir(key, prefix string) bool {
 // workers read directories in parallel (a flat cache is two huge ones, the
 // root and nar/), handing keys over in batches.
 func (s *fileStore) ListKeys(ctx context.Context, prefix string) iter.Seq2[Object, error] {
-	return listFrom(ctx, prefix, s.listKeys)
+	return listFrom(ctx, prefix, func(ctx context.Context, prefix string, out chan<- listBatch) {
+		s.listKeys(ctx, prefix, nil, out)
+	})
 }
 
 // ListKeyBatches is ListKeys in the batches the workers hand over
-// (KeyBatchLister).
-func (s *fileStore) ListKeyBatches(ctx context.Context, prefix string) iter.Seq2[[]Object, error] {
-	return listBatchesFrom(ctx, prefix, s.listKeys)
+// (KeyBatchLister). The top-level directories that splits name are read
+// from the start, beside the root.
+func (s *fileStore) ListKeyBatches(ctx context.Context, prefix string, splits []string) iter.Seq2[[]Object, error] {
+	return listBatchesFrom(ctx, prefix, func(ctx context.Context, prefix string, out chan<- listBatch) {
+		s.listKeys(ctx, prefix, splitDirs(prefix, splits), out)
+	})
+}
+
+// splitDirs are the top-level directories named by splits (the text before
+// a split's first '/') that can hold keys with prefix, when the listing
+// starts at the root: a cache's nar/ and log/ are known before the root's
+// million entries are read, and getdents(2) may return them last.
+func splitDirs(prefix string, splits []string) []string {
+	if startDir(prefix) != "" {
+		return nil
+	}
+	var dirs []string
+	for _, sp := range splits {
+		dir, _, nested := strings.Cut(sp, "/")
+		if nested && dir != "" && matchesDir(dir, prefix) && !slices.Contains(dirs, dir) {
+			dirs = append(dirs, dir)
+		}
+	}
+	return dirs
 }
 
 // listKeys reads the directories below prefix with listWorkers workers,
-// sends every matching key to out in batches, and closes out.
-func (s *fileStore) listKeys(ctx context.Context, prefix string, out chan<- listBatch) {
+// sends every matching key to out in batches, and closes out. The
+// directories in early (below the start directory) are read from the
+// start, as if found (a symbolic link is not listed: openDir).
+func (s *fileStore) listKeys(ctx context.Context, prefix string, early []string, out chan<- listBatch) {
 	defer close(out)
 	var (
-		mu     sync.Mutex
-		cond   = sync.NewCond(&mu)
-		dirs   = []string{startDir(prefix)}
-		busy   int
-		failed bool
-		wg     sync.WaitGroup
+		mu      sync.Mutex
+		cond    = sync.NewCond(&mu)
+		dirs    = append([]string{startDir(prefix)}, early...)
+		started = make(map[string]bool, len(early))
+		busy    int
+		failed  bool
+		wg      sync.WaitGroup
 	)
+	for _, d := range early {
+		started[d] = true
+	}
 	// A subdirectory is handed to an idle worker as soon as it is seen:
-	// nar/ is read while the root still is.
+	// nar/ is read while the root still is (if it was not from the start).
 	found := func(dir string) {
 		mu.Lock()
-		dirs = append(dirs, dir)
-		cond.Signal()
+		if !started[dir] {
+			dirs = append(dirs, dir)
+			cond.Signal()
+		}
 		mu.Unlock()
 	}
 	for range listWorkers {
@@ -259,14 +302,15 @@ func (s *fileStore) dirKeys(ctx context.Context, rel, prefix string, buf []byte,
 			return false
 		}
 	}
-	err = readDir(fd, buf, func(name string, typ uint8) bool {
-		key := name
-		if rel != "" {
-			key = rel + "/" + name
+	var names keyArena
+	err = readDir(fd, buf, func(name []byte, typ uint8) bool {
+		if typ != unix.DT_DIR && typ != unix.DT_REG {
+			return true
 		}
+		key := names.key(rel, name)
 		switch {
 		case typ == unix.DT_DIR && matchesDir(key, prefix):
-			found(key)
+			found(strings.Clone(key))
 		case typ == unix.DT_REG && strings.HasPrefix(key, prefix):
 			if batch == nil {
 				batch = make([]Object, 0, batchSize)
@@ -275,7 +319,9 @@ func (s *fileStore) dirKeys(ctx context.Context, rel, prefix string, buf []byte,
 			if len(batch) == batchSize {
 				return send()
 			}
+			return true
 		}
+		names.drop(key) // not kept: its bytes are reused
 		return true
 	})
 	if err != nil {
@@ -285,6 +331,39 @@ func (s *fileStore) dirKeys(ctx context.Context, rel, prefix string, buf []byte,
 		send()
 	}
 	return ctx.Err()
+}
+
+// keyArena builds listed keys in shared blocks: one allocation per few
+// hundred keys instead of one or two per key (a million-entry directory is
+// listed at getdents speed). A block is never written again where a key
+// handed out lies, so the strings stay immutable.
+type keyArena struct{ block []byte }
+
+const keyArenaBlock = 32 << 10
+
+// key is rel + "/" + name (name alone at the root), valid until drop.
+func (a *keyArena) key(rel string, name []byte) string {
+	n := len(name)
+	if rel != "" {
+		n += len(rel) + 1
+	}
+	if cap(a.block)-len(a.block) < n {
+		a.block = make([]byte, 0, max(n, keyArenaBlock))
+	}
+	start := len(a.block)
+	if rel != "" {
+		a.block = append(a.block, rel...)
+		a.block = append(a.block, '/')
+	}
+	a.block = append(a.block, name...)
+	return unsafe.String(&a.block[start], n)
+}
+
+// drop takes back key, the last one made, if it was not handed out.
+func (a *keyArena) drop(key string) {
+	if n := len(a.block) - len(key); n >= 0 && len(key) > 0 && unsafe.StringData(key) == &a.block[n] {
+		a.block = a.block[:n]
+	}
 }
 
 // walkDir hands the regular files of one directory to the workers, waits
@@ -316,7 +395,8 @@ func (s *fileStore) walkDir(ctx context.Context, rel, prefix string, buf []byte,
 			return false
 		}
 	}
-	err = readDir(fd, buf, func(name string, typ uint8) bool {
+	err = readDir(fd, buf, func(raw []byte, typ uint8) bool {
+		name := string(raw)
 		key := name
 		if rel != "" {
 			key = rel + "/" + name
@@ -351,7 +431,7 @@ func (s *fileStore) walkDir(ctx context.Context, rel, prefix string, buf []byte,
 // readDir calls fn with the name and type (DT_DIR, DT_REG, or DT_LNK for
 // anything else) of every entry of the open directory fd except . and ..,
 // until fn returns false. buf is the getdents(2) buffer.
-func readDir(fd int, buf []byte, fn func(name string, typ uint8) bool) error {
+func readDir(fd int, buf []byte, fn func(name []byte, typ uint8) bool) error {
 	for {
 		var n int
 		err := ignoringEINTR(func() (err error) { n, err = unix.Getdents(fd, buf); return err })
@@ -370,10 +450,10 @@ func readDir(fd int, buf []byte, fn func(name string, typ uint8) bool) error {
 			if isDotOrDotDot(raw) {
 				continue
 			}
-			name := cstring(raw)
+			name := cbytes(raw)
 			if typ == unix.DT_UNKNOWN { // some filesystems don't fill d_type
 				var st unix.Stat_t
-				if err := unix.Fstatat(fd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+				if err := unix.Fstatat(fd, string(name), &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 					continue
 				}
 				typ = modeToDT(st.Mode)
@@ -414,13 +494,12 @@ func statBatch(j statJob) listBatch {
 	return listBatch{objs: objs}
 }
 
-func cstring(b []byte) string {
-	for i, c := range b {
-		if c == 0 {
-			return string(b[:i])
-		}
+// cbytes is b up to its first NUL (a dirent name is NUL-padded).
+func cbytes(b []byte) []byte {
+	if i := bytes.IndexByte(b, 0); i >= 0 {
+		return b[:i]
 	}
-	return string(b)
+	return b
 }
 
 func modeToDT(mode uint32) uint8 {

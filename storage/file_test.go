@@ -8,10 +8,12 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/kiss-cache/kiss/internal/testenv"
+	"github.com/kiss-cache/kiss/nixcache"
 	"github.com/kiss-cache/kiss/storage"
 	"github.com/kiss-cache/kiss/storage/storagetest"
 )
@@ -158,5 +160,80 @@ func TestFileReaderFile(t *testing.T) {
 	}
 	if _, err := st.Stat(ctx, "nar"); !errors.Is(err, storage.ErrNotFound) {
 		t.Fatalf("Stat of a directory = %v, want ErrNotFound", err)
+	}
+}
+
+// TestFileListSplitDirs: a listing told of the cache's subtrees (the
+// pruner's splits) reads nar/ and log/ from the start, yet names every key
+// exactly once, as a plain listing does; a split's directory that is a
+// symbolic link, a regular file or absent is what a plain listing makes of
+// it (the link skipped, the file a key); and keys built in shared blocks
+// stay intact when names that do not match the prefix are dropped.
+func TestFileListSplitDirs(t *testing.T) {
+	parent := t.TempDir()
+	dir := filepath.Join(parent, "cache")
+	elsewhere := filepath.Join(parent, "elsewhere")
+	for _, d := range []string{filepath.Join(dir, "nar", "sub"), elsewhere} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var files []string
+	for i := range 2500 { // several batches and key blocks per directory
+		files = append(files, fmt.Sprintf("%05d.narinfo", i), fmt.Sprintf("nar/%05d.nar.xz", i), fmt.Sprintf("nar/b%05d.nar", i))
+	}
+	files = append(files, "nar/sub/deep.nar", "debuginfo") // a split's directory name as a file
+	for _, f := range files {
+		if err := os.WriteFile(filepath.Join(dir, f), []byte(f), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(elsewhere, "x.log"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(elsewhere, filepath.Join(dir, "log")); err != nil { // log/ is a link: never listed
+		t.Fatal(err)
+	}
+	st, err := storage.OpenFile(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	for _, prefix := range []string{"", "nar/", "nar/b", "nar/0", "0", "log/", "debuginfo"} {
+		var want []string
+		for _, f := range files {
+			if strings.HasPrefix(f, prefix) {
+				want = append(want, f)
+			}
+		}
+		slices.Sort(want)
+		var plain []string
+		for o, err := range storage.ListKeys(ctx, st, prefix) {
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.HasPrefix(o.Key, ".kiss/") {
+				plain = append(plain, o.Key)
+			}
+		}
+		slices.Sort(plain)
+		if !slices.Equal(plain, want) {
+			t.Fatalf("prefix %q: a plain listing names %d keys, want %d", prefix, len(plain), len(want))
+		}
+		var split []string
+		for b, err := range storage.ListParallel(ctx, st, prefix, storage.ParallelListOptions{Splits: nixcache.ListSplits()}) {
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, o := range b {
+				if !strings.HasPrefix(o.Key, ".kiss/") {
+					split = append(split, o.Key)
+				}
+			}
+		}
+		slices.Sort(split)
+		if !slices.Equal(split, want) {
+			t.Fatalf("prefix %q: a listing with the splits names %d keys (%v…), want %d, each once", prefix, len(split), split[:min(3, len(split))], len(want))
+		}
 	}
 }
