@@ -229,12 +229,25 @@ func (p *Plan) decide(ctx context.Context, ix *index, ex *exploration, cutoffT t
 	}
 	content.f.Close()
 
-	// Narinfos, in id order.
+	// Narinfos, decided in id order; a real prune on a local store deletes
+	// them in listing order (listingOrder says why).
+	var byListing *listingOrder
+	if p.st.Capabilities().Local && !p.opts.DryRun {
+		if byListing, err = newListingOrder(p.tmp, ix.n); err != nil {
+			return nil, err
+		}
+	}
 	err = ix.forNarInfos(false, func(start int, recs []niRec) error {
 		for k := range recs {
 			r := &recs[k]
 			if narinfoFate(ix.isReach(start+k), r.mtime, cutoff) == keepIt {
 				keep[nixcache.KindNarInfo].add(int64(r.size))
+				continue
+			}
+			if byListing != nil {
+				if err := byListing.add(r); err != nil {
+					return err
+				}
 				continue
 			}
 			if err := drop(&objRec{kind: nixcache.KindNarInfo, size: int64(r.size), key: nixcache.NarInfoKey(r.h)}); err != nil {
@@ -243,6 +256,11 @@ func (p *Plan) decide(ctx context.Context, ix *index, ex *exploration, cutoffT t
 		}
 		return nil
 	})
+	if err == nil && byListing != nil {
+		err = byListing.each(func(r *posRec) error {
+			return drop(&objRec{kind: nixcache.KindNarInfo, size: int64(r.size), key: nixcache.NarInfoKey(r.h)})
+		})
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -70,21 +70,24 @@ type Count struct {
 
 func (c *Count) add(size int64) { c.Objects++; c.Bytes += max(size, 0) }
 
-// niRec is one listed narinfo: hash, size, mtime, fingerprint.
+// niRec is one listed narinfo: hash, size, mtime, fingerprint, and where
+// the listing named it.
 type niRec struct {
 	h     nixcache.Hash
 	size  int32 // bytes (a narinfo over 2 GiB counts as 2 GiB); -1 unknown
 	mtime int64 // unix nanoseconds, store clock; noTime until known
 	fp    uint64
+	pos   uint32 // the listing's n-th narinfo
 }
 
-const niRecSize = 20 + 4 + 8 + 8
+const niRecSize = 20 + 4 + 8 + 8 + 4
 
 func (r *niRec) put(b []byte) {
 	copy(b, r.h[:])
 	binary.LittleEndian.PutUint32(b[20:], uint32(r.size))
 	binary.LittleEndian.PutUint64(b[24:], uint64(r.mtime))
 	binary.LittleEndian.PutUint64(b[32:], r.fp)
+	binary.LittleEndian.PutUint32(b[40:], r.pos)
 }
 
 func (r *niRec) get(b []byte) {
@@ -92,6 +95,7 @@ func (r *niRec) get(b []byte) {
 	r.size = int32(binary.LittleEndian.Uint32(b[20:]))
 	r.mtime = int64(binary.LittleEndian.Uint64(b[24:]))
 	r.fp = binary.LittleEndian.Uint64(b[32:])
+	r.pos = binary.LittleEndian.Uint32(b[40:])
 }
 
 func (r *niRec) setAttrs(o storage.Object) {
@@ -417,7 +421,7 @@ func list(ctx context.Context, lc listConfig) (*index, error) {
 			ix.counts[kind].add(size)
 			switch {
 			case kind == nixcache.KindNarInfo:
-				r := niRec{h: h, mtime: mtime, size: narinfoSize(size)}
+				r := niRec{h: h, mtime: mtime, size: narinfoSize(size), pos: uint32(ix.n)}
 				if o.HasAttrs() {
 					r.fp = fingerprint(*o)
 					if mtime > cutoff {
