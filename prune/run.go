@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/kiss-cache/kiss/gc"
+	"github.com/kiss-cache/kiss/internal/gctune"
 	"github.com/kiss-cache/kiss/lockproto"
 	"github.com/kiss-cache/kiss/nixcache"
 	"github.com/kiss-cache/kiss/reports"
@@ -194,8 +195,14 @@ func underLease(ctx context.Context, st storage.Store, o Options, makePlan func(
 }
 
 // GCPercent is the GOGC a pruning process should run with unless its
-// environment says otherwise (kiss prune and kiss-lambda set it). The plan's
-// large structures hold no pointers, so a collection costs little however
-// big they are: collecting at +10% keeps a million-path prune under 400 MiB
-// at no measurable cost in time (docs/benchmarks.md).
+// environment says otherwise (kiss prune and kiss-lambda set it, through
+// GCPolicy). The plan's large structures hold no pointers, so a collection
+// costs little however big they are: collecting at +10% keeps a 10⁸-path
+// prune within 4 GiB (docs/benchmarks.md).
 const GCPercent = 10
+
+// GCPolicy is GCPercent with a floor under the headroom: while the plan is
+// small (tens of MiB at 10⁶ paths) +10% meant a collection every few MiB of
+// short-lived garbage, 10–12 % of a cold dry run's time. Start it with
+// gctune.Start.
+var GCPolicy = gctune.Policy{Percent: GCPercent, MinHeadroom: 16 << 20, MaxPercent: 100}

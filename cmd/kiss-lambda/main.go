@@ -21,7 +21,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"runtime/debug"
 	"strings"
 	"time"
 
@@ -30,6 +29,7 @@ import (
 
 	"github.com/kiss-cache/kiss/gc"
 	"github.com/kiss-cache/kiss/internal/duration"
+	"github.com/kiss-cache/kiss/internal/gctune"
 	"github.com/kiss-cache/kiss/prune"
 	"github.com/kiss-cache/kiss/storage"
 )
@@ -219,7 +219,7 @@ func reportJSON(rep *gc.Report) json.RawMessage {
 
 func main() {
 	if os.Getenv("GOGC") == "" {
-		debug.SetGCPercent(prune.GCPercent)
+		defer gctune.Start(prune.GCPolicy)()
 	}
 	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	slog.SetDefault(log)

@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net/url"
 	"os"
-	"runtime/debug"
 	"sort"
 	"time"
 
@@ -19,6 +18,7 @@ import (
 
 	"github.com/kiss-cache/kiss/gc"
 	"github.com/kiss-cache/kiss/inventory"
+	"github.com/kiss-cache/kiss/internal/gctune"
 	"github.com/kiss-cache/kiss/prune"
 	"github.com/kiss-cache/kiss/storage"
 )
@@ -105,7 +105,7 @@ func runPrune(c *cli.Context) error {
 		// the garbage (narinfo bodies) is small and short-lived: collecting
 		// often keeps RSS near the live size for little CPU. (A soft memory
 		// limit below the live size made the GC thrash: 10× slower at 1M.)
-		debug.SetGCPercent(prune.GCPercent)
+		defer gctune.Start(prune.GCPolicy)()
 	}
 	if grace < time.Hour {
 		log.Warn("a grace period under 1h lets prune race uploads of writers that skip the lock", "grace", grace)
