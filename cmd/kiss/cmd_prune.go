@@ -17,8 +17,8 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/kiss-cache/kiss/gc"
-	"github.com/kiss-cache/kiss/inventory"
 	"github.com/kiss-cache/kiss/internal/gctune"
+	"github.com/kiss-cache/kiss/inventory"
 	"github.com/kiss-cache/kiss/prune"
 	"github.com/kiss-cache/kiss/storage"
 )
