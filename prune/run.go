@@ -203,6 +203,7 @@ const GCPercent = 10
 
 // GCPolicy is GCPercent with a floor under the headroom: while the plan is
 // small (tens of MiB at 10⁶ paths) +10% meant a collection every few MiB of
-// short-lived garbage, 10–12 % of a cold dry run's time. Start it with
+// short-lived garbage, 10–15 % of a cold dry run's time. 8 MiB saved as much
+// time as 16 for half the peak RSS (docs/benchmarks.md). Start it with
 // gctune.Start.
-var GCPolicy = gctune.Policy{Percent: GCPercent, MinHeadroom: 16 << 20, MaxPercent: 100}
+var GCPolicy = gctune.Policy{Percent: GCPercent, MinHeadroom: 8 << 20, MaxPercent: 100}
