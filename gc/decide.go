@@ -167,6 +167,9 @@ func (p *Plan) decide(ctx context.Context, ix *index, ex *exploration, cutoffT t
 		del[o.kind].add(o.size)
 		return p.deletions(o.kind).write(buf)
 	}
+	dropNarInfo := func(size int32, h *nixcache.Hash) error {
+		return drop(&objRec{kind: nixcache.KindNarInfo, size: int64(size), key: nixcache.NarInfoKey(*h)})
+	}
 
 	// Objects, a chunk at a time. One parallel pass per chunk finds what
 	// would keep each object, stats those that may go and have no age yet
@@ -250,16 +253,14 @@ func (p *Plan) decide(ctx context.Context, ix *index, ex *exploration, cutoffT t
 				}
 				continue
 			}
-			if err := drop(&objRec{kind: nixcache.KindNarInfo, size: int64(r.size), key: nixcache.NarInfoKey(r.h)}); err != nil {
+			if err := dropNarInfo(r.size, &r.h); err != nil {
 				return err
 			}
 		}
 		return nil
 	})
 	if err == nil && byListing != nil {
-		err = byListing.each(func(r *posRec) error {
-			return drop(&objRec{kind: nixcache.KindNarInfo, size: int64(r.size), key: nixcache.NarInfoKey(r.h)})
-		})
+		err = byListing.each(func(r *posRec) error { return dropNarInfo(r.size, &r.h) })
 	}
 	if err != nil {
 		return nil, err

@@ -3,7 +3,6 @@ package gc
 import (
 	"cmp"
 	"encoding/binary"
-	"fmt"
 	"slices"
 
 	"github.com/kiss-cache/kiss/nixcache"
@@ -42,17 +41,11 @@ var posChunk int64 = 4 << 20
 func newListingOrder(tmp *tempFiles, narinfos int) (*listingOrder, error) {
 	// Sized as if every narinfo were garbage: each bucket fits posChunk.
 	n := max(1, (int64(narinfos)*posRecSize+posChunk-1)/posChunk)
-	lo := &listingOrder{buckets: make([]*spool, n), per: uint32((int64(narinfos) + n - 1) / n)}
-	lo.per = max(lo.per, 1)
-	for i := range lo.buckets {
-		b, err := newSpool(tmp, "narinfo-deletions")
-		if err != nil {
-			return nil, err
-		}
-		b.bufSize = 64 << 10
-		lo.buckets[i] = b
+	buckets, err := newBuckets(tmp, "narinfo-deletions", int(n))
+	if err != nil {
+		return nil, err
 	}
-	return lo, nil
+	return &listingOrder{buckets: buckets, per: max(1, uint32((int64(narinfos)+n-1)/n))}, nil
 }
 
 // add queues the narinfo r for deletion.
@@ -71,10 +64,10 @@ func (lo *listingOrder) each(fn func(r *posRec) error) error {
 		if err := b.finish(); err != nil {
 			return err
 		}
-		data := slices.Grow(lo.data[:0], int(b.size))[:b.size]
+		data, err := b.readAll(lo.data)
 		lo.data = data
-		if _, err := b.f.ReadAt(data, 0); err != nil {
-			return fmt.Errorf("gc: reading a temporary file: %w", err)
+		if err != nil {
+			return err
 		}
 		b.f.Close()
 		k := len(data) / posRecSize

@@ -510,14 +510,9 @@ func distribute(tmp *tempFiles, all *spool) ([]*spool, error) {
 	for bits < 8 && all.size>>bits > sortChunk {
 		bits++
 	}
-	buckets := make([]*spool, 1<<bits)
-	for i := range buckets {
-		b, err := newSpool(tmp, "narinfos")
-		if err != nil {
-			return nil, err
-		}
-		b.bufSize = 64 << 10
-		buckets[i] = b
+	buckets, err := newBuckets(tmp, "narinfos", 1<<bits)
+	if err != nil {
+		return nil, err
 	}
 	r := all.reader()
 	var rec [niRecSize]byte
@@ -622,11 +617,12 @@ func (sb *sortedBucket) hash(i int32) []byte {
 // tie), several times cheaper than comparing byte slices.
 func sortBucket(b *spool, buf *sortBuf) sortedBucket {
 	defer b.f.Close()
-	buf.data = slices.Grow(buf.data[:0], int(b.size))[:b.size]
-	sb := sortedBucket{data: buf.data, buf: buf}
-	if _, err := b.f.ReadAt(sb.data, 0); err != nil {
-		return sortedBucket{buf: buf, err: fmt.Errorf("gc: reading a temporary file: %w", err)}
+	var err error
+	buf.data, err = b.readAll(buf.data)
+	if err != nil {
+		return sortedBucket{buf: buf, err: err}
 	}
+	sb := sortedBucket{data: buf.data, buf: buf}
 	k := len(sb.data) / niRecSize
 	keys := slices.Grow(buf.keys[:0], k)[:k]
 	for i := range int32(k) {

@@ -547,12 +547,8 @@ func buildMemo(ix *index, adj *adjWriter, tmp *tempFiles) (*memoFile, error) {
 		if sp == nil || sp.size == 0 {
 			continue
 		}
-		if cap(data) < int(sp.size) {
-			data = make([]byte, sp.size)
-		}
-		data = data[:sp.size]
-		if _, err := sp.f.ReadAt(data, 0); err != nil {
-			return nil, fmt.Errorf("gc: reading a temporary file: %w", err)
+		if data, err = sp.readAll(data); err != nil {
+			return nil, err
 		}
 		sp.f.Close()
 		items = items[:0]

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"sync"
 )
 
@@ -105,6 +106,30 @@ func (s *spool) finish() error {
 		return fmt.Errorf("gc: writing a temporary file: %w", err)
 	}
 	return nil
+}
+
+// newBuckets creates n spools that records are sorted out into (by a key
+// range each): many are written at once, so each has a small buffer.
+func newBuckets(t *tempFiles, name string, n int) ([]*spool, error) {
+	buckets := make([]*spool, n)
+	for i := range buckets {
+		b, err := newSpool(t, name)
+		if err != nil {
+			return nil, err
+		}
+		b.bufSize = 64 << 10
+		buckets[i] = b
+	}
+	return buckets, nil
+}
+
+// readAll reads the finished spool whole into buf, grown as needed.
+func (s *spool) readAll(buf []byte) ([]byte, error) {
+	data := slices.Grow(buf[:0], int(s.size))[:s.size]
+	if _, err := s.f.ReadAt(data, 0); err != nil {
+		return data, fmt.Errorf("gc: reading a temporary file: %w", err)
+	}
+	return data, nil
 }
 
 // reader reads the finished spool from the start.
