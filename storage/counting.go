@@ -180,12 +180,12 @@ func (c *Counting) ListKeys(ctx context.Context, prefix string) iter.Seq2[Object
 
 // ListKeyBatches is ListKeys in batches (KeyBatchLister), counted the same
 // way.
-func (c *Counting) ListKeyBatches(ctx context.Context, prefix string, splits []string) iter.Seq2[[]Object, error] {
+func (c *Counting) ListKeyBatches(ctx context.Context, prefix string) iter.Seq2[[]Object, error] {
 	return func(yield func([]Object, error) bool) {
 		var n int64
 		var failed error
 		defer func() { c.listed(n, failed) }()
-		for b, err := range listKeyBatches(ctx, c.inner, prefix, splits) {
+		for b, err := range listKeyBatches(ctx, c.inner, prefix) {
 			if err != nil {
 				failed = err
 			} else {

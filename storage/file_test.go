@@ -163,13 +163,13 @@ func TestFileReaderFile(t *testing.T) {
 	}
 }
 
-// TestFileListSplitDirs: a listing told of the cache's subtrees (the
-// pruner's splits) reads nar/ and log/ from the start, yet names every key
-// exactly once, as a plain listing does; a split's directory that is a
-// symbolic link, a regular file or absent is what a plain listing makes of
-// it (the link skipped, the file a key); and keys built in shared blocks
-// stay intact when names that do not match the prefix are dropped.
-func TestFileListSplitDirs(t *testing.T) {
+// TestFileListLinksAndKeyBlocks: a listing, plain or with the pruner's
+// splits, under any prefix, names every key exactly once; a directory that
+// is a symbolic link is not listed, also when the prefix names it (`log/`:
+// Stat and Get would not reach the keys behind it); a file named like a
+// split's directory is a key; and keys built in shared blocks stay intact
+// when names that do not match the prefix are dropped.
+func TestFileListLinksAndKeyBlocks(t *testing.T) {
 	parent := t.TempDir()
 	dir := filepath.Join(parent, "cache")
 	elsewhere := filepath.Join(parent, "elsewhere")

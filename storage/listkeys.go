@@ -36,22 +36,19 @@ func ListKeys(ctx context.Context, st Store, prefix string) iter.Seq2[Object, er
 type KeyBatchLister interface {
 	KeyLister
 	// ListKeyBatches is ListKeys in batches: each a new slice, the
-	// caller's to keep. splits are ParallelListOptions.Splits, where the
-	// key space may be cut to list its parts at once (file:// opens the
-	// top-level directories they name beside the start directory; nil is
-	// a plain listing).
-	ListKeyBatches(ctx context.Context, prefix string, splits []string) iter.Seq2[[]Object, error]
+	// caller's to keep.
+	ListKeyBatches(ctx context.Context, prefix string) iter.Seq2[[]Object, error]
 }
 
 // listKeyBatches is ListKeys in batches: straight from the KeyLister that
 // ListKeys would use if it batches itself, re-batched otherwise.
-func listKeyBatches(ctx context.Context, st Store, prefix string, splits []string) iter.Seq2[[]Object, error] {
+func listKeyBatches(ctx context.Context, st Store, prefix string) iter.Seq2[[]Object, error] {
 	kl, ok := As[KeyLister](st)
 	if !ok {
 		return batched(st.List(ctx, prefix))
 	}
 	if bl, ok := kl.(KeyBatchLister); ok {
-		return bl.ListKeyBatches(ctx, prefix, splits)
+		return bl.ListKeyBatches(ctx, prefix)
 	}
 	return batched(kl.ListKeys(ctx, prefix))
 }

@@ -64,7 +64,7 @@ func skipPast(p string) string { return p[:len(p)-1] + "0" }
 func ListParallel(ctx context.Context, st Store, prefix string, opts ParallelListOptions) iter.Seq2[[]Object, error] {
 	pl, ok := As[PageLister](st)
 	if !ok || !canListPages(st) {
-		return listKeyBatches(ctx, st, prefix, opts.Splits)
+		return listKeyBatches(ctx, st, prefix)
 	}
 	return func(yield func([]Object, error) bool) {
 		if err := ValidatePrefix(prefix); err != nil {
