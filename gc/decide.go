@@ -289,31 +289,38 @@ func (p *Plan) decide(ctx context.Context, ix *index, ex *exploration, cutoffT t
 			suspects = append(suspects, h)
 		}
 	}
+	// Each is read again and its NAR stat'ed before it counts as missing:
+	// the listing may have passed the NAR's key before it was written while
+	// its narinfo, written after it, was still ahead (a writer that skips
+	// the lock, or a snapshot older than the push). Such a NAR was not
+	// listed, so it is not deleted either.
 	if len(suspects) > 0 {
 		present := make([]bool, len(suspects))
-		if p.opts.Snapshot != nil {
-			err := parallel(ctx, len(suspects), conc, func(ctx context.Context, j int) error {
-				var ni nixcache.NarInfo
-				ok, _, err := readReachableInto(ctx, p.st, storeDir, suspects[j], &ni)
-				if err != nil || !ok {
+		err := parallel(ctx, len(suspects), conc, func(ctx context.Context, j int) error {
+			var ni nixcache.NarInfo
+			ok, _, err := readReachableInto(ctx, p.st, storeDir, suspects[j], &ni)
+			if err != nil || !ok {
+				return err
+			}
+			if k, ok := ni.NarKey(); ok {
+				o, err := statKey(ctx, p.st, k)
+				if err != nil {
 					return err
 				}
-				if k, ok := ni.NarKey(); ok {
-					o, err := statKey(ctx, p.st, k)
-					if err != nil {
-						return err
-					}
-					present[j] = o.HasAttrs()
-				}
-				return nil
-			})
-			if err != nil {
-				return nil, err
+				present[j] = o.HasAttrs()
 			}
+			return nil
+		})
+		if err != nil {
+			return nil, err
 		}
 		for j, h := range suspects {
 			if present[j] {
-				p.report.Snapshot.NewNARs++
+				if p.report.Snapshot != nil {
+					p.report.Snapshot.NewNARs++
+				} else {
+					p.report.LateNARs++
+				}
 				continue
 			}
 			d.missingNARs++

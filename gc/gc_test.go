@@ -361,6 +361,43 @@ func testI4FailClosed(t *testing.T, newMemCache func(testing.TB) *cache) {
 	w.present(w.app2, false)
 }
 
+// TestNARWrittenDuringListing: a writer that skips the lock puts a NAR,
+// then its narinfo. A listing that passed the NAR's key before the NAR was
+// written and reached the narinfo after it was written lists the narinfo
+// without its NAR. The prune stats that NAR before it calls it missing: it
+// keeps it, counts it, and deletes the garbage as usual.
+func TestNARWrittenDuringListing(t *testing.T) { memVariants(t, testNARWrittenDuringListing) }
+
+func testNARWrittenDuringListing(t *testing.T, newMemCache func(testing.TB) *cache) {
+	w := newWorld(newMemCache(t))
+	sp := newSpy(w.st)
+	sp.unlisted = func(k string) bool { return k == w.lib.narKey }
+	rep, err := prune(sp, gc.Options{Grace: -1})
+	if err != nil {
+		t.Fatalf("prune refused over a NAR written during the listing: %v", err)
+	}
+	if rep.LateNARs != 1 || rep.MissingNARs != 0 {
+		t.Fatalf("late NARs %d, missing %d; want 1, 0", rep.LateNARs, rep.MissingNARs)
+	}
+	if !w.exists(w.lib.narKey) {
+		t.Fatal("the late NAR was deleted")
+	}
+	w.present(w.lib, true)
+	w.present(w.garbage, false)
+	checkClosures(t, w.st)
+
+	// A NAR that is really gone is still missing: refuse, delete nothing.
+	w = newWorld(newMemCache(t))
+	if err := w.st.Delete(ctx, w.lib.narKey, storage.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	sp = newSpy(w.st)
+	rep, err = prune(sp, gc.Options{Grace: -1})
+	if !errors.Is(err, gc.ErrIntegrity) || len(sp.deletes) != 0 {
+		t.Fatalf("missing NAR: err %v, deletes %v, report %+v", err, sp.deletes, rep)
+	}
+}
+
 func readKey(t *testing.T, st storage.Store, key string) string {
 	t.Helper()
 	r, err := st.Get(ctx, key)

@@ -272,6 +272,9 @@ type spy struct {
 	failGet  func(key string) error
 	failList error
 	failDel  func(keys []string) error
+	// unlisted: keys the listings leave out (written after the listing
+	// passed them), which Stat and Get still find.
+	unlisted func(key string) bool
 }
 
 func newSpy(st storage.Store) *spy { return &spy{Store: st, gets: map[string]int{}} }
@@ -311,6 +314,19 @@ func (s *spy) ListKeys(ctx context.Context, prefix string) iter.Seq2[storage.Obj
 }
 
 func (s *spy) list(inner iter.Seq2[storage.Object, error]) iter.Seq2[storage.Object, error] {
+	if s.unlisted != nil {
+		all := inner
+		inner = func(yield func(storage.Object, error) bool) {
+			for o, err := range all {
+				if err == nil && s.unlisted(o.Key) {
+					continue
+				}
+				if !yield(o, err) {
+					return
+				}
+			}
+		}
+	}
 	if s.failList != nil {
 		return func(yield func(storage.Object, error) bool) {
 			n := 0

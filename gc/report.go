@@ -52,7 +52,10 @@ type Report struct {
 	NarInfoReads       int64 `json:"narinfo_reads"`
 	DanglingRefs       int64 `json:"dangling_references"`
 	MissingNARs        int64 `json:"missing_nars"`
-	Memo               struct {
+	// LateNARs: NARs of reachable narinfos that the listing did not name
+	// but a stat found (written while the store was listed); kept.
+	LateNARs int64 `json:"late_nars,omitempty"`
+	Memo     struct {
 		Loaded bool  `json:"loaded"`
 		Hits   int64 `json:"hits"`
 		Saved  bool  `json:"saved"`

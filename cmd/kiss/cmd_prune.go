@@ -235,6 +235,9 @@ func writeSummary(w io.Writer, r *gc.Report) {
 		fmt.Fprintf(w, "  %-12s %8d objects %12s\n", k, d.Objects, humanBytes(d.Bytes))
 	}
 	fmt.Fprintf(w, "%s %d objects, %s in %.1fs\n", verb, n.Objects, humanBytes(n.Bytes), r.Elapsed)
+	if r.LateNARs > 0 {
+		fmt.Fprintf(w, "late: %d NARs of reachable paths were written while the store was listed (found by a stat, kept)\n", r.LateNARs)
+	}
 	if u := r.DeletedUncertain; u.Objects > 0 {
 		fmt.Fprintf(w, "uncertain: %d objects, %s: a delete failed and a re-check could not tell whether they are gone\n", u.Objects, humanBytes(u.Bytes))
 	}
