@@ -76,7 +76,8 @@ func explore(ctx context.Context, c exploreConfig) (*exploration, error) {
 	defer c.prog.Done(PhaseWalk)
 	defer c.memo.close()
 	t0 := time.Now()
-	ix, err := list(ctx, listConfig{st: c.store, tmp: c.tmp, prog: c.prog, cutoff: c.cutoff, pagesInFlight: c.pagesInFlight, snapshot: c.snapshot})
+	ix, err := list(ctx, listConfig{st: c.store, tmp: c.tmp, prog: c.prog, cutoff: c.cutoff, pagesInFlight: c.pagesInFlight, snapshot: c.snapshot,
+		statNarInfos: c.memo != nil, conc: c.conc})
 	if err != nil {
 		return nil, err
 	}
@@ -93,15 +94,16 @@ func explore(ctx context.Context, c exploreConfig) (*exploration, error) {
 	if c.memo != nil {
 		// A memo entry is checked against its narinfo's attributes, and
 		// every unreached narinfo needs its age anyway: on a keys-only
-		// listing, stat them all in one parallel pass first.
-		if ix.partial {
-			young, err := statNarInfos(ctx, c, ix, int64(ix.n), func(int, *niRec) bool { return true })
+		// listing, the listing stat'ed them all as it went
+		// (listConfig.statNarInfos); any it left are stat'ed here.
+		if ix.unstated > 0 {
+			young, err := statNarInfos(ctx, c, ix, ix.unstated, func(_ int, r *niRec) bool { return r.mtime == noTime })
 			if err != nil {
 				return nil, err
 			}
 			ix.young = append(ix.young, young...)
-			statedAll = true
 		}
+		statedAll = true
 		if attach, err = c.memo.attach(ix); err != nil {
 			if ctx.Err() != nil {
 				return nil, ctx.Err()

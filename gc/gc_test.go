@@ -398,6 +398,45 @@ func testNARWrittenDuringListing(t *testing.T, newMemCache func(testing.TB) *cac
 	}
 }
 
+// TestNarInfoGoneWhenStated: a narinfo deleted between the listing and its
+// stat (by another tool, or a writer replacing it) is neither young nor
+// deleted, on a warm run (whose listing stats every narinfo) as on a cold
+// one; the rest of the garbage goes as usual.
+func TestNarInfoGoneWhenStated(t *testing.T) { memVariants(t, testNarInfoGoneWhenStated) }
+
+func testNarInfoGoneWhenStated(t *testing.T, newMemCache func(testing.TB) *cache) {
+	for _, warm := range []bool{false, true} {
+		w := newWorld(newMemCache(t))
+		if warm {
+			w.root("was", w.garbage)
+			w.prune(gc.Options{Grace: -1}) // writes the memo
+			w.st.Delete(ctx, "gcroots/was", storage.DeleteOptions{})
+		}
+		sp := newSpy(w.st)
+		sp.statGone = func(k string) bool { return k == w.garbage.narinfo() }
+		rep, err := prune(sp, gc.Options{Grace: -1})
+		if err != nil {
+			t.Fatalf("warm %v: %v", warm, err)
+		}
+		if warm != rep.Memo.Loaded {
+			t.Fatalf("warm %v: memo loaded %v", warm, rep.Memo.Loaded)
+		}
+		if _, keysOnly := w.st.(keysOnlyLocal); !keysOnly {
+			continue // the listing gave its age: no stat
+		}
+		for _, batch := range sp.deletes {
+			if slices.Contains(batch, w.garbage.narinfo()) {
+				t.Fatalf("warm %v: deleted %s, which its stat called gone", warm, w.garbage.narinfo())
+			}
+		}
+		if !w.exists(w.garbage.narinfo()) {
+			t.Fatalf("warm %v: %s is gone", warm, w.garbage.narinfo())
+		}
+		w.present(w.junkdep, false)
+		w.present(w.app1, true)
+	}
+}
+
 func readKey(t *testing.T, st storage.Store, key string) string {
 	t.Helper()
 	r, err := st.Get(ctx, key)

@@ -275,6 +275,15 @@ type spy struct {
 	// unlisted: keys the listings leave out (written after the listing
 	// passed them), which Stat and Get still find.
 	unlisted func(key string) bool
+	// statGone: keys a Stat calls absent (deleted after they were listed).
+	statGone func(key string) bool
+}
+
+func (s *spy) Stat(ctx context.Context, key string) (storage.Object, error) {
+	if s.statGone != nil && s.statGone(key) {
+		return storage.Object{}, fmt.Errorf("spy: %s: %w", key, storage.ErrNotFound)
+	}
+	return s.Store.Stat(ctx, key)
 }
 
 func newSpy(st storage.Store) *spy { return &spy{Store: st, gets: map[string]int{}} }

@@ -60,6 +60,8 @@ type index struct {
 	partial bool
 	// young are the narinfos the listing showed younger than the cutoff.
 	young []nixcache.Hash
+	// unstated: narinfos listed without attributes and not stat'ed yet.
+	unstated int64
 }
 
 // Count is a number of objects and their bytes.
@@ -373,15 +375,79 @@ type listConfig struct {
 	pagesInFlight int
 	// snapshot, if set, lists everything below a '/' instead of the store.
 	snapshot Snapshot
+	// statNarInfos: stat every narinfo listed without attributes while the
+	// listing goes on, conc at a time (a warm run needs them all: the memo
+	// is checked against them, and the unreached ones need their age).
+	statNarInfos bool
+	conc         int
 }
 
 // topLevel reports whether key is at the top of the cache (narinfos, .ls,
 // nix-cache-info), which a prune with a snapshot lists live.
 func topLevel(key string) bool { return !strings.Contains(key, "/") }
 
+// listedBatch is one batch on its way from the listing to the index: each
+// object classified and, with listConfig.statNarInfos, its narinfos'
+// attributes stat'ed, off the goroutine that builds the index.
+type listedBatch struct {
+	objs   []storage.Object
+	snap   bool
+	kinds  []nixcache.Kind
+	hashes []nixcache.Hash // of the narinfos, in order
+	gone   []int           // narinfos (objs indexes) that vanished when stat'ed
+	done   chan error
+	// scratch for the stat
+	keys []string
+	idx  []int
+}
+
+// prepare classifies b's objects and stats those of its narinfos that came
+// without attributes, if lc says so.
+func (lc *listConfig) prepare(ctx context.Context, b *listedBatch) error {
+	b.kinds, b.hashes, b.gone = b.kinds[:0], b.hashes[:0], b.gone[:0]
+	b.keys, b.idx = b.keys[:0], b.idx[:0]
+	for i := range b.objs {
+		o := &b.objs[i]
+		kind, h := nixcache.Classify(o.Key)
+		if len(o.Key) > storage.MaxKeyLen {
+			// No store operation accepts such a key (a deep path on a
+			// filesystem): it can be neither read nor deleted, so it is
+			// never touched.
+			kind = nixcache.KindOther
+		}
+		b.kinds = append(b.kinds, kind)
+		if kind != nixcache.KindNarInfo {
+			continue
+		}
+		b.hashes = append(b.hashes, h)
+		if lc.statNarInfos && !o.HasAttrs() && (lc.snapshot == nil || topLevel(o.Key) != b.snap) {
+			b.keys, b.idx = append(b.keys, o.Key), append(b.idx, i)
+		}
+	}
+	if len(b.keys) == 0 {
+		return nil
+	}
+	return storage.StatMany(ctx, lc.st, b.keys, func(j int, o storage.Object, err error) error {
+		if o, err = statResult(ctx, b.keys[j], o, err); err != nil {
+			return err
+		}
+		i := b.idx[j]
+		if !o.HasAttrs() {
+			b.gone = append(b.gone, i)
+			return nil
+		}
+		o.Key = b.objs[i].Key
+		b.objs[i] = o
+		return nil
+	})
+}
+
 // list reads the whole store once: by ranges in parallel where the store
 // lists by pages (S3), without per-object attributes where it can list keys
 // alone (file://: the plan stats only the objects whose age it needs).
+// Batches are classified (and stat'ed, see listConfig.statNarInfos) conc
+// at a time while the listing goes on, and added to the index in listing
+// order by one goroutine.
 func list(ctx context.Context, lc listConfig) (*index, error) {
 	st := lc.st
 	ix := &index{}
@@ -399,24 +465,24 @@ func list(ctx context.Context, lc listConfig) (*index, error) {
 	var rec [niRecSize]byte
 	var buf []byte
 	cutoff := lc.cutoff.UnixNano()
-	add := func(batch []storage.Object, snap bool) error {
-		for i := range batch {
-			if lc.snapshot != nil && topLevel(batch[i].Key) == snap {
+	add := func(b *listedBatch) error {
+		nis, gone := 0, 0
+		for i := range b.objs {
+			o := &b.objs[i]
+			kind := b.kinds[i]
+			var h nixcache.Hash
+			if kind == nixcache.KindNarInfo {
+				h = b.hashes[nis]
+				nis++
+			}
+			if lc.snapshot != nil && topLevel(o.Key) == b.snap {
 				continue // the other source has it
 			}
-			o := &batch[i]
 			mtime, size := int64(noTime), int64(-1)
 			if o.HasAttrs() {
 				mtime, size = o.ModTime.UnixNano(), o.Size
 			} else {
 				ix.partial = true
-			}
-			kind, h := nixcache.Classify(o.Key)
-			if len(o.Key) > storage.MaxKeyLen {
-				// No store operation accepts such a key (a deep path on a
-				// filesystem): it can be neither read nor deleted, so it is
-				// never touched.
-				kind = nixcache.KindOther
 			}
 			ix.counts[kind].add(size)
 			switch {
@@ -427,6 +493,11 @@ func list(ctx context.Context, lc listConfig) (*index, error) {
 					if mtime > cutoff {
 						ix.young = append(ix.young, h)
 					}
+				} else if gone < len(b.gone) && b.gone[gone] == i {
+					r.mtime = goneTime
+					gone++
+				} else {
+					ix.unstated++
 				}
 				r.put(rec[:])
 				if err := all.write(rec[:]); err != nil {
@@ -434,16 +505,71 @@ func list(ctx context.Context, lc listConfig) (*index, error) {
 				}
 				ix.n++
 			case kind.Rules().Prunable: // anything else is never deleted: no need to remember it
-				buf = appendObjRec(buf[:0], &objRec{kind: kind, mtime: mtime, size: size, key: o.Key, snap: snap})
+				buf = appendObjRec(buf[:0], &objRec{kind: kind, mtime: mtime, size: size, key: o.Key, snap: b.snap})
 				if err := ix.objs.write(buf); err != nil {
 					return err
 				}
 				ix.nObjs++
 			}
 		}
-		prog.Advance(PhaseList, int64(len(batch)), 0)
+		prog.Advance(PhaseList, int64(len(b.objs)), 0)
 		return nil
 	}
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	conc := max(1, lc.conc)
+	// free recycles batches (their scratch slices); queue is the listing
+	// order; each batch's done says when prepare is through with it.
+	free := make(chan *listedBatch, 2*conc+1)
+	queue := make(chan *listedBatch, 2*conc)
+	added := make(chan error, 1)
+	go func() {
+		var err error
+		for b := range queue {
+			if perr := <-b.done; err == nil {
+				err = perr
+			}
+			if err == nil {
+				err = add(b)
+			}
+			if err != nil {
+				cancel()
+			}
+			b.objs = nil
+			select {
+			case free <- b:
+			default:
+			}
+		}
+		added <- err
+	}()
+	sem := make(chan struct{}, conc)
+	submit := func(objs []storage.Object, snap bool) {
+		var b *listedBatch
+		select {
+		case b = <-free:
+		default:
+			b = &listedBatch{done: make(chan error, 1)}
+		}
+		b.objs, b.snap = objs, snap
+		sem <- struct{}{}
+		queue <- b
+		go func() {
+			b.done <- lc.prepare(ctx, b)
+			<-sem
+		}()
+	}
+	// finish waits for the batches in flight. An error of theirs comes
+	// first: it cancelled the listing, whose own error would only say so.
+	finish := func(listErr error) error {
+		close(queue)
+		if err := <-added; err != nil {
+			return err
+		}
+		return listErr
+	}
+
 	opts := storage.ParallelListOptions{Splits: nixcache.ListSplits(), PagesInFlight: lc.pagesInFlight}
 	if lc.snapshot != nil {
 		// The top level (narinfos, .ls) is listed live: a narinfo
@@ -451,29 +577,34 @@ func list(ctx context.Context, lc listConfig) (*index, error) {
 		// since is not walked. Everything below a '/' is the snapshot's.
 		opts.SkipPrefixes = nixcache.Subtrees()
 	}
+	var listErr error
 	for batch, err := range storage.ListParallel(ctx, st, "", opts) {
 		if err != nil {
-			return nil, fmt.Errorf("%w: listing %s: %w", ErrRootsUnavailable, st.URL(), err)
+			listErr = fmt.Errorf("%w: listing %s: %w", ErrRootsUnavailable, st.URL(), err)
+			break
 		}
-		if err := ctx.Err(); err != nil {
-			return nil, err
+		if ctx.Err() != nil {
+			break
 		}
-		if err := add(batch, false); err != nil {
-			return nil, err
-		}
+		submit(batch, false)
 	}
-	if lc.snapshot != nil {
+	if lc.snapshot != nil && listErr == nil && ctx.Err() == nil {
 		for batch, err := range lc.snapshot.Objects(ctx) {
 			if err != nil {
-				return nil, fmt.Errorf("%w: reading the inventory: %w", ErrRootsUnavailable, err)
+				listErr = fmt.Errorf("%w: reading the inventory: %w", ErrRootsUnavailable, err)
+				break
 			}
-			if err := ctx.Err(); err != nil {
-				return nil, err
+			if ctx.Err() != nil {
+				break
 			}
-			if err := add(batch, true); err != nil {
-				return nil, err
-			}
+			submit(batch, true)
 		}
+	}
+	if err := finish(listErr); err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
 	}
 	if err := ix.objs.finish(); err != nil {
 		return nil, err
