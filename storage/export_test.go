@@ -1,6 +1,10 @@
 package storage
 
-import "github.com/aws/aws-sdk-go-v2/service/s3"
+import (
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+)
 
 // S3ClientOf returns the SDK client inside an s3:// store, so benchmarks can
 // compare the store's read path with a bare call on the very same client.
@@ -22,4 +26,17 @@ func WithoutOpenat2() (restore func()) {
 	old := noOpenat2.Load()
 	noOpenat2.Store(true)
 	return func() { noOpenat2.Store(old) }
+}
+
+// UnlinkInParallel makes the file driver's DeleteMany take its unlinks for
+// slow (always: true) or fast (never: false) after its first probe keys,
+// until the returned function is called.
+func UnlinkInParallel(always bool, probe int) (restore func()) {
+	oldProbe, oldSlow := unlinkProbe, slowUnlink
+	unlinkProbe = probe
+	slowUnlink = time.Hour
+	if always {
+		slowUnlink = -1
+	}
+	return func() { unlinkProbe, slowUnlink = oldProbe, oldSlow }
 }

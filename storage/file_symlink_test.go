@@ -138,8 +138,13 @@ func TestFileStatManyIsStat(t *testing.T) {
 // path, followed dirlink and outdir.)
 func TestFileDeleteManyStaysInTheCache(t *testing.T) {
 	eachResolver(t, func(t *testing.T) {
-		for _, mode := range []string{"DeleteMany", "Delete"} {
-			t.Run(mode, func(t *testing.T) { testDeleteStaysInTheCache(t, mode) })
+		for _, mode := range []string{"DeleteMany", "DeleteMany-parallel", "Delete"} {
+			t.Run(mode, func(t *testing.T) {
+				if mode == "DeleteMany-parallel" {
+					defer storage.UnlinkInParallel(true, 1)()
+				}
+				testDeleteStaysInTheCache(t, mode)
+			})
 		}
 	})
 }
@@ -148,7 +153,7 @@ func testDeleteStaysInTheCache(t *testing.T, mode string) {
 	st, parent := symlinkedCache(t)
 	cache := filepath.Join(parent, "cache")
 	del := func(keys []string) error {
-		if mode == "DeleteMany" {
+		if mode != "Delete" {
 			return st.DeleteMany(t.Context(), keys)
 		}
 		for _, k := range keys {

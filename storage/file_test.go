@@ -237,3 +237,73 @@ func TestFileListLinksAndKeyBlocks(t *testing.T) {
 		}
 	}
 }
+
+// TestFileDeleteManyInParallel: DeleteMany does the same whether its
+// unlinks go one after another or deleteWorkers at a time (the file driver
+// spreads them when they are slow, see storage.UnlinkInParallel): every
+// valid key is gone, every other file stays, each invalid key is an
+// ErrInvalidKey, and an absent key is no error.
+func TestFileDeleteManyInParallel(t *testing.T) {
+	for _, parallel := range []bool{false, true} {
+		t.Run(fmt.Sprint("parallel=", parallel), func(t *testing.T) {
+			defer storage.UnlinkInParallel(parallel, 3)()
+			root := t.TempDir()
+			st, err := storage.OpenFile(root)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var keys, keep []string
+			for i := range 1500 {
+				k := fmt.Sprintf("%032d.narinfo", i)
+				switch i % 3 {
+				case 1:
+					k = fmt.Sprintf("nar/%d.nar.xz", i)
+				case 2:
+					k = fmt.Sprintf("log/%d-x.drv", i)
+				}
+				if err := os.MkdirAll(filepath.Dir(filepath.Join(root, k)), 0o755); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(filepath.Join(root, k), []byte("x"), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				if i%10 == 0 {
+					keep = append(keep, k)
+				} else {
+					keys = append(keys, k)
+				}
+			}
+			bad := []string{"../escape", "nar//double", "nar"}
+			keys = slices.Insert(keys, 700, bad...)
+			keys = append(keys, "nar/absent.nar")
+			err = st.DeleteMany(t.Context(), keys)
+			if !errors.Is(err, storage.ErrInvalidKey) {
+				t.Fatalf("DeleteMany: %v, want ErrInvalidKey", err)
+			}
+			for _, b := range bad {
+				if !strings.Contains(err.Error(), b) {
+					t.Errorf("the error does not name %q: %v", b, err)
+				}
+			}
+			if n := strings.Count(err.Error(), "\n") + 1; n != len(bad) {
+				t.Errorf("%d errors, want %d: %v", n, len(bad), err)
+			}
+			for _, k := range keys {
+				if _, err := os.Lstat(filepath.Join(root, k)); err == nil && !slices.Contains(bad, k) {
+					t.Errorf("%s survived", k)
+				}
+			}
+			for _, k := range keep {
+				if _, err := os.Stat(filepath.Join(root, k)); err != nil {
+					t.Errorf("%s, not asked for, is gone: %v", k, err)
+				}
+			}
+			// A cancelled context stops it and says so.
+			ctx, cancel := context.WithCancel(t.Context())
+			cancel()
+			if err := st.DeleteMany(ctx, keep); !errors.Is(err, context.Canceled) {
+				t.Errorf("cancelled: %v", err)
+			}
+		})
+	}
+}
