@@ -10,6 +10,7 @@ import (
 	"io"
 	"math"
 	"math/bits"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -518,11 +519,16 @@ func list(ctx context.Context, lc listConfig) (*index, error) {
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	// Stats may wait on the disk: lc.conc of them at once. Classifying
+	// alone only needs the CPUs, and each batch in flight is memory.
 	conc := max(1, lc.conc)
+	if !lc.statNarInfos {
+		conc = min(conc, runtime.GOMAXPROCS(0))
+	}
 	// free recycles batches (their scratch slices); queue is the listing
 	// order; each batch's done says when prepare is through with it.
-	free := make(chan *listedBatch, 2*conc+1)
-	queue := make(chan *listedBatch, 2*conc)
+	free := make(chan *listedBatch, conc+1)
+	queue := make(chan *listedBatch, conc)
 	added := make(chan error, 1)
 	go func() {
 		var err error
