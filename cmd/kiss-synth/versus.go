@@ -23,6 +23,7 @@ import (
 //
 //	cold   dry runs without a memo
 //	prune  real prunes, each on its own hard-linked copy of the cache
+//	       (--real-copies: a full copy, whose unlinks free what they unlink)
 //	warm   dry runs on the cache with each one's memo from its real prune
 //	steady a second real prune of each pruned copy
 //
@@ -38,6 +39,8 @@ func versusCommand() *cli.Command {
 		Flags: append(runFlags("pairs of runs per measurement"),
 			&cli.StringFlag{Name: "orig", Required: true, Usage: "path of the original's kiss-cache binary (or, with --orig-kiss, of an older kiss)"},
 			&cli.BoolFlag{Name: "orig-kiss", Usage: "--orig is another build of kiss (an A/B of two versions): same arguments, its own memo"},
+			&cli.BoolFlag{Name: "real-copies", Usage: "prune full copies (cp -a), whose unlinks free inodes and blocks as on a real cache, not hard-linked ones (cp -al, which only drop names); needs the cache's size free on disk for each copy"},
+			&cli.BoolFlag{Name: "drop-caches", Usage: "sync and drop the kernel's page cache before every measured run (root: /proc/sys/vm/drop_caches), so each prune starts with nothing cached"},
 		),
 		Action: versus,
 	}
@@ -137,14 +140,30 @@ func versus(c *cli.Context) error {
 		}
 		return append(a, dir, filepath.Join(dir, "gcroots"))
 	}
+	dropCaches := func() error {
+		if !c.Bool("drop-caches") {
+			return nil
+		}
+		syscall.Sync()
+		if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("3\n"), 0o644); err != nil {
+			return fmt.Errorf("versus: --drop-caches: %w", err)
+		}
+		return nil
+	}
 	// measure runs both, alternating who goes first.
 	measure := func(name string, i int, dirOrig, dirKiss string, dry bool, p *pair) error {
 		o := func() error {
+			if err := dropCaches(); err != nil {
+				return err
+			}
 			r, err := runChild(ctx, timeout, orig, origArgs(dirOrig, dry)...)
 			p.Orig = append(p.Orig, r)
 			return err
 		}
 		k := func() error {
+			if err := dropCaches(); err != nil {
+				return err
+			}
 			r, err := runKiss(ctx, timeout, kiss, kissArgs(dirKiss, dry)...)
 			p.Kiss = append(p.Kiss, r)
 			return err
@@ -164,13 +183,18 @@ func versus(c *cli.Context) error {
 			p.Orig[n].Seconds, p.Orig[n].CPU, p.Orig[n].RSSMiB, p.Kiss[n].Seconds, p.Kiss[n].CPU, p.Kiss[n].RSSMiB)
 		return nil
 	}
-	cp := func(dst string) error {
+	cpMode := "-al"
+	if c.Bool("real-copies") {
+		cpMode = "-a"
+	}
+	cpWith := func(mode, dst string) error {
 		os.RemoveAll(dst)
-		if out, err := exec.CommandContext(ctx, "cp", "-al", cacheDir, dst).CombinedOutput(); err != nil {
-			return fmt.Errorf("versus: cp -al: %w: %s", err, out)
+		if out, err := exec.CommandContext(ctx, "cp", mode, cacheDir, dst).CombinedOutput(); err != nil {
+			return fmt.Errorf("versus: cp %s: %w: %s", mode, err, out)
 		}
 		return nil
 	}
+	cp := func(dst string) error { return cpWith(cpMode, dst) }
 
 	var cold, prune, warm, steady pair
 	for i := range repeat {
@@ -202,6 +226,23 @@ func versus(c *cli.Context) error {
 	}
 	if len(chk.LiveMissing) > 0 || chk.NewbornMissing > 0 || chk.GarbageLeft > 0 {
 		return fmt.Errorf("versus: kiss's prune: %d live and %d newborn missing, %d garbage left", len(chk.LiveMissing), chk.NewbornMissing, chk.GarbageLeft)
+	}
+	// A memo names each narinfo's inode (file:// ETags do): the memos of
+	// real copies fit no other copy, so with --real-copies each program
+	// first prunes a hard-linked copy, untimed, to leave one that fits.
+	if c.Bool("real-copies") {
+		origCopy, kissCopy = filepath.Join(work, "orig-linked"), filepath.Join(work, "kiss-linked")
+		for _, dst := range []string{origCopy, kissCopy} {
+			if err := cpWith("-al", dst); err != nil {
+				return err
+			}
+		}
+		if _, err := runChild(ctx, timeout, orig, origArgs(origCopy, false)...); err != nil {
+			return fmt.Errorf("versus: the memo run: %w", err)
+		}
+		if _, err := runKiss(ctx, timeout, kiss, kissArgs(kissCopy, false)...); err != nil {
+			return fmt.Errorf("versus: the memo run: %w", err)
+		}
 	}
 	// Both memos into the unpruned cache (hard links share inodes, so the
 	// fingerprints match). Another kiss keeps its memo under .kiss/memo/
