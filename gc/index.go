@@ -387,6 +387,14 @@ type listConfig struct {
 // nix-cache-info), which a prune with a snapshot lists live.
 func topLevel(key string) bool { return !strings.Contains(key, "/") }
 
+// otherSource reports whether key, listed by the live listing (snap false)
+// or the snapshot (snap true), is the other source's to list: with a
+// snapshot, the top level is listed live and everything below it comes from
+// the snapshot.
+func (lc *listConfig) otherSource(key string, snap bool) bool {
+	return lc.snapshot != nil && topLevel(key) == snap
+}
+
 // listedBatch is one batch on its way from the listing to the index: each
 // object classified and, with listConfig.statNarInfos, its narinfos'
 // attributes stat'ed, off the goroutine that builds the index.
@@ -421,7 +429,7 @@ func (lc *listConfig) prepare(ctx context.Context, b *listedBatch) error {
 			continue
 		}
 		b.hashes = append(b.hashes, h)
-		if lc.statNarInfos && !o.HasAttrs() && (lc.snapshot == nil || topLevel(o.Key) != b.snap) {
+		if lc.statNarInfos && !o.HasAttrs() && !lc.otherSource(o.Key, b.snap) {
 			b.keys, b.idx = append(b.keys, o.Key), append(b.idx, i)
 		}
 	}
@@ -476,7 +484,7 @@ func list(ctx context.Context, lc listConfig) (*index, error) {
 				h = b.hashes[nis]
 				nis++
 			}
-			if lc.snapshot != nil && topLevel(o.Key) == b.snap {
+			if lc.otherSource(o.Key, b.snap) {
 				continue // the other source has it
 			}
 			mtime, size := int64(noTime), int64(-1)
