@@ -29,6 +29,9 @@ func (p *Plan) Execute(ctx context.Context, fence Fence, prog Progress) (*Report
 	if p.opts.DryRun {
 		return p.Report(), ErrDryRun
 	}
+	if p.refused != nil {
+		return p.Report(), fmt.Errorf("gc: executing a plan that failed: %w", p.refused)
+	}
 	p.mu.Lock()
 	if p.executed {
 		p.mu.Unlock()

@@ -398,6 +398,36 @@ func testNARWrittenDuringListing(t *testing.T, newMemCache func(testing.TB) *cac
 	}
 }
 
+// TestRefusedPlanReport: a refused plan still reports what it found (the
+// JSON report and the metrics of a refused kiss prune come from it): the
+// missing NAR and its warning, the roots; a refusal for no roots says how
+// many markers there were. Such a plan is not executed.
+func TestRefusedPlanReport(t *testing.T) {
+	w := newWorld(newMemCache(t))
+	if err := w.st.Delete(ctx, w.lib.narKey, storage.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	p, err := gc.NewPlan(ctx, w.st, gc.Options{Grace: -1})
+	if !errors.Is(err, gc.ErrIntegrity) || p == nil {
+		t.Fatalf("missing NAR: plan %v, err %v; want a refused plan", p, err)
+	}
+	rep := p.Report()
+	if rep.MissingNARs != 1 || rep.DanglingRefs != 0 || rep.Roots.Markers != 2 || rep.Reachable.Objects == 0 ||
+		!slices.ContainsFunc(rep.Warnings, func(s string) bool { return strings.Contains(s, "its NAR is not in the cache") }) {
+		t.Fatalf("refused plan's report: %+v", rep)
+	}
+	if _, err := p.Execute(ctx, &countFence{}, nil); !errors.Is(err, gc.ErrIntegrity) || !w.exists(w.garbage.narinfo()) {
+		t.Fatalf("executing a refused plan: %v", err)
+	}
+
+	empty := newMemCache(t)
+	empty.add("orphan")
+	p, err = gc.NewPlan(ctx, empty.st, gc.Options{Grace: -1})
+	if !errors.Is(err, gc.ErrEmptyRoots) || p == nil || p.Report().Roots.Markers != 0 || p.Report().Now.IsZero() {
+		t.Fatalf("no roots: plan %v, err %v", p, err)
+	}
+}
+
 // TestNarInfoGoneWhenStated: a narinfo deleted between the listing and its
 // stat (by another tool, or a writer replacing it) is neither young nor
 // deleted, on a warm run (whose listing stats every narinfo) as on a cold

@@ -112,6 +112,7 @@ type Plan struct {
 
 	report   Report
 	executed bool
+	refused  error // why NewPlan stopped: only Report is usable
 	mu       sync.Mutex
 }
 
@@ -187,8 +188,11 @@ func (p *Plan) Close() {
 }
 
 // NewPlan lists st once, reads the roots and the reachable narinfos, and
-// decides what to delete. It fails closed: see the package errors.
-func NewPlan(ctx context.Context, st storage.Store, opts Options) (*Plan, error) {
+// decides what to delete. It fails closed: see the package errors. With an
+// error it still returns the plan, closed, for its Report: what the run
+// found before it stopped (the missing NARs and dangling references of a
+// refusal, the roots, the warnings). Only Report may be called on it.
+func NewPlan(ctx context.Context, st storage.Store, opts Options) (_ *Plan, err error) {
 	start := time.Now()
 	if opts.Progress == nil {
 		opts.Progress = NoProgress{}
@@ -198,9 +202,15 @@ func NewPlan(ctx context.Context, st storage.Store, opts Options) (*Plan, error)
 		log = slog.New(slog.DiscardHandler)
 	}
 	p := &Plan{st: st, opts: opts, log: log}
+	defer func() {
+		if err != nil {
+			p.refused = err
+			p.Close()
+		}
+	}()
 	now, err := st.Now(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("%w: store clock: %w", ErrRootsUnavailable, err)
+		return p, fmt.Errorf("%w: store clock: %w", ErrRootsUnavailable, err)
 	}
 	p.now = now
 	grace := opts.grace()
@@ -216,7 +226,7 @@ func NewPlan(ctx context.Context, st storage.Store, opts Options) (*Plan, error)
 	t0 := time.Now()
 	storeDir, markers, err := loadMarkers(ctx, st, opts, now, conc)
 	if err != nil {
-		return nil, err
+		return p, err
 	}
 	var rootPaths []nixcache.Hash
 	var empty []string
@@ -238,26 +248,20 @@ func NewPlan(ctx context.Context, st storage.Store, opts Options) (*Plan, error)
 	p.report.Roots.List = markers
 	phase(PhaseRoots, t0)
 	if len(empty) > 0 && !opts.AllowEmptyMarkers {
-		return nil, fmt.Errorf("%w: %s; nothing deleted", ErrEmptyMarker, strings.Join(firstN(empty, 10), ", "))
+		return p, fmt.Errorf("%w: %s; nothing deleted", ErrEmptyMarker, strings.Join(firstN(empty, 10), ", "))
 	}
 	if len(rootPaths) == 0 && !opts.AllowEmptyRoots {
-		return nil, fmt.Errorf("%w (%d markers, %d expired)", ErrEmptyRoots, p.report.Roots.Markers, p.report.Roots.Expired)
+		return p, fmt.Errorf("%w (%d markers, %d expired)", ErrEmptyRoots, p.report.Roots.Markers, p.report.Roots.Expired)
 	}
 
 	t0 = time.Now()
 	p.tmp = newTempFiles(opts.TempDir)
-	ok := false
-	defer func() {
-		if !ok {
-			p.Close()
-		}
-	}()
 	var m *memoFile
 	if !opts.NoMemo {
 		m, err = loadMemo(ctx, st, p.tmp)
 		if err != nil {
 			if ctx.Err() != nil {
-				return nil, ctx.Err()
+				return p, ctx.Err()
 			}
 			p.warn("closure memo ignored, rebuilding it: %v", err)
 			m = nil
@@ -272,7 +276,7 @@ func NewPlan(ctx context.Context, st storage.Store, opts Options) (*Plan, error)
 		noMemo: opts.NoMemo || opts.DryRun,
 	})
 	if err != nil {
-		return nil, err
+		return p, err
 	}
 	ix := ex.ix
 	p.memo = ex.memo
@@ -300,7 +304,7 @@ func NewPlan(ctx context.Context, st storage.Store, opts Options) (*Plan, error)
 	d, err := p.decide(ctx, ix, ex, cutoff, storeDir, conc)
 	ix.close()
 	if err != nil {
-		return nil, err
+		return p, err
 	}
 	phase(PhaseMeta, t0)
 	p.report.Reachable.Bytes = int64(d.reachBytes)
@@ -310,10 +314,9 @@ func NewPlan(ctx context.Context, st storage.Store, opts Options) (*Plan, error)
 		p.warn("%s", s)
 	}
 	if (ex.danglingRefs > 0 || d.missingNARs > 0) && !opts.AllowDangling {
-		return nil, fmt.Errorf("%w: %d references and %d NARs of reachable paths are missing (first: %s); nothing deleted (--allow-dangling to prune anyway)",
+		return p, fmt.Errorf("%w: %d references and %d NARs of reachable paths are missing (first: %s); nothing deleted (--allow-dangling to prune anyway)",
 			ErrIntegrity, ex.danglingRefs, d.missingNARs, first(problems))
 	}
-	ok = true
 	p.report.Elapsed = time.Since(start).Seconds()
 	return p, nil
 }

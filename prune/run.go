@@ -181,7 +181,11 @@ func underLease(ctx context.Context, st storage.Store, o Options, makePlan func(
 
 	plan, err := makePlan(work, counted)
 	if err != nil {
-		return finish(nil, leaseLost(err))
+		var rep *gc.Report
+		if plan != nil { // what a refused plan found (gc.NewPlan)
+			rep = plan.Report()
+		}
+		return finish(rep, leaseLost(err))
 	}
 	defer plan.Close()
 	rep := plan.Report()

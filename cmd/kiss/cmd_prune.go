@@ -235,6 +235,9 @@ func writeSummary(w io.Writer, r *gc.Report) {
 		fmt.Fprintf(w, "  %-12s %8d objects %12s\n", k, d.Objects, humanBytes(d.Bytes))
 	}
 	fmt.Fprintf(w, "%s %d objects, %s in %.1fs\n", verb, n.Objects, humanBytes(n.Bytes), r.Elapsed)
+	if r.MissingNARs > 0 || r.DanglingRefs > 0 {
+		fmt.Fprintf(w, "missing: %d NARs and %d references of reachable paths are not in the cache\n", r.MissingNARs, r.DanglingRefs)
+	}
 	if r.LateNARs > 0 {
 		fmt.Fprintf(w, "late: %d NARs of reachable paths were written while the store was listed (found by a stat, kept)\n", r.LateNARs)
 	}
@@ -288,6 +291,10 @@ func registerPruneMetrics(reg prometheus.Registerer, r *gc.Report, code int) {
 	gauge("deleted_objects", "objects deleted by the last prune", float64(r.Deleted.Objects))
 	gauge("deleted_bytes", "bytes deleted by the last prune", float64(r.Deleted.Bytes))
 	gauge("deleted_uncertain_objects", "objects of failed deletes whose fate a re-check could not learn", float64(r.DeletedUncertain.Objects))
+	vec("integrity_problems", "reachable paths' references and NARs not in the cache (the prune refuses unless --allow-dangling)", "problem", map[string]float64{
+		"dangling_references": float64(r.DanglingRefs), "missing_nars": float64(r.MissingNARs),
+	})
+	gauge("late_nars", "NARs of reachable paths the listing missed but a stat found (written while the store was listed); kept", float64(r.LateNARs))
 	vec("roots", "root markers by state", "state", map[string]float64{
 		"counted": float64(r.Roots.Markers), "expired": float64(r.Roots.Expired),
 		"missing_paths": float64(r.Roots.Missing), "young_narinfos": float64(r.Roots.Young),

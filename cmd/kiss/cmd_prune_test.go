@@ -131,6 +131,31 @@ func TestPruneCLI(t *testing.T) {
 		t.Fatalf("metrics: %v\n%s", err, m)
 	}
 
+	// A reachable path's NAR gone: refused, exit 4; the report and the
+	// metrics count it.
+	liveNAR := filepath.Join(dir, "nar", strings.TrimPrefix(live, "/nix/store/")[:32]+".nar")
+	if err := os.Rename(liveNAR, liveNAR+".away"); err != nil {
+		t.Fatal(err)
+	}
+	code, out, stderr = runKiss(t, "prune", "--json", "--metrics-file", metrics, dir)
+	var refused struct {
+		ExitCode    int `json:"exit_code"`
+		MissingNARs int `json:"missing_nars"`
+	}
+	if code != ExitRefused || json.Unmarshal([]byte(out), &refused) != nil || refused.ExitCode != ExitRefused || refused.MissingNARs != 1 {
+		t.Fatalf("missing NAR: exit %d %+v\n%s\n%s", code, refused, out, stderr)
+	}
+	if m, _ := os.ReadFile(metrics); !strings.Contains(string(m), `kiss_prune_integrity_problems{problem="missing_nars"} 1`) || !strings.Contains(string(m), "kiss_prune_exit_code 4") {
+		t.Fatalf("metrics after a missing NAR:\n%s", m)
+	}
+	code, out, _ = runKiss(t, "prune", dir)
+	if code != ExitRefused || !strings.Contains(out, "missing: 1 NARs and 0 references of reachable paths") || !strings.Contains(out, "deleted 0 objects") {
+		t.Fatalf("missing NAR, summary: exit %d\n%s", code, out)
+	}
+	if err := os.Rename(liveNAR+".away", liveNAR); err != nil {
+		t.Fatal(err)
+	}
+
 	// A broken reachable narinfo: refused, exit 4, metrics say so.
 	write(t, dir, filepath.Base(narinfoOf(dir, live)), "StorePath: nonsense\n")
 	if code, _, stderr := runKiss(t, "prune", "--metrics-file", metrics, dir); code != ExitRefused {
