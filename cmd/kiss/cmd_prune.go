@@ -230,6 +230,9 @@ func writeSummary(w io.Writer, r *gc.Report) {
 		kinds = append(kinds, k)
 	}
 	sort.Strings(kinds)
+	if r.Error != "" && len(kinds) > 0 { // the plan's, not what was deleted
+		fmt.Fprintln(w, "planned, before the run stopped:")
+	}
 	for _, k := range kinds {
 		d := r.Delete[k]
 		fmt.Fprintf(w, "  %-12s %8d objects %12s\n", k, d.Objects, humanBytes(d.Bytes))

@@ -149,7 +149,8 @@ func TestPruneCLI(t *testing.T) {
 		t.Fatalf("metrics after a missing NAR:\n%s", m)
 	}
 	code, out, _ = runKiss(t, "prune", dir)
-	if code != ExitRefused || !strings.Contains(out, "missing: 1 NARs and 0 references of reachable paths") || !strings.Contains(out, "deleted 0 objects") {
+	if code != ExitRefused || !strings.Contains(out, "missing: 1 NARs and 0 references of reachable paths") || !strings.Contains(out, "deleted 0 objects") ||
+		!strings.Contains(out, "planned, before the run stopped:") {
 		t.Fatalf("missing NAR, summary: exit %d\n%s", code, out)
 	}
 	if err := os.Rename(liveNAR+".away", liveNAR); err != nil {
