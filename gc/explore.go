@@ -90,20 +90,10 @@ func explore(ctx context.Context, c exploreConfig) (*exploration, error) {
 	}()
 
 	var attach *memoAttach
-	statedAll := false
 	if c.memo != nil {
-		// A memo entry is checked against its narinfo's attributes, and
-		// every unreached narinfo needs its age anyway: on a keys-only
-		// listing, the listing stat'ed them all as it went
-		// (listConfig.statNarInfos); any it left are stat'ed here.
-		if ix.unstated > 0 {
-			young, err := statNarInfos(ctx, c, ix, ix.unstated, func(_ int, r *niRec) bool { return r.mtime == noTime })
-			if err != nil {
-				return nil, err
-			}
-			ix.young = append(ix.young, young...)
-		}
-		statedAll = true
+		// A memo entry is checked against its narinfo's attributes: on a
+		// keys-only listing, the listing stat'ed every narinfo as it went
+		// (listConfig.statNarInfos).
 		if attach, err = c.memo.attach(ix); err != nil {
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
@@ -144,9 +134,10 @@ func explore(ctx context.Context, c exploreConfig) (*exploration, error) {
 	if err := w.run(roots); err != nil {
 		return nil, err
 	}
-	// On a keys-only listing the narinfos the walk did not reach have no
-	// age yet, and the young ones are roots: stat them and walk from those.
-	if c.youngRoots && ix.partial && !statedAll {
+	// Narinfos the listing did not stat (a keys-only listing without a
+	// memo) that the walk did not reach have no age yet, and the young
+	// ones are roots: stat them and walk from those.
+	if c.youngRoots && ix.unstated > 0 {
 		unreached := int64(ix.n)
 		for _, v := range ix.reach {
 			unreached -= int64(bits.OnesCount64(v))
