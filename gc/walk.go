@@ -82,6 +82,13 @@ func newWalker(ctx context.Context, c walkConfig) *walker {
 		// (12 B a path, about 1.25× that again during the copy).
 		n := len(c.attach.toListing)
 		w.keepNAR = make([]narRef, 0, n+n/64+1024)
+		if c.haveLogs {
+			// The same for the derivers outside the cache (at most one
+			// a path): with keepNAR sized, the last copy of keepDrv was
+			// the warm peak (93 MiB at 10⁷ paths, docs/benchmarks.md).
+			// Sized for all, it costs at most what a full one costs.
+			w.keepDrv = make([]uint64, 0, n+n/64+1024)
+		}
 	}
 	w.cond = sync.NewCond(&w.mu)
 	return w
