@@ -3,6 +3,7 @@ package gc
 import (
 	"cmp"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -139,15 +140,20 @@ const objChunk = 4096
 func (p *Plan) decide(ctx context.Context, ix *index, ex *exploration, cutoffT time.Time, storeDir string, conc int) (*decision, error) {
 	cutoff := cutoffT.UnixNano()
 	d := &decision{reachBytes: ex.reachBytes}
-	// The keep sets the walk collected (ex gives them up).
-	ks := &keepSets{nar: ex.keepNAR, drv: ex.keepDrv}
-	ex.keepNAR, ex.keepDrv = nil, nil
+	// The keep sets the walk collected.
+	ks := &keepSets{}
+	var err error
+	if ks.nar, err = readRecords(ex.keepNAR, narRefSize, getNarRef); err != nil {
+		return nil, err
+	}
+	if ks.drv, err = readRecords(ex.keepDrv, 8, binary.BigEndian.Uint64); err != nil {
+		return nil, err
+	}
 	slices.SortFunc(ks.nar, func(a, b narRef) int { return cmp.Compare(a.kh(), b.kh()) })
 	ks.narSeen = make([]uint64, (len(ks.nar)+63)/64)
 	ks.buildNARDir()
 	slices.Sort(ks.drv)
 	ks.drv = slices.Compact(ks.drv)
-	var err error
 	if p.delMeta, err = newSpool(p.tmp, "delete-meta"); err != nil {
 		return nil, err
 	}

@@ -47,8 +47,8 @@ type exploration struct {
 	memo *memoFile
 
 	memoLoaded    bool
-	keepNAR       []narRef
-	keepDrv       []uint64
+	keepNAR       *spool // narRefSize records (walkConfig.keepNAR)
+	keepDrv       *spool // 8-byte deriver hash prefixes, big endian
 	reachBytes    uint64
 	reachable     int64
 	young         int // narinfos younger than the cutoff, added as roots
@@ -126,10 +126,17 @@ func explore(ctx context.Context, c exploreConfig) (*exploration, error) {
 	if !c.noMemo {
 		adj = newAdjWriter(c.tmp, ix.n)
 	}
+	if ex.keepNAR, err = newSpool(c.tmp, "keep-nar"); err != nil {
+		return nil, err
+	}
+	if ex.keepDrv, err = newSpool(c.tmp, "keep-drv"); err != nil {
+		return nil, err
+	}
 	w := newWalker(ctx, walkConfig{
 		store: c.store, storeDir: c.storeDir, conc: c.conc, ix: ix,
 		memo: c.memo, attach: attach, prog: c.prog, adj: adj,
 		haveLogs: ix.counts[nixcache.KindLog].Objects > 0,
+		keepNAR:  ex.keepNAR, keepDrv: ex.keepDrv,
 	})
 	if err := w.run(roots); err != nil {
 		return nil, err
@@ -161,7 +168,7 @@ func explore(ctx context.Context, c exploreConfig) (*exploration, error) {
 	}
 	ex.reads, ex.readBytes, ex.memoHits = w.reads, w.readBytes, w.memoHits
 	ex.danglingRefs, ex.firstProblems = w.danglingRefs, w.firstProblems
-	ex.keepNAR, ex.keepDrv, ex.reachBytes = w.keepNAR, w.keepDrv, w.reachBytes
+	ex.reachBytes = w.reachBytes
 	for _, v := range ix.reach {
 		ex.reachable += int64(bits.OnesCount64(v))
 	}

@@ -136,3 +136,26 @@ func (s *spool) readAll(buf []byte) ([]byte, error) {
 func (s *spool) reader() *bufio.Reader {
 	return bufio.NewReaderSize(io.NewSectionReader(s.f, 0, s.size), spoolBuf)
 }
+
+// readRecords reads a spool of fixed-size records (size bytes each) into a
+// slice of exactly their number, and closes it: one allocation, never
+// grown, so no copy of it is ever live beside it.
+func readRecords[T any](s *spool, size int, decode func(b []byte) T) ([]T, error) {
+	if err := s.finish(); err != nil {
+		return nil, err
+	}
+	defer s.f.Close()
+	out := make([]T, s.size/int64(size))
+	buf := make([]byte, 4096*size)
+	r := io.NewSectionReader(s.f, 0, int64(len(out)*size))
+	for i := 0; i < len(out); {
+		b := buf[:min(len(buf), (len(out)-i)*size)]
+		if _, err := io.ReadFull(r, b); err != nil {
+			return nil, fmt.Errorf("gc: reading a temporary file: %w", unexpected(err))
+		}
+		for ; len(b) > 0; b, i = b[size:], i+1 {
+			out[i] = decode(b[:size])
+		}
+	}
+	return out, nil
+}

@@ -29,6 +29,11 @@ type walkConfig struct {
 	// haveLogs: the cache has build logs, so the derivers of reachable
 	// paths that are not in it are collected (their logs are kept).
 	haveLogs bool
+	// keepNAR and keepDrv receive what keeps other objects (narRefSize
+	// and 8-byte records): decide reads them back into arrays of exactly
+	// their length. Grown in the heap by append, their copies were the
+	// peak of a prune (docs/benchmarks.md).
+	keepNAR, keepDrv *spool
 }
 
 // narRef is a reachable narinfo's NAR key hash (split so the pair takes 12
@@ -36,6 +41,17 @@ type walkConfig struct {
 type narRef struct{ khLo, khHi, id uint32 }
 
 func (n narRef) kh() uint64 { return uint64(n.khHi)<<32 | uint64(n.khLo) }
+
+const narRefSize = 12
+
+func putNarRef(b []byte, kh uint64, id uint32) {
+	binary.LittleEndian.PutUint64(b, kh)
+	binary.LittleEndian.PutUint32(b[8:], id)
+}
+
+func getNarRef(b []byte) narRef {
+	return narRef{binary.LittleEndian.Uint32(b), binary.LittleEndian.Uint32(b[4:]), binary.LittleEndian.Uint32(b[8:])}
+}
 
 // walker is the closure walk, the one walk of every run: over a complete
 // listing, by narinfo id. A narinfo the memo knows is decoded from its
@@ -57,12 +73,11 @@ type walker struct {
 	reads, readBytes, memoHits, danglingRefs int64
 	firstProblems                            []string
 
-	// What keeps objects other than narinfos, collected as the walk goes:
-	// the NAR of every reachable narinfo, the first 8 bytes of every
-	// deriver of a reachable path that is not in the cache (haveLogs).
-	keepNAR    []narRef
-	keepDrv    []uint64
 	reachBytes uint64
+	// rec is a record for keepNAR (the NAR of every reachable narinfo) or
+	// keepDrv (the first 8 bytes of every deriver of a reachable path that
+	// is not in the cache, with haveLogs), written as the walk goes.
+	rec [narRefSize]byte
 }
 
 // wentry is an id to visit, with its hash when the walk learnt it from a
@@ -75,21 +90,6 @@ type wentry struct {
 
 func newWalker(ctx context.Context, c walkConfig) *walker {
 	w := &walker{walkConfig: c, ctx: ctx}
-	if c.attach != nil {
-		// A warm walk reaches about as many paths as the memo holds: size
-		// keepNAR once. Grown by append it is copied as it grows, and the
-		// old and new arrays of the last copy were the warm run's peak
-		// (12 B a path, about 1.25× that again during the copy).
-		n := len(c.attach.toListing)
-		w.keepNAR = make([]narRef, 0, n+n/64+1024)
-		if c.haveLogs {
-			// The same for the derivers outside the cache (at most one
-			// a path): with keepNAR sized, the last copy of keepDrv was
-			// the warm peak (93 MiB at 10⁷ paths, docs/benchmarks.md).
-			// Sized for all, it costs at most what a full one costs.
-			w.keepDrv = make([]uint64, 0, n+n/64+1024)
-		}
-	}
 	w.cond = sync.NewCond(&w.mu)
 	return w
 }
@@ -341,10 +341,16 @@ func (w *walker) record(sc *visitScratch) error {
 			w.push(wentry{id: r.der.id, hasHash: r.der.hashKnown, h: r.der.h})
 		}
 		if r.nar != 0 {
-			w.keepNAR = append(w.keepNAR, narRef{uint32(r.nar), uint32(r.nar >> 32), r.id})
+			putNarRef(w.rec[:], r.nar, r.id)
+			if err := w.keepNAR.write(w.rec[:]); err != nil {
+				return err
+			}
 		}
 		if w.haveLogs && r.hasDer && r.der.absent {
-			w.keepDrv = append(w.keepDrv, hashPre(&r.der.h))
+			binary.BigEndian.PutUint64(w.rec[:], hashPre(&r.der.h))
+			if err := w.keepDrv.write(w.rec[:8]); err != nil {
+				return err
+			}
 		}
 		w.reachBytes += r.fileSize
 		if w.adj != nil {
