@@ -48,7 +48,7 @@ type exploration struct {
 
 	memoLoaded    bool
 	keepNAR       *spool // narRefSize records (walkConfig.keepNAR)
-	keepDrv       *spool // 8-byte deriver hash prefixes, big endian
+	keepDrv       *spool // derivers' first 8 hash bytes (hashPre, read big endian)
 	reachBytes    uint64
 	reachable     int64
 	young         int // narinfos younger than the cutoff, added as roots

@@ -74,9 +74,9 @@ type walker struct {
 	firstProblems                            []string
 
 	reachBytes uint64
-	// rec is a record for keepNAR (the NAR of every reachable narinfo) or
-	// keepDrv (the first 8 bytes of every deriver of a reachable path that
-	// is not in the cache, with haveLogs), written as the walk goes.
+	// rec is a record for keepNAR (the NAR of every reachable narinfo),
+	// written as the walk goes, as keepDrv gets the first 8 bytes of every
+	// deriver of a reachable path that is not in the cache (haveLogs).
 	rec [narRefSize]byte
 }
 
@@ -347,8 +347,8 @@ func (w *walker) record(sc *visitScratch) error {
 			}
 		}
 		if w.haveLogs && r.hasDer && r.der.absent {
-			binary.BigEndian.PutUint64(w.rec[:], hashPre(&r.der.h))
-			if err := w.keepDrv.write(w.rec[:8]); err != nil {
+			// The hash's first 8 bytes: read back big endian, hashPre.
+			if err := w.keepDrv.write(r.der.h[:8]); err != nil {
 				return err
 			}
 		}
