@@ -336,6 +336,7 @@ func (p *Plan) decide(ctx context.Context, ix *index, ex *exploration, cutoffT t
 		}
 	}
 
+	p.spooled = del
 	p.report.Delete, p.report.Keep = del.byName(), keep.byName()
 	var total Count
 	for _, c := range del {

@@ -88,12 +88,12 @@ func (p *Plan) execute(ctx context.Context, fence Fence, prog Progress) error {
 	if err := p.deleteMarkers(ctx, fence); err != nil {
 		return err
 	}
-	if err := p.deletePhase(ctx, PhaseDelMeta, p.delMeta, fence, prog); err != nil {
+	if err := p.deletePhase(ctx, PhaseDelMeta, p.delMeta, p.phaseTotal(false), fence, prog); err != nil {
 		return err
 	}
 	p.phaseDone(PhaseDelMeta, t0)
 	t0 = time.Now()
-	if err := p.deletePhase(ctx, PhaseDelNAR, p.delNAR, fence, prog); err != nil {
+	if err := p.deletePhase(ctx, PhaseDelNAR, p.delNAR, p.phaseTotal(true), fence, prog); err != nil {
 		return err
 	}
 	p.phaseDone(PhaseDelNAR, t0)
@@ -134,21 +134,13 @@ func (p *Plan) phaseDone(phase string, t0 time.Time) {
 	p.mu.Unlock()
 }
 
-// deletePhase deletes the objects listed in sp, in batches, confirming the
-// fence before each.
-func (p *Plan) deletePhase(ctx context.Context, phase string, sp *spool, fence Fence, prog Progress) error {
+// deletePhase deletes the objects listed in sp (total of them), in
+// batches, confirming the fence before each.
+func (p *Plan) deletePhase(ctx context.Context, phase string, sp *spool, total Count, fence Fence, prog Progress) error {
+	prog.Start(phase, total.Objects, total.Bytes)
+	defer prog.Done(phase)
 	head := make([]byte, objRecHead)
 	var o objRec
-	// Count this phase's objects (a pass over the file; cheap beside the
-	// deletes) for the progress bar.
-	var total, totalBytes int64
-	r := sp.reader()
-	for readObjRec(r, head, &o) == nil {
-		total++
-		totalBytes += o.size
-	}
-	prog.Start(phase, total, totalBytes)
-	defer prog.Done(phase)
 	bs := p.batchSize()
 	keys := make([]string, 0, bs)
 	sizes := make([]int64, 0, bs)
@@ -187,7 +179,7 @@ func (p *Plan) deletePhase(ctx context.Context, phase string, sp *spool, fence F
 		keys, sizes, snaps, bytes = keys[:0], sizes[:0], snaps[:0], 0
 		return nil
 	}
-	r = sp.reader()
+	r := sp.reader()
 	for {
 		err := readObjRec(r, head, &o)
 		if err == io.EOF {

@@ -1,9 +1,11 @@
 package gc_test
 
 import (
+	"sync"
 	"testing"
 
 	"github.com/kiss-cache/kiss/gc"
+	"github.com/kiss-cache/kiss/nixcache"
 	"github.com/kiss-cache/kiss/storage/storagetest"
 )
 
@@ -66,5 +68,108 @@ func TestUncheckableDeleteBatchIsUncertain(t *testing.T) {
 	}
 	if len(rep.Warnings) == 0 {
 		t.Fatal("no warning about the uncertain batch")
+	}
+}
+
+// phaseRecorder records what each phase announced and advanced.
+type phaseRecorder struct {
+	mu       sync.Mutex
+	started  map[string]gc.Count
+	advanced map[string]gc.Count
+}
+
+func newPhaseRecorder() *phaseRecorder {
+	return &phaseRecorder{started: map[string]gc.Count{}, advanced: map[string]gc.Count{}}
+}
+
+func (r *phaseRecorder) Start(phase string, total, totalBytes int64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.started[phase] = gc.Count{Objects: total, Bytes: totalBytes}
+}
+
+func (r *phaseRecorder) Advance(phase string, n, bytes int64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	c := r.advanced[phase]
+	c.Objects += n
+	c.Bytes += bytes
+	r.advanced[phase] = c
+}
+
+func (r *phaseRecorder) Done(string) {}
+
+// checkDeletePhases asserts that each delete phase announced as its total
+// what it then deleted, and that this is what the plan said it would
+// delete (the totals come from the plan's counts, not from a pass over
+// the deletion lists: a phase announced as empty fails here).
+func checkDeletePhases(t *testing.T, r *phaseRecorder, rep *gc.Report) {
+	t.Helper()
+	var want [2]gc.Count // metadata, NARs
+	for k, c := range rep.Delete {
+		if k == nixcache.KindRoot.String() {
+			continue // expired markers: deleted one by one, before the phases
+		}
+		i := 0
+		if k == nixcache.KindNAR.String() {
+			i = 1
+		}
+		want[i].Objects += c.Objects
+		want[i].Bytes += c.Bytes
+	}
+	for i, phase := range []string{gc.PhaseDelMeta, gc.PhaseDelNAR} {
+		if want[i].Objects == 0 {
+			t.Fatalf("%s: nothing to delete (test setup)", phase)
+		}
+		if got := r.started[phase]; got != want[i] {
+			t.Errorf("%s announced %+v, the plan deletes %+v", phase, got, want[i])
+		}
+		if got := r.advanced[phase]; got != want[i] {
+			t.Errorf("%s advanced by %+v, the plan deletes %+v", phase, got, want[i])
+		}
+	}
+	if rep.Deleted != rep.DeleteTotal {
+		t.Errorf("deleted %+v, planned %+v", rep.Deleted, rep.DeleteTotal)
+	}
+}
+
+// Both kinds of plan, on a store that lists attributes (mem) and on one
+// that lists keys only (file://: the sizes come from stats).
+func TestDeletePhaseTotals(t *testing.T) {
+	stores := map[string]func(testing.TB) *cache{"mem": newMemCache, "file": newFileCache}
+	for name, newCache := range stores {
+		t.Run(name+"/prune", func(t *testing.T) {
+			c := newCache(t)
+			w := newWorld(c)
+			c.put(nixcache.ListingKey(w.garbage.hash), []byte("{}"))
+			p, err := gc.NewPlan(ctx, c.st, gc.Options{Grace: -1, NoMemo: true, BatchSize: 2})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer p.Close()
+			r := newPhaseRecorder()
+			rep, err := p.Execute(ctx, &countFence{}, r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkDeletePhases(t, r, rep)
+		})
+		t.Run(name+"/removal", func(t *testing.T) {
+			c := newCache(t)
+			lib := c.add("lib")
+			c.root("web", c.add("app", lib))
+			old := c.add("old", lib)
+			c.put(nixcache.ListingKey(old.hash), []byte("{}"))
+			p, err := newView(t, c, gc.Options{Grace: -1}).Removal(ctx, []nixcache.Hash{old.hash})
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := newPhaseRecorder()
+			rep, err := p.Execute(ctx, viewFence{}, r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkDeletePhases(t, r, rep)
+		})
 	}
 }

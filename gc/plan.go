@@ -108,7 +108,10 @@ type Plan struct {
 	// delMeta (narinfo, ls, log, realisations, …, temp) and delNAR hold
 	// the deletions, in the index's object record format.
 	delMeta, delNAR *spool
-	delMarkers      []roots.Marker // expired
+	// spooled counts, by kind, what delMeta and delNAR hold: each delete
+	// phase's progress total, without a pass over its file.
+	spooled    kindCounts
+	delMarkers []roots.Marker // expired
 
 	report   Report
 	executed bool
@@ -126,6 +129,18 @@ func (p *Plan) deletions(k nixcache.Kind) *spool {
 		return p.delNAR
 	}
 	return p.delMeta
+}
+
+// phaseTotal is what the delete phase of NARs (nar) or of metadata holds.
+func (p *Plan) phaseTotal(nar bool) Count {
+	var t Count
+	for k, c := range p.spooled {
+		if inNARPhase(nixcache.Kind(k)) == nar {
+			t.Objects += c.Objects
+			t.Bytes += c.Bytes
+		}
+	}
+	return t
 }
 
 // Deletion is one object a plan would delete.

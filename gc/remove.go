@@ -260,6 +260,7 @@ func (v *View) Removal(ctx context.Context, targets []nixcache.Hash) (*Plan, err
 		if err := p.deletions(o.kind).write(buf); err != nil {
 			return nil, err
 		}
+		p.spooled[o.kind].add(o.size)
 		c := p.report.Delete[o.kind.String()]
 		c.add(o.size)
 		p.report.Delete[o.kind.String()] = c
