@@ -37,6 +37,9 @@ type exploreConfig struct {
 	warn func(format string, args ...any)
 	// noMemo: build no next memo (a dry run saves none).
 	noMemo bool
+	// noKeepSets: the walk writes no keep sets (only a prune's decide
+	// reads them; a View would hold them on disk for nothing).
+	noKeepSets bool
 }
 
 // exploration is what explore found: the index (with the reachable bits
@@ -126,11 +129,13 @@ func explore(ctx context.Context, c exploreConfig) (*exploration, error) {
 	if !c.noMemo {
 		adj = newAdjWriter(c.tmp, ix.n)
 	}
-	if ex.keepNAR, err = newSpool(c.tmp, "keep-nar"); err != nil {
-		return nil, err
-	}
-	if ex.keepDrv, err = newSpool(c.tmp, "keep-drv"); err != nil {
-		return nil, err
+	if !c.noKeepSets {
+		if ex.keepNAR, err = newSpool(c.tmp, "keep-nar"); err != nil {
+			return nil, err
+		}
+		if ex.keepDrv, err = newSpool(c.tmp, "keep-drv"); err != nil {
+			return nil, err
+		}
 	}
 	w := newWalker(ctx, walkConfig{
 		store: c.store, storeDir: c.storeDir, conc: c.conc, ix: ix,

@@ -108,8 +108,8 @@ func NewView(ctx context.Context, st storage.Store, opts Options) (*View, error)
 	ex, err := explore(ctx, exploreConfig{
 		store: st, storeDir: v.storeDir, conc: v.conc, roots: rootPaths, memo: m,
 		youngRoots: true, cutoff: cutoff, prog: opts.Progress, tmp: v.tmp,
-		pagesInFlight: opts.ListPagesInFlight,
-		warn:          func(format string, args ...any) { log.Warn(fmt.Sprintf(format, args...)) },
+		pagesInFlight: opts.ListPagesInFlight, noKeepSets: true,
+		warn: func(format string, args ...any) { log.Warn(fmt.Sprintf(format, args...)) },
 	})
 	if err != nil {
 		v.Close()

@@ -103,3 +103,41 @@ func TestViewReadFailures(t *testing.T) {
 		}
 	})
 }
+
+// TestViewWritesNoKeepSets: the walk's keep sets are a prune's (decide
+// reads them); a View (kiss why, kiss rm) collected them into temporary
+// files it never read, about 20 bytes per reachable path held until Close.
+func TestViewWritesNoKeepSets(t *testing.T) {
+	ctx := context.Background()
+	st := storage.NewMem(nil)
+	put := func(key, body string) {
+		if _, err := st.Put(ctx, key, strings.NewReader(body), storage.PutOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lib, drv := testHash(1), testHash(3)
+	put("nix-cache-info", "StoreDir: /nix/store\n")
+	// A deriver not in the cache and a build log: both keep sets get a record.
+	put(nixcache.NarInfoKey(lib), fmt.Sprintf("StorePath: /nix/store/%s-lib\nURL: nar/%s.nar\nFileSize: 1\nNarSize: 1\nReferences: \nDeriver: %s-lib.drv\n", lib, lib, drv))
+	put("nar/"+lib.String()+".nar", "n")
+	put("log/"+drv.String()+"-lib.drv", "log")
+	put("gcroots/host", "/nix/store/"+lib.String()+"-lib\n")
+	v, err := NewView(ctx, st, Options{Grace: -1, TempDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	if id, ok := v.Lookup(lib); !ok || !v.Reachable(id) {
+		t.Fatal("lib is not listed and kept (test setup)")
+	}
+	v.tmp.mu.Lock()
+	defer v.tmp.mu.Unlock()
+	var names []string
+	for _, f := range v.tmp.files {
+		names = append(names, f.Name())
+		if strings.Contains(f.Name(), "keep-") {
+			t.Errorf("the View made the keep-set file %s", f.Name())
+		}
+	}
+	t.Logf("temporary files: %q", names)
+}

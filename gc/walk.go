@@ -32,7 +32,7 @@ type walkConfig struct {
 	// keepNAR and keepDrv receive what keeps other objects (narRefSize
 	// and 8-byte records): decide reads them back into arrays of exactly
 	// their length. Grown in the heap by append, their copies were the
-	// peak of a prune (docs/benchmarks.md).
+	// peak of a prune (docs/benchmarks.md). Nil: not collected (a View).
 	keepNAR, keepDrv *spool
 }
 
@@ -340,13 +340,13 @@ func (w *walker) record(sc *visitScratch) error {
 		if r.hasDer && !r.der.absent {
 			w.push(wentry{id: r.der.id, hasHash: r.der.hashKnown, h: r.der.h})
 		}
-		if r.nar != 0 {
+		if r.nar != 0 && w.keepNAR != nil {
 			putNarRef(w.rec[:], r.nar, r.id)
 			if err := w.keepNAR.write(w.rec[:]); err != nil {
 				return err
 			}
 		}
-		if w.haveLogs && r.hasDer && r.der.absent {
+		if w.haveLogs && r.hasDer && r.der.absent && w.keepDrv != nil {
 			// The hash's first 8 bytes: read back big endian, hashPre.
 			if err := w.keepDrv.write(r.der.h[:8]); err != nil {
 				return err
