@@ -233,9 +233,11 @@ func (p *Plan) decide(ctx context.Context, ix *index, ex *exploration, cutoffT t
 	if err := content.finish(); err != nil {
 		return nil, err
 	}
+	t0 := time.Now()
 	if err := p.readContent(ctx, ix, ks, content, storeDir, conc, drop, func(o *objRec) { keep[o.kind].add(o.size) }); err != nil {
 		return nil, err
 	}
+	p.report.Phases[PhaseMeta] = time.Since(t0).Seconds()
 	content.f.Close()
 
 	// Narinfos, decided in id order; a real prune on a local store deletes

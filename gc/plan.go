@@ -321,7 +321,7 @@ func NewPlan(ctx context.Context, st storage.Store, opts Options) (_ *Plan, err 
 	if err != nil {
 		return p, err
 	}
-	phase(PhaseMeta, t0)
+	phase(PhaseDecide, t0)
 	p.report.Reachable.Bytes = int64(d.reachBytes)
 	p.report.DanglingRefs, p.report.MissingNARs = ex.danglingRefs, d.missingNARs
 	problems := append(ex.firstProblems, d.firstProblems...)

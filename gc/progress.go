@@ -12,6 +12,12 @@ const (
 	PhaseMemo    = "memo"
 )
 
+// PhaseDecide is the report's time for the decide pass, from the walk's end
+// to the plan: the keep sets, the candidates' ages (stat), the content
+// reads (meta, timed on its own too) and the narinfos. Progress never
+// sees it.
+const PhaseDecide = "decide"
+
 // Progress receives per-phase counts and bytes. total < 0 means unknown.
 // Calls come from several goroutines; implementations must be safe for
 // concurrent use. Library code never prints: cmd/kiss draws bars from this.
