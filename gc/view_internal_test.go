@@ -19,17 +19,23 @@ var errBrokenDisk = errors.New("input/output error (injected)")
 
 func (brokenDisk) ReadAt([]byte, int64) (int, error) { return 0, errBrokenDisk }
 
+// memStore is an empty mem store and a put that fails the test on error.
+func memStore(t *testing.T) (storage.Store, func(key, body string)) {
+	st := storage.NewMem(nil)
+	return st, func(key, body string) {
+		t.Helper()
+		if _, err := st.Put(context.Background(), key, strings.NewReader(body), storage.PutOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // TestViewReadFailures: a View keeps the walk (edges) and the narinfo
 // table (hashes, ages) in temporary files; when reading one back fails,
 // every method that needs it returns the error (it panicked before).
 func TestViewReadFailures(t *testing.T) {
 	ctx := context.Background()
-	st := storage.NewMem(nil)
-	put := func(key, body string) {
-		if _, err := st.Put(ctx, key, strings.NewReader(body), storage.PutOptions{}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	st, put := memStore(t)
 	lib, app := testHash(1), testHash(2)
 	narinfo := func(h nixcache.Hash, name string, refs ...string) {
 		put(nixcache.NarInfoKey(h), fmt.Sprintf("StorePath: /nix/store/%s-%s\nURL: nar/%s.nar\nFileSize: 1\nNarSize: 1\nReferences: %s\n",
@@ -109,12 +115,7 @@ func TestViewReadFailures(t *testing.T) {
 // files it never read, about 20 bytes per reachable path held until Close.
 func TestViewWritesNoKeepSets(t *testing.T) {
 	ctx := context.Background()
-	st := storage.NewMem(nil)
-	put := func(key, body string) {
-		if _, err := st.Put(ctx, key, strings.NewReader(body), storage.PutOptions{}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	st, put := memStore(t)
 	lib, drv := testHash(1), testHash(3)
 	put("nix-cache-info", "StoreDir: /nix/store\n")
 	// A deriver not in the cache and a build log: both keep sets get a record.
