@@ -252,7 +252,6 @@ func (v *View) Removal(ctx context.Context, targets []nixcache.Hash) (*Plan, err
 	if err != nil {
 		return nil, err
 	}
-	p.report.Delete = map[string]Count{}
 	var buf []byte
 	for i := range dels {
 		o := &dels[i]
@@ -261,11 +260,9 @@ func (v *View) Removal(ctx context.Context, targets []nixcache.Hash) (*Plan, err
 			return nil, err
 		}
 		p.spooled[o.kind].add(o.size)
-		c := p.report.Delete[o.kind.String()]
-		c.add(o.size)
-		p.report.Delete[o.kind.String()] = c
 		p.report.DeleteTotal.add(o.size)
 	}
+	p.report.Delete = p.spooled.byName()
 	if err := p.delMeta.finish(); err != nil {
 		return nil, err
 	}
