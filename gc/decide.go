@@ -237,7 +237,7 @@ func (p *Plan) decide(ctx context.Context, ix *index, ex *exploration, cutoffT t
 	if err := p.readContent(ctx, ix, ks, content, storeDir, conc, drop, func(o *objRec) { keep[o.kind].add(o.size) }); err != nil {
 		return nil, err
 	}
-	p.report.Phases[PhaseMeta] = time.Since(t0).Seconds()
+	p.phaseDone(PhaseMeta, t0)
 	content.f.Close()
 
 	// Narinfos, decided in id order; a real prune on a local store deletes

@@ -236,7 +236,6 @@ func NewPlan(ctx context.Context, st storage.Store, opts Options) (_ *Plan, err 
 	if opts.Snapshot != nil {
 		p.report.Snapshot = &SnapshotReport{Taken: opts.Snapshot.Taken(), Age: Duration(now.Sub(opts.Snapshot.Taken()).Truncate(time.Second))}
 	}
-	phase := func(name string, t0 time.Time) { p.report.Phases[name] = time.Since(t0).Seconds() }
 
 	t0 := time.Now()
 	storeDir, markers, err := loadMarkers(ctx, st, opts, now, conc)
@@ -261,7 +260,7 @@ func NewPlan(ctx context.Context, st storage.Store, opts Options) (_ *Plan, err 
 	}
 	p.report.Roots.Paths = len(rootPaths)
 	p.report.Roots.List = markers
-	phase(PhaseRoots, t0)
+	p.phaseDone(PhaseRoots, t0)
 	if len(empty) > 0 && !opts.AllowEmptyMarkers {
 		return p, fmt.Errorf("%w: %s; nothing deleted", ErrEmptyMarker, strings.Join(firstN(empty, 10), ", "))
 	}
@@ -296,7 +295,7 @@ func NewPlan(ctx context.Context, st storage.Store, opts Options) (_ *Plan, err 
 	ix := ex.ix
 	p.memo = ex.memo
 	p.report.Memo.Loaded = ex.memoLoaded
-	phase(PhaseWalk, t0)
+	p.phaseDone(PhaseWalk, t0)
 	p.report.Phases[PhaseList] = ex.listSeconds
 	p.report.Listed = map[string]Count{}
 	for k, c := range ix.counts {
@@ -321,7 +320,7 @@ func NewPlan(ctx context.Context, st storage.Store, opts Options) (_ *Plan, err 
 	if err != nil {
 		return p, err
 	}
-	phase(PhaseDecide, t0)
+	p.phaseDone(PhaseDecide, t0)
 	p.report.Reachable.Bytes = int64(d.reachBytes)
 	p.report.DanglingRefs, p.report.MissingNARs = ex.danglingRefs, d.missingNARs
 	problems := append(ex.firstProblems, d.firstProblems...)
