@@ -2,7 +2,9 @@ package gateway_test
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -10,6 +12,7 @@ import (
 	"time"
 
 	"github.com/kiss-cache/kiss/gateway"
+	"github.com/kiss-cache/kiss/httpstore"
 	"github.com/kiss-cache/kiss/nixcache"
 )
 
@@ -80,5 +83,63 @@ func TestExpectContinueRefusedBeforeBody(t *testing.T) {
 	ro := newEnv(t, nil, gateway.Config{Auth: gateway.OpenReads{}})
 	if first, _ := expectPut(t, ro.srv.URL, nar, 1000); first != http.StatusForbidden {
 		t.Fatalf("PUT by a reader: first answer %d, want 403 before the body", first)
+	}
+}
+
+// expectRefusal sends a PUT with "Expect: 100-continue" and returns the
+// gateway's first answer, which must be a final one (a refusal).
+func expectRefusal(t *testing.T, base, path string, length int, hdr ...string) *http.Response {
+	t.Helper()
+	c, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	req := fmt.Sprintf("PUT %s HTTP/1.1\r\nHost: cache\r\nContent-Length: %d\r\nExpect: 100-continue\r\n", path, length)
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req += hdr[i] + ": " + hdr[i+1] + "\r\n"
+	}
+	if _, err := c.Write([]byte(req + "\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("no answer before the body: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	resp.Body = io.NopCloser(bytes.NewReader(body))
+	if resp.StatusCode == http.StatusContinue {
+		t.Fatalf("PUT %s: 100 Continue, want a refusal", path)
+	}
+	return resp
+}
+
+// A refusal before the body says why, as every other refusal does: the
+// X-Kiss-Error reason and a message (Nix prints the body of a failed
+// upload). It used to be a bare status line with an empty body.
+func TestExpectContinueRefusalSaysWhy(t *testing.T) {
+	e := newEnv(t, nil, gateway.Config{Auth: gateway.Open{}, MaxUploadSize: 1 << 20})
+	ro := newEnv(t, nil, gateway.Config{Auth: gateway.OpenReads{}})
+	for _, c := range []struct {
+		name, base, path string
+		length           int
+		status           int
+		reason, msg      string
+	}{
+		{"over --max-upload-size", e.srv.URL, "/" + newPath("big").narKey(), 2 << 20, http.StatusRequestEntityTooLarge, "too_large", "exceeds the limit"},
+		{"not a cache key", e.srv.URL, "/nar/..%2fx.nar", 10, http.StatusBadRequest, "invalid_key", "invalid key"},
+		{"a reader", ro.srv.URL, "/" + newPath("small").narKey(), 10, http.StatusForbidden, "forbidden", "may not write"},
+	} {
+		resp := expectRefusal(t, c.base, c.path, c.length)
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != c.status || resp.Header.Get(httpstore.HeaderError) != c.reason || !strings.Contains(string(body), c.msg) {
+			t.Errorf("%s: %d, %s %q, body %q; want %d, %s %q and a body saying %q",
+				c.name, resp.StatusCode, httpstore.HeaderError, resp.Header.Get(httpstore.HeaderError), body, c.status, httpstore.HeaderError, c.reason, c.msg)
+		}
+		if resp.Header.Get("Cache-Control") != "no-store" {
+			t.Errorf("%s: Cache-Control %q, want no-store", c.name, resp.Header.Get("Cache-Control"))
+		}
 	}
 }

@@ -294,8 +294,13 @@ func methodName(rc *fasthttp.RequestCtx) string {
 	return string(rc.Method())
 }
 
+// writeError answers the request with err's status, reason and message.
 func (s *Server) writeError(x *exchange, err error) {
-	he := s.httpErrorOf(x, err)
+	s.answerError(x, err, s.httpErrorOf(x, err))
+}
+
+// answerError answers the request with he, what httpErrorOf made of err.
+func (s *Server) answerError(x *exchange, err error, he *httpError) {
 	var ae *AuthError
 	if errors.As(err, &ae) && ae.Status == http.StatusUnauthorized && x.hasHeader("Authorization") {
 		x.set("WWW-Authenticate", `Bearer error="invalid_token"`)
@@ -442,10 +447,11 @@ func (s *Server) target(x *exchange) (string, error) {
 
 // expect answers a request that sent "Expect: 100-continue" before its
 // body comes: 100 Continue, or — when its headers alone already decide —
-// the final status the handler would give it (401/403, 400 for a key that
-// cannot be written, 413 for a Content-Length over the limit), so a
-// refused upload is never sent. fasthttp then closes the connection
-// without running the handler; the refusal is counted and logged here.
+// the final answer the handler would give it (401/403, 400 for a key that
+// cannot be written, 413 for a Content-Length over the limit, each with
+// its X-Kiss-Error reason and message), so a refused upload is never sent.
+// fasthttp then sends that answer and closes the connection without
+// running the handler; the refusal is counted and logged here.
 func (s *Server) expect(base context.Context) func(*fasthttp.RequestCtx) int {
 	return func(rc *fasthttp.RequestCtx) int {
 		x := &exchange{srv: s, rc: rc, ctx: base, method: methodName(rc), start: time.Now(), access: Access{Subject: "-"}}
@@ -453,7 +459,10 @@ func (s *Server) expect(base context.Context) func(*fasthttp.RequestCtx) int {
 		if err == nil {
 			return fasthttp.StatusContinue
 		}
+		// The refusal is answered like any other (fasthttp sends the
+		// response as the handler left it, with the status returned).
 		he := s.httpErrorOf(x, err)
+		s.answerError(x, err, he)
 		s.m.observe(x.method, he.status, time.Since(x.start), 0)
 		s.log.Info("request refused before its body (Expect: 100-continue)", "method", x.method, "path", x.path,
 			"status", he.status, "remote", rc.RemoteAddr().String(), "subject", x.access.Subject, "err", he.msg)
