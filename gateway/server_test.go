@@ -512,3 +512,38 @@ func TestFirstNarinfoStoresCacheInfo(t *testing.T) {
 		t.Fatalf("an existing nix-cache-info was replaced: %q", got)
 	}
 }
+
+// A writer's nix-cache-info must name the store directory the gateway
+// validates narinfos and markers against. Any body used to be stored: one
+// PUT of "StoreDir: /elsewhere" made every marker name nothing to the
+// pruner (kiss prune refused, exit 4) and every kiss with-lock refuse its
+// store path (exit 2), until an operator repaired the file.
+func TestCacheInfoPutKeepsStoreDir(t *testing.T) {
+	e := newEnv(t, nil, gateway.Config{Auth: gateway.Open{}})
+	const good = "StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 40\n"
+	wantCode(t, "matching StoreDir", e.do("PUT", "/nix-cache-info", []byte(good)), 201)
+	for _, body := range []string{
+		"StoreDir: /evil\n",
+		"StoreDir: /nix/store/\n",
+		"StoreDir: /nix/store\nStoreDir: /evil\n",
+		"Priority: 10\n", // no StoreDir: /nix/store for the pruner, so fine here…
+	} {
+		r := e.do("PUT", "/nix-cache-info", []byte(body))
+		if body == "Priority: 10\n" {
+			wantCode(t, "no StoreDir (the default, /nix/store)", r, 201)
+			e.put("nix-cache-info", []byte(good))
+			continue
+		}
+		wantCode(t, fmt.Sprintf("nix-cache-info %q", body), r, 400)
+		if got := r.hdr.Get("X-Kiss-Error"); got != "malformed" {
+			t.Errorf("nix-cache-info %q: X-Kiss-Error %q, want malformed", body, got)
+		}
+		if got := e.get("nix-cache-info"); got != good {
+			t.Fatalf("a refused nix-cache-info replaced the stored one: %q", got)
+		}
+	}
+	// …but not where the store directory is another one.
+	g := newEnv(t, nil, gateway.Config{Auth: gateway.Open{}, StoreDir: "/gnu/store"})
+	wantCode(t, "no StoreDir in a /gnu/store cache", g.do("PUT", "/nix-cache-info", []byte("Priority: 10\n")), 400)
+	wantCode(t, "StoreDir: /gnu/store", g.do("PUT", "/nix-cache-info", []byte("StoreDir: /gnu/store\n")), 201)
+}

@@ -148,6 +148,13 @@ func (s *Server) put(x *exchange, key string) error {
 			if len(buf) == 0 {
 				err = fail(http.StatusBadRequest, "malformed", "empty lease body")
 			}
+		case nixcache.KindCacheInfo:
+			// The pruner and the root registry read the store
+			// directory from it: it must stay the one this gateway
+			// validates narinfos and markers against.
+			if verr := nixcache.ValidateCacheInfo(buf, s.cfg.StoreDir); verr != nil {
+				err = fail(http.StatusBadRequest, "malformed", "%v", verr)
+			}
 		}
 		if err != nil {
 			return err

@@ -139,3 +139,29 @@ func ParseCacheInfo(data []byte) string {
 	}
 	return ""
 }
+
+// ErrInvalidCacheInfo: a nix-cache-info a writer offered that would change
+// the store directory kiss reads the cache with.
+var ErrInvalidCacheInfo = errors.New("invalid nix-cache-info")
+
+// ValidateCacheInfo accepts a nix-cache-info for a cache whose store
+// directory is storeDir ("" means /nix/store): UTF-8, and every StoreDir
+// line naming exactly storeDir, none meaning the default (as ParseCacheInfo
+// is read by the pruner and the root registry). Anything else would make
+// every marker and narinfo name paths outside the cache's store directory:
+// the pruner would refuse to run, and writers to root their paths.
+func ValidateCacheInfo(data []byte, storeDir string) error {
+	want := storeDirOr(storeDir)
+	if !utf8.Valid(data) {
+		return fmt.Errorf("%w: not UTF-8", ErrInvalidCacheInfo)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "StoreDir:"); ok && strings.TrimSpace(v) != want {
+			return fmt.Errorf("%w: StoreDir %q, but this cache's store directory is %s", ErrInvalidCacheInfo, strings.TrimSpace(v), want)
+		}
+	}
+	if got := storeDirOr(ParseCacheInfo(data)); got != want {
+		return fmt.Errorf("%w: no StoreDir means %s, but this cache's store directory is %s", ErrInvalidCacheInfo, got, want)
+	}
+	return nil
+}

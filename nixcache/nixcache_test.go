@@ -299,3 +299,30 @@ func TestMarkerNames(t *testing.T) {
 		}
 	}
 }
+
+func TestValidateCacheInfo(t *testing.T) {
+	for _, c := range []struct {
+		body, storeDir string
+		ok             bool
+	}{
+		{"StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 30\n", "", true},
+		{"StoreDir: /nix/store\n", "/nix/store", true},
+		{"WantMassQuery: 1\n", "", true},
+		{"", "", true},
+		{"StoreDir: /gnu/store\n", "/gnu/store", true},
+		{"StoreDir: /gnu/store\n", "", false},
+		{"WantMassQuery: 1\n", "/gnu/store", false},
+		{"StoreDir: /nix/store/\n", "", false},
+		{"StoreDir: /nix/store\nStoreDir: /evil\n", "", false},
+		{"StoreDir: \n", "", false},
+		{"StoreDir: /nix/store\n\xff\n", "", false},
+	} {
+		err := nixcache.ValidateCacheInfo([]byte(c.body), c.storeDir)
+		if (err == nil) != c.ok {
+			t.Errorf("ValidateCacheInfo(%q, %q) = %v, want ok %v", c.body, c.storeDir, err, c.ok)
+		}
+		if err != nil && !errors.Is(err, nixcache.ErrInvalidCacheInfo) {
+			t.Errorf("ValidateCacheInfo(%q): %v is not ErrInvalidCacheInfo", c.body, err)
+		}
+	}
+}
