@@ -547,3 +547,23 @@ func TestCacheInfoPutKeepsStoreDir(t *testing.T) {
 	wantCode(t, "no StoreDir in a /gnu/store cache", g.do("PUT", "/nix-cache-info", []byte("Priority: 10\n")), 400)
 	wantCode(t, "StoreDir: /gnu/store", g.do("PUT", "/nix-cache-info", []byte("StoreDir: /gnu/store\n")), 201)
 }
+
+// A build log is stored under its derivation's base name (what Nix writes
+// and what the pruner reads to decide it). Any other name under log/ used
+// to be accepted, and the pruner, which cannot tell which derivation such
+// a log belongs to, kept it for ever.
+func TestLogKeyMustNameADerivation(t *testing.T) {
+	e := newEnv(t, nil, gateway.Config{Auth: gateway.Open{}})
+	drv := newPath("x.drv")
+	wantCode(t, "log of a derivation", e.do("PUT", "/log/"+drv.base(), []byte("build log\n")), 201)
+	for _, key := range []string{"log/foo", "log/" + drv.hash, "log/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-x.drv"} {
+		r := e.do("PUT", "/"+key, []byte("junk\n"))
+		wantCode(t, key, r, 400)
+		if got := r.hdr.Get("X-Kiss-Error"); got != "invalid_key" {
+			t.Errorf("%s: X-Kiss-Error %q, want invalid_key", key, got)
+		}
+		if e.has(key) {
+			t.Errorf("%s was stored", key)
+		}
+	}
+}

@@ -64,7 +64,7 @@ func testIndex(t *testing.T) {
 		}
 		hashes = append(hashes, h)
 	}
-	ix := listed(t, hashes, "nar/x.nar.xz", "log/abc", "nix-cache-info")
+	ix := listed(t, hashes, "nar/x.nar.xz", "log/4cfd372bq5xxc1qxqzbpa2n1flhkr898-feas-b.drv", "nix-cache-info")
 	if ix.n != len(hashes) || ix.nObjs != 2 {
 		t.Fatalf("%d narinfos and %d objects, want %d and 2", ix.n, ix.nObjs, len(hashes))
 	}

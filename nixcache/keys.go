@@ -59,7 +59,7 @@ const (
 	KindNarInfo                 // <hash>.narinfo
 	KindListing                 // <hash>.ls
 	KindNAR                     // nar/<file>.nar[.xz|.zst|…]
-	KindLog                     // log/<drv base name>
+	KindLog                     // log/<hash>-<name>: a derivation's base name
 	KindRealisation             // realisations/<id>.doi
 	KindBuildTrace              // build-trace-v2/<drv>/<output>.doi
 	KindDebugInfo               // debuginfo/<build-id>
@@ -193,7 +193,9 @@ func Classify(key string) (Kind, Hash) {
 			return KindNAR, Hash{}
 		}
 	case LogPrefix:
-		if oneSegment(rest) {
+		// a derivation's base name, which says whose log it is (a log
+		// named otherwise could never be decided, so never pruned)
+		if _, ok := baseNameHash(rest); ok && oneSegment(rest) {
 			return KindLog, Hash{}
 		}
 	case RealisationPrefix:

@@ -169,17 +169,19 @@ func TestClassify(t *testing.T) {
 		"index.html":         nixcache.KindOther,
 		// Strict shapes (the gateway's, now the only ones): what Nix never
 		// writes is KindOther, which the pruner never deletes.
-		"nar/sub/x.nar":           nixcache.KindOther,
-		"nar/README":              nixcache.KindOther,
-		"nar/.x.nar":              nixcache.KindOther,
-		"log/.hidden":             nixcache.KindOther,
-		"realisations/x.json":     nixcache.KindOther,
-		"build-trace-v2/a/.b.doi": nixcache.KindOther,
-		"debuginfo/a/b":           nixcache.KindOther,
-		"gcroots/.lock/a/b":       nixcache.KindOther,
-		"gcroots/ci/main/42":      nixcache.KindRoot,
-		".kiss/check/run":         nixcache.KindKiss,
-		"x.tmp":                   nixcache.KindTemp,
+		"nar/sub/x.nar": nixcache.KindOther,
+		"nar/README":    nixcache.KindOther,
+		"nar/.x.nar":    nixcache.KindOther,
+		"log/.hidden":   nixcache.KindOther,
+		"log/foo":       nixcache.KindOther, // not a derivation: nothing could ever prune it
+		"log/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-x.drv": nixcache.KindOther,
+		"realisations/x.json":                        nixcache.KindOther,
+		"build-trace-v2/a/.b.doi":                    nixcache.KindOther,
+		"debuginfo/a/b":                              nixcache.KindOther,
+		"gcroots/.lock/a/b":                          nixcache.KindOther,
+		"gcroots/ci/main/42":                         nixcache.KindRoot,
+		".kiss/check/run":                            nixcache.KindKiss,
+		"x.tmp":                                      nixcache.KindTemp,
 	}
 	for key, want := range cases {
 		if got, _ := nixcache.Classify(key); got != want {
