@@ -230,7 +230,12 @@ type Holder struct {
 	Record  *Record   `json:"record,omitempty"`
 	ModTime time.Time `json:"mtime"`
 	// Age is store Now minus ModTime (0 for a future ModTime).
-	Age   time.Duration `json:"age_ns"`
+	Age time.Duration `json:"age_ns"`
+	// Ahead is ModTime minus store Now when ModTime is in the future (a
+	// clock that stepped back, or a touched file): such a lease counts as
+	// just refreshed until the store's clock passes ModTime, so an
+	// operator needs to see it.
+	Ahead time.Duration `json:"ahead_ns,omitempty"`
 	Stale bool          `json:"stale"`
 	ETag  string        `json:"etag"`
 	// TTLCapped: the lease declares a TTL over the judge's MaxTTL and was
@@ -256,7 +261,11 @@ func (h Holder) String() string {
 	} else if h.BodyError != "" {
 		fmt.Fprintf(&b, " (unreadable body: %s)", h.BodyError)
 	}
-	fmt.Fprintf(&b, ", refreshed %s ago (store clock)", h.Age.Round(time.Second))
+	if h.Ahead > 0 {
+		fmt.Fprintf(&b, ", refreshed %s ahead of the store clock (fresh until the clock passes it)", h.Ahead.Round(time.Second))
+	} else {
+		fmt.Fprintf(&b, ", refreshed %s ago (store clock)", h.Age.Round(time.Second))
+	}
 	if h.TTLCapped {
 		fmt.Fprintf(&b, ", declares %s, judged with the maximum", h.Record.TTL)
 	}
@@ -648,5 +657,6 @@ func judge(h *Holder, now time.Time, j Judging) {
 	}
 	ttl = min(ttl, j.MaxTTL)
 	h.Age = max(now.Sub(h.ModTime), 0)
+	h.Ahead = max(h.ModTime.Sub(now), 0)
 	h.Stale = h.Age > ttl
 }

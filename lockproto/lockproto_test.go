@@ -669,3 +669,29 @@ func TestL3_ReleasePromptDuringHangingRefresh(t *testing.T) {
 		}
 	})
 }
+
+// A lease whose ModTime is ahead of the store's clock (the clock stepped
+// back, or the file was touched) counts as just refreshed until the clock
+// passes it (PROTOCOL.md); List says how far ahead, so an operator can see
+// why a lease whose holder is gone never goes stale.
+func TestC3_FutureModTimeShown(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var skew atomic.Int64
+		st := storage.NewMem(func() time.Time { return time.Now().Add(time.Duration(skew.Load())) })
+		skew.Store(int64(3 * time.Hour))
+		p := mustPrune(t, st, opts())
+		defer p.Release(t.Context())
+		skew.Store(0) // the store's clock steps back 3 h (no refresh runs meanwhile)
+		hs, err := List(t.Context(), st, Judging{TTL: ttl})
+		if err != nil || len(hs) != 1 {
+			t.Fatalf("List = %+v, %v", hs, err)
+		}
+		h := hs[0]
+		if h.Stale || h.Age != 0 || h.Ahead < 3*time.Hour-time.Minute || h.Ahead > 3*time.Hour {
+			t.Fatalf("future lease: stale %v, age %v, ahead %v; want fresh, 0, about 3h", h.Stale, h.Age, h.Ahead)
+		}
+		if s := h.String(); !strings.Contains(s, "3h0m0s ahead of the store clock") {
+			t.Fatalf("String() = %q, want it to say how far ahead", s)
+		}
+	})
+}

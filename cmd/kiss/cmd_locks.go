@@ -69,11 +69,12 @@ func runLocksList(c *cli.Context) error {
 	if jsonWanted(c) {
 		type row struct {
 			lockproto.Holder
-			AgeSeconds float64 `json:"age_seconds"`
+			AgeSeconds   float64 `json:"age_seconds"`
+			AheadSeconds float64 `json:"ahead_seconds,omitempty"`
 		}
 		rows := make([]row, len(hs))
 		for i, h := range hs {
-			rows[i] = row{h, h.Age.Seconds()}
+			rows[i] = row{h, h.Age.Seconds(), h.Ahead.Seconds()}
 		}
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
@@ -98,7 +99,13 @@ func runLocksList(c *cli.Context) error {
 			owner, host, pid, created = r.Owner, r.Host, fmt.Sprint(r.PID), r.Created.UTC().Format(time.RFC3339)
 		}
 		name := h.Key[len(lockproto.LockPrefix):]
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s ago\t%s\t%s\t%s\t%s\n", h.Kind, name, state, h.Age.Round(time.Second), owner, host, pid, created)
+		refreshed := h.Age.Round(time.Second).String() + " ago"
+		if h.Ahead > 0 {
+			// Fresh until the store's clock catches up: say so, or the
+			// lease looks like one refreshed a moment ago.
+			refreshed = h.Ahead.Round(time.Second).String() + " AHEAD of the store clock"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", h.Kind, name, state, refreshed, owner, host, pid, created)
 	}
 	return tw.Flush()
 }

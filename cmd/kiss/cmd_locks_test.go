@@ -56,3 +56,27 @@ func TestLeaseTTLBounded(t *testing.T) {
 		t.Fatalf("with-lock with a raised bound: exit %d %s", code, stderr)
 	}
 }
+
+// A lease touched into the future (a clock that stepped back) is fresh
+// until the store's clock passes it; `locks list` says how far ahead
+// instead of "0s ago", so an operator sees why it never goes stale.
+func TestLocksListShowsFutureLease(t *testing.T) {
+	dir, _, _ := testCache(t)
+	key := "gcroots/.lock/prune"
+	write(t, dir, key, `{"version":1,"kind":"prune","nonce":"0123456789abcdef0123456789abcdef","owner":"gone","host":"h","pid":1,"created":"2026-01-01T00:00:00Z","ttl":"30m0s"}`)
+	future := time.Now().Add(3 * time.Hour)
+	if err := os.Chtimes(filepath.Join(dir, key), future, future); err != nil {
+		t.Fatal(err)
+	}
+	code, out, stderr := runKiss(t, "locks", "list", dir)
+	if code != ExitOK || !strings.Contains(out, "AHEAD of the store clock") || !strings.Contains(out, "fresh") {
+		t.Fatalf("locks list: exit %d\n%s%s", code, out, stderr)
+	}
+	code, out, stderr = runKiss(t, "--json", "locks", "list", dir)
+	if code != ExitOK || !strings.Contains(out, `"ahead_seconds": 10`) {
+		t.Fatalf("locks list --json: exit %d\n%s%s", code, out, stderr)
+	}
+	if code, _, _ := runKiss(t, "locks", "break", dir); code != ExitOK || !fileExists(filepath.Join(dir, key)) {
+		t.Fatalf("locks break without --force removed a future (fresh) lease: exit %d", code)
+	}
+}
