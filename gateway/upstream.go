@@ -206,7 +206,7 @@ func (s *Server) mirror(ctx context.Context, key string, buf []byte) error {
 	if nixcache.NarInfoKey(ni.Hash) != key {
 		return fmt.Errorf("upstream narinfo for %s served as %s", ni.StorePath, key)
 	}
-	narKey, ok := ni.NarKey()
+	narKey, ok := nixcache.NarKeyFromPlainURL(ni.URL)
 	if k, err := classify(narKey); !ok || err != nil || k != nixcache.KindNAR {
 		return fmt.Errorf("narinfo URL %q is not a nar/ key", ni.URL)
 	}

@@ -382,7 +382,7 @@ func (s *Server) validateNarinfo(ctx context.Context, key string, buf []byte) (n
 	if nixcache.NarInfoKey(ni.Hash) != key {
 		return "", fail(http.StatusBadRequest, "key_mismatch", "narinfo for %s uploaded as %s", ni.StorePath, key)
 	}
-	narKey, ok := ni.NarKey()
+	narKey, ok := nixcache.NarKeyFromPlainURL(ni.URL)
 	if k, err := classify(narKey); !ok || err != nil || k != nixcache.KindNAR {
 		return "", fail(http.StatusBadRequest, "malformed", "narinfo URL %q is not a nar/ key in this cache", ni.URL)
 	}

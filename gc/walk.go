@@ -212,9 +212,11 @@ func (w *walker) visitBatch(sc *visitScratch) error {
 		*res = visitResult{}
 		res.rec.refs = refs
 		var err error
-		if w.hit(e.id) {
-			err = w.fromMemo(e.id, res, sc)
-		} else {
+		known := w.hit(e.id)
+		if known {
+			known, err = w.fromMemo(e.id, res, sc)
+		}
+		if !known && err == nil {
 			err = w.read(e, res, sc)
 		}
 		if err != nil {
@@ -229,32 +231,39 @@ func (w *walker) visitBatch(sc *visitScratch) error {
 	return nil
 }
 
-// fromMemo learns id's edges from its memo record.
-func (w *walker) fromMemo(id uint32, res *visitResult, sc *visitScratch) error {
+// fromMemo learns id's edges from its memo record. A record whose narinfo
+// named no NAR in this cache (NAR key hash 0: an absolute URL) is not used
+// (known == false): the narinfo is read again, so a memo written when fewer
+// URL forms counted as this cache's (nixcache.NarKeyFromURL: "/nar/x",
+// "../nar/x") cannot keep such a NAR from being kept.
+func (w *walker) fromMemo(id uint32, res *visitResult, sc *visitScratch) (known bool, err error) {
 	off := int64(w.attach.fromListing[id]-1) * 4
 	b, err := w.memo.record(off, &sc.rb)
 	if err != nil {
-		return err
+		return false, err
 	}
 	me := &sc.me
 	if _, err := decodeRecord(b, w.memo.entries, me); err != nil {
-		return err
+		return false, err
+	}
+	if me.nar == 0 {
+		return false, nil
 	}
 	r := &res.rec
 	*r = adjRecord{id: id, fp: me.fp, nar: me.nar, fileSize: me.fileSize, refs: r.refs[:0], hasDer: me.hasDer}
 	for _, m := range me.refs {
 		ref, err := w.resolveMemo(m)
 		if err != nil {
-			return err
+			return false, err
 		}
 		r.refs = append(r.refs, ref)
 	}
 	if me.hasDer {
 		if r.der, err = w.resolveMemo(me.der); err != nil {
-			return err
+			return false, err
 		}
 	}
-	return nil
+	return true, nil
 }
 
 // resolveMemo maps a memo reference to the listing: an entry listed now, or

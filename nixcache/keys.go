@@ -269,10 +269,35 @@ func NarInfoKeyFor(ref, storeDir string) (string, error) {
 	return NarInfoKey(h), nil
 }
 
-// NarKeyFromURL maps a narinfo `URL:` to the key of the NAR in this cache.
-// URLs are relative to the cache root; an absolute URL (another host) or
-// one that climbs out of the cache names no object here (ok == false).
+// NarKeyFromURL maps a narinfo `URL:` to the key of the object in this cache
+// that a client fetches for it: what the pruner keeps (and kiss verify
+// checks) for a narinfo. A URL with a scheme (another host) names no object
+// here (ok == false). Any other URL is a path from the cache root, resolved
+// as clients do: Nix's file:// store reads <cache> + "/" + URL, so a leading
+// "/" stays in the cache ("/nar/x" is nar/x; nginx merges the slashes too),
+// and an HTTP client removes dot segments, which stop at the root ("../nar/x"
+// from a cache served at / is nar/x). Where clients disagree (file:// reads
+// "../nar/x" outside the cache), the key kept is the one inside it: keeping
+// more is safe, keeping less loses a NAR a rooted narinfo needs (I2).
+//
+// Writers are held to the narrower NarKeyFromPlainURL; every URL it accepts
+// maps to the same key here.
 func NarKeyFromURL(u string) (key string, ok bool) {
+	if u == "" || strings.Contains(u, "://") {
+		return "", false
+	}
+	if cleanRelative(u) {
+		return u, true // the usual "nar/<hash>.nar.xz": nothing to clean
+	}
+	k := strings.TrimPrefix(path.Clean("/"+u), "/")
+	return k, k != ""
+}
+
+// NarKeyFromPlainURL is NarKeyFromURL for what a writer may store (the
+// gateway's rule): a relative URL that stays within the cache for every
+// client ("nar/x", "./nar/x"); a leading "/" or a ".." above the root is
+// refused (ok == false), as clients resolve those differently.
+func NarKeyFromPlainURL(u string) (key string, ok bool) {
 	return resolve("", u)
 }
 

@@ -191,17 +191,52 @@ func TestClassify(t *testing.T) {
 }
 
 func TestNarKeyFromURL(t *testing.T) {
-	ok := map[string]string{"nar/a.nar.xz": "nar/a.nar.xz", "./nar/a.nar": "nar/a.nar", "nar//b": "nar/b", "x/../nar/c": "nar/c"}
+	// What clients fetch (what the pruner keeps): a path from the cache
+	// root, a leading "/" and ".." above the root staying in the cache.
+	ok := map[string]string{
+		"nar/a.nar.xz": "nar/a.nar.xz", "./nar/a.nar": "nar/a.nar", "nar//b": "nar/b", "x/../nar/c": "nar/c",
+		"/nar/a": "nar/a", "//nar/a": "nar/a", "../nar/a": "nar/a", "/../../nar/a": "nar/a",
+	}
 	for in, want := range ok {
 		if got, good := nixcache.NarKeyFromURL(in); !good || got != want {
-			t.Errorf("%q -> %q %v", in, got, good)
+			t.Errorf("NarKeyFromURL(%q) = %q %v, want %q", in, got, good, want)
 		}
 	}
-	for _, in := range []string{"", "https://cache.nixos.org/nar/a", "/nar/a", "../nar/a", "..", "."} {
+	for _, in := range []string{"", "https://cache.nixos.org/nar/a", "file:///srv/cache/nar/a", "/", "..", ".", "../.."} {
 		if got, good := nixcache.NarKeyFromURL(in); good {
-			t.Errorf("%q -> %q, want not in cache", in, got)
+			t.Errorf("NarKeyFromURL(%q) = %q, want not in cache", in, got)
 		}
 	}
+	// What a writer may store: relative and within the cache for every
+	// client; each such URL maps to the same key for the pruner.
+	for _, in := range []string{"nar/a.nar.xz", "./nar/a.nar", "nar//b", "x/../nar/c"} {
+		got, good := nixcache.NarKeyFromPlainURL(in)
+		if !good || got != ok[in] {
+			t.Errorf("NarKeyFromPlainURL(%q) = %q %v, want %q", in, got, good, ok[in])
+		}
+	}
+	for _, in := range []string{"", "https://cache.nixos.org/nar/a", "/nar/a", "//nar/a", "../nar/a", "..", "."} {
+		if got, good := nixcache.NarKeyFromPlainURL(in); good {
+			t.Errorf("NarKeyFromPlainURL(%q) = %q, want refused", in, got)
+		}
+	}
+}
+
+// FuzzNarKeyFromPlainURL: every URL a writer may store is kept by the
+// pruner under the same key.
+func FuzzNarKeyFromPlainURL(f *testing.F) {
+	for _, s := range []string{"nar/a.nar.xz", "./nar/a", "x/../nar/c", "/nar/a", "../nar/a", "a//b/./c/"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, u string) {
+		plain, ok := nixcache.NarKeyFromPlainURL(u)
+		if !ok {
+			return
+		}
+		if got, good := nixcache.NarKeyFromURL(u); !good || got != plain {
+			t.Fatalf("%q: plain %q, kept %q %v", u, plain, got, good)
+		}
+	})
 }
 
 func TestParseMarker(t *testing.T) {

@@ -1,0 +1,88 @@
+package gc_test
+
+import (
+	"testing"
+
+	"github.com/kiss-cache/kiss/gc"
+	"github.com/kiss-cache/kiss/nixcache"
+)
+
+// withURL rewrites p's narinfo with URL u (the NAR stays at p.narKey).
+func (c *cache) withURL(p *path, u string) {
+	c.t.Helper()
+	key := p.narKey
+	p.narKey = u
+	c.putNarInfo(p, "")
+	p.narKey = key
+}
+
+// TestNARURLAsClientsResolveIt: a `URL:` that is not in the plain
+// "nar/<file>" form still names the cache's NAR when Nix resolves it there:
+// "/nar/x" (Nix's file:// store reads <cache>/ + "/nar/x"; nginx merges the
+// slashes), "../nar/x" (an HTTP client removes dot segments at the root of a
+// cache served at /). Such a NAR was deleted while its rooted narinfo stayed
+// (I2), exit 0, and kiss rm deleted it from under a rooted narinfo.
+func TestNARURLAsClientsResolveIt(t *testing.T) { memVariants(t, testNARURLAsClientsResolveIt) }
+
+func testNARURLAsClientsResolveIt(t *testing.T, newMemCache func(testing.TB) *cache) {
+	for _, form := range []string{"/", "//", "../", "../../", "/../"} {
+		t.Run(form, func(t *testing.T) {
+			c := newMemCache(t)
+			dep := c.add("dep")
+			top := c.add("top", dep)
+			c.withURL(dep, form+dep.narKey)
+			c.root("r", top)
+			garbage := c.add("garbage")
+			c.withURL(garbage, form+garbage.narKey)
+			for run := range 2 { // cold, then warm (the memo)
+				c.prune(gc.Options{Grace: -1})
+				c.present(dep, true)
+				c.present(top, true)
+				if run == 0 {
+					c.present(garbage, false) // the control: such a NAR can go
+				}
+			}
+		})
+	}
+	// A memo record whose narinfo named no NAR here is not trusted: the
+	// narinfo is read again, so a memo written by a pruner that did not
+	// count "/nar/x" as this cache's cannot lose that NAR after an upgrade.
+	t.Run("memo", func(t *testing.T) {
+		c := newMemCache(t)
+		elsewhere := c.add("elsewhere")
+		c.withURL(elsewhere, "https://cache.example.org/"+elsewhere.narKey)
+		plain := c.add("plain")
+		c.root("r", elsewhere, plain)
+		c.prune(gc.Options{Grace: -1})
+		sp := newSpy(c.st)
+		rep, err := prune(sp, gc.Options{Grace: -1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sp.gets[elsewhere.narinfo()] != 1 || sp.gets[plain.narinfo()] != 0 || rep.Memo.Hits != 1 {
+			t.Fatalf("warm run: gets %v, memo hits %d; want the absolute-URL narinfo read again and only it", sp.gets, rep.Memo.Hits)
+		}
+	})
+	// kiss rm: a NAR shared with a rooted narinfo that names it "/nar/x".
+	t.Run("removal", func(t *testing.T) {
+		c := newMemCache(t)
+		kept := c.add("kept")
+		c.withURL(kept, "/"+kept.narKey)
+		c.root("r", kept)
+		old := c.add("old")
+		old.narKey = kept.narKey
+		c.putNarInfo(old, "")
+		p, err := newView(t, c, gc.Options{Grace: -1}).Removal(ctx, []nixcache.Hash{old.hash})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer p.Close()
+		if _, err := p.Execute(ctx, viewFence{}, nil); err != nil {
+			t.Fatal(err)
+		}
+		c.present(kept, true)
+		if c.exists(old.narinfo()) {
+			t.Error("the removed narinfo is still there")
+		}
+	})
+}
