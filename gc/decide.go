@@ -71,6 +71,9 @@ type keepSets struct {
 	// drv: first 8 bytes of the derivers of reachable paths that are not in
 	// the cache (a deriver that is in the cache is reachable itself).
 	drv []uint64
+	// markers: the store keys the roots were read from (a --roots prefix
+	// may hold a marker whose name looks like a temp file).
+	markers map[string]bool
 }
 
 func (k *keepSets) keepsNAR(kh uint64, mark bool) bool {
@@ -117,16 +120,24 @@ func (k *keepSets) unreferenced(ix *index, o *objRec, markNAR bool) bool {
 	switch o.kind {
 	case nixcache.KindListing:
 		h, err := nixcache.ParseHash(o.key[:nixcache.HashLen])
-		return err == nil && !ix.reachable(&h)
+		if err != nil || ix.reachable(&h) {
+			return false
+		}
 	case nixcache.KindNAR:
 		return !k.keepsNAR(keyHash(o.key), markNAR)
 	case nixcache.KindLog:
 		h, err := nixcache.LogDrvHash(o.key)
-		return err == nil && !k.keepsDrv(ix, &h)
+		if err != nil || k.keepsDrv(ix, &h) {
+			return false
+		}
 	case nixcache.KindTemp:
-		return true
+	default:
+		return false
 	}
-	return false
+	// Whatever its key looks like, an object the URL of a reachable
+	// narinfo names is that narinfo's NAR to Nix (I2: "nar/x.nar.tmp" is
+	// not a temp file then), and one the roots were read from is a marker.
+	return !k.markers[o.key] && !k.keepsNAR(keyHash(o.key), markNAR)
 }
 
 // objChunk is how many object records decide handles at a time.
@@ -154,6 +165,14 @@ func (p *Plan) decide(ctx context.Context, ix *index, ex *exploration, cutoffT t
 	ks.buildNARDir()
 	slices.Sort(ks.drv)
 	ks.drv = slices.Compact(ks.drv)
+	for _, m := range p.report.Roots.List {
+		if !m.Local {
+			if ks.markers == nil {
+				ks.markers = map[string]bool{}
+			}
+			ks.markers[m.Source] = true
+		}
+	}
 	if p.delMeta, err = newSpool(p.tmp, "delete-meta"); err != nil {
 		return nil, err
 	}

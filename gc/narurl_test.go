@@ -86,3 +86,41 @@ func testNARURLAsClientsResolveIt(t *testing.T, newMemCache func(testing.TB) *ca
 		}
 	})
 }
+
+// TestNamedObjectsKeptWhateverTheirKind: an object a reachable narinfo's
+// URL names, or that the roots read as a marker, is kept whatever its key
+// looks like. A NAR at "nar/….tmp" and a marker "releases/web.tmp" (a
+// --roots prefix) were deleted as stale temp files: the NAR under its rooted
+// narinfo (I2, exit 0), the marker in the very run that read it, so the
+// next run lost what it rooted.
+func TestNamedObjectsKeptWhateverTheirKind(t *testing.T) {
+	memVariants(t, testNamedObjectsKeptWhateverTheirKind)
+}
+
+func testNamedObjectsKeptWhateverTheirKind(t *testing.T, newMemCache func(testing.TB) *cache) {
+	c := newMemCache(t)
+	tmpNAR := func(name string, refs ...*path) *path {
+		p := &path{name: name, hash: digest("path:" + name), refs: refs, narKey: "nar/" + digest("nar:"+name).String() + ".nar.zst.tmp"}
+		c.put(p.narKey, []byte("NAR of "+name))
+		c.putNarInfo(p, "")
+		return p
+	}
+	dep := tmpNAR("dep")
+	c.root("r", c.add("top", dep))
+	garbage := tmpNAR("garbage") // the control: its NAR goes
+	released := c.add("released")
+	c.put("releases/web.tmp", nixcache.FormatMarker([]string{released.abs()}))
+	opts := gc.Options{Grace: -1, RootSources: []string{"releases/"}}
+	for range 2 {
+		if rep := c.prune(opts); rep.LateNARs != 0 || rep.MissingNARs != 0 {
+			t.Errorf("late NARs %d, missing %d: the listed NAR is neither", rep.LateNARs, rep.MissingNARs)
+		}
+		c.present(dep, true)
+		c.present(released, true)
+		c.present(garbage, false)
+		if !c.exists("releases/web.tmp") {
+			t.Fatal("the marker releases/web.tmp was deleted")
+		}
+	}
+	checkClosures(t, c.st)
+}
