@@ -42,7 +42,8 @@ in
         (config: "${toString config.services.kiss-cache.lockWait}s"))
       (mkChangedOptionModule [ "services" "kiss-cache" "gcRoots" ] [ "services" "kiss" "prune" "roots" ]
         # kiss always reads the store's own gcroots/: only other directories stay.
-        (config: lib.filter (r: toString r != "${toString config.services.kiss.prune.cacheDir}/gcroots") config.services.kiss-cache.gcRoots))
+        # The original's gcRoots were paths: literals become strings, not store copies.
+        (config: lib.filter (r: r != "${toString config.services.kiss.prune.cacheDir}/gcroots") (map toString config.services.kiss-cache.gcRoots)))
       (mkRemovedOptionModule [ "services" "kiss-cache" "package" ]
         "kiss replaces the kiss-cache binary: leave services.kiss.package unset (the flake's kiss package) or set it to a kiss package.")
     ]

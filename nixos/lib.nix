@@ -67,8 +67,16 @@ rec {
       default = null;
       example = "/var/lib/nix-cache";
       description = cacheDir;
+      apply = pathString;
     };
   };
+
+  # A path option's value as a string. types.path takes a path literal
+  # (cacheDir = /var/lib/nix-cache;) as well as a string, as the original
+  # kiss-cache's options did; interpolated ("file://${dir}"), a literal is
+  # copied into the Nix store, so the units would work on a read-only copy
+  # of the directory made at evaluation time. toString does not copy.
+  pathString = p: if p == null then null else toString p;
 
   # The store URL a module works on: store, or file://cacheDir.
   storeOf = what: cfg:

@@ -85,6 +85,7 @@ in
       type = types.nullOr types.path;
       default = null;
       example = "/var/lib/prometheus-node-exporter-text/kiss_prune.prom";
+      apply = kissLib.pathString;
       description = ''
         Write Prometheus metrics of each run to this file (--metrics-file),
         for node_exporter's textfile collector. Its directory is made
