@@ -20,10 +20,12 @@ let
     (prefixes sub);
   renameAs = sub: from: to: map (p: mkRenamedOptionModule (p ++ [ from ]) to) (prefixes sub);
 
-  # systemd-tmpfiles ages (the original's gcRootMaxAge) as kiss ages.
+  # systemd-tmpfiles ages (the original's gcRootMaxAge) as kiss ages; null
+  # (the original's default, markers kept forever) stays null.
   tmpfilesAge = v:
     let m = builtins.match "([0-9]+)(s|m|min|h|d|w)" v; in
-    if m == null then throw "services.kiss-cache.serve.gcRootMaxAge = \"${v}\": kiss expires markers itself (services.kiss.prune.rootMaxAge, e.g. \"30d\", \"2w\", \"36h\"); set that instead."
+    if v == null then null
+    else if m == null then throw "services.kiss-cache.serve.gcRootMaxAge = \"${v}\": kiss expires markers itself (services.kiss.prune.rootMaxAge, e.g. \"30d\", \"2w\", \"36h\"); set that instead."
     else "${lib.elemAt m 0}${if lib.elem (lib.elemAt m 1) [ "m" "min" ] then "m" else lib.elemAt m 1}";
 
   oldOidc = config.services.kiss-cache.serve-oidc;

@@ -150,6 +150,23 @@ func TestKissCacheExamples(t *testing.T) {
 	})
 }
 
+// TestKissCacheGcRootMaxAgeNull: the original's gcRootMaxAge is nullOr str
+// with default null ("keep forever"); written out explicitly, as a host
+// that sets it from a variable does, it must mean no marker expiry.
+func TestKissCacheGcRootMaxAgeNull(t *testing.T) {
+	nix := testenv.Nix(t)
+	for _, prefix := range []string{"services.kiss-cache.serve", "services.kiss-cache-serve"} {
+		r := mustEvalConfig(t, nix, `{ services.kiss-cache = { enable = true; cacheDir = "/var/lib/nix-cache"; gcRoots = [ "/var/lib/nix-cache/gcroots" ]; };
+			`+prefix+` = { enable = true; cacheDir = "/var/lib/nix-cache"; hostName = "cache"; sslCertificate = "/c.pem"; sslCertificateKey = "/k.pem"; clientCA = "/ca.pem"; writers = [ "CN=w" ]; gcRootMaxAge = null; }; }`)
+		if got := get(t, r.Config, "kiss", "prune", "rootMaxAge"); got != nil {
+			t.Errorf("%s.gcRootMaxAge = null: rootMaxAge %v, want null", prefix, got)
+		}
+		if exec := get(t, r.Config, "systemd", "services", "kiss-prune", "serviceConfig", "ExecStart").(string); strings.Contains(exec, "--root-max-age") {
+			t.Errorf("%s.gcRootMaxAge = null: ExecStart %s", prefix, exec)
+		}
+	}
+}
+
 // TestKissCacheRefusals: original options kiss cannot take are refused
 // with a message that says what to do instead.
 func TestKissCacheRefusals(t *testing.T) {
