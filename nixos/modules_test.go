@@ -513,9 +513,11 @@ func TestServeModuleNginxUsesRenderer(t *testing.T) {
 		t.Errorf("nginx ReadWritePaths %q", got)
 	}
 	if got := strs(t, get(t, r.Config, "systemd", "tmpfiles")); !reflect.DeepEqual(got, []string{
-		"d /var/lib/nix-cache 0755 nginx nginx -",
+		"d /var/lib/nix-cache 0755 nginx nginx -", "d /var/lib/nix-cache/gcroots 0755 nginx nginx -",
+		"d /var/lib/nix-cache/gcroots/.lock 0755 nginx nginx -", "d /var/lib/nix-cache/.kiss 0755 nginx nginx -",
+		"d /var/lib/nix-cache/.kiss/tmp 0755 nginx nginx -",
 		`f /var/lib/nix-cache/nix-cache-info 0644 nginx nginx - StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 40\n`,
-		"d /var/lib/nix-cache/.tmp 0700 nginx nginx -", "d /var/lib/nix-cache/gcroots 0755 nginx nginx -"}) {
+		"d /var/lib/nix-cache/.tmp 0700 nginx nginx -"}) {
 		t.Errorf("tmpfiles %q", got)
 	}
 	if has(r.Config, "systemd", "services", "kiss-serve") {

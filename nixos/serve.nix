@@ -374,13 +374,20 @@ let
   cacheInfoRule = dir: priority:
     "f ${dir}/nix-cache-info 0644 ${ownerOf dir} ${groupOf dir} - StoreDir: /nix/store\\nWantMassQuery: 1\\nPriority: ${toString priority}\\n";
 
+  # A served directory, and the directories kiss writes through, owned by
+  # the serving user: the pruner (root by default), kiss-publish in local
+  # mode or an admin's kiss run as root would otherwise create gcroots/,
+  # gcroots/.lock/ (leases) or .kiss/tmp/ (where the file store stages
+  # every object) root-owned when they are missing — a prune does, even
+  # one that refuses — and every later write of the serving user would
+  # fail. tmpfiles also gives them back on boot and on a switch.
+  dirRules = dir: priority: map (d: "d ${d} 0755 ${ownerOf dir} ${groupOf dir} -") [ dir "${dir}/gcroots" "${dir}/gcroots/.lock" "${dir}/.kiss" "${dir}/.kiss/tmp" ]
+    ++ [ (cacheInfoRule dir priority) ];
+
   vhostTmpfiles = name: v:
     let dir = dirOf v; in
-    optionals (dir != null) ([ "d ${dir} 0755 ${ownerOf dir} ${groupOf dir} -" (cacheInfoRule dir v.priority) ]
-      ++ optionals (nginxMTLS v) [
-      "d ${dir}/.tmp 0700 ${ownerOf dir} ${groupOf dir} -"
-      "d ${dir}/gcroots 0755 ${ownerOf dir} ${groupOf dir} -"
-    ]);
+    optionals (dir != null) (dirRules dir v.priority
+      ++ optional (nginxMTLS v) "d ${dir}/.tmp 0700 ${ownerOf dir} ${groupOf dir} -");
 
   firstPerPath = rules: lib.foldl'
     (acc: r: if lib.any (a: lib.take 2 (lib.splitString " " a) == lib.take 2 (lib.splitString " " r)) acc then acc else acc ++ [ r ])
@@ -512,7 +519,7 @@ in
     # One rule per type and path (vhosts on one directory may differ in priority).
     systemd.tmpfiles.rules = firstPerPath (concatLists (mapAttrsToList vhostTmpfiles vhosts)
       ++ optionals tor.enable ([ "d ${torDir} 0750 root tor -" ]
-      ++ optionals (torDirPath != null) [ "d ${torDirPath} 0755 ${ownerOf torDirPath} ${groupOf torDirPath} -" (cacheInfoRule torDirPath tor.priority) ]));
+      ++ optionals (torDirPath != null) (dirRules torDirPath tor.priority)));
 
     services.nginx = mkIf (lib.any (v: v.backend == "nginx") (attrValues vhosts)) {
       enable = true;
