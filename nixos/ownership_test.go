@@ -110,3 +110,54 @@ func TestRootPruneLeavesCacheWritable(t *testing.T) {
 		})
 	}
 }
+
+// TestPruneMetricsDirOwnedByPruneUser: with prune.user set (as the option
+// advises when kiss serve owns the directory), the metrics file's directory
+// the module creates must be writable by that user: kiss writes the file
+// atomically (a temporary file beside it, renamed), and a prune that
+// cannot write its metrics fails.
+func TestPruneMetricsDirOwnedByPruneUser(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: runs the prune as nobody")
+	}
+	nix := testenv.Nix(t)
+	kiss := testenv.KissBinary(t)
+	owner, err := user.Lookup("nobody")
+	if err != nil {
+		t.Skip(err)
+	}
+	uid, _ := strconv.Atoi(owner.Uid)
+	gid, _ := strconv.Atoi(owner.Gid)
+	base := t.TempDir()
+	for d := base; d != os.TempDir() && d != "/"; d = filepath.Dir(d) {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cache := filepath.Join(base, "cache")
+	if err := os.MkdirAll(cache, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(cache, "nix-cache-info"), []byte("StoreDir: /nix/store\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(cache, uid, gid); err != nil {
+		t.Fatal(err)
+	}
+	metrics := filepath.Join(base, "textfile", "kiss_prune.prom")
+	r := mustEval(t, nix, fmt.Sprintf(`{ prune = { enable = true; cacheDir = %s; user = "nobody"; metricsFile = %s;
+		extraArgs = [ "--allow-empty-roots" ]; }; }`, nixString(cache), nixString(metrics)))
+	applyTmpfilesAsIs(t, strs(t, get(t, r.Config, "systemd", "tmpfiles")))
+	exe := filepath.Join(base, "kiss")
+	if b, err := os.ReadFile(kiss); err != nil || os.WriteFile(exe, b, 0o755) != nil {
+		t.Fatalf("copy kiss: %v", err)
+	}
+	prune := execStart(t, get(t, r.Config, "systemd", "services", "kiss-prune", "serviceConfig", "ExecStart").(string), exe, "")
+	prune.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}}
+	if out, err := prune.CombinedOutput(); err != nil {
+		t.Fatalf("prune as %s with metricsFile: %v\n%s", owner.Username, err, out)
+	}
+	if m, err := os.ReadFile(metrics); err != nil || !strings.Contains(string(m), "kiss_prune_") {
+		t.Errorf("metrics file: %v %q", err, m)
+	}
+}

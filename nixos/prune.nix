@@ -154,7 +154,11 @@ in
       };
     };
 
-    systemd.tmpfiles.rules = lib.optional (metricsDir != null) "d ${metricsDir} 0755 root root -";
+    # Owned by the pruner's user: kiss writes the metrics file atomically (a
+    # temporary file beside it, renamed), and a prune whose metrics cannot be
+    # written fails.
+    systemd.tmpfiles.rules = lib.optional (metricsDir != null)
+      "d ${metricsDir} 0755 ${cfg.user} ${if cfg.user == "root" then "root" else if cfg.user == kiss.user then kiss.group else "-"} -";
 
     services.kiss.userNeededBy = lib.optional (cfg.user == kiss.user) "services.kiss.prune";
   };
