@@ -8,6 +8,11 @@ output "substituter_url" {
   value       = module.cache.substituter_url
 }
 
+output "cdn_distribution_id" {
+  description = "Invalidate cached narinfos after a large prune: aws cloudfront create-invalidation --distribution-id ID --paths '/*.narinfo'."
+  value       = module.cache.cdn_distribution_id
+}
+
 output "role_arns" {
   description = "Roles to assume for writing (and reading or pruning by hand)."
   value       = module.cache.role_arns
