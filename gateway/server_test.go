@@ -567,3 +567,32 @@ func TestLogKeyMustNameADerivation(t *testing.T) {
 		}
 	}
 }
+
+// A narinfo the real Nix reads as corrupt (no NarHash, CRLF, a last line
+// without its newline) or reads differently from the pruner ("URL:nar/…",
+// which Nix reads as "ar/…") is refused: every client substituting it
+// would fail. The pruner's own parse is lenient and used to let them in.
+// e2e's TestNarInfoUploadAgreesWithNix checks each rule against Nix.
+func TestNarinfoNixCannotReadRefused(t *testing.T) {
+	e := newEnv(t, nil, gateway.Config{Auth: gateway.Open{}})
+	p := newPath("x")
+	e.put(p.narKey(), p.narBody())
+	good := string(p.narinfo())
+	for name, body := range map[string]string{
+		"no NarHash":       strings.Replace(good, "NarHash: sha256:1kmbzm1dw4jca8fwjdi3dz7pq34pz99f5paydq6cry42lwg8n2bj\n", "", 1),
+		"CRLF":             strings.ReplaceAll(good, "\n", "\r\n"),
+		"no final newline": strings.TrimSuffix(good, "\n"),
+		"Key:value":        strings.Replace(good, "URL: ", "URL:", 1),
+		"NarSize 0":        strings.Replace(good, "NarSize: 4096", "NarSize: 0", 1),
+	} {
+		r := e.do("PUT", "/"+p.narinfoKey(), []byte(body))
+		wantCode(t, name, r, 400)
+		if got := r.hdr.Get("X-Kiss-Error"); got != "malformed" {
+			t.Errorf("%s: X-Kiss-Error %q, want malformed", name, got)
+		}
+		if e.has(p.narinfoKey()) {
+			t.Fatalf("%s: stored", name)
+		}
+	}
+	wantCode(t, "as Nix writes it", e.do("PUT", "/"+p.narinfoKey(), []byte(good)), 201)
+}

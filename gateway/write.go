@@ -375,7 +375,7 @@ func (s *Server) validateNarinfo(ctx context.Context, key string, buf []byte) (n
 	if !utf8.Valid(buf) {
 		return "", fail(http.StatusBadRequest, "malformed", "narinfo is not UTF-8")
 	}
-	ni, err := nixcache.ParseNarInfo(buf, s.cfg.StoreDir)
+	ni, _, err := nixcache.ParseNarInfoUpload(buf, s.cfg.StoreDir)
 	if err != nil {
 		return "", fail(http.StatusBadRequest, "malformed", "narinfo does not parse: %v", err)
 	}

@@ -363,3 +363,28 @@ func TestValidateCacheInfo(t *testing.T) {
 		}
 	}
 }
+
+func TestParseNarInfoUpload(t *testing.T) {
+	const good = "StorePath: /nix/store/sbldylj3clbkc0aqvjjzfa6slp4zdvlj-x\nURL: nar/a.nar\nCompression: none\n" +
+		"NarHash: sha256:1b8m03r63zqhnjf7l5wnldhh7c134ap5vpj0850ymkq1iyzicy5s\nNarSize: 120\nReferences: \n"
+	if _, _, err := nixcache.ParseNarInfoUpload([]byte(good), ""); err != nil {
+		t.Fatalf("a narinfo as Nix writes it: %v", err)
+	}
+	for name, body := range map[string]string{
+		"no NarHash":       strings.Replace(good, "NarHash: sha256:1b8m03r63zqhnjf7l5wnldhh7c134ap5vpj0850ymkq1iyzicy5s\n", "", 1),
+		"bad NarHash":      strings.Replace(good, "sha256:1b8m", "sha256:!b8m", 1),
+		"bad FileHash":     good + "FileHash: md5:zz\n",
+		"NarSize 0":        strings.Replace(good, "NarSize: 120", "NarSize: 0", 1),
+		"CRLF":             strings.ReplaceAll(good, "\n", "\r\n"),
+		"no final newline": strings.TrimSuffix(good, "\n"),
+		"empty line":       "\n" + good,
+		"Key:value":        strings.Replace(good, "URL: ", "URL:", 1),
+		"trailing space":   strings.Replace(good, "nar/a.nar", "nar/a.nar ", 1),
+		"no StorePath":     good[strings.IndexByte(good, '\n')+1:],
+	} {
+		_, _, err := nixcache.ParseNarInfoUpload([]byte(body), "")
+		if !errors.Is(err, nixcache.ErrInvalidNarInfo) {
+			t.Errorf("%s: %v, want ErrInvalidNarInfo", name, err)
+		}
+	}
+}
