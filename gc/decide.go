@@ -323,6 +323,11 @@ func (p *Plan) decide(ctx context.Context, ix *index, ex *exploration, cutoffT t
 	// listed, so it is not deleted either.
 	if len(suspects) > 0 {
 		present := make([]bool, len(suspects))
+		// loose: the narinfo's URL is not a plain nar/ key
+		// (nixcache.NarKeyFromPlainURL: "/nar/x", "../nar/x"). Clients
+		// resolve such a URL differently, so the object it names in this
+		// cache is kept when there but never required.
+		loose := make([]string, len(suspects))
 		err := parallel(ctx, len(suspects), conc, func(ctx context.Context, j int) error {
 			var ni nixcache.NarInfo
 			ok, _, err := readReachableInto(ctx, p.st, storeDir, suspects[j], &ni)
@@ -330,6 +335,10 @@ func (p *Plan) decide(ctx context.Context, ix *index, ex *exploration, cutoffT t
 				return err
 			}
 			if k, ok := ni.NarKey(); ok {
+				if _, plain := nixcache.NarKeyFromPlainURL(ni.URL); !plain {
+					loose[j] = ni.URL
+					return nil
+				}
 				o, err := statKey(ctx, p.st, k)
 				if err != nil {
 					return err
@@ -342,6 +351,10 @@ func (p *Plan) decide(ctx context.Context, ix *index, ex *exploration, cutoffT t
 			return nil, err
 		}
 		for j, h := range suspects {
+			if loose[j] != "" {
+				p.warn("%s: its URL %q names nothing in this cache that clients agree on; nothing is kept for it", nixcache.NarInfoKey(h), loose[j])
+				continue
+			}
 			if present[j] {
 				if p.report.Snapshot != nil {
 					p.report.Snapshot.NewNARs++

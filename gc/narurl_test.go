@@ -1,6 +1,8 @@
 package gc_test
 
 import (
+	"errors"
+	"fmt"
 	"testing"
 
 	"github.com/kiss-cache/kiss/gc"
@@ -61,6 +63,29 @@ func testNARURLAsClientsResolveIt(t *testing.T, newMemCache func(testing.TB) *ca
 		}
 		if sp.gets[elsewhere.narinfo()] != 1 || sp.gets[plain.narinfo()] != 0 || rep.Memo.Hits != 1 {
 			t.Fatalf("warm run: gets %v, memo hits %d; want the absolute-URL narinfo read again and only it", sp.gets, rep.Memo.Hits)
+		}
+	})
+	// Such a URL keeps what it names if it is there, but does not require
+	// it: clients disagree on where it points (a cache served at /cache/
+	// makes "../nar/x" point outside it), so its absence is a warning, not
+	// a refusal. With "../../etc/passwd" a prune refused (exit 4).
+	t.Run("absent", func(t *testing.T) {
+		c := newMemCache(t)
+		for i, u := range []string{"../../etc/passwd", "/nar/gone.nar", "../nar/gone.nar"} {
+			p := c.add(fmt.Sprint("p", i))
+			c.withURL(p, u)
+			c.root("r"+digest(u).String(), p)
+		}
+		rep := c.prune(gc.Options{Grace: -1})
+		if rep.MissingNARs != 0 || len(rep.Warnings) < 3 {
+			t.Fatalf("missing NARs %d, warnings %q; want 0 and one warning each", rep.MissingNARs, rep.Warnings)
+		}
+		// A plain URL still requires its NAR.
+		p := c.add("plain")
+		c.withURL(p, "nar/gone.nar")
+		c.root("plain", p)
+		if _, err := c.tryPrune(gc.Options{Grace: -1}); !errors.Is(err, gc.ErrIntegrity) {
+			t.Fatalf("a plain URL whose NAR is missing: %v, want ErrIntegrity", err)
 		}
 	})
 	// kiss rm: a NAR shared with a rooted narinfo that names it "/nar/x".
