@@ -65,7 +65,9 @@ func TestRootsAddExitCodes(t *testing.T) {
 }
 
 // with-lock passes a failed command's status through (and writes nothing),
-// and a command that cannot start is a failure (1).
+// and a command that cannot start exits as env(1) and the shells do: 127
+// when it is not found, 126 when it cannot be executed (it was 1, which the
+// exit status table did not list).
 func TestWithLockCommandStatus(t *testing.T) {
 	dir := t.TempDir()
 	live := "/nix/store/" + strings.Repeat("a", 32) + "-live"
@@ -73,8 +75,23 @@ func TestWithLockCommandStatus(t *testing.T) {
 	if code, _, _ := runKiss(t, "with-lock", marker, live, "--", "sh", "-c", "exit 7"); code != 7 {
 		t.Fatalf("exit %d, want the command's 7", code)
 	}
-	if code, _, stderr := runKiss(t, "with-lock", marker, live, "--", filepath.Join(dir, "no-such-command")); code != ExitFailure || !strings.Contains(stderr, "no-such-command") {
-		t.Fatalf("a command that cannot start: exit %d, want %d: %s", code, ExitFailure, stderr)
+	notExec := filepath.Join(t.TempDir(), "script")
+	if err := os.WriteFile(notExec, []byte("#!/bin/sh\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		command string
+		code    int
+	}{
+		{filepath.Join(dir, "no-such-command"), 127},
+		{"kiss-no-such-command", 127},
+		{notExec, 126},
+		{t.TempDir(), 126},
+	} {
+		code, _, stderr := runKiss(t, "with-lock", marker, live, "--", c.command)
+		if code != c.code || !strings.Contains(stderr, "starting "+c.command) {
+			t.Errorf("with-lock -- %s: exit %d, want %d: %s", c.command, code, c.code, stderr)
+		}
 	}
 	if _, err := os.Stat(marker); err == nil {
 		t.Fatal("marker written for a command that failed")

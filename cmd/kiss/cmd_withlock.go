@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net/url"
 	"os"
@@ -65,6 +66,8 @@ EXIT STATUS:
    3  the cache cannot be reached or lacks conditional writes; marker write failed
    5  a prune holds the lock and --lock-wait ran out (COMMAND did not run)
    6  the lease was lost while COMMAND ran (COMMAND was stopped; no marker)
+   126  COMMAND was found but cannot be executed (no marker)
+   127  COMMAND was not found (no marker)
 `
 
 func init() {
@@ -320,7 +323,11 @@ func runLocked(ctx, lctx context.Context, argv []string, kissStore string, log *
 		waited <- cmd.Wait()
 	}()
 	if err := <-started; err != nil {
-		return 0, fmt.Errorf("starting %s: %w", argv[0], err)
+		code := ExitCannotRun
+		if errors.Is(err, exec.ErrNotFound) || errors.Is(err, fs.ErrNotExist) {
+			code = ExitNotFound
+		}
+		return 0, withExit(code, fmt.Errorf("starting %s: %w", argv[0], err))
 	}
 	var werr error
 	select {

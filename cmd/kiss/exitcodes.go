@@ -14,15 +14,18 @@ import (
 // Exit codes, documented in `kiss --help` and docs/cli.md. Scripts and
 // systemd units decide on them, so they never change meaning.
 const (
-	ExitOK          = 0
-	ExitFailure     = 1 // anything not listed below
-	ExitUsage       = 2 // bad flags, arguments or URL
-	ExitStore       = 3 // the store lacks a guarantee kiss needs, or cannot be reached
-	ExitRefused     = 4 // fail-closed: kiss refused to delete (roots unreadable, malformed marker, empty roots, integrity)
-	ExitLocked      = 5 // another holder has the lock and --lock-wait ran out
-	ExitLeaseLost   = 6 // the lease was lost while working; work stopped
-	ExitTransient   = 7 // could not decide: the store answered with transient errors only (retry later)
-	ExitProblems    = 8 // kiss verify found something wrong with the cache
+	ExitOK        = 0
+	ExitFailure   = 1 // anything not listed below
+	ExitUsage     = 2 // bad flags, arguments or URL
+	ExitStore     = 3 // the store lacks a guarantee kiss needs, or cannot be reached
+	ExitRefused   = 4 // fail-closed: kiss refused to delete (roots unreadable, malformed marker, empty roots, integrity)
+	ExitLocked    = 5 // another holder has the lock and --lock-wait ran out
+	ExitLeaseLost = 6 // the lease was lost while working; work stopped
+	ExitTransient = 7 // could not decide: the store answered with transient errors only (retry later)
+	ExitProblems  = 8 // kiss verify found something wrong with the cache
+	// kiss with-lock: COMMAND could not be run (as env(1) and the shells).
+	ExitCannotRun   = 126 // found but could not be executed (permissions, not a program)
+	ExitNotFound    = 127 // not found
 	ExitInterrupted = 130
 )
 
@@ -38,7 +41,8 @@ EXIT STATUS:
    7    could not decide: the store kept answering with transient errors (storage check)
    8    problems found (kiss verify)
    130  interrupted
-   kiss with-lock passes its COMMAND's exit status through.
+   kiss with-lock passes its COMMAND's exit status through
+   (126: COMMAND cannot be executed, 127: COMMAND not found).
 `
 
 // exitError attaches an exit code to an error.
@@ -115,5 +119,11 @@ func publishError(command string, err error) error {
 			return withExit(m.code, err)
 		}
 	}
-	return withExit(ExitFailure, err) // publish.ErrCommand
+	// publish.ErrCommand: the command's own code (with-lock: 126, 127 when
+	// COMMAND could not be run), else a failure.
+	var ee *exitError
+	if errors.As(err, &ee) {
+		return withExit(ee.code, err)
+	}
+	return withExit(ExitFailure, err)
 }
