@@ -11,6 +11,7 @@ import (
 	"bytes"
 	"context"
 	_ "embed"
+	"errors"
 	"fmt"
 	"html/template"
 	"slices"
@@ -150,12 +151,30 @@ func Build(ctx context.Context, st storage.Store, o Options) ([]byte, error) {
 	return b.Bytes(), nil
 }
 
-// Publish puts the page into the store at key (DefaultKey if empty).
+// ErrKey: a key the page may not be written to.
+var ErrKey = errors.New("not a key for the page")
+
+// CheckKey says whether the page may be written at key: a valid key that
+// is none of the cache's own objects (nixcache.KindOther: no narinfo, NAR,
+// log, marker, nix-cache-info, .kiss/ or temp file, which the page would
+// overwrite or the pruner would delete).
+func CheckKey(key string) error {
+	if err := storage.ValidateKey(key); err != nil {
+		return err
+	}
+	if kind, _ := nixcache.Classify(key); kind != nixcache.KindOther {
+		return fmt.Errorf("%w: %q is a %s key of the cache", ErrKey, key, kind)
+	}
+	return nil
+}
+
+// Publish puts the page into the store at key (DefaultKey if empty); a key
+// CheckKey refuses is an error and nothing is written.
 func Publish(ctx context.Context, st storage.Store, key string, page []byte) (storage.Object, error) {
 	if key == "" {
 		key = DefaultKey
 	}
-	if err := storage.ValidateKey(key); err != nil {
+	if err := CheckKey(key); err != nil {
 		return storage.Object{}, err
 	}
 	return st.Put(ctx, key, bytes.NewReader(page), storage.PutOptions{ContentType: "text/html; charset=utf-8"})

@@ -8,7 +8,6 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/kiss-cache/kiss/reportpage"
-	"github.com/kiss-cache/kiss/storage"
 )
 
 func init() {
@@ -24,6 +23,8 @@ and freed bytes over time (from the reports each prune keeps in
 
 By default the page goes into the store as index.html, where nginx or the
 bucket serves it; --output FILE writes it to a file instead (- for stdout).
+--key may not name an object of the cache itself (a narinfo, a NAR, a log,
+a marker under gcroots/, nix-cache-info, .kiss/, a *.tmp file).
 
 EXIT STATUS
    0  success
@@ -43,7 +44,7 @@ func runReport(c *cli.Context) error {
 	if c.NArg() != 1 {
 		return usageError(errors.New("report: want exactly one STORE argument"))
 	}
-	if err := storage.ValidateKey(c.String("key")); err != nil {
+	if err := reportpage.CheckKey(c.String("key")); err != nil {
 		return usageError(fmt.Errorf("--key: %w", err))
 	}
 	st, opts, err := openForRoots(c)

@@ -17,6 +17,7 @@ import (
 	"github.com/kiss-cache/kiss/nixcache"
 	"github.com/kiss-cache/kiss/publish"
 	"github.com/kiss-cache/kiss/roots"
+	"github.com/kiss-cache/kiss/storage"
 )
 
 func init() {
@@ -58,7 +59,16 @@ reserved for generations.`,
 				Name:      "rm",
 				Usage:     "delete markers gcroots/NAME...",
 				ArgsUsage: "STORE NAME...",
-				Action:    runRootsRm,
+				Description: `Deletes each marker, only as the version it finds (one rewritten meanwhile
+stays). A NAME with no marker is reported; the others are still removed.
+What only a removed marker kept goes with the next prune.
+
+EXIT STATUS
+   0  every marker removed
+   1  a NAME has no marker (the others were removed)
+   2  bad arguments (a NAME the pruner would not read as a marker) or store URL
+   3  the store cannot be read, or a delete failed`,
+				Action: runRootsRm,
 			},
 		},
 	})
@@ -226,17 +236,32 @@ func runRootsRm(c *cli.Context) error {
 	}
 	defer st.Close()
 	var errs []error
+	code := ExitOK
+	removed := []string{}
 	for _, n := range c.Args().Slice()[1:] {
-		if err := roots.Remove(c.Context, st, n); err != nil {
+		key, _ := roots.Key(n)
+		err := roots.Remove(c.Context, st, n)
+		switch {
+		case errors.Is(err, storage.ErrNotFound):
+			errs = append(errs, fmt.Errorf("%s: no such marker", key))
+			if code == ExitOK {
+				code = ExitFailure
+			}
+			continue
+		case err != nil:
 			errs = append(errs, err)
+			code = ExitStore
 			continue
 		}
+		removed = append(removed, key)
 		if !jsonWanted(c) {
-			fmt.Fprintf(c.App.Writer, "removed %s%s\n", nixcache.RootsPrefix, n)
+			fmt.Fprintf(c.App.Writer, "removed %s\n", key)
 		}
 	}
-	if err := errors.Join(errs...); err != nil {
-		return withExit(ExitStore, err)
+	if jsonWanted(c) {
+		if err := writeJSON(c.App.Writer, map[string]any{"removed": removed}); err != nil {
+			return err
+		}
 	}
-	return nil
+	return withExit(code, errors.Join(errs...))
 }

@@ -61,6 +61,11 @@ func runVerify(c *cli.Context) error {
 	if c.Bool("restore") && c.Bool("quarantine") {
 		return usageError(errors.New("verify: --restore and --quarantine exclude each other"))
 	}
+	for _, k := range c.StringSlice("trusted-key") {
+		if _, err := nixcache.ParsePublicKey(k); err != nil {
+			return usageError(fmt.Errorf("--trusted-key %q: %w", k, err))
+		}
+	}
 	st, err := openStore(c.Context, c.Args().First())
 	if err != nil {
 		return err
