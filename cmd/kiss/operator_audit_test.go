@@ -56,3 +56,14 @@ func TestReportKeyIsNotCacheContent(t *testing.T) {
 		}
 	}
 }
+
+// A --trusted-key that is no public key is a bad argument (exit 2), as the
+// help says, not an unusable store (3).
+func TestVerifyBadTrustedKeyIsUsage(t *testing.T) {
+	dir, _ := newOperatorCache(t)
+	for _, k := range []string{"garbage", "name:", "name:bm90IGEga2V5"} {
+		if code, _, stderr := runKiss(t, "verify", "--no-save", "--deep", "--trusted-key", k, dir); code != ExitUsage {
+			t.Errorf("verify --trusted-key %q: exit %d, want %d: %s", k, code, ExitUsage, stderr)
+		}
+	}
+}
