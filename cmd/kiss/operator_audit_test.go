@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -65,5 +66,33 @@ func TestVerifyBadTrustedKeyIsUsage(t *testing.T) {
 		if code, _, stderr := runKiss(t, "verify", "--no-save", "--deep", "--trusted-key", k, dir); code != ExitUsage {
 			t.Errorf("verify --trusted-key %q: exit %d, want %d: %s", k, code, ExitUsage, stderr)
 		}
+	}
+}
+
+// kiss roots rm of a marker that does not exist says so and exits 1 (as rm
+// and why do for a path not in the cache), not 3 (store unusable) with
+// "storage stat …: object not found"; the other names are still removed.
+func TestRootsRmUnknownMarker(t *testing.T) {
+	dir, path := newOperatorCache(t)
+	if code, _, stderr := runKiss(t, "roots", "add", dir, "ops", path); code != ExitOK {
+		t.Fatalf("roots add: exit %d: %s", code, stderr)
+	}
+	code, stdout, stderr := runKiss(t, "roots", "rm", dir, "nonexistent", "ops")
+	if code != ExitFailure || !strings.Contains(stderr, "gcroots/nonexistent") || !strings.Contains(stderr, "no such marker") {
+		t.Errorf("roots rm of a missing marker: exit %d, want %d with \"no such marker\": %s", code, ExitFailure, stderr)
+	}
+	if !strings.Contains(stdout, "removed gcroots/ops") {
+		t.Errorf("roots rm did not report removing gcroots/ops: %q", stdout)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "gcroots", "ops")); !os.IsNotExist(err) {
+		t.Errorf("gcroots/ops not removed: %v", err)
+	}
+	// --json: a JSON document on stdout (it printed nothing before).
+	code, stdout, stderr = runKiss(t, "--json", "roots", "rm", dir, "web")
+	var out struct {
+		Removed []string `json:"removed"`
+	}
+	if err := json.Unmarshal([]byte(stdout), &out); code != ExitOK || err != nil || len(out.Removed) != 1 || out.Removed[0] != "gcroots/web" {
+		t.Errorf("--json roots rm: exit %d, %v, stdout %q: %s", code, err, stdout, stderr)
 	}
 }
