@@ -173,6 +173,9 @@ func explore(ctx context.Context, c exploreConfig) (*exploration, error) {
 	}
 	ex.reads, ex.readBytes, ex.memoHits = w.reads, w.readBytes, w.memoHits
 	ex.danglingRefs, ex.firstProblems = w.danglingRefs, w.firstProblems
+	if err := ex.quarantinedRoots(ctx, c.store); err != nil {
+		return nil, err
+	}
 	ex.reachBytes = w.reachBytes
 	for _, v := range ix.reach {
 		ex.reachable += int64(bits.OnesCount64(v))
@@ -294,4 +297,35 @@ type Snapshot interface {
 	Taken() time.Time
 	// Objects yields the listed objects, with their attributes, in batches.
 	Objects(ctx context.Context) iter.Seq2[[]storage.Object, error]
+}
+
+// quarantinedRoots counts, as dangling references, the roots not in the
+// cache whose narinfo kiss verify --quarantine moved aside
+// (nixcache.QuarantineKey): the walk cannot see what such a path
+// references, so what only it keeps would go although the root names it
+// and --restore needs it back. A plan refuses as for the missing NAR the
+// quarantine stood for (ErrIntegrity, unless AllowDangling).
+func (ex *exploration) quarantinedRoots(ctx context.Context, st storage.Store) error {
+	if len(ex.missingRoots) == 0 {
+		return nil
+	}
+	keys := make([]string, len(ex.missingRoots))
+	for i, h := range ex.missingRoots {
+		keys[i] = nixcache.QuarantineKey(h)
+	}
+	return storage.StatMany(ctx, st, keys, func(i int, _ storage.Object, err error) error {
+		switch {
+		case errors.Is(err, storage.ErrNotFound):
+			return nil
+		case err != nil:
+			return fmt.Errorf("%w: %s: %w", ErrRootsUnavailable, keys[i], err)
+		}
+		ex.danglingRefs++
+		if len(ex.firstProblems) < 20 {
+			ex.firstProblems = append(ex.firstProblems, fmt.Sprintf(
+				"a root names %s, whose narinfo is in quarantine (%s): what it references has no root; push the path again, kiss verify --restore it, or remove the root",
+				ex.missingRoots[i], keys[i]))
+		}
+		return nil
+	})
 }
