@@ -281,7 +281,9 @@ func NarInfoKeyFor(ref, storeDir string) (string, error) {
 // more is safe, keeping less loses a NAR a rooted narinfo needs (I2).
 //
 // Writers are held to the narrower NarKeyFromPlainURL; every URL it accepts
-// maps to the same key here.
+// maps to the same key here. Only such a plain URL's NAR is required (the
+// pruner refuses when it is missing); what another URL names is kept if it
+// is there, since clients do not agree that it is this cache's.
 func NarKeyFromURL(u string) (key string, ok bool) {
 	if u == "" || strings.Contains(u, "://") {
 		return "", false
