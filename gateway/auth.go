@@ -239,6 +239,9 @@ func formatDN(rdns pkix.RDNSequence) string {
 // OIDCConfig configures bearer-token authentication (e.g. GitHub Actions).
 type OIDCConfig struct {
 	// Issuer must equal the token's iss ("https://token.actions.githubusercontent.com").
+	// Required: a key set may sign for more than one issuer (the tenants
+	// of a multi-tenant provider), so the signature alone does not say
+	// whose token it is.
 	Issuer string
 	// Audience must be among the token's aud. Required.
 	Audience string
@@ -287,6 +290,9 @@ const (
 // logged, not fatal: the issuer may come up later), every hour, and on an
 // unknown kid at most once per MinJWKSRefresh. go-oidc checks the claims.
 func NewOIDC(cfg OIDCConfig) (*OIDC, error) {
+	if cfg.Issuer == "" {
+		return nil, errors.New("oidc: an issuer is required (--oidc-issuer: the iss tokens must carry)")
+	}
 	if cfg.Audience == "" {
 		return nil, errors.New("oidc: an audience is required")
 	}
@@ -326,7 +332,6 @@ func NewOIDC(cfg OIDCConfig) (*OIDC, error) {
 	}
 	v := oidc.NewVerifier(cfg.Issuer, jwksKeySet{keys}, &oidc.Config{
 		ClientID:             cfg.Audience,
-		SkipIssuerCheck:      cfg.Issuer == "",
 		SupportedSigningAlgs: oidcAlgs,
 		Now:                  cfg.Now,
 	})

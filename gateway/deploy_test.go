@@ -19,7 +19,7 @@ func TestDeploymentRules(t *testing.T) {
 	p := newPKI(t, dir, "ca")
 	p.issue("server", pkix.Name{CommonName: "localhost"}, true, time.Now().Add(time.Hour))
 	cert, key, ca := filepath.Join(dir, "server.crt"), filepath.Join(dir, "server.key"), filepath.Join(dir, "ca.crt")
-	oidc := gateway.OIDCConfig{Audience: "kiss", JWKSURL: "http://127.0.0.1:1/jwks", WriteSubjects: []string{"ci"}}
+	oidc := gateway.OIDCConfig{Issuer: "https://token.example", Audience: "kiss", JWKSURL: "http://127.0.0.1:1/jwks", WriteSubjects: []string{"ci"}}
 
 	for name, s := range map[string]gateway.Security{
 		"cert without key":          {TLSCert: cert},
@@ -30,7 +30,8 @@ func TestDeploymentRules(t *testing.T) {
 		"anonymous writes and OIDC": {OIDC: oidc, AnonymousWrites: true},
 		"writers without client CA": {Writers: []string{"CN=builder"}},
 		"unreadable certificate":    {TLSCert: filepath.Join(dir, "absent.crt"), TLSKey: key},
-		"OIDC without JWKS":         {OIDC: gateway.OIDCConfig{Audience: "kiss"}},
+		"OIDC without JWKS":         {OIDC: gateway.OIDCConfig{Issuer: "https://token.example", Audience: "kiss"}},
+		"OIDC without issuer":       {OIDC: gateway.OIDCConfig{Audience: "kiss", JWKSURL: "http://127.0.0.1:1/jwks", WriteSubjects: []string{"ci"}}},
 	} {
 		if d, err := gateway.NewDeployment(s); !errors.Is(err, gateway.ErrSetup) {
 			t.Errorf("%s: %v, %+v; want ErrSetup", name, err, d)

@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -64,4 +65,28 @@ func TestOIDCForgedTokensDoNotFloodJWKS(t *testing.T) {
 	}
 	// The genuine token still passes, from the cached keys.
 	wantCode(t, "genuine token after the forgeries", e.do("GET", "/nix-cache-info", nil, "Authorization", "Bearer "+good), 200)
+}
+
+// An OIDC setup without an issuer skipped the iss check (go-oidc's
+// SkipIssuerCheck), so any issuer whose tokens the JWKS verifies could
+// write: every tenant of a shared, multi-tenant key set, or any other
+// service signing with the same keys. The issuer is now required, as the
+// audience is.
+func TestOIDCRequiresIssuer(t *testing.T) {
+	is := newIssuer(t)
+	is.addKey("k1")
+	cfg := gateway.OIDCConfig{Audience: "kiss-cache", JWKSURL: is.url, WriteSubjects: []string{"repo:org/*"}}
+	if auth, err := gateway.NewOIDC(cfg); err == nil {
+		e := newEnv(t, nil, gateway.Config{Auth: auth})
+		tok := is.token("k1", "RS256", map[string]any{
+			"iss": "https://other-tenant.example", "aud": "kiss-cache", "sub": "repo:org/app",
+			"exp": time.Now().Add(5 * time.Minute).Unix(),
+		})
+		p := newPath("iss")
+		r := e.do("PUT", "/gcroots/x", p.marker(), "Authorization", "Bearer "+tok)
+		t.Fatalf("NewOIDC without an issuer was accepted; a token from https://other-tenant.example then got %d on a marker PUT", r.code)
+	}
+	if _, err := gateway.NewDeployment(gateway.Security{OIDC: cfg}); !errors.Is(err, gateway.ErrSetup) {
+		t.Fatalf("OIDC without an issuer: %v, want ErrSetup", err)
+	}
 }

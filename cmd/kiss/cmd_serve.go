@@ -30,7 +30,8 @@ Authentication (one per server):
                                         certificate from CA; writers by RFC 2253 subject DN
                                         ("CN=builder-01,O=Example", or "CN=builder-01" for
                                         a certificate whose only CN is builder-01)
-  --oidc-audience … --oidc-jwks-url …   bearer tokens (CI): read/write by subject glob
+  --oidc-issuer … --oidc-audience …     bearer tokens (CI): read/write by subject glob
+    --oidc-jwks-url …                   (issuer and audience are both required)
   --open-reads                          with either: anyone reads, credentials only to write
   --anonymous-writes                    anyone writes (loopback listeners only; tests, sidecars)
 Without any, anyone may read and nobody may write.
