@@ -81,6 +81,12 @@ let
 
   writerVar = "$kiss_writer_${checkedName}";
   denyVar = "$kiss_deny_${checkedName}";
+  # The lease gateway behind gcrootsProxy runs with --anonymous-writes, so
+  # what kiss serve keeps for writers even to read (leases, listings of
+  # the cache) must be refused here: non-writers may ask the root for
+  # nothing but the capabilities (/?kiss=info).
+  rootDenyVar = "$kiss_rootdeny_${checkedName}";
+  writersOnly = "if (${writerVar} != 1) { return 403; }";
 
   # Writers are matched like `kiss serve --writer` (gateway.ClientCerts):
   # an entry with several attributes ("CN=hydra,O=Example") must equal
@@ -178,8 +184,10 @@ let
     if gcrootsProxy != null then
       [ "# Markers and lease objects go to kiss serve: conditional writes." ]
       ++ block "location ^~ /gcroots/" toGateway
-      ++ [ "# kiss's client API at the root (/?kiss=info, /?list=1) too." ]
-      ++ block "location = /" toGateway
+      ++ [ "# Leases are writers' business, even to read (as in kiss serve)." ]
+      ++ block "location ^~ /gcroots/.lock" ([ writersOnly ] ++ toGateway)
+      ++ [ "# kiss's client API at the root: /?kiss=info for readers, listings for writers." ]
+      ++ block "location = /" ([ "if (${rootDenyVar}) { return 403; }" ] ++ toGateway)
     else
       block "location ^~ /gcroots/" ([
         deny
@@ -232,6 +240,11 @@ let
       "\"~^(GET|HEAD):\" 0;"
       "\"~:1$\" 0;"
     ]
+    ++ when (gcrootsProxy != null) (block "map \"${writerVar}:$args\" ${rootDenyVar}" [
+      "default 1;"
+      "\"~^1:\" 0;"
+      "\"0:kiss=info\" 0;"
+    ])
     ++ block "server" (
       tlsLines
       ++ [

@@ -489,6 +489,29 @@ func TestNginxLeasesThroughKissServe(t *testing.T) {
 	if code != 200 || !strings.Contains(body, `"key":"gcroots/.lock/prune"`) || !strings.Contains(body, `"key":"gcroots/.lock/job.1"`) {
 		t.Errorf("lease listing through nginx: %d %q", code, body)
 	}
+	if code, _, body := writer.do(t, "GET", "/?list=1", "", nil); code != 200 || !strings.Contains(body, `"key":"gcroots/.lock/job.1"`) {
+		t.Errorf("writer cache listing through nginx: %d %q", code, body)
+	}
+
+	// A reader (valid certificate, not a writer) gets what kiss serve gives
+	// it: leases and the cache listing are writers' business, even to GET
+	// (docs/gateway.md). The lease gateway behind nginx runs with
+	// --anonymous-writes, so nginx must refuse these before proxying; it
+	// used to check writers only for methods other than GET and HEAD.
+	reader := newClient("reader", base, pki.ClientTLS(ptr(pki.Client("reader"))))
+	for _, p := range []string{"/gcroots/.lock/job.1", "/gcroots/.lock/prune", "/gcroots/.lock/?list=1", "/gcroots/.lock?list=1",
+		"/gcroots/%2Elock/job.1", "/gcroots//.lock/job.1", "/?list=1", "/?list", "/?%6Cist=1", "/?kiss=info&list=1"} {
+		if code, _, body := reader.do(t, "GET", p, "", nil); code != 403 {
+			t.Errorf("reader GET %s: %d %.120q, want 403", p, code, body)
+		}
+	}
+	// What readers use still works: capabilities, markers.
+	if code, _, body := reader.do(t, "GET", "/?kiss=info", "", nil); code != 200 {
+		t.Errorf("reader GET /?kiss=info: %d %q", code, body)
+	}
+	if code, _, body := reader.do(t, "GET", "/gcroots/?list=1", "", nil); code != 200 {
+		t.Errorf("reader GET /gcroots/?list=1: %d %q", code, body)
+	}
 }
 
 // TestNginxRenderRefusesInjection checks that values which would change the
