@@ -61,7 +61,10 @@ type exploration struct {
 	memoHits      int64
 	danglingRefs  int64
 	firstProblems []string
-	listSeconds   float64
+	// quarantined: the roots whose narinfo kiss verify --quarantine moved
+	// aside (each also counted in danglingRefs), as problem messages.
+	quarantined []string
+	listSeconds float64
 }
 
 func (ex *exploration) close() {
@@ -321,10 +324,11 @@ func (ex *exploration) quarantinedRoots(ctx context.Context, st storage.Store) e
 			return fmt.Errorf("%w: %s: %w", ErrRootsUnavailable, keys[i], err)
 		}
 		ex.danglingRefs++
+		msg := fmt.Sprintf("a root names %s, whose narinfo is in quarantine (%s): what it references has no root; push the path again, kiss verify --restore it, or remove the root",
+			ex.missingRoots[i], keys[i])
+		ex.quarantined = append(ex.quarantined, msg)
 		if len(ex.firstProblems) < 20 {
-			ex.firstProblems = append(ex.firstProblems, fmt.Sprintf(
-				"a root names %s, whose narinfo is in quarantine (%s): what it references has no root; push the path again, kiss verify --restore it, or remove the root",
-				ex.missingRoots[i], keys[i]))
+			ex.firstProblems = append(ex.firstProblems, msg)
 		}
 		return nil
 	})

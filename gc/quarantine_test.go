@@ -32,6 +32,14 @@ func TestQuarantinedRootRefuses(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// kiss rm refuses too: lib is kept by the quarantined path.
+	if p, err := newView(t, c, gc.Options{Grace: -1}).Removal(ctx, []nixcache.Hash{lib.hash}); !errors.Is(err, gc.ErrIntegrity) {
+		if p != nil {
+			p.Close()
+		}
+		t.Fatalf("kiss rm of what a quarantined root references: err %v, want ErrIntegrity", err)
+	}
+
 	rep, err := c.tryPrune(gc.Options{Grace: -1})
 	if !errors.Is(err, gc.ErrIntegrity) {
 		t.Fatalf("prune with a quarantined root: err %v, want ErrIntegrity; report %+v", err, rep)

@@ -75,6 +75,12 @@ func (v *View) Removal(ctx context.Context, targets []nixcache.Hash) (*Plan, err
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
+	// A root naming a quarantined path keeps what that path references,
+	// but the walk cannot see it (a prune refuses the same way): any
+	// target may be among it.
+	if len(v.quarantined) > 0 && !v.opts.AllowDangling {
+		return nil, fmt.Errorf("%w: %s", ErrIntegrity, v.quarantined[0])
+	}
 	skip := func(id PathID) bool { return isTarget[id] }
 	for id := range isTarget {
 		c, ok, err := v.ShortestChain(id, skip)

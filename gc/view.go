@@ -42,6 +42,9 @@ type View struct {
 	offs     []int64
 	fileSize []uint64
 	young    []PathID // ascending
+	// quarantined: problems of roots whose narinfo is in quarantine
+	// (exploration.quarantined); a removal refuses while there are any.
+	quarantined []string
 }
 
 // PathID names one listed narinfo of a View.
@@ -115,7 +118,7 @@ func NewView(ctx context.Context, st storage.Store, opts Options) (*View, error)
 		v.Close()
 		return nil, err
 	}
-	v.ix, v.memo = ex.ix, ex.memo
+	v.ix, v.memo, v.quarantined = ex.ix, ex.memo, ex.quarantined
 	if v.ix.partial {
 		// A keys-only listing left the reachable narinfos without an age
 		// (the walk needs none); a young one is a root of its own here.
