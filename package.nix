@@ -37,7 +37,7 @@ builder {
           || lib.hasInfix "/testdata/" ("/" + rel));
   };
 
-  vendorHash = "sha256-TwuWYNb/xV/63GmZ8OvqKLxCXH1mPhjv4zlbq3kuTgY=";
+  vendorHash = "sha256-eRiQ4fc2VRLtLS0P3GdEg/juO6u25JIQeo5blzxmCIA=";
   proxyVendor = true;
   subPackages = [ "cmd/kiss" ];
   env.CGO_ENABLED = 0;

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"sync"
 	"time"
 
@@ -36,8 +37,11 @@ func WithMaxUploadSize(n int64) EphemeralOption { return func(c *Config) { c.Max
 // through the https client store): the bytes pass through the same write
 // validation as `kiss serve`.
 //
-// Anyone who knows the URL may write; the 128-bit token is the credential,
-// so the URL must not be logged (the access log shows the prefix as "/…").
+// The 128-bit token is the credential, so the URL must not be logged (the
+// access log shows the prefix as "/…"). But the command that is given it
+// puts it on its command line, which other local users can read: so a
+// connection is served only when the kernel says the socket
+// that opened it runs as the same user as kiss (sameUserListener).
 // The endpoint stops when ctx is done or stop is called; stop waits for
 // requests in flight until its own ctx expires.
 func Ephemeral(ctx context.Context, st storage.Store, opts ...EphemeralOption) (baseURL string, stop func(context.Context) error, err error) {
@@ -55,10 +59,11 @@ func Ephemeral(ctx context.Context, st storage.Store, opts ...EphemeralOption) (
 	if err != nil {
 		return "", nil, err
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	tcp, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return "", nil, fmt.Errorf("ephemeral gateway: listen: %w", err)
 	}
+	ln := net.Listener(&sameUserListener{Listener: tcp, uid: uint64(os.Getuid()), log: cfg.Logger})
 	// The endpoint runs until ctx ends or stop is called, whichever comes
 	// first; requests in flight then get 5 seconds to finish.
 	sctx, cancel := context.WithCancel(ctx)

@@ -2,8 +2,11 @@ package gateway_test
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net/http"
+	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -82,4 +85,65 @@ func TestEphemeral(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// The ephemeral endpoint's URL, token included, is on the command line of
+// the command kiss with-lock runs (nix copy --to "$KISS_STORE"), which any
+// local user can read. So a connection is served only when the process
+// that opened it runs as kiss's user: another user who read the URL gets
+// the connection closed, and writes nothing.
+func TestEphemeralOtherUserRefused(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: connects once as kiss's user and once as nobody (setpriv)")
+	}
+	setpriv, err := exec.LookPath("setpriv")
+	if err != nil {
+		t.Skip("needs setpriv (util-linux) to connect as another user")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	st := storage.NewMem(nil)
+	base, stop, err := gateway.Ephemeral(ctx, st, gateway.WithLogger(slog.New(slog.DiscardHandler)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop(context.Background())
+	p := newPath("intruder")
+	// A tiny HTTP client in this test binary, run as a given user.
+	put := func(uid string) (string, error) {
+		args := []string{"-test.run=^TestEphemeralPutHelper$"}
+		cmd := exec.Command(os.Args[0], args...)
+		if uid != "" {
+			cmd = exec.Command(setpriv, append([]string{"--reuid=" + uid, "--regid=" + uid, "--clear-groups", os.Args[0]}, args...)...)
+		}
+		cmd.Env = append(os.Environ(), "KISS_TEST_PUT_URL="+base+"/"+p.narKey())
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	if out, err := put("65534"); err == nil || !strings.Contains(out, "PUT failed") {
+		t.Fatalf("PUT as nobody: %v\n%s", err, out)
+	}
+	if _, err := st.Stat(ctx, p.narKey()); err == nil {
+		t.Fatal("a PUT by another user was stored")
+	}
+	if out, err := put(""); err != nil || !strings.Contains(out, "PUT 201") {
+		t.Fatalf("PUT as kiss's own user: %v\n%s", err, out)
+	}
+}
+
+// TestEphemeralPutHelper is TestEphemeralOtherUserRefused's client: it
+// PUTs to $KISS_TEST_PUT_URL and prints what happened.
+func TestEphemeralPutHelper(t *testing.T) {
+	url := os.Getenv("KISS_TEST_PUT_URL")
+	if url == "" {
+		t.Skip("run by TestEphemeralOtherUserRefused")
+	}
+	req, _ := http.NewRequest("PUT", url, strings.NewReader("NAR"))
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		fmt.Println("PUT failed:", err)
+		os.Exit(1)
+	}
+	res.Body.Close()
+	fmt.Println("PUT", res.StatusCode)
 }
