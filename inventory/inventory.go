@@ -110,36 +110,51 @@ func (r *Report) Taken() time.Time { return r.taken }
 
 // OpenURL opens the report whose manifest is at rawURL:
 // s3://DEST-BUCKET/…/manifest.json?region=… (the store is the bucket, with
-// the URL's parameters, opened by open), or a file:// URL or path of a copy
-// of the destination bucket's files: data file keys are relative to the
+// the URL's parameters, opened by open), or a file:// URL or a plain path
+// (relative to the working directory, as a STORE path is; open is given the
+// directory as a plain path) of a copy of the destination bucket's files:
+// data file keys are relative to the
 // bucket, so the directory that stands for it is found from the manifest's
 // own place (…/<source>/<config>/<date>/manifest.json beside
 // …/<source>/<config>/data/). The store is closed by the returned func.
 func OpenURL(ctx context.Context, rawURL string, open func(context.Context, string) (storage.Store, error), tempDir string) (*Report, func(), error) {
-	if !strings.Contains(rawURL, "://") {
-		rawURL = "file://" + rawURL
-	}
-	u, err := url.Parse(rawURL)
-	if err != nil {
-		return nil, nil, fmt.Errorf("%w %q: %v", ErrURL, rawURL, err)
-	}
 	var storeURL, key string
-	switch u.Scheme {
-	case "s3":
-		key = strings.TrimPrefix(u.Path, "/")
-		if u.Host == "" || key == "" {
-			return nil, nil, fmt.Errorf("%w %q: want s3://BUCKET/…/manifest.json", ErrURL, rawURL)
+	if !strings.Contains(rawURL, "://") {
+		// A plain path, as a STORE path is: relative to the working
+		// directory, and no URL syntax ('#', '?', '%' are part of names).
+		if scheme, _, ok := strings.Cut(rawURL, ":"); ok && (scheme == "s3" || scheme == "file") {
+			return nil, nil, fmt.Errorf("%w %q: want %s://…", ErrURL, rawURL, scheme)
 		}
-		u.Path = ""
-		storeURL = u.String()
-	case "file":
-		root, rel, err := fileRoot(u.Path)
+		path, err := filepath.Abs(rawURL)
 		if err != nil {
+			return nil, nil, fmt.Errorf("%w %q: %v", ErrURL, rawURL, err)
+		}
+		if storeURL, key, err = fileRoot(path); err != nil {
 			return nil, nil, err
 		}
-		storeURL, key = "file://"+root, rel
-	default:
-		return nil, nil, fmt.Errorf("%w %q: want s3:// or file://", ErrURL, rawURL)
+	} else {
+		u, err := url.Parse(rawURL)
+		if err != nil {
+			return nil, nil, fmt.Errorf("%w %q: %v", ErrURL, rawURL, err)
+		}
+		switch u.Scheme {
+		case "s3":
+			key = strings.TrimPrefix(u.Path, "/")
+			if u.Host == "" || key == "" {
+				return nil, nil, fmt.Errorf("%w %q: want s3://BUCKET/…/manifest.json", ErrURL, rawURL)
+			}
+			u.Path = ""
+			storeURL = u.String()
+		case "file":
+			if u.Host != "" && u.Host != "localhost" {
+				return nil, nil, fmt.Errorf("%w %q: file:// URLs take no host (use file:///abs/path/manifest.json)", ErrURL, rawURL)
+			}
+			if storeURL, key, err = fileRoot(u.Path); err != nil {
+				return nil, nil, err
+			}
+		default:
+			return nil, nil, fmt.Errorf("%w %q: want s3:// or file://", ErrURL, rawURL)
+		}
 	}
 	st, err := open(ctx, storeURL)
 	if err != nil {
@@ -153,8 +168,9 @@ func OpenURL(ctx context.Context, rawURL string, open func(context.Context, stri
 	return r, func() { st.Close() }, nil
 }
 
-// fileRoot finds, for a manifest at path, the directory that stands for the
-// destination bucket, and the manifest's key in it.
+// fileRoot finds, for a manifest at (absolute) path, the directory that
+// stands for the destination bucket, as a plain path (no URL: a name may
+// hold '#' or '%'), and the manifest's key in it.
 func fileRoot(path string) (root, key string, err error) {
 	data, err := os.ReadFile(path)
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -122,6 +123,53 @@ func TestOpenURL(t *testing.T) {
 	for _, bad := range []string{"s3://bucket", "http://x/manifest.json", dir + "/nothing.json"} {
 		if _, _, err := inventory.OpenURL(ctx, bad, open, ""); err == nil {
 			t.Errorf("OpenURL(%q) accepted", bad)
+		}
+	}
+}
+
+// TestOpenURLPlainPath: a manifest given as a plain path is that file, as a
+// STORE path is: a relative path is relative to the working directory (it
+// was read as file://FIRST-DIR/rest, so /rest was opened), and a directory
+// whose name holds '#', '?' or '%' is no URL syntax. A file:// URL with a
+// host, or a scheme without "//", is refused as a bad URL.
+func TestOpenURLPlainPath(t *testing.T) {
+	ctx := context.Background()
+	open := func(ctx context.Context, u string) (storage.Store, error) { return storage.Open(ctx, u) }
+	for _, name := range []string{"plain", "odd #1 ?x %41"} {
+		t.Run(name, func(t *testing.T) {
+			base := t.TempDir()
+			dir := filepath.Join(base, name)
+			dest, err := storage.OpenFile(dir, storage.CreateDir())
+			if err != nil {
+				t.Fatal(err)
+			}
+			key, err := inventory.Write(ctx, dest, "inv", "cache", "CSV", time.Now(), objects(5), 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Chdir(base)
+			for _, p := range []string{filepath.Join(name, key), "./" + filepath.Join(name, key), filepath.Join(dir, key)} {
+				r, closeIt, err := inventory.OpenURL(ctx, p, open, "")
+				if err != nil {
+					t.Fatalf("%s: %v", p, err)
+				}
+				n := 0
+				for batch, err := range r.Objects(ctx) {
+					if err != nil {
+						t.Fatalf("%s: %v", p, err)
+					}
+					n += len(batch)
+				}
+				closeIt()
+				if n != 5 {
+					t.Fatalf("%s: %d objects", p, n)
+				}
+			}
+		})
+	}
+	for _, bad := range []string{"file://host/inv/manifest.json", "file:inv/manifest.json", "s3:bucket/manifest.json"} {
+		if _, _, err := inventory.OpenURL(ctx, bad, open, ""); !errors.Is(err, inventory.ErrURL) {
+			t.Errorf("OpenURL(%q): %v, want ErrURL", bad, err)
 		}
 	}
 }
