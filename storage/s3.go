@@ -79,6 +79,9 @@ type s3Store struct {
 	clockMu  sync.Mutex
 	offset   time.Duration // store clock minus local clock
 	offsetAt time.Time     // local time the offset was measured (zero: never)
+	// headDenied: a HeadBucket was answered 403 (Open then checks the
+	// credentials: checkCredentials).
+	headDenied bool
 }
 
 var (
@@ -299,7 +302,40 @@ func openS3(ctx context.Context, u *url.URL) (Store, error) {
 		_ = bucket.Close()
 		return nil, err
 	}
+	if s.headDenied {
+		if err := s.checkCredentials(ctx); err != nil {
+			_ = bucket.Close()
+			return nil, err
+		}
+	}
 	return s, nil
+}
+
+// rejectedCredentials are the error codes of S3 (and the servers that
+// follow it) for keys it does not accept at all, as against a policy that
+// denies an accepted identity (AccessDenied).
+var rejectedCredentials = map[string]bool{
+	"InvalidAccessKeyId": true, "SignatureDoesNotMatch": true, "InvalidToken": true,
+	"ExpiredToken": true, "TokenRefreshRequired": true, "InvalidSecurity": true,
+}
+
+// checkCredentials tells keys the server rejects from a role that may not
+// HeadBucket, both of which get a bare 403 to the HeadBucket of Open (a
+// HEAD has no body, so no error code): one ranged GET of nix-cache-info
+// answers with a code. Only rejected keys fail; a denial, a missing object
+// or any other answer leaves the commands to meet it on their own reads.
+func (s *s3Store) checkCredentials(ctx context.Context) error {
+	out, err := s.client.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(s.name), Key: aws.String("nix-cache-info"), Range: aws.String("bytes=0-0")})
+	if err == nil {
+		_, _ = io.Copy(io.Discard, io.LimitReader(out.Body, 2))
+		out.Body.Close()
+		return nil
+	}
+	var ae smithy.APIError
+	if errors.As(err, &ae) && rejectedCredentials[ae.ErrorCode()] {
+		return wrap("open", "", fmt.Errorf("%w: %s rejects these credentials (%s; see AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_PROFILE): %w", ErrAccessDenied, s.displayURL, ae.ErrorCode(), err))
+	}
+	return nil
 }
 
 func (s *s3Store) Capabilities() Capabilities { return s.caps }
@@ -773,6 +809,7 @@ func (s *s3Store) Now(ctx context.Context) (time.Time, error) {
 			return time.Time{}, wrap("now", "", fmt.Errorf("bucket %q does not exist at %s: %w", s.name, s.displayURL, err))
 		case errors.As(err, &re) && re.HTTPStatusCode() == http.StatusForbidden:
 			// Not allowed to HeadBucket, but the denial still carries Date.
+			s.headDenied = true
 		default:
 			return time.Time{}, wrap("now", "", mapped)
 		}

@@ -45,3 +45,35 @@ func TestS3DeniedReadIsAccessDenied(t *testing.T) {
 		}
 	}
 }
+
+// TestS3BadCredentialsFailAtOpen: S3 answers a HeadBucket signed with
+// unknown or wrong keys with a bare 403 (a HEAD has no body), which Open
+// also gets from a role that may not HeadBucket and so lets pass. Keys the
+// server does not accept (InvalidAccessKeyId, SignatureDoesNotMatch) must
+// still fail at Open, as docs/storage.md says, not at the first read of a
+// command (kiss prune: exit 4 "roots unavailable"; kiss verify: exit 3).
+func TestS3BadCredentialsFailAtOpen(t *testing.T) {
+	for _, code := range []string{"InvalidAccessKeyId", "SignatureDoesNotMatch"} {
+		t.Run(code, func(t *testing.T) {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "application/xml")
+				w.WriteHeader(http.StatusForbidden)
+				if r.Method != http.MethodHead {
+					w.Write([]byte(`<?xml version="1.0" encoding="UTF-8"?><Error><Code>` + code + `</Code><Message>no</Message></Error>`))
+				}
+			}))
+			t.Cleanup(srv.Close)
+			t.Setenv("AWS_ACCESS_KEY_ID", "wrong")
+			t.Setenv("AWS_SECRET_ACCESS_KEY", "wrong")
+			t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
+			st, err := storage.Open(context.Background(), "s3://cache?region=us-east-1&endpoint="+url.QueryEscape(srv.URL))
+			if err == nil {
+				st.Close()
+				t.Fatal("Open accepted credentials the server rejects")
+			}
+			if !strings.Contains(err.Error(), code) || !strings.Contains(err.Error(), "credentials") || errors.Is(err, storage.ErrInvalidURL) {
+				t.Errorf("Open: %v: want the server's %s, an explanation, not a bad URL", err, code)
+			}
+		})
+	}
+}
