@@ -40,3 +40,11 @@ func UnlinkInParallel(always bool, probe int) (restore func()) {
 	}
 	return func() { unlinkProbe, slowUnlink = oldProbe, oldSlow }
 }
+
+// SetS3ResponseHeaderTimeout sets how long an s3 store opened afterwards
+// waits for a response's headers, until the returned function is called.
+func SetS3ResponseHeaderTimeout(d time.Duration) (restore func()) {
+	old := s3ResponseHeaderTimeout
+	s3ResponseHeaderTimeout = d
+	return func() { s3ResponseHeaderTimeout = old }
+}

@@ -41,6 +41,15 @@ const s3DeleteParallel = 4
 // s3AbortTimeout bounds the AbortMultipartUpload of a failed upload.
 const s3AbortTimeout = 30 * time.Second
 
+// s3ResponseHeaderTimeout bounds the wait for a response's headers once a
+// request is sent. Without it a server that accepts a request and never
+// answers held a prune for ever, its lease refreshed all the while, so
+// every writer waited too. S3 answers within seconds (a 1000-key
+// DeleteObjects included) and starts the answer of a long
+// CompleteMultipartUpload at once; a timed-out request is retried by the
+// SDK and then fails as transient. A var so tests can shorten it.
+var s3ResponseHeaderTimeout = 2 * time.Minute
+
 // s3MaxIdleConns is how many idle connections to the S3 endpoint the store
 // keeps for reuse.
 const s3MaxIdleConns = 128
@@ -255,6 +264,7 @@ func openS3(ctx context.Context, u *url.URL) (Store, error) {
 		cfg.HTTPClient = hc.WithTransportOptions(func(tr *http.Transport) {
 			tr.MaxIdleConnsPerHost = s3MaxIdleConns
 			tr.MaxIdleConns = max(tr.MaxIdleConns, s3MaxIdleConns)
+			tr.ResponseHeaderTimeout = s3ResponseHeaderTimeout
 		})
 	}
 	reqs := newRequestCounter()

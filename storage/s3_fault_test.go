@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -177,6 +178,41 @@ func TestS3ServerErrorsAreTransient(t *testing.T) {
 	_, err = st.Stat(context.Background(), "k")
 	if err == nil || !storage.IsTransient(err) || errors.Is(err, storage.ErrNotFound) {
 		t.Fatalf("503 on HEAD: %v (transient=%v)", err, storage.IsTransient(err))
+	}
+}
+
+// A server that takes a request and never answers fails the request
+// (transient, after the SDK's retries) instead of holding the caller for
+// ever: a prune stuck so kept its lease fresh and every writer waiting.
+func TestS3SilentServerTimesOut(t *testing.T) {
+	defer storage.SetS3ResponseHeaderTimeout(200 * time.Millisecond)()
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodHead && strings.Count(strings.Trim(r.URL.Path, "/"), "/") == 0 {
+			w.WriteHeader(http.StatusOK) // HeadBucket at open
+			return
+		}
+		<-release // never answers while the test runs
+	}))
+	defer srv.Close()
+	defer close(release)
+	t.Setenv("AWS_ACCESS_KEY_ID", "x")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "y")
+	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
+	st, err := storage.Open(context.Background(), "s3://b?region=us-east-1&endpoint="+url.QueryEscape(srv.URL))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	done := make(chan error, 1)
+	go func() { _, err := st.Stat(context.Background(), "k.narinfo"); done <- err }()
+	select {
+	case err := <-done:
+		if err == nil || !storage.IsTransient(err) {
+			t.Fatalf("HEAD to a silent server: %v (transient=%v), want a transient error", err, storage.IsTransient(err))
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("HEAD to a silent server still waiting after 30 s")
 	}
 }
 
