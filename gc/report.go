@@ -29,7 +29,7 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 type Report struct {
 	Store       string    `json:"store"`
 	DryRun      bool      `json:"dry_run"`
-	Now         time.Time `json:"store_now"`
+	Now         time.Time `json:"store_now,omitzero"` // unset when the run stopped before reading the store clock
 	Grace       Duration  `json:"grace"`
 	RootMaxAge  Duration  `json:"root_max_age"`
 	Concurrency int       `json:"concurrency"`

@@ -47,6 +47,9 @@ func runReport(c *cli.Context) error {
 	if err := reportpage.CheckKey(c.String("key")); err != nil {
 		return usageError(fmt.Errorf("--key: %w", err))
 	}
+	if n := c.Int("prunes"); n < 1 {
+		return usageError(fmt.Errorf("--prunes %d: want at least 1", n))
+	}
 	st, opts, err := openForRoots(c)
 	if err != nil {
 		return err

@@ -96,3 +96,20 @@ func TestRootsRmUnknownMarker(t *testing.T) {
 		t.Errorf("--json roots rm: exit %d, %v, stdout %q: %s", code, err, stdout, stderr)
 	}
 }
+
+// Two answers that looked fine and were not: kiss report --prunes -3 drew
+// the default 20 prunes instead of refusing the number (now exit 2), and a
+// refused kiss rm --json said "store_now": "0001-01-01T00:00:00Z" for a
+// clock it never read (now left out).
+func TestReportPrunesAndRefusedRmJSON(t *testing.T) {
+	dir, path := newOperatorCache(t)
+	for _, n := range []string{"0", "-3"} {
+		if code, _, stderr := runKiss(t, "report", "--prunes", n, "--grace", "0s", dir); code != ExitUsage || !strings.Contains(stderr, "--prunes") {
+			t.Errorf("report --prunes %s: exit %d, want %d: %s", n, code, ExitUsage, stderr)
+		}
+	}
+	code, out, stderr := runKiss(t, "--json", "rm", dir, path)
+	if code != ExitRefused || strings.Contains(out, "0001-01-01") {
+		t.Errorf("rm --json of a rooted path: exit %d (want %d), output %s%s", code, ExitRefused, out, stderr)
+	}
+}
