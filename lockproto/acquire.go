@@ -64,6 +64,13 @@ func jitter(d time.Duration) time.Duration {
 	return d/2 + rand.N(d/2+1)
 }
 
+// pollDelay is how long to wait before polling again: about poll, but not
+// past the deadline, so a wait ends when --lock-wait says (with one last
+// try), not up to a poll interval later.
+func pollDelay(poll time.Duration, deadline time.Time) time.Duration {
+	return max(0, min(jitter(poll), deadline.Sub(wallNow())))
+}
+
 func sleepCtx(ctx context.Context, d time.Duration) error {
 	t := time.NewTimer(d)
 	defer t.Stop()
@@ -191,7 +198,7 @@ func AcquirePrune(ctx context.Context, st storage.Store, o Options) (*Lease, err
 				return nil, &LockedError{Want: KindPrune, Holders: []Holder{h}}
 			}
 			log.Info("prune lease busy; waiting", "holder", h.String())
-			if e := sleepCtx(ctx, jitter(o.Poll)); e != nil {
+			if e := sleepCtx(ctx, pollDelay(o.Poll, deadline)); e != nil {
 				return nil, e
 			}
 		default:
@@ -236,7 +243,7 @@ func AcquirePrune(ctx context.Context, st storage.Store, o Options) (*Lease, err
 				return nil, fmt.Errorf("listing writer leases: %w", err)
 			}
 		}
-		if e := sleepCtx(lease.ctx, jitter(o.Poll)); e != nil {
+		if e := sleepCtx(lease.ctx, pollDelay(o.Poll, deadline)); e != nil {
 			_ = lease.Release(ctx) // best effort: it goes stale by itself
 			if lerr := lease.Err(); lerr != nil && ctx.Err() == nil {
 				return nil, fmt.Errorf("%w: %w", ErrLeaseLost, lerr)
@@ -336,7 +343,7 @@ func AcquireWriter(ctx context.Context, st storage.Store, job string, o Options)
 				return nil, &LockedError{Want: KindWriter, Holders: []Holder{h}}
 			}
 			log.Info("cache is being pruned (gateway); waiting", "holder", h.String())
-			if e := sleepCtx(ctx, jitter(o.Poll)); e != nil {
+			if e := sleepCtx(ctx, pollDelay(o.Poll, deadline)); e != nil {
 				return nil, e
 			}
 			continue
@@ -376,7 +383,7 @@ func AcquireWriter(ctx context.Context, st storage.Store, job string, o Options)
 			return nil, &LockedError{Want: KindWriter, Holders: []Holder{h}}
 		}
 		log.Info("cache is being pruned; waiting", "holder", h.String())
-		if e := sleepCtx(ctx, jitter(o.Poll)); e != nil {
+		if e := sleepCtx(ctx, pollDelay(o.Poll, deadline)); e != nil {
 			return nil, e
 		}
 	}

@@ -695,3 +695,32 @@ func TestC3_FutureModTimeShown(t *testing.T) {
 		}
 	})
 }
+
+// MUST P5: a wait ends when Wait says, with one last try at the deadline,
+// not up to a poll interval later (--lock-wait 2s with the 5 s poll of
+// kiss with-lock took up to 5 s), for writers and the pruner alike.
+func TestP5_WaitEndsAtTheDeadline(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := memStore(0)
+		o := opts()
+		o.Poll, o.Wait = 5*time.Second, 2*time.Second
+		p := mustPrune(t, st, opts())
+		start := time.Now()
+		if _, err := AcquireWriter(t.Context(), st, "late", o); !IsLocked(err) {
+			t.Fatalf("writer: err = %v, want LockedError", err)
+		}
+		if el := time.Since(start); el != o.Wait {
+			t.Errorf("writer waited %v, want %v", el, o.Wait)
+		}
+		p.Release(t.Context())
+		w := mustWriter(t, st, "busy", opts())
+		defer w.Release(t.Context())
+		start = time.Now()
+		if _, err := AcquirePrune(t.Context(), st, o); !IsLocked(err) {
+			t.Fatalf("prune: err = %v, want LockedError", err)
+		}
+		if el := time.Since(start); el != o.Wait {
+			t.Errorf("prune waited %v, want %v", el, o.Wait)
+		}
+	})
+}
