@@ -246,8 +246,29 @@ type checked struct {
 	n int64
 }
 
+// readError is a data file's read failing in the store (a timeout, a reset
+// connection): not a sign that the report is invalid, so what callers see
+// is the store's error (transient or not), not ErrInvalid.
+type readError struct{ err error }
+
+func (e *readError) Error() string { return e.err.Error() }
+func (e *readError) Unwrap() error { return e.err }
+
+// dataFileError wraps err, met reading data file key: ErrInvalid unless
+// the store failed to deliver the bytes.
+func dataFileError(key string, err error) error {
+	var re *readError
+	if errors.As(err, &re) {
+		return fmt.Errorf("inventory data file %s: %w", key, re.err)
+	}
+	return fmt.Errorf("%w: data file %s: %w", ErrInvalid, key, err)
+}
+
 func (c *checked) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
+	if err != nil && err != io.EOF {
+		return n, &readError{err}
+	}
 	c.h.Write(p[:n])
 	c.n += int64(n)
 	if err == io.EOF {
@@ -296,7 +317,7 @@ func (r *Report) readCSV(ctx context.Context, f File, emit func([]storage.Object
 	if strings.HasSuffix(f.Key, ".gz") {
 		gz, err := gzip.NewReader(rc)
 		if err != nil {
-			return fmt.Errorf("%w: data file %s: %v", ErrInvalid, f.Key, err)
+			return dataFileError(f.Key, err)
 		}
 		body = gz
 	}
@@ -310,7 +331,7 @@ func (r *Report) readCSV(ctx context.Context, f File, emit func([]storage.Object
 			break
 		}
 		if err != nil {
-			return fmt.Errorf("%w: data file %s: %v", ErrInvalid, f.Key, err)
+			return dataFileError(f.Key, err)
 		}
 		if latestC >= 0 && rec[latestC] == "false" || markerC >= 0 && rec[markerC] == "true" {
 			continue
@@ -379,7 +400,7 @@ func (r *Report) readParquet(ctx context.Context, f File, emit func([]storage.Ob
 	defer tmp.Close()
 	size, err := io.Copy(tmp, rc)
 	if err != nil {
-		return err
+		return fmt.Errorf("inventory data file %s: %w", f.Key, err)
 	}
 	defer func() {
 		// parquet-go panics on a schema it cannot convert.

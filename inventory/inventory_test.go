@@ -173,3 +173,63 @@ func TestOpenURLPlainPath(t *testing.T) {
 		}
 	}
 }
+
+// failingReads is a store whose reads of data files break off after a
+// few bytes, as a reset connection does.
+type failingReads struct {
+	storage.Store
+	err error
+}
+
+func (s failingReads) Get(ctx context.Context, key string) (storage.Reader, error) {
+	r, err := s.Store.Get(ctx, key)
+	if err != nil || !strings.Contains(key, "/data/") {
+		return r, err
+	}
+	return &brokenReader{Reader: r, err: s.err}, nil
+}
+
+type brokenReader struct {
+	storage.Reader
+	err  error
+	read int
+}
+
+func (b *brokenReader) Read(p []byte) (int, error) {
+	if b.read >= 16 {
+		return 0, b.err
+	}
+	n, err := b.Reader.Read(p[:min(len(p), 16-b.read)])
+	b.read += n
+	return n, err
+}
+
+// A data file whose read breaks off in the store is the store's error
+// (transient here), not an invalid report: it said "invalid S3
+// inventory", so a retryable timeout looked like a broken report.
+func TestDataFileReadErrorIsTheStores(t *testing.T) {
+	ctx := context.Background()
+	for _, format := range []string{"CSV", "Parquet"} {
+		dest := storage.NewMem(nil)
+		key, err := inventory.Write(ctx, dest, "inv", "cache", format, time.Now(), objects(10), 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cause := context.DeadlineExceeded
+		r, err := inventory.Open(ctx, failingReads{dest, cause}, key, t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got error
+		for _, err := range r.Objects(ctx) {
+			if err != nil {
+				got = err
+				break
+			}
+		}
+		if got == nil || errors.Is(got, inventory.ErrInvalid) || !errors.Is(got, cause) || !storage.IsTransient(got) {
+			t.Errorf("%s: a read that broke off: %v (invalid %v, transient %v), want the store's transient error",
+				format, got, errors.Is(got, inventory.ErrInvalid), storage.IsTransient(got))
+		}
+	}
+}
