@@ -104,8 +104,18 @@ type Client struct {
 
 var _ storage.Store = (*Client)(nil)
 
+// loopbackHost reports whether a URL's host name is this host's loopback.
+func loopbackHost(h string) bool {
+	if h == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(h)
+	return ip != nil && ip.IsLoopback()
+}
+
 // Open returns a client store for a gateway base URL
-// ("https://cache.example.org", "http://127.0.0.1:8080/<token>").
+// ("https://cache.example.org", "http://127.0.0.1:8080/<token>"). A bearer
+// token is never sent over plain http:// to another host.
 func Open(rawURL string, o Options) (*Client, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
@@ -113,6 +123,10 @@ func Open(rawURL string, o Options) (*Client, error) {
 	}
 	if u.User != nil {
 		return nil, fmt.Errorf("%w: %q: credentials in the URL are not supported (use a client certificate or a bearer token)", storage.ErrInvalidURL, u.Redacted())
+	}
+	if o.Bearer != "" && u.Scheme == "http" && !loopbackHost(u.Hostname()) {
+		// Anyone on the path would read the token and could write with it.
+		return nil, fmt.Errorf("%w: %q: a bearer token is not sent over plain http:// to another host (use https://)", storage.ErrInvalidURL, u.Redacted())
 	}
 	u.RawQuery, u.Fragment = "", ""
 	u.Path = strings.TrimSuffix(u.Path, "/")
