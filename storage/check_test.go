@@ -3,6 +3,7 @@ package storage_test
 import (
 	"context"
 	"io"
+	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"slices"
@@ -100,17 +101,28 @@ func gofakes3Store(t *testing.T, params string) storage.Store {
 	if err := be.CreateBucket("fake"); err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(gofakes3.New(be).Server())
+	st, err := openFakeS3(t, "fake", params, gofakes3.New(be).Server())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+// openFakeS3 opens s3://bucket (plus params) through the real s3:// driver
+// on an S3 endpoint that h serves on 127.0.0.1, with made-up credentials
+// and no instance-metadata lookup; the store and server end with the test.
+func openFakeS3(t *testing.T, bucket, params string, h http.Handler) (storage.Store, error) {
+	t.Helper()
+	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
 	t.Setenv("AWS_ACCESS_KEY_ID", "fake")
 	t.Setenv("AWS_SECRET_ACCESS_KEY", "fakefake")
 	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
-	st, err := storage.Open(context.Background(), "s3://fake?region=us-east-1&endpoint="+url.QueryEscape(srv.URL)+params)
-	if err != nil {
-		t.Fatal(err)
+	st, err := storage.Open(context.Background(), "s3://"+bucket+"?region=us-east-1&endpoint="+url.QueryEscape(srv.URL)+params)
+	if err == nil {
+		t.Cleanup(func() { st.Close() })
 	}
-	t.Cleanup(func() { st.Close() })
-	return st
+	return st, err
 }
 
 func TestCheckNamesGofakes3IgnoringConditionalDelete(t *testing.T) {

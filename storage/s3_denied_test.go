@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"net/http"
-	"net/http/httptest"
-	"net/url"
 	"strings"
 	"testing"
 
@@ -16,22 +14,16 @@ import (
 // caller lacks s3:ListBucket) is ErrAccessDenied with an explanation, never
 // ErrNotFound: "missing" would let a writer or pruner act on a guess.
 func TestS3DeniedReadIsAccessDenied(t *testing.T) {
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	st, err := openFakeS3(t, "cache", "", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/xml")
 		w.WriteHeader(http.StatusForbidden)
 		if r.Method != http.MethodHead { // a HEAD's 403 has no body, hence no code
 			w.Write([]byte(`<?xml version="1.0" encoding="UTF-8"?><Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>`))
 		}
 	}))
-	t.Cleanup(srv.Close)
-	t.Setenv("AWS_ACCESS_KEY_ID", "denied")
-	t.Setenv("AWS_SECRET_ACCESS_KEY", "denied")
-	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
-	st, err := storage.Open(context.Background(), "s3://cache?region=us-east-1&endpoint="+url.QueryEscape(srv.URL))
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { st.Close() })
 	ctx := context.Background()
 	_, statErr := st.Stat(ctx, "gcroots/.lock/prune")
 	_, getErr := st.Get(ctx, "0000000000000000000000000000000a.narinfo")
@@ -55,20 +47,14 @@ func TestS3DeniedReadIsAccessDenied(t *testing.T) {
 func TestS3BadCredentialsFailAtOpen(t *testing.T) {
 	for _, code := range []string{"InvalidAccessKeyId", "SignatureDoesNotMatch"} {
 		t.Run(code, func(t *testing.T) {
-			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			_, err := openFakeS3(t, "cache", "", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				w.Header().Set("Content-Type", "application/xml")
 				w.WriteHeader(http.StatusForbidden)
 				if r.Method != http.MethodHead {
 					w.Write([]byte(`<?xml version="1.0" encoding="UTF-8"?><Error><Code>` + code + `</Code><Message>no</Message></Error>`))
 				}
 			}))
-			t.Cleanup(srv.Close)
-			t.Setenv("AWS_ACCESS_KEY_ID", "wrong")
-			t.Setenv("AWS_SECRET_ACCESS_KEY", "wrong")
-			t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
-			st, err := storage.Open(context.Background(), "s3://cache?region=us-east-1&endpoint="+url.QueryEscape(srv.URL))
 			if err == nil {
-				st.Close()
 				t.Fatal("Open accepted credentials the server rejects")
 			}
 			if !strings.Contains(err.Error(), code) || !strings.Contains(err.Error(), "credentials") || errors.Is(err, storage.ErrInvalidURL) {

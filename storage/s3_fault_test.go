@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
@@ -159,22 +158,16 @@ func TestS3IfMatchViaBeforeWriteAtPinnedGocloud(t *testing.T) {
 
 // A 5xx that survives the SDK's retries is transient for callers.
 func TestS3ServerErrorsAreTransient(t *testing.T) {
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	st, err := openFakeS3(t, "b", "", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodHead && strings.Count(strings.Trim(r.URL.Path, "/"), "/") == 0 {
 			w.WriteHeader(http.StatusOK) // HeadBucket at open
 			return
 		}
 		w.WriteHeader(http.StatusServiceUnavailable)
 	}))
-	defer srv.Close()
-	t.Setenv("AWS_ACCESS_KEY_ID", "x")
-	t.Setenv("AWS_SECRET_ACCESS_KEY", "y")
-	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
-	st, err := storage.Open(context.Background(), "s3://b?region=us-east-1&endpoint="+url.QueryEscape(srv.URL))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer st.Close()
 	_, err = st.Stat(context.Background(), "k")
 	if err == nil || !storage.IsTransient(err) || errors.Is(err, storage.ErrNotFound) {
 		t.Fatalf("503 on HEAD: %v (transient=%v)", err, storage.IsTransient(err))
@@ -187,23 +180,17 @@ func TestS3ServerErrorsAreTransient(t *testing.T) {
 func TestS3SilentServerTimesOut(t *testing.T) {
 	defer storage.SetS3ResponseHeaderTimeout(200 * time.Millisecond)()
 	release := make(chan struct{})
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	st, err := openFakeS3(t, "b", "", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodHead && strings.Count(strings.Trim(r.URL.Path, "/"), "/") == 0 {
 			w.WriteHeader(http.StatusOK) // HeadBucket at open
 			return
 		}
 		<-release // never answers while the test runs
 	}))
-	defer srv.Close()
-	defer close(release)
-	t.Setenv("AWS_ACCESS_KEY_ID", "x")
-	t.Setenv("AWS_SECRET_ACCESS_KEY", "y")
-	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
-	st, err := storage.Open(context.Background(), "s3://b?region=us-east-1&endpoint="+url.QueryEscape(srv.URL))
+	defer close(release) // before the server's cleanup, which waits for handlers
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer st.Close()
 	done := make(chan error, 1)
 	go func() { _, err := st.Stat(context.Background(), "k.narinfo"); done <- err }()
 	select {
