@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/kiss-cache/kiss/lockproto"
 	"github.com/kiss-cache/kiss/nixcache"
 	"github.com/kiss-cache/kiss/storage"
 )
@@ -192,7 +193,9 @@ func (s *Server) mirrorNarinfo(key string, buf []byte) {
 		}()
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 		defer cancel()
-		if err := s.mirror(ctx, key, buf); err != nil {
+		if err := s.mirror(ctx, key, buf); lockproto.IsLocked(err) {
+			s.log.Info("upstream narinfo not mirrored: the cache is being pruned", "key", key, "err", err)
+		} else if err != nil {
 			s.log.Warn("mirroring upstream narinfo failed", "key", key, "err", err)
 		}
 	}()
@@ -225,9 +228,52 @@ func (s *Server) mirror(ctx context.Context, key string, buf []byte) error {
 	} else if err != nil {
 		return err
 	}
+	// The narinfo is a write a prune must either see or exclude (I5): a
+	// NAR found above may be garbage a running prune is about to delete
+	// (it deletes narinfos, then NARs), and a narinfo stored in between
+	// would outlive it (I2). So it is stored under a writer lease, as any
+	// writer's, and only after the NAR is seen again under it.
+	release, err := s.mirrorLease(ctx)
+	if err != nil {
+		return err
+	}
+	defer release()
+	if _, err := s.st.Stat(ctx, narKey); err != nil {
+		if errors.Is(err, storage.ErrNotFound) {
+			return fmt.Errorf("%s was deleted (by a prune) before its narinfo could be stored; the next miss fetches both", narKey)
+		}
+		return err
+	}
 	_, err = s.st.Put(ctx, key, bytes.NewReader(buf), storage.PutOptions{IfNotExist: true, ContentType: nixcache.KindNarInfo.Rules().ContentType})
 	if errors.Is(err, storage.ErrPreconditionFailed) {
 		return nil
 	}
 	return err
+}
+
+// mirrorLease takes a writer lease for storing a mirrored narinfo: one
+// attempt, refused while a fresh prune lease exists (judged as for writer
+// leases through the gateway). On a store without conditional writes no
+// prune can hold a lease either, and the narinfo is stored without one.
+func (s *Server) mirrorLease(ctx context.Context) (release func(), err error) {
+	l, err := lockproto.AcquireWriter(ctx, s.st, "kiss-serve-upstream", lockproto.Options{
+		TTL:     s.cfg.PruneLeaseTTL,
+		MaxTTL:  s.cfg.MaxLeaseTTL,
+		Owner:   "kiss serve --upstream (mirroring a narinfo)",
+		Command: "kiss serve",
+		Logger:  s.log,
+	})
+	switch {
+	case errors.Is(err, lockproto.ErrUnsupportedStore):
+		return func() {}, nil
+	case lockproto.IsLocked(err):
+		return nil, fmt.Errorf("not stored while the cache is being pruned (the next miss stores it): %w", err)
+	case err != nil:
+		return nil, fmt.Errorf("taking a writer lease: %w", err)
+	}
+	return func() {
+		if err := l.Release(context.WithoutCancel(ctx)); err != nil {
+			s.log.Warn("releasing the upstream mirror's writer lease", "lease", l.Key(), "err", err)
+		}
+	}, nil
 }
