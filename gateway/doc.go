@@ -8,7 +8,7 @@
 // s3://:
 //
 //   - GET/HEAD of every cache object with Nix's content types, Range,
-//     ETag/If-None-Match, immutable caching for content-addressed objects and
+//     ETag/If-None-Match, immutable caching for NARs (revalidation for narinfos) and
 //     no-store for gcroots/; zero-copy (sendfile) when the store hands out an
 //     *os.File (storage.FileReader), streaming otherwise.
 //   - Writes only from writers (mTLS subject DN, OIDC subject glob, or an

@@ -38,7 +38,7 @@ func TestReadHeaders(t *testing.T) {
 			if ct := r.hdr.Get("Content-Type"); ct != "text/x-nix-narinfo" {
 				t.Errorf("narinfo Content-Type %q", ct)
 			}
-			if cc := r.hdr.Get("Cache-Control"); !strings.Contains(cc, "immutable") {
+			if cc := r.hdr.Get("Cache-Control"); cc != "no-cache" {
 				t.Errorf("narinfo Cache-Control %q", cc)
 			}
 			if r.body != string(p.narinfo()) {
@@ -595,4 +595,34 @@ func TestNarinfoNixCannotReadRefused(t *testing.T) {
 		}
 	}
 	wantCode(t, "as Nix writes it", e.do("PUT", "/"+p.narinfoKey(), []byte(good)), 201)
+}
+
+// TestCacheControlOfMutableKeys: a narinfo, an .ls listing and a debuginfo
+// link are named by a store path or build id, not by their own bytes: a
+// prune deletes them and a writer puts them again with other bytes (new
+// signatures, another build's NAR). A shared cache in front of the gateway
+// (a CDN, nginx proxy_cache) must not keep them for a year without asking
+// ("immutable", max-age=31536000): after a prune it would go on offering a
+// path whose NAR is gone ("file 'nar/…' does not exist in binary cache").
+// They must be revalidated (ETag, 304); NARs, named by their file hash,
+// stay immutable.
+func TestCacheControlOfMutableKeys(t *testing.T) {
+	e := newEnv(t, nil, gateway.Config{})
+	p := newPath("mutable")
+	e.put(p.narKey(), p.narBody())
+	e.put(p.narinfoKey(), p.narinfo())
+	e.put(p.hash+".ls", []byte(`{"version":1,"root":{"type":"regular","size":1}}`))
+	e.put("debuginfo/0123abcd", []byte(`{"archive":"../`+p.narKey()+`","member":"lib/debug/x.debug"}`))
+	for _, key := range []string{p.narinfoKey(), p.hash + ".ls", "debuginfo/0123abcd"} {
+		r := e.do("GET", "/"+key, nil)
+		wantCode(t, key, r, 200)
+		if cc := r.hdr.Get("Cache-Control"); cc != "no-cache" {
+			t.Errorf("%s: Cache-Control %q, want no-cache (a prune deletes it, a writer replaces it)", key, cc)
+		}
+	}
+	r := e.do("GET", "/"+p.narKey(), nil)
+	wantCode(t, "NAR", r, 200)
+	if cc := r.hdr.Get("Cache-Control"); !strings.Contains(cc, "immutable") {
+		t.Errorf("NAR Cache-Control %q, want immutable (named by its file hash)", cc)
+	}
 }

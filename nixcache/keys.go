@@ -86,8 +86,13 @@ type Rules struct {
 	// ContentType is what Nix and nginx send for it (and what is stored
 	// with it where the store keeps one).
 	ContentType string
-	// CacheControl for HTTP responses: content-addressed objects never
-	// change under their key; roots and leases change all the time.
+	// CacheControl for HTTP responses: NARs, named by their file hash,
+	// never change under their key (immutable); narinfos, .ls listings and
+	// debuginfo links are named by a store path or build id, and a prune
+	// deletes them and a writer puts them again with other bytes (new
+	// signatures, another build's NAR), so a shared cache must revalidate
+	// them (no-cache: a 304 by ETag) rather than keep offering a path
+	// whose NAR is gone; roots and leases change all the time.
 	CacheControl string
 	// Read and Write: who may GET/HEAD and PUT it through the gateway.
 	Read, Write Access
@@ -122,13 +127,13 @@ var rules = [NumKinds]Rules{
 	KindRoot:        {Name: "gcroot", ContentType: textPlain, CacheControl: noStore, Read: Readers, Write: Writers, Delete: true, MaxBody: MaxMarkerSize},
 	KindKiss:        {Name: "kiss", ContentType: binary, CacheControl: noCache},
 	KindTemp:        {Name: "temp", ContentType: binary, CacheControl: noCache, Prunable: true},
-	KindNarInfo:     {Name: "narinfo", ContentType: "text/x-nix-narinfo", CacheControl: immutable, Read: Readers, Write: Writers, MaxBody: MaxNarInfoSize, Prunable: true, Upstream: true},
-	KindListing:     {Name: "ls", ContentType: jsonType, CacheControl: immutable, Read: Readers, Write: Writers, Prunable: true, Upstream: true},
+	KindNarInfo:     {Name: "narinfo", ContentType: "text/x-nix-narinfo", CacheControl: noCache, Read: Readers, Write: Writers, MaxBody: MaxNarInfoSize, Prunable: true, Upstream: true},
+	KindListing:     {Name: "ls", ContentType: jsonType, CacheControl: noCache, Read: Readers, Write: Writers, Prunable: true, Upstream: true},
 	KindNAR:         {Name: "nar", ContentType: "application/x-nix-nar", CacheControl: immutable, Read: Readers, Write: Writers, Prunable: true, Upstream: true},
 	KindLog:         {Name: "log", ContentType: textPlain, CacheControl: noCache, Read: Readers, Write: Writers, Prunable: true, Upstream: true},
 	KindRealisation: {Name: "realisation", ContentType: jsonType, CacheControl: noCache, Read: Readers, Write: Writers, Prunable: true, Upstream: true},
 	KindBuildTrace:  {Name: "build-trace", ContentType: jsonType, CacheControl: noCache, Read: Readers, Write: Writers, Prunable: true},
-	KindDebugInfo:   {Name: "debuginfo", ContentType: jsonType, CacheControl: immutable, Read: Readers, Write: Writers, Prunable: true, Upstream: true},
+	KindDebugInfo:   {Name: "debuginfo", ContentType: jsonType, CacheControl: noCache, Read: Readers, Write: Writers, Prunable: true, Upstream: true},
 	KindLease:       {Name: "lease", ContentType: jsonType, CacheControl: noStore, Read: Writers, Write: Writers, Delete: true, MaxBody: MaxLeaseSize},
 	KindProbe:       {Name: "check-probe", ContentType: binary, CacheControl: noStore, Read: Writers, Write: Writers, Delete: true, MaxBody: MaxLeaseSize},
 }

@@ -307,6 +307,11 @@ func TestRules(t *testing.T) {
 		if r.ContentType == "" || r.CacheControl == "" || k.String() == "unknown" {
 			t.Errorf("%v: %+v", k, r)
 		}
+		// Only a NAR is named by its own bytes; every other key a prune
+		// deletes and a writer may put again with other bytes.
+		if strings.Contains(r.CacheControl, "immutable") != (k == nixcache.KindNAR) {
+			t.Errorf("%v: Cache-Control %q (immutable is for NARs only)", k, r.CacheControl)
+		}
 	}
 	for kind, want := range map[nixcache.Kind]string{nixcache.KindNarInfo: "text/x-nix-narinfo", nixcache.KindNAR: "application/x-nix-nar", nixcache.KindCacheInfo: "text/x-nix-cache-info"} {
 		if got := kind.Rules().ContentType; got != want {
