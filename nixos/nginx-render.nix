@@ -141,10 +141,15 @@ let
   fallbackHost = if fallbackParts == null then null else elemAt fallbackParts 1;
   upstreamVar = "$kiss_upstream_${checkedName}";
 
+  # As kiss serve sends (nixcache's rules): a NAR is named by its file hash
+  # and never changes; a narinfo, .ls or debuginfo link is named by a store
+  # path or build id, and a prune deletes it and a writer may put it again,
+  # so a shared cache in front must revalidate it rather than keep offering
+  # a path whose NAR is gone.
+  cacheControlVar = "$kiss_cache_control_${checkedName}";
   rootLocation = block "location /" ([
     deny
-    "expires max;"
-    "add_header Cache-Control immutable;"
+    "add_header Cache-Control ${cacheControlVar};"
   ]
   ++ when hasWriters (dav "PUT" (bare "maxBodySize" maxBodySize))
   ++ when (fallbackCache != null) [ "error_page 404 = @kiss_fallback_${checkedName};" ]);
@@ -239,6 +244,10 @@ let
       "default 1;"
       "\"~^(GET|HEAD):\" 0;"
       "\"~:1$\" 0;"
+    ]
+    ++ block "map $uri ${cacheControlVar}" [
+      "default no-cache;"
+      "~^/nar/ \"public, max-age=31536000, immutable\";"
     ]
     ++ when (gcrootsProxy != null) (block "map \"${writerVar}:$args\" ${rootDenyVar}" [
       "default 1;"
