@@ -15,14 +15,23 @@ import (
 	"github.com/kiss-cache/kiss/storage"
 )
 
-func TestEphemeral(t *testing.T) {
+// startEphemeral serves a fresh mem store on an ephemeral endpoint until
+// the test ends (or stop).
+func startEphemeral(t *testing.T) (st storage.Store, base string, stop func(context.Context) error) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	st := storage.NewMem(nil)
+	t.Cleanup(cancel)
+	st = storage.NewMem(nil)
 	base, stop, err := gateway.Ephemeral(ctx, st, gateway.WithLogger(slog.New(slog.DiscardHandler)))
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { stop(context.Background()) })
+	return st, base, stop
+}
+
+func TestEphemeral(t *testing.T) {
+	st, base, stop := startEphemeral(t)
 	if !strings.HasPrefix(base, "http://127.0.0.1:") || len(base) < len("http://127.0.0.1:1/")+32 {
 		t.Fatalf("base URL %q", base)
 	}
@@ -100,14 +109,8 @@ func TestEphemeralOtherUserRefused(t *testing.T) {
 	if err != nil {
 		t.Skip("needs setpriv (util-linux) to connect as another user")
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	st := storage.NewMem(nil)
-	base, stop, err := gateway.Ephemeral(ctx, st, gateway.WithLogger(slog.New(slog.DiscardHandler)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer stop(context.Background())
+	st, base, _ := startEphemeral(t)
+	ctx := context.Background()
 	p := newPath("intruder")
 	// A tiny HTTP client in this test binary, run as a given user.
 	put := func(uid string) (string, error) {

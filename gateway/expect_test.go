@@ -16,17 +16,16 @@ import (
 	"github.com/kiss-cache/kiss/nixcache"
 )
 
-// expectPut sends a PUT with "Expect: 100-continue" and the given
-// Content-Length, and returns the first status line the gateway answers
-// before any body is sent, then (if it was 100 Continue) sends the body and
-// returns the final status too.
-func expectPut(t *testing.T, base, path string, length int, hdr ...string) (first, final int) {
+// expectHeaders sends the headers of a PUT with "Expect: 100-continue" and
+// the given Content-Length (no body yet), and returns the connection, its
+// reader and the gateway's first answer.
+func expectHeaders(t *testing.T, base, path string, length int, hdr ...string) (net.Conn, *bufio.Reader, *http.Response) {
 	t.Helper()
 	c, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	t.Cleanup(func() { c.Close() })
 	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
 	req := fmt.Sprintf("PUT %s HTTP/1.1\r\nHost: cache\r\nContent-Length: %d\r\nExpect: 100-continue\r\n", path, length)
 	for i := 0; i+1 < len(hdr); i += 2 {
@@ -40,6 +39,16 @@ func expectPut(t *testing.T, base, path string, length int, hdr ...string) (firs
 	if err != nil {
 		t.Fatalf("no answer before the body: %v", err)
 	}
+	return c, br, resp
+}
+
+// expectPut sends a PUT with "Expect: 100-continue" and the given
+// Content-Length, and returns the first status line the gateway answers
+// before any body is sent, then (if it was 100 Continue) sends the body and
+// returns the final status too.
+func expectPut(t *testing.T, base, path string, length int, hdr ...string) (first, final int) {
+	t.Helper()
+	c, br, resp := expectHeaders(t, base, path, length, hdr...)
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusContinue {
 		return resp.StatusCode, resp.StatusCode
@@ -47,7 +56,7 @@ func expectPut(t *testing.T, base, path string, length int, hdr ...string) (firs
 	if _, err := c.Write([]byte(strings.Repeat("x", length))); err != nil {
 		t.Fatal(err)
 	}
-	resp, err = http.ReadResponse(br, nil)
+	resp, err := http.ReadResponse(br, nil)
 	if err != nil {
 		t.Fatalf("no final answer: %v", err)
 	}
@@ -90,23 +99,7 @@ func TestExpectContinueRefusedBeforeBody(t *testing.T) {
 // gateway's first answer, which must be a final one (a refusal).
 func expectRefusal(t *testing.T, base, path string, length int, hdr ...string) *http.Response {
 	t.Helper()
-	c, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-	req := fmt.Sprintf("PUT %s HTTP/1.1\r\nHost: cache\r\nContent-Length: %d\r\nExpect: 100-continue\r\n", path, length)
-	for i := 0; i+1 < len(hdr); i += 2 {
-		req += hdr[i] + ": " + hdr[i+1] + "\r\n"
-	}
-	if _, err := c.Write([]byte(req + "\r\n")); err != nil {
-		t.Fatal(err)
-	}
-	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-	if err != nil {
-		t.Fatalf("no answer before the body: %v", err)
-	}
+	_, _, resp := expectHeaders(t, base, path, length, hdr...)
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	resp.Body = io.NopCloser(bytes.NewReader(body))
