@@ -15,10 +15,12 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"strings"
@@ -36,7 +38,9 @@ import (
 
 // Event is the invocation's input: the schedule's payload. Every field is
 // optional but the store; durations are written as for kiss prune's flags
-// (2h, 30d, 1d12h). Fields mirror kiss prune's flags.
+// (2h, 30d, 1d12h). Fields mirror kiss prune's flags. A field it does not
+// have, a value of another type or data after the object fails the
+// invocation (KissPruneUsage) before anything is read or deleted.
 type Event struct {
 	// Store is the cache (s3://BUCKET?region=…); default $KISS_STORE.
 	Store string `json:"store,omitempty"`
@@ -197,6 +201,42 @@ func (e *pruneError) errorType() string {
 	return name
 }
 
+// decodeEvent reads an invocation's payload strictly: a field Event does
+// not have (a misspelt "dry_run" or "grace" would otherwise run a real
+// prune with the defaults), a value of the wrong type, or anything after
+// the object is a usage error. An empty or null payload is the empty event.
+func decodeEvent(payload []byte) (Event, error) {
+	var ev Event
+	if len(bytes.TrimSpace(payload)) == 0 {
+		return ev, nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(payload))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&ev); err != nil {
+		return Event{}, fmt.Errorf("%w: %w", errUsage, err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return Event{}, fmt.Errorf("%w: data after the event object", errUsage)
+	}
+	return ev, nil
+}
+
+// Invoke is the function as the runtime calls it (lambda.Handler): the
+// payload decoded by decodeEvent, then invoke; the report as JSON.
+func (h *handler) Invoke(ctx context.Context, payload []byte) ([]byte, error) {
+	ev, err := decodeEvent(payload)
+	if err != nil {
+		h.log.Error("kiss-lambda: refusing the event", "err", err)
+		pe := &pruneError{fail: prune.FailUsage, err: err}
+		return nil, messages.InvokeResponse_Error{Message: pe.Error(), Type: pe.errorType()}
+	}
+	rep, err := h.invoke(ctx, ev)
+	if err != nil {
+		return nil, err
+	}
+	return json.Marshal(rep)
+}
+
 // invoke is handle as the Lambda runtime calls it: a failure's errorType
 // says which it is (the runtime would otherwise name the Go type).
 func (h *handler) invoke(ctx context.Context, ev Event) (*gc.Report, error) {
@@ -224,5 +264,5 @@ func main() {
 	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	slog.SetDefault(log)
 	h := &handler{log: log, envStore: os.Getenv(envStore)}
-	lambda.Start(h.invoke)
+	lambda.Start(h) // a lambda.Handler: Invoke gets the raw payload
 }

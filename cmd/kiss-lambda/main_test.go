@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -120,6 +121,65 @@ func TestInvokeErrorType(t *testing.T) {
 		var ie messages.InvokeResponse_Error
 		if !errors.As(err, &ie) || ie.Type != want || ie.Message == "" {
 			t.Errorf("%+v: %#v, want errorType %s", *ev, err, want)
+		}
+	}
+}
+
+// An event the function does not expect fails the invocation as
+// KissPruneUsage, logged, and deletes nothing: a misspelt "dry_run" (or
+// grace, root_max_age…) ran a real prune with the defaults; a value of the
+// wrong type or trailing data failed with the JSON decoder's errorType,
+// unlogged. An empty or null payload is the empty event (KISS_STORE).
+func TestInvokeRefusesUnexpectedEvents(t *testing.T) {
+	cache, err := synth.Generate(synth.Config{Paths: 64, Seed: 5, Roots: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(t.TempDir(), "cache")
+	if err := cache.WriteDir(context.Background(), dir, 2, nil); err != nil {
+		t.Fatal(err)
+	}
+	count := func() int {
+		n := 0
+		_ = filepath.WalkDir(dir, func(_ string, d os.DirEntry, _ error) error {
+			if d != nil && !d.IsDir() {
+				n++
+			}
+			return nil
+		})
+		return n
+	}
+	before := count()
+	var logs strings.Builder
+	h := &handler{log: slog.New(slog.NewTextHandler(&logs, nil)), envStore: "file://" + dir}
+	for _, payload := range []string{
+		`{"dryrun":true,"grace":"0s"}`,
+		`{"dry-run":true,"grace":"0s"}`,
+		`{"grace_period":"30d","dry_run":true}`,
+		`{"grace":7200}`,
+		`{"dry_run":"yes"}`,
+		`"s3://cache"`,
+		`[]`,
+		`{"grace":"0s","dry_run":true} {"dry_run":false}`,
+		`{"grace":"0s"`,
+	} {
+		logs.Reset()
+		_, err := h.Invoke(context.Background(), []byte(payload))
+		var ie messages.InvokeResponse_Error
+		if !errors.As(err, &ie) || ie.Type != "KissPruneUsage" || ie.Message == "" {
+			t.Errorf("%s: %#v, want errorType KissPruneUsage", payload, err)
+		}
+		if !strings.Contains(logs.String(), "refusing the event") {
+			t.Errorf("%s: not logged: %q", payload, logs.String())
+		}
+		if n := count(); n != before {
+			t.Fatalf("%s: %d of %d files left", payload, n, before)
+		}
+	}
+	for _, payload := range []string{``, ` `, `null`, `{}`} {
+		out, err := h.Invoke(context.Background(), []byte(payload))
+		if err != nil || !strings.Contains(string(out), `"store":"file://`) {
+			t.Errorf("%q: %s, %v: want a prune of KISS_STORE", payload, out, err)
 		}
 	}
 }
