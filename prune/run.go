@@ -20,6 +20,11 @@ import (
 // even when the caller's context has ended.
 const releaseTimeout = time.Minute
 
+// saveTimeout bounds the saving of the report after the run, which also
+// runs when the caller's context has ended (kiss-lambda stops its prune 30 s
+// before the function's deadline).
+const saveTimeout = 10 * time.Second
+
 // ErrLease wraps every failure to take the prune lease (another prune held
 // it past LockWait: lockproto.IsLocked; the store failed; the context ended).
 // Nothing was planned or deleted.
@@ -79,8 +84,13 @@ func Run(ctx context.Context, st storage.Store, o Options) (*gc.Report, error) {
 		}
 		return plan, err
 	})
-	if !o.DryRun && !o.NoReport && ctx.Err() == nil {
-		saveReport(ctx, st, rep)
+	if !o.DryRun && !o.NoReport {
+		// An interrupted run (SIGINT, kiss-lambda's stop before its
+		// deadline) may have deleted part of its plan: its report is
+		// kept too, within saveTimeout of a context of its own.
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), saveTimeout)
+		saveReport(sctx, st, rep)
+		cancel()
 	}
 	return rep, err
 }

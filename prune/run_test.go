@@ -13,6 +13,7 @@ import (
 	"github.com/kiss-cache/kiss/lockproto"
 	"github.com/kiss-cache/kiss/nixcache"
 	"github.com/kiss-cache/kiss/prune"
+	"github.com/kiss-cache/kiss/reports"
 	"github.com/kiss-cache/kiss/storage"
 )
 
@@ -111,5 +112,48 @@ func TestRunRefusesWithoutRoots(t *testing.T) {
 	_, err := prune.Run(context.Background(), st, prune.Options{})
 	if !errors.Is(err, gc.ErrEmptyRoots) || !exists(t, st, garbage) {
 		t.Fatalf("no roots: %v", err)
+	}
+}
+
+// cancelAfterDelete cancels the run's context once its first DeleteMany
+// (the narinfo batch) is through: a run interrupted between its phases.
+type cancelAfterDelete struct {
+	storage.Store
+	cancel context.CancelFunc
+}
+
+func (s *cancelAfterDelete) DeleteMany(ctx context.Context, keys []string) error {
+	err := s.Store.DeleteMany(ctx, keys)
+	s.cancel()
+	return err
+}
+
+// A run interrupted after it deleted part of its plan (kiss prune's
+// SIGINT, kiss-lambda's stop before its deadline) keeps its report in the
+// cache like any other failed run (docs/operator.md: "also when it fails"):
+// it was dropped, so kiss report showed no prune at all for a nightly
+// function that deleted for 14 minutes and then stopped.
+func TestRunInterruptedSavesReport(t *testing.T) {
+	mem, rooted, _, garbage := cache(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	st := &cancelAfterDelete{Store: mem, cancel: cancel}
+	rep, err := prune.Run(ctx, st, prune.Options{Owner: "test"})
+	if err == nil || prune.Classify(ctx, err) != prune.FailInterrupted {
+		t.Fatalf("interrupted run: %v", err)
+	}
+	if exists(t, mem, garbage) || !exists(t, mem, rooted) || exists(t, mem, lockproto.PruneKey) {
+		t.Errorf("after the run: garbage narinfo %v, rooted %v, lease %v", exists(t, mem, garbage), exists(t, mem, rooted), exists(t, mem, lockproto.PruneKey))
+	}
+	if rep.Deleted.Objects != 1 || rep.Error == "" {
+		t.Errorf("report: deleted %+v, error %q: want the narinfo, and why it stopped", rep.Deleted, rep.Error)
+	}
+	saved, err := reports.List(context.Background(), mem, nixcache.ReportsPrefix)
+	if err != nil || len(saved) != 1 {
+		t.Fatalf("reports in the cache: %v, %v; want the interrupted run's", saved, err)
+	}
+	var got gc.Report
+	if err := reports.Load(context.Background(), mem, saved[0].Key, &got); err != nil || got.Deleted.Objects != 1 || got.Error == "" {
+		t.Errorf("saved report: %v, deleted %+v, error %q", err, got.Deleted, got.Error)
 	}
 }
