@@ -82,9 +82,14 @@ func (o Options) grace() time.Duration {
 	return o.Grace
 }
 
+// MaxConcurrency bounds Options.Concurrency: each unit is a goroutine of
+// the walk, so 10⁸ spent minutes starting them, deaf to cancellation. kiss
+// prune and kiss-lambda refuse more; gc takes at most this many.
+const MaxConcurrency = 1024
+
 func (o Options) concurrency(st storage.Store) int {
 	if o.Concurrency > 0 {
-		return o.Concurrency
+		return min(o.Concurrency, MaxConcurrency)
 	}
 	if st.Capabilities().Local {
 		return max(4, min(8, 2*runtime.GOMAXPROCS(0)))

@@ -121,8 +121,8 @@ func options(ev Event, fallback string, log *slog.Logger) (string, prune.Options
 	if err != nil {
 		return "", prune.Options{}, err
 	}
-	if ev.Concurrency < 0 {
-		return "", prune.Options{}, fmt.Errorf("%w: concurrency %d", errUsage, ev.Concurrency)
+	if ev.Concurrency < 0 || ev.Concurrency > gc.MaxConcurrency {
+		return "", prune.Options{}, fmt.Errorf("%w: concurrency %d (0-%d)", errUsage, ev.Concurrency, gc.MaxConcurrency)
 	}
 	return store, prune.Options{
 		Options: gc.Options{

@@ -30,7 +30,7 @@ func TestOptions(t *testing.T) {
 	if err != nil || store != "s3://other" || o.Grace >= 0 || o.RootMaxAge != 30*24*time.Hour || !o.DryRun || o.LockTTL != time.Minute || len(o.RootSources) != 1 || !o.AllowEmptyMarkers {
 		t.Errorf("explicit: %q %+v %v", store, o, err)
 	}
-	for _, ev := range []Event{{}, {Store: "s3://c", Grace: "2 days"}, {Store: "s3://c", Grace: "-1h"}, {Store: "s3://c", RootMaxAge: "soon"}, {Store: "s3://c", RootMaxAge: "30"}, {Store: "s3://c", LockWait: "x"}, {Store: "s3://c", Concurrency: -1}} {
+	for _, ev := range []Event{{}, {Store: "s3://c", Grace: "2 days"}, {Store: "s3://c", Grace: "-1h"}, {Store: "s3://c", RootMaxAge: "soon"}, {Store: "s3://c", RootMaxAge: "30"}, {Store: "s3://c", LockWait: "x"}, {Store: "s3://c", Concurrency: -1}, {Store: "s3://c", Concurrency: 100000000}} {
 		if _, _, err := options(ev, "", quiet); !errors.Is(err, errUsage) {
 			t.Errorf("%+v: %v, want errUsage", ev, err)
 		}

@@ -63,7 +63,7 @@ EXIT STATUS
 			&cli.BoolFlag{Name: "allow-dangling", Usage: "prune even if reachable paths name missing references or NARs"},
 			&cli.BoolFlag{Name: "allow-empty-markers", Usage: "prune even if a marker names no store path or has lines that are not store paths (it then roots only the paths it names)"},
 			&cli.BoolFlag{Name: "allow-no-cache-info", Usage: "prune a directory that has no nix-cache-info (by default it is refused as not a binary cache)"},
-			&cli.IntFlag{Name: "concurrency", Usage: "parallel narinfo reads (default: 8 on a local store, 64 otherwise)"},
+			&cli.IntFlag{Name: "concurrency", Usage: "parallel narinfo reads, at most 1024 (default: 8 on a local store, 64 otherwise)"},
 			&cli.StringFlag{Name: "metrics-file", Usage: "write Prometheus metrics to this file (atomically; node_exporter textfile collector)"},
 			&cli.BoolFlag{Name: "json", Usage: "print the report as JSON on stdout (same as the global --json)"},
 			&cli.BoolFlag{Name: "no-memo", Usage: "neither read nor write the closure memo (.kiss/memo/v2)"},
@@ -96,8 +96,8 @@ func runPrune(c *cli.Context) error {
 	if c.Duration("lock-ttl") > c.Duration("max-lock-ttl") {
 		return usageError(fmt.Errorf("--lock-ttl %v exceeds --max-lock-ttl %v (a lease may not declare more)", c.Duration("lock-ttl"), c.Duration("max-lock-ttl")))
 	}
-	if c.Int("concurrency") < 0 {
-		return usageError(errors.New("--concurrency must not be negative"))
+	if c.Int("concurrency") < 0 || c.Int("concurrency") > gc.MaxConcurrency {
+		return usageError(fmt.Errorf("--concurrency must be 0-%d", gc.MaxConcurrency))
 	}
 	log := slog.Default()
 	if os.Getenv("GOGC") == "" {

@@ -302,3 +302,13 @@ func TestPruneInventoryCLI(t *testing.T) {
 		t.Fatalf("bad inventory URL: exit %d %s", code, stderr)
 	}
 }
+
+// --concurrency past gc.MaxConcurrency is a usage error: 10⁸ started as
+// many walk goroutines, which took 97 s and ignored SIGTERM meanwhile.
+func TestPruneConcurrencyBound(t *testing.T) {
+	dir := t.TempDir()
+	code, _, stderr := runKiss(t, "prune", "--dry-run", "--concurrency", "100000000", dir)
+	if code != ExitUsage || !strings.Contains(stderr, "concurrency") {
+		t.Errorf("--concurrency 100000000: exit %d, %s; want %d", code, stderr, ExitUsage)
+	}
+}
