@@ -201,11 +201,22 @@ func (e *pruneError) errorType() string {
 	return name
 }
 
-// decodeEvent reads an invocation's payload strictly: a field Event does
-// not have (a misspelt "dry_run" or "grace" would otherwise run a real
+// decodeEvent reads an invocation's payload (or an EventBridge scheduled
+// event's detail) strictly: a field Event does not have (a misspelt "dry_run" or "grace" would otherwise run a real
 // prune with the defaults), a value of the wrong type, or anything after
 // the object is a usage error. An empty or null payload is the empty event.
 func decodeEvent(payload []byte) (Event, error) {
+	// An EventBridge rule with no input of its own delivers its scheduled
+	// event (source aws.events): the event is that envelope's detail
+	// (usually {}), held to the same rules.
+	var envelope struct {
+		Source     string          `json:"source"`
+		DetailType string          `json:"detail-type"`
+		Detail     json.RawMessage `json:"detail"`
+	}
+	if json.Unmarshal(payload, &envelope) == nil && envelope.Source == "aws.events" && envelope.DetailType != "" {
+		payload = envelope.Detail
+	}
 	var ev Event
 	if len(bytes.TrimSpace(payload)) == 0 {
 		return ev, nil

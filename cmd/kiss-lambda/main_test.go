@@ -162,6 +162,7 @@ func TestInvokeRefusesUnexpectedEvents(t *testing.T) {
 		`[]`,
 		`{"grace":"0s","dry_run":true} {"dry_run":false}`,
 		`{"grace":"0s"`,
+		`{"source":"aws.events","detail-type":"Scheduled Event","detail":{"dryrun":true,"grace":"0s"}}`,
 	} {
 		logs.Reset()
 		_, err := h.Invoke(context.Background(), []byte(payload))
@@ -176,7 +177,10 @@ func TestInvokeRefusesUnexpectedEvents(t *testing.T) {
 			t.Fatalf("%s: %d of %d files left", payload, n, before)
 		}
 	}
-	for _, payload := range []string{``, ` `, `null`, `{}`} {
+	// An EventBridge rule without an input of its own sends its scheduled
+	// event; its detail is the event.
+	scheduled := `{"version":"0","id":"53dc4d37-cffa-4f76-80c9-8b7d4a4d2eaa","detail-type":"Scheduled Event","source":"aws.events","account":"123456789012","time":"2026-12-07T03:00:00Z","region":"eu-west-1","resources":["arn:aws:events:eu-west-1:123456789012:rule/kiss-prune"],"detail":{}}`
+	for _, payload := range []string{``, ` `, `null`, `{}`, scheduled} {
 		out, err := h.Invoke(context.Background(), []byte(payload))
 		if err != nil || !strings.Contains(string(out), `"store":"file://`) {
 			t.Errorf("%q: %s, %v: want a prune of KISS_STORE", payload, out, err)
