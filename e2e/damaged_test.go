@@ -322,6 +322,9 @@ func (d *damagedStore) apply(t *testing.T, b *baseCache, damage string) {
 			}
 		case "fifo": // file only: a named pipe at KEY
 			d.fileOnly(t, op)
+			if err := os.MkdirAll(filepath.Dir(filepath.Join(d.dir, key)), 0o755); err != nil {
+				t.Fatal(err)
+			}
 			if err := syscall.Mkfifo(filepath.Join(d.dir, key), 0o644); err != nil {
 				t.Fatal(err)
 			}

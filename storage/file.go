@@ -350,6 +350,11 @@ func (r *fileReader) Object() Object { return r.obj }
 // is not carried over.
 func (r *fileReader) File() *os.File {
 	if r.f == nil && r.fd >= 0 {
+		// Opened O_NONBLOCK (GetRange): a blocking descriptor, so that
+		// os.NewFile does not try to register it with the netpoller.
+		if fl, err := unix.FcntlInt(uintptr(r.fd), unix.F_GETFL, 0); err == nil && fl&unix.O_NONBLOCK != 0 {
+			_, _ = unix.FcntlInt(uintptr(r.fd), unix.F_SETFL, fl&^unix.O_NONBLOCK)
+		}
 		r.f = os.NewFile(uintptr(r.fd), r.root+"/"+r.obj.Key)
 	}
 	return r.f
@@ -372,8 +377,12 @@ func (s *fileStore) GetRange(_ context.Context, key string, offset, length int64
 	}
 	// openat(2) relative to the root, and os.NewFile rather than os.Open:
 	// a regular file gains nothing from the netpoller, whose registration
-	// attempt costs syscalls on every narinfo read.
-	fd, err := s.openNoLinks(key, unix.O_RDONLY)
+	// attempt costs syscalls on every narinfo read. O_NONBLOCK: a named
+	// pipe at the key would otherwise block the open until some writer
+	// opened it (for ever, a prune holding its lease); the fstat below then
+	// refuses it. On a regular file O_NONBLOCK changes nothing for read(2);
+	// File clears it before os.NewFile, which would poll a non-blocking fd.
+	fd, err := s.openNoLinks(key, unix.O_RDONLY|unix.O_NONBLOCK)
 	if err != nil {
 		return nil, wrap(op, key, notFoundOr(&fs.PathError{Op: "open", Path: s.root + "/" + key, Err: err}))
 	}

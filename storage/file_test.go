@@ -10,7 +10,9 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/kiss-cache/kiss/internal/testenv"
 	"github.com/kiss-cache/kiss/nixcache"
@@ -305,5 +307,45 @@ func TestFileDeleteManyInParallel(t *testing.T) {
 				t.Errorf("cancelled: %v", err)
 			}
 		})
+	}
+}
+
+// TestFileGetOfANamedPipe: a named pipe at a key is not an object, and Get
+// says so at once: opening it for reading used to wait for a writer that
+// never comes (a FIFO at .kiss/memo/v2 hung kiss prune, lease held, and
+// SIGTERM could not stop it).
+func TestFileGetOfANamedPipe(t *testing.T) {
+	dir := t.TempDir()
+	st, err := storage.OpenFile(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(dir, ".kiss/memo"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range []string{"pipe.narinfo", ".kiss/memo/v2"} {
+		if err := syscall.Mkfifo(filepath.Join(dir, key), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() {
+			r, err := st.Get(context.Background(), key)
+			if err == nil {
+				r.Close()
+			}
+			done <- err
+		}()
+		select {
+		case err := <-done:
+			if !errors.Is(err, storage.ErrNotFound) {
+				t.Errorf("Get(%s) of a named pipe = %v, want ErrNotFound", key, err)
+			}
+		case <-time.After(5 * time.Second):
+			// Unblock the open so the goroutine ends.
+			if f, err := os.OpenFile(filepath.Join(dir, key), os.O_WRONLY, 0); err == nil {
+				f.Close()
+			}
+			t.Fatalf("Get(%s) of a named pipe still blocked after 5 s", key)
+		}
 	}
 }
