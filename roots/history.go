@@ -115,6 +115,11 @@ func saveGeneration(ctx context.Context, st storage.Store, key string, next []by
 		n = gens[len(gens)-1].N + 1
 	}
 	for range 8 { // another writer may take the same number: take the next
+		if n <= 0 {
+			// Past math.MaxInt, NAME~-… would be no generation but a
+			// marker of its own, never trimmed: refuse before writing.
+			return fmt.Errorf("saving a generation of %s: generation numbers are used up (the newest is %s); delete or rename it", key, nixcache.GenerationKey(key, gens[len(gens)-1].N))
+		}
 		_, err := Put(ctx, st, nixcache.GenerationKey(key, n), cur, storeDir, storage.PutOptions{IfNotExist: true})
 		if !errors.Is(err, storage.ErrPreconditionFailed) {
 			return err

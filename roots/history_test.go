@@ -2,6 +2,7 @@ package roots_test
 
 import (
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"testing"
@@ -96,5 +97,38 @@ func TestPinHistory(t *testing.T) {
 		if _, _, ok := nixcache.ParseGenerationKey(k); ok {
 			t.Errorf("%q parsed as a generation", k)
 		}
+	}
+}
+
+// TestPinHistoryLastGenerationNumber: a generation numbered math.MaxInt
+// (written through the gateway, say) has no next number. Saving the next
+// generation must not wrap round to NAME~-9223372036854775808, which is no
+// generation but a marker of its own: never trimmed, aging on its own, one
+// more each write, so --keep N kept more than N values.
+func TestPinHistoryLastGenerationNumber(t *testing.T) {
+	now := time.Date(2031, 1, 1, 0, 0, 0, 0, time.UTC)
+	st := storage.NewMem(func() time.Time { return now })
+	if _, err := roots.Add(ctx, st, "web1", []string{storePath(1)}, ""); err != nil {
+		t.Fatal(err)
+	}
+	last := nixcache.GenerationKey("gcroots/web1", math.MaxInt)
+	if _, err := roots.Put(ctx, st, last, nixcache.FormatMarker([]string{storePath(0)}), "", storage.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for i := 2; i <= 3; i++ {
+		_, _, err := roots.AddKeeping(ctx, st, "web1", []string{storePath(i)}, "", 2)
+		if err == nil {
+			t.Errorf("write %d: no error, want the generation numbers refused as used up", i)
+		}
+	}
+	var keys []string
+	for o, err := range st.List(ctx, nixcache.RootsPrefix) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		keys = append(keys, o.Key)
+	}
+	if want := []string{"gcroots/web1", last}; !slices.Equal(keys, want) {
+		t.Fatalf("markers %v, want %v", keys, want)
 	}
 }
