@@ -24,6 +24,9 @@ var (
 	// describe the path it is named for, or names a reference or NAR that is
 	// not in the cache.
 	ErrIntegrity = errors.New("cache integrity check failed")
+	// ErrRootMaxAge: a RootMaxAge shorter than the grace period (a typo
+	// such as 30m for 30d would expire every marker).
+	ErrRootMaxAge = errors.New("root max age shorter than the grace period")
 	// ErrFence: the lease could not be confirmed before a delete batch; the
 	// wrapped error says why (lockproto.ErrLeaseLost).
 	ErrFence = errors.New("lease not confirmed, deletion stopped")

@@ -82,6 +82,17 @@ func (o Options) grace() time.Duration {
 	return o.Grace
 }
 
+// CheckRootMaxAge refuses a RootMaxAge shorter than the grace period: a
+// marker would stop counting sooner than an upload no marker names is
+// pruned, which no policy wants and a typo (30m for 30d) gives, expiring
+// the whole root registry in one run. 0 (no expiry) is fine.
+func (o Options) CheckRootMaxAge() error {
+	if o.RootMaxAge > 0 && o.RootMaxAge < o.grace() {
+		return fmt.Errorf("%w: %v < %v (did you mean days?)", ErrRootMaxAge, o.RootMaxAge, o.grace())
+	}
+	return nil
+}
+
 // MaxConcurrency bounds Options.Concurrency: each unit is a goroutine of
 // the walk, so 10⁸ spent minutes starting them, deaf to cancellation. kiss
 // prune and kiss-lambda refuse more; gc takes at most this many.

@@ -59,7 +59,7 @@ func Classify(ctx context.Context, err error) Failure {
 	case errors.Is(err, gc.ErrRootsUnavailable), errors.Is(err, gc.ErrIntegrity), errors.Is(err, gc.ErrEmptyRoots), errors.Is(err, gc.ErrEmptyMarker),
 		errors.Is(err, ErrNotACache):
 		return FailRefused
-	case errors.Is(err, storage.ErrInvalidKey):
+	case errors.Is(err, storage.ErrInvalidKey), errors.Is(err, gc.ErrRootMaxAge):
 		return FailUsage
 	}
 	return FailStore

@@ -70,6 +70,9 @@ const KeepReports = 1000
 // could not be taken, lockproto.ErrLeaseLost when it was lost while working,
 // and gc's sentinels.
 func Run(ctx context.Context, st storage.Store, o Options) (*gc.Report, error) {
+	if err := o.CheckRootMaxAge(); err != nil {
+		return &gc.Report{Store: st.URL(), DryRun: o.DryRun, Error: err.Error()}, err
+	}
 	if err := requireCache(ctx, st, o); err != nil {
 		return &gc.Report{Store: st.URL(), DryRun: o.DryRun, Error: err.Error()}, err
 	}

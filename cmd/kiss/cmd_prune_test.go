@@ -312,3 +312,16 @@ func TestPruneConcurrencyBound(t *testing.T) {
 		t.Errorf("--concurrency 100000000: exit %d, %s; want %d", code, stderr, ExitUsage)
 	}
 }
+
+// --root-max-age shorter than the grace period is refused before anything
+// is read: a typo (30m for 30d) expired every marker older than half an
+// hour, the whole root registry, in one run.
+func TestRootMaxAgeBelowGraceRefused(t *testing.T) {
+	dir, _, _ := testCache(t)
+	if code, _, stderr := runKiss(t, "prune", "--root-max-age", "30m", dir); code != ExitUsage || !strings.Contains(stderr, "shorter than the grace period") {
+		t.Fatalf("prune --root-max-age 30m (grace 2h): exit %d, want %d: %s", code, ExitUsage, stderr)
+	}
+	if code, _, stderr := runKiss(t, "prune", "--dry-run", "--allow-empty-roots", "--root-max-age", "30m", "--grace", "10m", dir); code != ExitOK {
+		t.Fatalf("prune --root-max-age 30m --grace 10m: exit %d: %s", code, stderr)
+	}
+}
