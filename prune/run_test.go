@@ -157,3 +157,18 @@ func TestRunInterruptedSavesReport(t *testing.T) {
 		t.Errorf("saved report: %v, deleted %+v, error %q", err, got.Deleted, got.Error)
 	}
 }
+
+// A root max age shorter than the grace period is a usage error before
+// anything is taken or read (kiss prune: exit 2; kiss-lambda:
+// KissPruneUsage): no lease, nothing deleted.
+func TestRunRefusesRootMaxAgeBelowGrace(t *testing.T) {
+	st, _, _, garbage := cache(t)
+	ctx := context.Background()
+	rep, err := prune.Run(ctx, st, prune.Options{Options: gc.Options{Grace: 2 * time.Hour, RootMaxAge: 30 * time.Minute}})
+	if !errors.Is(err, gc.ErrRootMaxAge) || prune.Classify(ctx, err) != prune.FailUsage || rep == nil || rep.Error == "" || !exists(t, st, garbage) {
+		t.Fatalf("root max age 30m, grace 2h: err %v (class %v), report %+v", err, prune.Classify(ctx, err), rep)
+	}
+	if _, err := st.Stat(ctx, lockproto.PruneKey); err == nil {
+		t.Error("a prune lease was taken")
+	}
+}
