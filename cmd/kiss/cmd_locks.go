@@ -36,8 +36,11 @@ only) makes its holder stop at its next refresh, but work it does until then
 is unprotected: use it only for a holder you know is dead.
 
 EXIT STATUS:
-   0  done   1  a named lease is fresh (use --force) or changed meanwhile
-   2  usage  3  store unreachable`,
+   0  done
+   1  a named lease is fresh (use --force), changed meanwhile, does not
+      exist, or could not be read or deleted
+   2  usage
+   3  the store cannot be opened or reached`,
 				Flags:  []cli.Flag{ttlFlag, maxLockTTLFlag(), &cli.BoolFlag{Name: "force", Usage: "break the named leases even if fresh"}},
 				Action: runLocksBreak,
 			},

@@ -63,7 +63,7 @@ EXIT STATUS
 			&cli.BoolFlag{Name: "allow-dangling", Usage: "prune even if reachable paths name missing references or NARs"},
 			&cli.BoolFlag{Name: "allow-empty-markers", Usage: "prune even if a marker names no store path or has lines that are not store paths (it then roots only the paths it names)"},
 			&cli.BoolFlag{Name: "allow-no-cache-info", Usage: "prune a directory that has no nix-cache-info (by default it is refused as not a binary cache)"},
-			&cli.IntFlag{Name: "concurrency", Usage: "parallel narinfo reads, at most 1024 (default: 8 on a local store, 64 otherwise)"},
+			&cli.IntFlag{Name: "concurrency", Usage: "parallel narinfo reads, at most 1024 (0: 2 per CPU, 4 to 8, on a local store; 64 otherwise)"},
 			&cli.StringFlag{Name: "metrics-file", Usage: "write Prometheus metrics to this file (atomically; node_exporter textfile collector)"},
 			&cli.BoolFlag{Name: "json", Usage: "print the report as JSON on stdout (same as the global --json)"},
 			&cli.BoolFlag{Name: "no-memo", Usage: "neither read nor write the closure memo (.kiss/memo/v2)"},
