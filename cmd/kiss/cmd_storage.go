@@ -36,7 +36,8 @@ EXIT STATUS
    0  every required guarantee holds
    2  bad arguments or store URL
    3  the store cannot be reached, or lacks a required guarantee (named on stderr)
-   7  could not decide: the store kept answering with transient errors (retry later)`,
+   7  could not decide: the store kept answering with transient errors (retry later)
+ 130  interrupted (SIGINT/SIGTERM)`,
 			Flags: []cli.Flag{
 				&cli.IntFlag{Name: "race-writers", Value: 8, Usage: "concurrent writers in the create race"},
 				&cli.IntFlag{Name: "race-rounds", Value: 3, Usage: "rounds of the create race"},
