@@ -372,11 +372,7 @@ func (p *Plan) decide(ctx context.Context, ix *index, ex *exploration, cutoffT t
 
 	p.spooled = del
 	p.report.Delete, p.report.Keep = del.byName(), keep.byName()
-	var total Count
-	for _, c := range del {
-		total.Objects += c.Objects
-		total.Bytes += c.Bytes
-	}
+	total := del.sum(nil)
 	if len(p.delMarkers) > 0 {
 		p.report.Delete[nixcache.KindRoot.String()] = Count{Objects: int64(len(p.delMarkers))}
 		total.Objects += int64(len(p.delMarkers))
@@ -466,6 +462,18 @@ func (c *kindCounts) merge(o *kindCounts) {
 		c[k].Objects += o[k].Objects
 		c[k].Bytes += o[k].Bytes
 	}
+}
+
+// sum is the count of the kinds in (all when in is nil).
+func (c *kindCounts) sum(in func(nixcache.Kind) bool) Count {
+	var t Count
+	for k, n := range c {
+		if in == nil || in(nixcache.Kind(k)) {
+			t.Objects += n.Objects
+			t.Bytes += n.Bytes
+		}
+	}
+	return t
 }
 
 // byName is the report's form: the kinds seen, by name.

@@ -149,14 +149,7 @@ func (p *Plan) deletions(k nixcache.Kind) *spool {
 
 // phaseTotal is what the delete phase of NARs (nar) or of metadata holds.
 func (p *Plan) phaseTotal(nar bool) Count {
-	var t Count
-	for k, c := range p.spooled {
-		if inNARPhase(nixcache.Kind(k)) == nar {
-			t.Objects += c.Objects
-			t.Bytes += c.Bytes
-		}
-	}
-	return t
+	return p.spooled.sum(func(k nixcache.Kind) bool { return inNARPhase(k) == nar })
 }
 
 // Deletion is one object a plan would delete.

@@ -266,9 +266,8 @@ func (v *View) Removal(ctx context.Context, targets []nixcache.Hash) (*Plan, err
 			return nil, err
 		}
 		p.spooled[o.kind].add(o.size)
-		p.report.DeleteTotal.add(o.size)
 	}
-	p.report.Delete = p.spooled.byName()
+	p.report.Delete, p.report.DeleteTotal = p.spooled.byName(), p.spooled.sum(nil)
 	if err := p.delMeta.finish(); err != nil {
 		return nil, err
 	}
