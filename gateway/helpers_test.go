@@ -154,6 +154,18 @@ func (e *env) has(key string) bool {
 	return err == nil
 }
 
+// waitStored waits until key is in the store (a write the gateway makes in
+// the background), failing the test with "<what> never stored" at deadline.
+func (e *env) waitStored(key string, deadline time.Time, what string) {
+	e.t.Helper()
+	for !e.has(key) {
+		if time.Now().After(deadline) {
+			e.t.Fatalf("%s never stored", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 func wantCode(t *testing.T, what string, r resp, code int) {
 	t.Helper()
 	if r.code != code {

@@ -34,12 +34,7 @@ func TestUpstream(t *testing.T) {
 	}
 	// mirrored in the background: NAR first, then the narinfo
 	deadline := time.Now().Add(10 * time.Second)
-	for !e.has(p.narinfoKey()) {
-		if time.Now().After(deadline) {
-			t.Fatal("upstream narinfo never stored")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	e.waitStored(p.narinfoKey(), deadline, "upstream narinfo")
 	if !e.has(p.narKey()) {
 		t.Fatal("narinfo stored without its NAR")
 	}
@@ -51,12 +46,7 @@ func TestUpstream(t *testing.T) {
 	if r.body != string(q.narBody()) {
 		t.Fatal("upstream NAR body differs")
 	}
-	for !e.has(q.narKey()) {
-		if time.Now().After(deadline) {
-			t.Fatal("upstream NAR never stored")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	e.waitStored(q.narKey(), deadline, "upstream NAR")
 	h := newPath("head")
 	up.put(h.narKey(), h.narBody())
 	up.put(h.narinfoKey(), h.narinfo())
@@ -173,13 +163,7 @@ func TestUpstreamMirrorDuringPrune(t *testing.T) {
 
 	// Once the prune is over, the next miss mirrors it again, NAR first.
 	wantCode(t, "narinfo from upstream after the prune", e.do("GET", "/"+p.narinfoKey(), nil), 200)
-	deadline = time.Now().Add(10 * time.Second)
-	for !e.has(p.narinfoKey()) {
-		if time.Now().After(deadline) {
-			t.Fatal("upstream narinfo never stored after the prune")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	e.waitStored(p.narinfoKey(), time.Now().Add(10*time.Second), "upstream narinfo after the prune")
 	if !e.has(p.narKey()) {
 		t.Fatal("narinfo stored without its NAR after the prune")
 	}

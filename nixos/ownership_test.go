@@ -42,15 +42,9 @@ func applyTmpfilesAsIs(t *testing.T, rules []string) {
 // serving user failed with "permission denied". The modules create them,
 // owned by the serving user, before anything runs.
 func TestRootPruneLeavesCacheWritable(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: runs the prune as root and the serving user as nobody")
-	}
+	owner := nobodyAsRoot(t, "runs the prune as root and the serving user as nobody")
 	nix := testenv.Nix(t)
 	kiss := testenv.KissBinary(t)
-	owner, err := user.Lookup("nobody")
-	if err != nil {
-		t.Skip(err)
-	}
 	group, err := user.LookupGroupId(owner.Gid)
 	if err != nil {
 		t.Fatal(err)
@@ -117,15 +111,9 @@ func TestRootPruneLeavesCacheWritable(t *testing.T) {
 // atomically (a temporary file beside it, renamed), and a prune that
 // cannot write its metrics fails.
 func TestPruneMetricsDirOwnedByPruneUser(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: runs the prune as nobody")
-	}
+	owner := nobodyAsRoot(t, "runs the prune as nobody")
 	nix := testenv.Nix(t)
 	kiss := testenv.KissBinary(t)
-	owner, err := user.Lookup("nobody")
-	if err != nil {
-		t.Skip(err)
-	}
 	uid, _ := strconv.Atoi(owner.Uid)
 	gid, _ := strconv.Atoi(owner.Gid)
 	base := t.TempDir()
@@ -160,4 +148,18 @@ func TestPruneMetricsDirOwnedByPruneUser(t *testing.T) {
 	if m, err := os.ReadFile(metrics); err != nil || !strings.Contains(string(m), "kiss_prune_") {
 		t.Errorf("metrics file: %v %q", err, m)
 	}
+}
+
+// nobodyAsRoot is the user nobody, for a test that runs kiss as another
+// user than root (what it does: why); it skips unless the test runs as root.
+func nobodyAsRoot(t *testing.T, why string) *user.User {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: " + why)
+	}
+	owner, err := user.Lookup("nobody")
+	if err != nil {
+		t.Skip(err)
+	}
+	return owner
 }
